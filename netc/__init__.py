@@ -1,0 +1,3 @@
+"""netc: a declarative neural-network compiler."""
+
+__version__ = "0.1.0"

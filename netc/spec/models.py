@@ -1,0 +1,486 @@
+"""The spec language, format version 1: one pydantic model per op, loss,
+optimizer, initializer and data source, each union discriminated by its tag.
+
+This module is the single source of truth: the JSON Schema (`netc schema`) and
+the op registry's names are checked against it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
+
+FORMAT_VERSION = 1
+
+Name = Annotated[str, Strict(), Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+PosInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegInt = Annotated[int, Strict(), Field(ge=0)]
+Float = Annotated[float, Strict()]
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+Pair = Annotated[list[PosInt], Field(min_length=2, max_length=2)]
+
+
+class Model(BaseModel):
+    """Every spec model refuses unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+# --------------------------------------------------------------------------- initializers
+
+
+class XavierUniform(Model):
+    """Glorot/Xavier uniform: U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out))."""
+
+    type: Literal["xavier_uniform", "glorot_uniform", "xavier", "glorot"]
+    gain: PosFloat = Field(1.0, description="Scale factor (PyTorch's `gain`).")
+
+
+class XavierNormal(Model):
+    """Glorot/Xavier normal: N(0, gain^2 * 2 / (fan_in + fan_out))."""
+
+    type: Literal["xavier_normal", "glorot_normal"]
+    gain: PosFloat = Field(1.0, description="Scale factor (PyTorch's `gain`).")
+
+
+class HeUniform(Model):
+    """He/Kaiming uniform for ReLU networks: U(-a, a), a = sqrt(6 / fan_in)."""
+
+    type: Literal["he_uniform", "kaiming_uniform", "he", "kaiming"]
+
+
+class HeNormal(Model):
+    """He/Kaiming normal for ReLU networks: N(0, 2 / fan_in)."""
+
+    type: Literal["he_normal", "kaiming_normal"]
+
+
+class UniformInit(Model):
+    """U(low, high)."""
+
+    type: Literal["uniform"]
+    low: Float = Field(-0.05, description="Lower bound.")
+    high: Float = Field(0.05, description="Upper bound.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.high <= self.low:
+            raise ValueError("high must be greater than low")
+        return self
+
+
+class NormalInit(Model):
+    """N(mean, std^2)."""
+
+    type: Literal["normal"]
+    mean: Float = Field(0.0, description="Mean.")
+    std: PosFloat = Field(0.01, description="Standard deviation.")
+
+
+class ZerosInit(Model):
+    """All zeros."""
+
+    type: Literal["zeros"]
+
+
+class ConstantInit(Model):
+    """Every element set to `value`."""
+
+    type: Literal["constant"]
+    value: Float = Field(description="The value.")
+
+
+def _init_shorthand(value):
+    # `weight_init: he` is short for `weight_init: {type: he}`
+    return {"type": value} if isinstance(value, str) else value
+
+
+Initializer = Annotated[
+    Union[XavierUniform, XavierNormal, HeUniform, HeNormal, UniformInit, NormalInit, ZerosInit, ConstantInit],
+    Field(discriminator="type"),
+    BeforeValidator(_init_shorthand),
+]
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class Layer(Model):
+    """Fields every layer has."""
+
+    name: Name | None = Field(
+        None, description="Unique layer name; also the name of its output tensor. Defaults to `<op><index>`."
+    )
+    inputs: Name | Annotated[list[Name], Field(min_length=1)] | None = Field(
+        None, alias="in", description="Input tensor(s): a layer or input name. Defaults to the previous layer's output."
+    )
+
+
+class ParamLayer(Layer):
+    """Fields of layers that own parameters."""
+
+    share: Name | None = Field(
+        None, description="Use the parameters of this earlier layer (same op and shapes) instead of new ones."
+    )
+    trainable: Bool = Field(True, description="False freezes the parameters (transfer learning).")
+    lr_mult: NonNegFloat = Field(1.0, description="Multiplier on the optimizer's learning rate for this layer.")
+    bias: Bool = Field(True, description="Whether the layer has a bias.")
+    weight_init: Initializer | None = Field(
+        None, description="Weight initializer; default xavier_uniform (Keras' default)."
+    )
+    bias_init: Initializer | None = Field(None, description="Bias initializer; default zeros.")
+
+
+class Linear(ParamLayer):
+    """Fully connected: y = x W^T + b, W shaped [out, in] (as PyTorch)."""
+
+    op: Literal["linear"]
+    out: PosInt = Field(description="Number of output features.")
+
+
+class Conv2d(ParamLayer):
+    """2-D convolution (cross-correlation) over [C, H, W]; W shaped [filters, C, kh, kw]."""
+
+    op: Literal["conv2d"]
+    filters: PosInt = Field(description="Number of output channels.")
+    kernel: PosInt | Pair = Field(description="Kernel size: k or [kh, kw].")
+    stride: PosInt | Pair = Field(1, description="Stride: s or [sh, sw].")
+    padding: NonNegInt | Annotated[list[NonNegInt], Field(min_length=2, max_length=2)] = Field(
+        0, description="Zero padding on each side: p or [ph, pw]."
+    )
+
+
+class _Pool(Layer):
+    kernel: PosInt | Pair = Field(description="Window size: k or [kh, kw].")
+    stride: PosInt | Pair | None = Field(None, description="Stride; defaults to the kernel size.")
+    padding: NonNegInt | Annotated[list[NonNegInt], Field(min_length=2, max_length=2)] = Field(
+        0, description="Padding on each side (ignored cells never win a max / count in an average)."
+    )
+
+
+class MaxPool2d(_Pool):
+    """Max pooling over [C, H, W]."""
+
+    op: Literal["maxpool2d"]
+
+
+class AvgPool2d(_Pool):
+    """Average pooling over [C, H, W] (padding cells are not counted)."""
+
+    op: Literal["avgpool2d"]
+
+
+class Flatten(Layer):
+    """Flattens everything but the batch dimension."""
+
+    op: Literal["flatten"]
+
+
+class Reshape(Layer):
+    """Reshapes (batch dimension excluded); one entry may be -1."""
+
+    op: Literal["reshape"]
+    shape: Annotated[list[Annotated[int, Strict(), Field(ge=-1)]], Field(min_length=1)] = Field(
+        description="Target shape without the batch dimension."
+    )
+
+
+class Relu(Layer):
+    """max(x, 0)."""
+
+    op: Literal["relu"]
+
+
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x))."""
+
+    op: Literal["sigmoid"]
+
+
+class Tanh(Layer):
+    """tanh(x)."""
+
+    op: Literal["tanh"]
+
+
+class Softmax(Layer):
+    """exp(x_i) / sum_j exp(x_j) over the feature dimension."""
+
+    op: Literal["softmax"]
+
+
+class LogSoftmax(Layer):
+    """log(softmax(x)) over the feature dimension."""
+
+    op: Literal["log_softmax"]
+
+
+class Identity(Layer):
+    """Passes its input through."""
+
+    op: Literal["identity"]
+
+
+class Dropout(Layer):
+    """Zeroes each element with probability p while training, scales the rest by 1/(1-p)."""
+
+    op: Literal["dropout"]
+    p: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.5, description="Drop probability.")
+
+
+class Add(Layer):
+    """Element-wise sum of two or more tensors of the same shape."""
+
+    op: Literal["add"]
+
+
+class Concat(Layer):
+    """Concatenation of two or more tensors along a feature axis."""
+
+    op: Literal["concat"]
+    axis: NonNegInt = Field(0, description="Axis without the batch dimension (0 = channels/features).")
+
+
+LayerSpec = Annotated[
+    Union[
+        Linear, Conv2d, MaxPool2d, AvgPool2d, Flatten, Reshape, Relu, Sigmoid, Tanh, Softmax,
+        LogSoftmax, Identity, Dropout, Add, Concat,
+    ],
+    Field(discriminator="op"),
+]
+
+
+# --------------------------------------------------------------------------- losses
+
+
+class _Loss(Model):
+    input: Name = Field(description="The tensor the loss reads (a layer name).")
+    target: Name = Field(description="The input that holds the targets.")
+
+
+class MseLoss(_Loss):
+    """½‖y − ŷ‖² per sample (the lecture's), averaged over the batch. Integer targets are one-hot encoded."""
+
+    op: Literal["mse"]
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax + negative log-likelihood on logits, averaged over the batch (PyTorch's CrossEntropyLoss)."""
+
+    op: Literal["cross_entropy"]
+
+
+class NllLoss(_Loss):
+    """Negative log-likelihood on log-probabilities (after log_softmax), averaged over the batch."""
+
+    op: Literal["nll"]
+
+
+LossSpec = Annotated[Union[MseLoss, CrossEntropyLoss, NllLoss], Field(discriminator="op")]
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+class Sgd(Model):
+    """Stochastic gradient descent with optional momentum (PyTorch semantics)."""
+
+    type: Literal["sgd"]
+    lr: PosFloat = Field(0.01, description="Learning rate.")
+    momentum: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.0, description="Momentum factor.")
+    nesterov: Bool = Field(False, description="Nesterov momentum.")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
+
+
+class RmsProp(Model):
+    """RMSprop (PyTorch semantics)."""
+
+    type: Literal["rmsprop"]
+    lr: PosFloat = Field(0.01, description="Learning rate.")
+    alpha: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = Field(0.99, description="Smoothing constant.")
+    eps: PosFloat = Field(1e-8, description="Added to the denominator.")
+    momentum: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.0, description="Momentum factor.")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
+
+
+class Adam(Model):
+    """Adam (PyTorch semantics, L2 weight decay added to the gradient)."""
+
+    type: Literal["adam"]
+    lr: PosFloat = Field(0.001, description="Learning rate.")
+    betas: Annotated[list[Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]], Field(min_length=2, max_length=2)] = (
+        Field([0.9, 0.999], description="Decay rates of the first and second moment estimates.")
+    )
+    eps: PosFloat = Field(1e-8, description="Added to the denominator.")
+    weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
+
+
+OptimizerSpec = Annotated[Union[Sgd, RmsProp, Adam], Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- data
+
+
+Normalize = Literal["none", "standard", "minmax", "max"]
+
+
+class _Source(Model):
+    normalize: Normalize = Field(
+        "none",
+        description="none; standard (zero mean, unit variance per feature, statistics from the train split); "
+        "minmax (to [0, 1] per feature); max (divide by the largest absolute value of the train split).",
+    )
+    limit: PosInt | None = Field(None, description="Use only the first `limit` samples.")
+
+
+class XorSource(_Source):
+    """The XOR problem: the four corners of the unit square (n=4), or n noisy samples around them."""
+
+    source: Literal["xor"]
+    n: PosInt = Field(4, description="Number of samples; 4 gives exactly the four corners.")
+    noise: NonNegFloat = Field(0.0, description="Standard deviation of Gaussian noise added to the points.")
+    seed: NonNegInt = Field(0, description="Seed of the generator.")
+
+
+class SpiralsSource(_Source):
+    """Interleaved 2-D spirals, one arm per class."""
+
+    source: Literal["spirals"]
+    n: PosInt = Field(300, description="Number of samples.")
+    classes: Annotated[int, Strict(), Field(ge=2)] = Field(3, description="Number of arms.")
+    noise: NonNegFloat = Field(0.2, description="Noise on the angle.")
+    seed: NonNegInt = Field(0, description="Seed of the generator.")
+
+
+class BlobsSource(_Source):
+    """Gaussian blobs, one per class."""
+
+    source: Literal["blobs"]
+    n: PosInt = Field(300, description="Number of samples.")
+    classes: Annotated[int, Strict(), Field(ge=2)] = Field(3, description="Number of blobs.")
+    features: PosInt = Field(2, description="Dimensions of each sample.")
+    std: PosFloat = Field(1.0, description="Standard deviation of each blob.")
+    seed: NonNegInt = Field(0, description="Seed of the generator.")
+
+
+class DigitsSource(_Source):
+    """scikit-learn's 8×8 handwritten digits (1,797 images, 10 classes; shipped with scikit-learn)."""
+
+    source: Literal["digits"]
+    split: Literal["train", "test", "all"] = Field("all", description="Which part of a seeded split to use.")
+    test_fraction: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = Field(
+        0.2, description="Fraction held out as the test split."
+    )
+    split_seed: NonNegInt = Field(0, description="Seed of the train/test split.")
+
+
+class NpzSource(_Source):
+    """A NumPy .npz file; arrays are matched to the spec's inputs by name (or by `keys`)."""
+
+    source: Literal["npz"]
+    path: Text = Field(description="Path to the .npz file (relative to the spec file).")
+    keys: dict[Name, Text] | None = Field(None, description="Input name -> array name in the file.")
+
+
+class NpySource(_Source):
+    """One .npy file per input."""
+
+    source: Literal["npy"]
+    arrays: dict[Name, Text] = Field(description="Input name -> path of its .npy file (relative to the spec file).")
+
+
+class CsvSource(_Source):
+    """A CSV file with one sample per row: the label column goes to the integer input, the rest to the other."""
+
+    source: Literal["csv"]
+    path: Text = Field(description="Path to the CSV file (relative to the spec file).")
+    label: Text | NonNegInt | Literal[-1] = Field(-1, description="Label column: a header name or an index (-1: last).")
+    header: Bool = Field(True, description="Whether the first row holds column names.")
+    delimiter: Annotated[str, Strict(), Field(min_length=1, max_length=1)] = Field(",", description="Field separator.")
+
+
+class IdxSource(_Source):
+    """MNIST-style idx files (optionally gzipped): `<split>-images-idx3-ubyte` and `<split>-labels-idx1-ubyte`."""
+
+    source: Literal["mnist-idx"]
+    path: Text = Field(description="Folder holding the idx files (relative to the spec file).")
+    split: Literal["train", "test"] = Field("train", description="train (train-*) or test (t10k-*).")
+
+
+DataSource = Annotated[
+    Union[XorSource, SpiralsSource, BlobsSource, DigitsSource, NpzSource, NpySource, CsvSource, IdxSource],
+    Field(discriminator="source"),
+]
+
+
+class DataSpec(Model):
+    """Where training and evaluation samples come from."""
+
+    train: DataSource = Field(description="Training data.")
+    eval: DataSource | None = Field(None, description="Evaluation data, measured after each epoch.")
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+class InputSpec(Model):
+    """A graph input (one per tensor the data provides)."""
+
+    shape: Annotated[list[PosInt], Field(max_length=8)] = Field(
+        description="Shape without the batch dimension; [] for a scalar (e.g. a class label)."
+    )
+    dtype: Literal["float32", "int64"] = Field("float32", description="int64 for class labels.")
+    classes: Annotated[int, Strict(), Field(ge=2)] | None = Field(
+        None, description="Number of classes of an integer label input."
+    )
+
+    @model_validator(mode="after")
+    def _labels(self):
+        if self.dtype == "int64" and self.classes is None:
+            raise ValueError("an int64 input needs `classes` (the number of classes)")
+        if self.dtype == "float32" and self.classes is not None:
+            raise ValueError("`classes` is only for int64 label inputs")
+        if self.dtype == "int64" and self.shape != []:
+            raise ValueError("an int64 label input has shape [] (one class index per sample)")
+        return self
+
+
+class TrainSpec(Model):
+    """How training runs."""
+
+    batch: PosInt = Field(32, description="Mini-batch size (the last batch of an epoch may be smaller).")
+    epochs: PosInt = Field(10, description="Passes over the training data.")
+    seed: NonNegInt = Field(0, description="Seed of initialization, shuffling and dropout.")
+    shuffle: Bool = Field(True, description="Shuffle the training data each epoch.")
+    dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point type of the plan.")
+
+
+class InitSpec(Model):
+    """Weights loaded before training (transfer learning)."""
+
+    checkpoint: Text = Field(description="A safetensors checkpoint (relative to the spec file).")
+    layers: list[Name] | None = Field(None, description="Only these layers; default every layer that matches.")
+
+
+class Spec(Model):
+    """A netc network spec, format version 1."""
+
+    netc: Literal[1] = Field(description="Format version of the spec language.")
+    name: Name = Field(description="Name of the network.")
+    description: Text = Field("", description="Free text.")
+    inputs: Annotated[dict[Name, InputSpec], Field(min_length=1)] = Field(description="Graph inputs by name.")
+    layers: Annotated[list[LayerSpec], Field(min_length=1)] = Field(description="Layers in order.")
+    loss: LossSpec = Field(description="The training loss.")
+    optimizer: OptimizerSpec = Field(default_factory=lambda: Sgd(type="sgd"), description="The optimizer.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")
+    data: DataSpec | None = Field(None, description="Data sources; a spec validates without them.")
+    init: InitSpec | None = Field(None, description="Weights to load before training.")
+
+
+def layer_name(layer, index: int) -> str:
+    """A layer's given name, or `<op><index>` (e.g. relu3)."""
+    return layer.name if layer.name is not None else f"{layer.op}{index}"

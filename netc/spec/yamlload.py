@@ -1,0 +1,154 @@
+"""Safe YAML loading that remembers where every key and value came from.
+
+The file is composed into PyYAML nodes (no object construction), then walked
+into plain dicts/lists/scalars while recording the line and column of each
+spec path. Hostile input is refused early: size, nesting depth and the number
+of nodes after alias expansion are bounded, duplicate keys are errors, and
+only the standard scalar tags are accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from netc.errors import Diagnostic, Location, SpecErrors, path_text
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 200_000  # after alias expansion: stops "billion laughs"
+
+_SAFE_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+Path = tuple  # of str | int
+
+
+@dataclass
+class SourceMap:
+    """Where each spec path sits in the file."""
+
+    file: str
+    value_at: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    key_at: dict[Path, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Path, key: bool = False) -> Location:
+        """The closest known position of `path` (walks up to a parent if needed)."""
+        path = tuple(path)
+        while True:
+            table = self.key_at if key else self.value_at
+            if path in table:
+                line, col = table[path]
+                return Location(self.file, line, col)
+            if key and path in self.value_at:
+                line, col = self.value_at[path]
+                return Location(self.file, line, col)
+            if not path:
+                return Location(self.file, 1, 1)
+            path = path[:-1]
+
+
+def _error(code: str, message: str, file: str, mark=None, path: Path = (), hint: str = "") -> SpecErrors:
+    loc = Location(file, mark.line + 1, mark.column + 1) if mark is not None else Location(file, 1, 1)
+    where = path_text(path[:12]) + ("..." if len(path) > 12 else "")
+    return SpecErrors(Diagnostic(code, message, loc, where, hint))
+
+
+class _Walker:
+    def __init__(self, file: str, loader: yaml.SafeLoader):
+        self.file = file
+        self.loader = loader
+        self.nodes = 0
+        self.smap = SourceMap(file)
+
+    def walk(self, node: yaml.Node, path: Path, depth: int):
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _error("E-YAML-LIMIT", f"the document expands to more than {MAX_NODES} nodes",
+                         self.file, node.start_mark, path,
+                         "aliases (*name) that expand recursively are refused")
+        if depth > MAX_DEPTH:
+            raise _error("E-YAML-LIMIT", f"nesting deeper than {MAX_DEPTH} levels", self.file,
+                         node.start_mark, path)
+        self.smap.value_at.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if node.tag not in _SAFE_TAGS:
+            raise _error("E-YAML-TAG", f"tag '{node.tag}' is not allowed", self.file, node.start_mark,
+                         path, "netc specs use plain YAML: maps, lists, strings and numbers")
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            raise _error("E-YAML", f"cannot read value: {exc}", self.file, node.start_mark, path) from None
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict:
+        out: dict = {}
+        seen: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise _error("E-YAML-TAG", "merge keys (<<) are not supported", self.file,
+                             key_node.start_mark, path, "write the keys out, or use an alias for a whole value")
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _error("E-YAML", "mapping keys must be plain strings", self.file,
+                             key_node.start_mark, path)
+            key = self.walk(key_node, path + ("<key>",), depth + 1)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                key = str(key)
+            if key in seen:
+                first = seen[key]
+                raise _error("E-YAML-DUP", f"duplicate key '{key}' (first defined at line {first.line + 1})",
+                             self.file, key_node.start_mark, path + (key,),
+                             "remove one of the two; YAML would silently keep the last")
+            seen[key] = key_node.start_mark
+            child = path + (key,)
+            self.smap.key_at[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = self.walk(value_node, child, depth + 1)
+        return out
+
+
+def load_yaml(text: str | bytes, file: str = "<string>") -> tuple[object, SourceMap]:
+    """Parse YAML text into plain data and a SourceMap. Raises SpecErrors."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_BYTES:
+            raise _error("E-YAML-LIMIT", f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", file)
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _error("E-YAML", f"file is not UTF-8 text (byte {exc.start})", file,
+                         hint="save the spec as UTF-8") from None
+    if len(text) > MAX_BYTES:
+        raise _error("E-YAML-LIMIT", f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", file)
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            problem = exc.problem or str(exc)
+            if exc.context:
+                problem = f"{problem} ({exc.context})"
+            raise _error("E-YAML", f"invalid YAML: {problem}", file, mark) from None
+        except yaml.YAMLError as exc:
+            raise _error("E-YAML", f"invalid YAML: {exc}", file) from None
+        except RecursionError:
+            raise _error("E-YAML-LIMIT", f"nesting deeper than {MAX_DEPTH} levels", file) from None
+        if node is None:
+            raise _error("E-YAML", "the file is empty", file, hint="a spec starts with 'netc: 1'")
+        walker = _Walker(file, loader)
+        try:
+            data = walker.walk(node, (), 0)
+        except RecursionError:
+            raise _error("E-YAML-LIMIT", f"nesting deeper than {MAX_DEPTH} levels", file) from None
+    finally:
+        loader.dispose()
+    return data, walker.smap
