@@ -1,0 +1,252 @@
+"""Spec -> typed Graph: names, references, order, sharing, shapes, loss checks.
+
+Every check appends to one list of diagnostics; the whole list is raised once
+at the end, so a user sees every error of a file together.
+"""
+
+from __future__ import annotations
+
+from netc.errors import Diagnostic, SpecErrors, did_you_mean, path_text
+from netc.graph.ir import Graph, Node
+from netc.graph.memory import check_memory
+from netc.ops import REGISTRY, OpShapeError
+from netc.spec.load import LoadedSpec
+from netc.spec.models import layer_name
+
+
+class _Collector:
+    def __init__(self, loaded: LoadedSpec):
+        self.smap = loaded.smap
+        self.diagnostics: list[Diagnostic] = []
+
+    def add(self, code: str, message: str, path: tuple, hint: str = "", key: bool = False) -> None:
+        self.diagnostics.append(Diagnostic(code, message, self.smap.locate(path, key=key), path_text(path), hint))
+
+
+def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Graph:
+    """Build and type-check the graph of a loaded spec. Raises SpecErrors with every problem found."""
+    spec = loaded.spec
+    errors = _Collector(loaded)
+    inputs = {name: tuple(inp.shape) for name, inp in spec.inputs.items()}
+    nodes = _make_nodes(spec, inputs, errors)
+    ordered = _topological_order(nodes, inputs, errors)
+    if ordered is not None:
+        _resolve_shares(ordered, errors)
+        labels = {name for name, inp in spec.inputs.items() if inp.dtype == "int64"}
+        _infer_shapes(ordered, inputs, labels, errors)
+        _check_loss(spec, ordered, inputs, errors)
+        _check_reachability(spec, ordered, inputs, errors)
+    if errors.diagnostics:
+        raise SpecErrors(errors.diagnostics)
+    graph = Graph(spec, inputs, ordered, spec.loss.input, spec.loss.target)
+    graph.verify()
+    if check_memory_for_batch:
+        problem = check_memory(graph, spec.train.batch)
+        if problem:
+            errors.add("E-MEMORY", problem, ("train", "batch"),
+                       "lower train.batch or make the layers smaller")
+            raise SpecErrors(errors.diagnostics)
+    return graph
+
+
+def _make_nodes(spec, inputs, errors: _Collector) -> list[Node]:
+    """Name every layer, default its input to the previous layer, check names and references."""
+    names: dict[str, int] = {}
+    for i, layer in enumerate(spec.layers):
+        name = layer_name(layer, i)
+        if name in inputs:
+            errors.add("E-DUP-NAME", f"layer name '{name}' is already an input name", ("layers", i, "name"),
+                       "rename the layer or the input")
+        elif name in names:
+            errors.add("E-DUP-NAME", f"duplicate layer name '{name}' (first used by layers[{names[name]}])",
+                       ("layers", i, "name"), "layer names must be unique")
+        else:
+            names[name] = i
+    default_input = next((n for n, inp in spec.inputs.items() if inp.dtype == "float32"), next(iter(spec.inputs)))
+    known = list(inputs) + list(names)
+    nodes: list[Node] = []
+    previous = default_input
+    for i, layer in enumerate(spec.layers):
+        name = layer_name(layer, i)
+        refs = layer.inputs if layer.inputs is not None else previous
+        refs = [refs] if isinstance(refs, str) else list(refs)
+        for j, ref in enumerate(refs):
+            where = ("layers", i, "in") if isinstance(layer.inputs, str) or layer.inputs is None else ("layers", i, "in", j)
+            if ref not in inputs and ref not in names:
+                errors.add("E-REF", f"unknown tensor '{ref}'", where, did_you_mean(ref, known, "inputs and layers"))
+            elif ref == name:
+                errors.add("E-CYCLE", f"layer '{name}' reads its own output", where)
+        opdef = REGISTRY[layer.op]
+        if len(refs) < opdef.min_inputs or (opdef.max_inputs is not None and len(refs) > opdef.max_inputs):
+            want = (f"exactly {opdef.min_inputs}" if opdef.min_inputs == opdef.max_inputs
+                    else f"at least {opdef.min_inputs}")
+            errors.add("E-ARITY", f"{layer.op} takes {want} input(s), got {len(refs)}", ("layers", i, "in")
+                       if layer.inputs is not None else ("layers", i),
+                       "list the inputs with `in: [a, b]`" if opdef.min_inputs > 1 else "")
+        trainable = getattr(layer, "trainable", True)
+        lr_mult = getattr(layer, "lr_mult", 1.0)
+        nodes.append(Node(name, layer.op, layer, i, refs, trainable=trainable, lr_mult=lr_mult))
+        previous = name
+    return nodes
+
+
+def _topological_order(nodes: list[Node], inputs, errors: _Collector) -> list[Node] | None:
+    """Kahn's order, keeping spec order among ready nodes; a cycle is named in full."""
+    if errors.diagnostics:
+        return None
+    by_name = {node.name: node for node in nodes}
+    ordered: list[Node] = []
+    done = set(inputs)
+    pending = list(nodes)
+    while pending:
+        ready = next((n for n in pending if all(ref in done for ref in n.inputs)), None)
+        if ready is None:
+            cycle = _find_cycle(pending, by_name)
+            first = by_name[cycle[0]]
+            errors.add("E-CYCLE", "cycle: " + " -> ".join(cycle + [cycle[0]]), ("layers", first.index, "in"),
+                       "a layer cannot depend on its own output; check the `in:` of these layers")
+            return None
+        ordered.append(ready)
+        done.add(ready.name)
+        pending.remove(ready)
+    return ordered
+
+
+def _find_cycle(pending: list[Node], by_name) -> list[str]:
+    waiting = {n.name for n in pending}
+    start = pending[0].name
+    path: list[str] = []
+    current = start
+    while current not in path:
+        path.append(current)
+        current = next(ref for ref in by_name[current].inputs if ref in waiting)
+    return path[path.index(current):]
+
+
+def _resolve_shares(nodes: list[Node], errors: _Collector) -> None:
+    """The first user owns a tensor; a sharer points at the owner (chains collapse)."""
+    by_name = {node.name: node for node in nodes}
+    for node in nodes:
+        target = getattr(node.layer, "share", None)
+        if target is None:
+            continue
+        where = ("layers", node.index, "share")
+        if target == node.name:
+            errors.add("E-SHARE", f"layer '{node.name}' shares with itself", where)
+            continue
+        if target not in by_name:
+            errors.add("E-SHARE", f"layer '{node.name}' shares with unknown layer '{target}'", where,
+                       did_you_mean(target, [n.name for n in nodes if n.op == node.op], f"{node.op} layers"))
+            continue
+        owner = by_name[target]
+        while owner.owner is not None:
+            owner = by_name[owner.owner]
+        if owner.op != node.op:
+            errors.add("E-SHARE", f"layer '{node.name}' ({node.op}) cannot share with '{owner.name}' ({owner.op})",
+                       where, "shared layers must have the same op")
+            continue
+        node.owner = owner.name
+        if node.layer.trainable != owner.layer.trainable or node.layer.lr_mult != owner.layer.lr_mult:
+            errors.add("E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but sets a different "
+                       "trainable/lr_mult", where, "a shared tensor is trained once: set trainable/lr_mult on the owner")
+        node.trainable, node.lr_mult = owner.trainable, owner.lr_mult
+
+
+def _infer_shapes(nodes: list[Node], inputs, label_inputs: set[str], errors: _Collector) -> None:
+    shapes = dict(inputs)
+    by_name = {node.name: node for node in nodes}
+    for node in nodes:
+        in_shapes = [shapes.get(ref) for ref in node.inputs]
+        if any(s is None for s in in_shapes):
+            continue  # an earlier error; do not report its consequences
+        labels = [ref for ref in node.inputs if ref in label_inputs]
+        if labels:
+            errors.add("E-TYPE", f"{node.op} '{node.name}' reads the integer label input '{labels[0]}'",
+                       ("layers", node.index, "in") if node.layer.inputs is not None else ("layers", node.index),
+                       "labels are only read by the loss; feed a float input")
+            continue
+        opdef = REGISTRY[node.op]
+        try:
+            node.shape = tuple(opdef.infer(node.layer, in_shapes))
+            node.param_shapes = {k: tuple(v) for k, v in opdef.params(node.layer, in_shapes).items()}
+            node.macs = opdef.macs(node.layer, in_shapes, node.shape)
+        except OpShapeError as exc:
+            path = ("layers", node.index) + ((exc.field,) if exc.field else ())
+            errors.add(exc.code, f"{node.op} '{node.name}': {exc.message}", path, exc.hint)
+            continue
+        shapes[node.name] = node.shape
+        if node.owner is not None:
+            owner = by_name[node.owner]
+            if owner.shape is not None and owner.param_shapes != node.param_shapes:
+                errors.add("E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but their parameters differ: "
+                           f"{_shapes_text(node.param_shapes)} vs {_shapes_text(owner.param_shapes)}",
+                           ("layers", node.index, "share"), "shared layers need the same input size and settings")
+
+
+def _shapes_text(params: dict) -> str:
+    return ", ".join(f"{k} {list(v)}" for k, v in params.items())
+
+
+def _check_loss(spec, nodes: list[Node], inputs, errors: _Collector) -> None:
+    loss = spec.loss
+    by_name = {node.name: node for node in nodes}
+    if loss.input not in by_name:
+        hint = "the loss reads a layer's output" if loss.input in inputs else did_you_mean(loss.input, list(by_name), "layers")
+        errors.add("E-REF", f"loss input '{loss.input}' is not a layer", ("loss", "input"), hint)
+        return
+    if loss.target not in spec.inputs:
+        errors.add("E-REF", f"loss target '{loss.target}' is not an input", ("loss", "target"),
+                   did_you_mean(loss.target, list(spec.inputs), "inputs"))
+        return
+    shape = by_name[loss.input].shape
+    if shape is None:
+        return
+    target = spec.inputs[loss.target]
+    if loss.op in ("cross_entropy", "nll"):
+        if target.dtype != "int64":
+            errors.add("E-LOSS", f"{loss.op} needs an int64 label target, '{loss.target}' is {target.dtype}",
+                       ("loss", "target"), "declare the label as `{shape: [], dtype: int64, classes: N}`")
+        elif len(shape) != 1 or shape[0] != target.classes:
+            errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
+                       f"'{loss.target}' has {target.classes} classes", ("loss", "input"),
+                       f"the last layer should produce [{target.classes}] values (one per class)")
+        if loss.op == "nll" and by_name[loss.input].op != "log_softmax":
+            errors.add("E-LOSS", f"nll reads log-probabilities but '{loss.input}' is a {by_name[loss.input].op}",
+                       ("loss", "input"), "add `{op: log_softmax}` before the loss, or use cross_entropy on logits")
+        if loss.op == "cross_entropy" and by_name[loss.input].op in ("softmax", "log_softmax"):
+            errors.add("E-LOSS", f"cross_entropy applies softmax itself but '{loss.input}' is a "
+                       f"{by_name[loss.input].op}", ("loss", "input"),
+                       "feed the logits (the layer before), or use nll after log_softmax")
+    else:  # mse
+        if target.dtype == "int64":
+            if len(shape) != 1 or shape[0] != target.classes:
+                errors.add("E-LOSS", f"mse with integer target '{loss.target}' ({target.classes} classes, "
+                           f"one-hot encoded) needs input shape [{target.classes}], got {list(shape)}",
+                           ("loss", "input"))
+        elif tuple(target.shape) != shape:
+            errors.add("E-LOSS", f"mse input '{loss.input}' has shape {list(shape)} but target "
+                       f"'{loss.target}' has {list(target.shape)}", ("loss", "target"))
+
+
+def _check_reachability(spec, nodes: list[Node], inputs, errors: _Collector) -> None:
+    """Every layer feeds the loss and every input is used: dead parts are typos, not intent."""
+    if spec.loss.input not in {n.name for n in nodes}:
+        return
+    by_name = {node.name: node for node in nodes}
+    live = set()
+    stack = [spec.loss.input]
+    while stack:
+        name = stack.pop()
+        if name in live:
+            continue
+        live.add(name)
+        if name in by_name:
+            stack.extend(by_name[name].inputs)
+    live.add(spec.loss.target)
+    for node in nodes:
+        if node.name not in live:
+            errors.add("E-DEAD", f"layer '{node.name}' does not lead to the loss", ("layers", node.index),
+                       f"its output is never used; the loss reads '{spec.loss.input}'")
+    for name in inputs:
+        if name not in live:
+            errors.add("E-DEAD", f"input '{name}' is never used", ("inputs", name), key=True)

@@ -1,0 +1,77 @@
+"""The graph IR: named tensors produced by nodes, in topological order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netc.ops.base import Shape, numel
+
+
+@dataclass
+class Node:
+    name: str  # also the name of the tensor it produces
+    op: str
+    layer: object  # the spec model
+    index: int  # position in spec.layers
+    inputs: list[str]
+    shape: Shape | None = None  # output shape without batch; None when inference failed
+    param_shapes: dict[str, Shape] = field(default_factory=dict)  # e.g. {"weight": (10, 500)}
+    owner: str | None = None  # the layer whose parameters this one uses (share), or None
+    trainable: bool = True
+    lr_mult: float = 1.0
+    macs: int = 0  # multiply-accumulates per sample
+
+    @property
+    def param_owner(self) -> str:
+        """The layer whose tensors hold this node's parameters."""
+        return self.owner or self.name
+
+    @property
+    def spec_path(self) -> tuple:
+        return ("layers", self.index)
+
+
+@dataclass
+class Graph:
+    spec: object  # the Spec
+    inputs: dict[str, Shape]  # graph inputs and their shapes
+    nodes: list[Node]  # topological order
+    loss_input: str
+    loss_target: str
+
+    def __post_init__(self):
+        self.by_name = {node.name: node for node in self.nodes}
+
+    def shape_of(self, tensor: str) -> Shape:
+        if tensor in self.inputs:
+            return self.inputs[tensor]
+        return self.by_name[tensor].shape
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [node for node in self.nodes if tensor in node.inputs]
+
+    @property
+    def owners(self) -> list[Node]:
+        """Nodes that own parameter tensors (shared tensors appear once)."""
+        return [node for node in self.nodes if node.param_shapes and node.owner is None]
+
+    def param_count(self, trainable: bool | None = None) -> int:
+        return sum(
+            numel(shape)
+            for node in self.owners
+            if trainable is None or node.trainable == trainable
+            for shape in node.param_shapes.values()
+        )
+
+    @property
+    def macs(self) -> int:
+        return sum(node.macs for node in self.nodes)
+
+    def verify(self) -> None:
+        """Invariants every pass keeps: unique names, known inputs, topological order."""
+        seen = set(self.inputs)
+        for node in self.nodes:
+            assert node.name not in seen, f"duplicate tensor {node.name}"
+            for tensor in node.inputs:
+                assert tensor in seen, f"{node.name} reads {tensor} before it is produced"
+            seen.add(node.name)
