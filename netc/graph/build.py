@@ -52,14 +52,17 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
 def _make_nodes(spec, inputs, errors: _Collector) -> list[Node]:
     """Name every layer, default its input to the previous layer, check names and references."""
     names: dict[str, int] = {}
+    duplicates: set[int] = set()
     for i, layer in enumerate(spec.layers):
         name = layer_name(layer, i)
         if name in inputs:
             errors.add("E-DUP-NAME", f"layer name '{name}' is already an input name", ("layers", i, "name"),
                        "rename the layer or the input")
+            duplicates.add(i)
         elif name in names:
             errors.add("E-DUP-NAME", f"duplicate layer name '{name}' (first used by layers[{names[name]}])",
                        ("layers", i, "name"), "layer names must be unique")
+            duplicates.add(i)
         else:
             names[name] = i
     default_input = next((n for n, inp in spec.inputs.items() if inp.dtype == "float32"), next(iter(spec.inputs)))
@@ -74,7 +77,7 @@ def _make_nodes(spec, inputs, errors: _Collector) -> list[Node]:
             where = ("layers", i, "in") if isinstance(layer.inputs, str) or layer.inputs is None else ("layers", i, "in", j)
             if ref not in inputs and ref not in names:
                 errors.add("E-REF", f"unknown tensor '{ref}'", where, did_you_mean(ref, known, "inputs and layers"))
-            elif ref == name:
+            elif ref == name and i not in duplicates:  # a duplicate "reads itself" only through its name
                 errors.add("E-CYCLE", f"layer '{name}' reads its own output", where)
         opdef = REGISTRY[layer.op]
         if len(refs) < opdef.min_inputs or (opdef.max_inputs is not None and len(refs) > opdef.max_inputs):
@@ -126,6 +129,7 @@ def _find_cycle(pending: list[Node], by_name) -> list[str]:
 def _resolve_shares(nodes: list[Node], errors: _Collector) -> None:
     """The first user owns a tensor; a sharer points at the owner (chains collapse)."""
     by_name = {node.name: node for node in nodes}
+    position = {node.name: i for i, node in enumerate(nodes)}
     for node in nodes:
         target = getattr(node.layer, "share", None)
         if target is None:
@@ -136,15 +140,20 @@ def _resolve_shares(nodes: list[Node], errors: _Collector) -> None:
             continue
         if target not in by_name:
             errors.add("E-SHARE", f"layer '{node.name}' shares with unknown layer '{target}'", where,
-                       did_you_mean(target, [n.name for n in nodes if n.op == node.op], f"{node.op} layers"))
+                       did_you_mean(target, [n.name for n in nodes if n.op == node.op and n is not node],
+                                    f"{node.op} layers"))
             continue
         owner = by_name[target]
-        while owner.owner is not None:
-            owner = by_name[owner.owner]
         if owner.op != node.op:
             errors.add("E-SHARE", f"layer '{node.name}' ({node.op}) cannot share with '{owner.name}' ({owner.op})",
                        where, "shared layers must have the same op")
             continue
+        if position[target] > position[node.name]:
+            errors.add("E-SHARE", f"layer '{node.name}' shares with '{target}', which runs after it", where,
+                       f"the first user owns a shared tensor: put `share: {node.name}` on '{target}' instead")
+            continue
+        while owner.owner is not None:
+            owner = by_name[owner.owner]
         node.owner = owner.name
         if node.layer.trainable != owner.layer.trainable or node.layer.lr_mult != owner.layer.lr_mult:
             errors.add("E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but sets a different "
@@ -174,13 +183,14 @@ def _infer_shapes(nodes: list[Node], inputs, label_inputs: set[str], errors: _Co
             path = ("layers", node.index) + ((exc.field,) if exc.field else ())
             errors.add(exc.code, f"{node.op} '{node.name}': {exc.message}", path, exc.hint)
             continue
-        shapes[node.name] = node.shape
         if node.owner is not None:
             owner = by_name[node.owner]
             if owner.shape is not None and owner.param_shapes != node.param_shapes:
                 errors.add("E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but their parameters differ: "
                            f"{_shapes_text(node.param_shapes)} vs {_shapes_text(owner.param_shapes)}",
                            ("layers", node.index, "share"), "shared layers need the same input size and settings")
+                continue  # its output shape follows from a mistake: do not check its readers against it
+        shapes[node.name] = node.shape
 
 
 def _shapes_text(params: dict) -> str:
@@ -230,8 +240,10 @@ def _check_loss(spec, nodes: list[Node], inputs, errors: _Collector) -> None:
 
 def _check_reachability(spec, nodes: list[Node], inputs, errors: _Collector) -> None:
     """Every layer feeds the loss and every input is used: dead parts are typos, not intent."""
-    if spec.loss.input not in {n.name for n in nodes}:
+    if spec.loss.input not in {n.name for n in nodes} or spec.loss.target not in inputs:
         return
+    if any(d.code == "E-TYPE" for d in errors.diagnostics):
+        return  # a layer reads the wrong tensor: what it meant to read would be reported as dead
     by_name = {node.name: node for node in nodes}
     live = set()
     stack = [spec.loss.input]

@@ -55,3 +55,14 @@ def _pool_infer(layer, shapes):
 CONV2D = register(OpDef("conv2d", 1, 1, _conv_infer, _conv_params, _conv_macs))
 MAXPOOL2D = register(OpDef("maxpool2d", 1, 1, _pool_infer))
 AVGPOOL2D = register(OpDef("avgpool2d", 1, 1, _pool_infer))
+
+
+def conv_dims(node, in_shape) -> dict:
+    """Every size a conv/pool kernel needs, by the names the kernels use."""
+    c, h, w = in_shape
+    kh, kw, sh, sw, ph, pw = conv_geometry(node.layer, in_shape)
+    oh, ow = node.shape[1], node.shape[2]
+    dims = dict(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)
+    if node.op == "conv2d":
+        dims["F"] = node.layer.filters
+    return dims

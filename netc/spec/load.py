@@ -57,7 +57,7 @@ def _check_version(data, smap: SourceMap) -> None:
         raise SpecErrors(Diagnostic("E-VERSION", "missing the format version 'netc'", smap.locate(()),
                                     "netc", f"add 'netc: {FORMAT_VERSION}' as the first line"))
     version = data["netc"]
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0
         raise SpecErrors(Diagnostic("E-VERSION", f"format version {version!r} is not supported",
                                     smap.locate(("netc",)), "netc",
                                     f"this netc reads format version {FORMAT_VERSION}"))
@@ -112,7 +112,8 @@ def _diagnostic(err: dict, path: tuple, data, smap: SourceMap) -> Diagnostic:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = err["ctx"].get("discriminator", "").strip("'")
         expected = [t.strip().strip("'") for t in err["ctx"].get("expected_tags", "").split(",") if t.strip()]
-        if kind == "union_tag_not_found":
+        if kind == "union_tag_not_found":  # pydantic does not list the tags here: take them from the union
+            expected = _union_tags(_type_at(path, data), tag)
             return Diagnostic("E-MISSING", f"missing required key '{tag}'", smap.locate(path), where,
                               f"{tag} is one of: {', '.join(expected)}")
         value = err["ctx"].get("tag")
@@ -121,6 +122,8 @@ def _diagnostic(err: dict, path: tuple, data, smap: SourceMap) -> Diagnostic:
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    if err["loc"] and err["loc"][-1] == "[key]":  # a mapping's key is wrong, not its value
+        return Diagnostic("E-VALUE", f"{message} (got key {path[-1]!r})", smap.locate(path, key=True), where)
     value = _value_at(data, path) if path else data
     if kind not in ("model_type", "dict_type", "model_attributes_type") and not isinstance(value, (dict, list)):
         message = f"{message} (got {value!r})"
@@ -149,6 +152,18 @@ def _known_keys(path: tuple, data) -> list[str]:
 
 def _model_at(path: tuple, data) -> type[BaseModel] | None:
     """The model class that validates the mapping at `path` (following the data through unions)."""
+    current = _type_at(path, data)
+    if current is None:
+        return None
+    node = data
+    for part in path:
+        node = node[part] if isinstance(node, (dict, list)) else None
+    model = _pick(current, node)
+    return model if _is_model(model) else None
+
+
+def _type_at(path: tuple, data):
+    """The annotation (possibly a union) that validates the value at `path`."""
     current: object = Spec
     node = data
     for part in path:
@@ -166,8 +181,19 @@ def _model_at(path: tuple, data) -> type[BaseModel] | None:
         node = node[part] if isinstance(node, (dict, list)) else None
         if current is None:
             return None
-    model = _pick(current, node)
-    return model if _is_model(model) else None
+    return current
+
+
+def _union_tags(tp, tag: str) -> list[str]:
+    """Every value the tag field `tag` takes among a union's models."""
+    if tp is None:
+        return []
+    tags: list[str] = []
+    for model in _members(tp):
+        field = model.model_fields.get(tag) if _is_model(model) else None
+        if field is not None:
+            tags.extend(str(t) for t in typing.get_args(field.annotation))
+    return sorted(tags)
 
 
 def _is_model(tp) -> bool:

@@ -102,8 +102,8 @@ class _Walker:
                 raise _error("E-YAML", "mapping keys must be plain strings", self.file,
                              key_node.start_mark, path)
             key = self.walk(key_node, path + ("<key>",), depth + 1)
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                key = str(key)
+            if not isinstance(key, str):  # `1:`, `null:`, `true:` are keys as written, not ints or list indices
+                key = key_node.value
             if key in seen:
                 first = seen[key]
                 raise _error("E-YAML-DUP", f"duplicate key '{key}' (first defined at line {first.line + 1})",

@@ -1,0 +1,50 @@
+"""The compiler: a straight list of passes, the plan verified between them.
+
+    lower -> fuse activations -> lower the loss -> mark gradients -> plan buffers -> generate source -> load (Numba)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netc.compiler import steps as passes
+from netc.compiler.buffers import BufferPlan, plan_buffers
+from netc.compiler.cache import load_module
+from netc.compiler.module import generate_source
+from netc.compiler.steps import LossStep, Step
+from netc.graph.ir import Graph
+
+
+@dataclass
+class CompiledPlan:
+    graph: Graph
+    steps: list[Step]
+    loss: LossStep
+    buffers: BufferPlan
+    needs_grad: dict[str, bool]
+    source: str
+    _module: object = None
+    path: str = ""
+
+    @property
+    def module(self):
+        """The generated module (imported on first use; Numba compiles or loads each function on first call)."""
+        if self._module is None:
+            self._module, path = load_module(self.source)
+            self.path = str(path)
+        return self._module
+
+
+def compile_graph(graph: Graph, batch: int | None = None) -> CompiledPlan:
+    """Lower a typed graph into a plan for mini-batches of up to `batch` samples."""
+    batch = batch or graph.spec.train.batch
+    steps = passes.lower(graph)  # one step per layer
+    passes.verify(graph, steps)
+    steps = passes.fuse_activations(graph, steps)  # bias + activation into the linear/conv epilogue
+    passes.verify(graph, steps)
+    loss = passes.lower_loss(graph, steps)  # softmax/log_softmax + loss with the p - onehot backward
+    needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
+    buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
+    header = f"netc plan for '{graph.spec.name}', batch {batch}. Generated: edits are overwritten."
+    source = generate_source(graph, steps, loss, buffers, needs_grad, header)
+    return CompiledPlan(graph, steps, loss, buffers, needs_grad, source)

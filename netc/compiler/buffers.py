@@ -1,0 +1,101 @@
+"""Buffer planning: one arena per kind of storage, offsets fixed at compile time.
+
+- P/G: parameters and their gradients (same layout; sharers point at the owner);
+- S: optimizer state, `slots` copies of the P layout;
+- A/D: activations and their gradients, `batch` rows per tensor; views
+  (flatten, reshape, identity) reuse their input's region;
+- I: integer storage (max-pool argmax);
+- W: per-step scratch (im2col columns, GEMM temporaries), reused by every step.
+Nothing is allocated per step: the runtime allocates the arenas once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netc.compiler.steps import LossStep, Step
+from netc.graph.ir import Graph
+from netc.ops.conv import conv_dims
+from netc.ops.base import numel
+
+
+@dataclass
+class Region:
+    offset: int
+    per_sample: int  # elements per sample (activation arenas) or total (parameters)
+
+
+@dataclass
+class BufferPlan:
+    batch: int
+    params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
+    param_size: int = 0
+    values: dict[str, Region] = field(default_factory=dict)  # tensor -> region in A (after alias resolution)
+    grads: dict[str, Region] = field(default_factory=dict)  # tensor -> region in D
+    ints: dict[str, Region] = field(default_factory=dict)  # tensor -> region in I (argmax)
+    masks: dict[str, Region] = field(default_factory=dict)  # dropout masks in A
+    a_size: int = 0
+    d_size: int = 0
+    i_size: int = 0
+    w_size: int = 0
+    alias_root: dict[str, str] = field(default_factory=dict)
+
+    def root(self, tensor: str) -> str:
+        while tensor in self.alias_root:
+            tensor = self.alias_root[tensor]
+        return tensor
+
+
+def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: dict[str, bool], batch: int) -> BufferPlan:
+    plan = BufferPlan(batch)
+    # parameters, in graph order of their owners
+    offset = 0
+    for node in graph.owners:
+        plan.params[node.name] = {}
+        for pname, shape in node.param_shapes.items():
+            plan.params[node.name][pname] = Region(offset, numel(shape))
+            offset += numel(shape)
+    plan.param_size = offset
+
+    def take_a(size: int) -> Region:
+        region = Region(plan.a_size, size)
+        plan.a_size += size * batch
+        return region
+
+    for name, shape in graph.inputs.items():
+        plan.values[name] = take_a(numel(shape))
+    for step in steps:
+        if step.kind == "alias":
+            plan.alias_root[step.output] = step.inputs[0]
+            continue
+        plan.values[step.output] = take_a(numel(graph.shape_of(step.output)))
+        if step.kind == "dropout":
+            plan.masks[step.output] = take_a(numel(graph.shape_of(step.output)))
+        if step.kind == "maxpool2d":
+            size = numel(graph.shape_of(step.output))
+            plan.ints[step.output] = Region(plan.i_size, size)
+            plan.i_size += size * batch
+    # gradients of the tensors that need one (by storage root)
+    for step in steps:
+        root = plan.root(step.output)
+        if needs_grad.get(step.output) and root not in plan.grads:
+            plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
+            plan.d_size += numel(graph.shape_of(root)) * batch
+    root = plan.root(loss.grad_target)
+    if root not in plan.grads:  # the loss writes it even when nothing upstream trains
+        plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
+        plan.d_size += numel(graph.shape_of(root)) * batch
+    plan.w_size = max([_scratch(graph, step, batch) for step in steps] + [1])
+    return plan
+
+
+def _scratch(graph: Graph, step: Step, batch: int) -> int:
+    """Scratch elements a step needs (laid out from offset 0 of W)."""
+    if step.kind == "linear":
+        out, fan_in = step.node.param_shapes["weight"]
+        return out * fan_in + batch * fan_in  # tmp_w, tmp_x
+    if step.kind == "conv2d":
+        d = conv_dims(step.node, graph.shape_of(step.inputs[0]))
+        rows = d["C"] * d["KH"] * d["KW"]
+        return 2 * rows * d["OH"] * d["OW"] + d["F"] * rows  # col, dcol, tmp_w
+    return 0

@@ -1,0 +1,272 @@
+"""Code generation: the plan's steps become a Python module of Numba functions
+whose kernel calls carry every size as a literal.
+
+The source is assembled from structured calls (`Emitter.call(kernel, args)`),
+never by splicing kernel bodies: kernels live, readable, in netc/kernels/.
+"""
+
+from __future__ import annotations
+
+from netc.compiler.buffers import BufferPlan
+from netc.compiler.steps import LossStep, Step, should_use_blas
+from netc.graph.ir import Graph
+from netc.kernels.activation import CODES
+from netc.ops.base import numel
+from netc.ops.conv import conv_dims
+
+KERNEL_MODULES = {
+    "netc.kernels.dense": ["linear_forward", "linear_backward"],
+    "netc.kernels.conv": ["conv_forward", "conv_backward", "maxpool_forward", "maxpool_backward",
+                          "avgpool_forward", "avgpool_backward"],
+    "netc.kernels.activation": ["act_forward", "act_backward", "softmax_forward", "softmax_backward"],
+    "netc.kernels.misc": ["grad_pass", "add_forward2", "add_into", "concat_forward", "concat_backward",
+                          "dropout_forward", "dropout_backward", "stage_rows", "stage_labels", "seed_rng"],
+    "netc.kernels.loss": ["cross_entropy", "nll", "nll_after_log_softmax", "mse", "mse_onehot", "confusion_add"],
+    "netc.kernels.optim": ["sgd_update", "rmsprop_update", "adam_update"],
+}
+_CONV_DIMS = ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW")
+
+
+def lit(value) -> str:
+    """A Python literal for the generated source."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return repr(value)
+    return str(int(value))
+
+
+class Emitter:
+    """Writes one function body; knows where every tensor lives."""
+
+    def __init__(self, graph: Graph, plan: BufferPlan, needs_grad: dict[str, bool]):
+        self.graph = graph
+        self.plan = plan
+        self.needs_grad = needs_grad
+        self.lines: list[str] = []
+        self.written: set[str] = set()  # gradient buffers written so far (first write assigns, later ones add)
+
+    def call(self, kernel: str, *args) -> None:
+        self.lines.append(f"    {kernel}({', '.join(str(a) for a in args)})")
+
+    def line(self, text: str) -> None:
+        self.lines.append("    " + text)
+
+    # -- views into the arenas ------------------------------------------------------------
+    def _batch_view(self, arena: str, region, dims: tuple) -> str:
+        o, size = region.offset, region.per_sample
+        flat = f"{arena}[{o}:{o} + n * {size}]"
+        if not dims:
+            return flat
+        return f"{flat}.reshape((n, {', '.join(lit(d) for d in dims)}))"
+
+    def val(self, tensor: str, dims: tuple = ()) -> str:
+        return self._batch_view("A", self.plan.values[self.plan.root(tensor)], dims)
+
+    def grad(self, tensor: str, dims: tuple = ()) -> str:
+        return self._batch_view("D", self.plan.grads[self.plan.root(tensor)], dims)
+
+    def mask(self, tensor: str) -> str:
+        return self._batch_view("A", self.plan.masks[tensor], ())
+
+    def ints(self, tensor: str, dims: tuple) -> str:
+        return self._batch_view("I", self.plan.ints[tensor], dims)
+
+    def _param_view(self, arena: str, node, pname: str, dims: tuple, slot: int = 0) -> str:
+        region = self.plan.params[node.param_owner][pname]
+        o = slot * self.plan.param_size + region.offset
+        flat = f"{arena}[{o}:{o + region.per_sample}]"
+        return flat if not dims else f"{flat}.reshape(({', '.join(lit(d) for d in dims)},))"
+
+    def param(self, node, pname: str, dims: tuple = ()) -> str:
+        if pname not in self.plan.params[node.param_owner]:
+            return "P[0:0]"  # no bias: an empty array keeps the kernel's types
+        return self._param_view("P", node, pname, dims)
+
+    def pgrad(self, node, pname: str, dims: tuple = ()) -> str:
+        if pname not in self.plan.params[node.param_owner]:
+            return "G[0:0]"
+        return self._param_view("G", node, pname, dims)
+
+    def state(self, node, pname: str, slot: int) -> str:
+        return self._param_view("S", node, pname, (), slot)
+
+    def scratch(self, offset: int, dims: tuple, batched: bool = False) -> str:
+        size = numel(dims)
+        if batched:
+            return f"W[{offset}:{offset} + n * {size}].reshape((n, {', '.join(lit(d) for d in dims)}))"
+        return f"W[{offset}:{offset + size}].reshape(({', '.join(lit(d) for d in dims)},))"
+
+    # -- gradient bookkeeping ------------------------------------------------------------
+    def acc(self, tensor: str) -> str:
+        """'False' for the first write of a gradient buffer, 'True' afterwards."""
+        key = "t:" + self.plan.root(tensor)
+        first = key not in self.written
+        self.written.add(key)
+        return lit(not first)
+
+    def pacc(self, node) -> str:
+        key = "p:" + node.param_owner
+        first = key not in self.written
+        self.written.add(key)
+        return lit(not first)
+
+
+# ---------------------------------------------------------------------------------- forward
+
+
+def emit_forward(e: Emitter, step: Step) -> None:
+    g, node = e.graph, step.node
+    kind = step.kind
+    if kind == "alias":
+        return
+    if kind == "linear":
+        out, fan_in = node.param_shapes["weight"]
+        e.call("linear_forward", e.val(step.inputs[0], (fan_in,)), e.param(node, "weight", (out, fan_in)),
+               e.param(node, "bias"), lit("bias" in node.param_shapes), e.val(step.output, (out,)),
+               CODES[step.act], lit(should_use_blas(e.plan.batch, fan_in, out)))
+    elif kind == "conv2d":
+        d = conv_dims(node, g.shape_of(step.inputs[0]))
+        rows = d["C"] * d["KH"] * d["KW"]
+        e.call("conv_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+               e.param(node, "weight", (d["F"], rows)), e.param(node, "bias"), lit("bias" in node.param_shapes),
+               e.val(step.output, (d["F"], d["OH"] * d["OW"])), e.scratch(0, (rows, d["OH"] * d["OW"])),
+               CODES[step.act], *(d[k] for k in _CONV_DIMS))
+    elif kind == "maxpool2d":
+        d = conv_dims(node, g.shape_of(step.inputs[0]))
+        e.call("maxpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+               e.val(step.output, (d["C"], d["OH"], d["OW"])), e.ints(step.output, (d["C"], d["OH"], d["OW"])),
+               *(d[k] for k in _CONV_DIMS))
+    elif kind == "avgpool2d":
+        d = conv_dims(node, g.shape_of(step.inputs[0]))
+        e.call("avgpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+               e.val(step.output, (d["C"], d["OH"], d["OW"])), *(d[k] for k in _CONV_DIMS))
+    elif kind == "act":
+        e.call("act_forward", e.val(step.inputs[0]), e.val(step.output), CODES[step.act])
+    elif kind in ("softmax", "log_softmax"):
+        f = node.shape[0]
+        e.call("softmax_forward", e.val(step.inputs[0], (f,)), e.val(step.output, (f,)), lit(kind == "log_softmax"))
+    elif kind == "add":
+        e.call("add_forward2", e.val(step.inputs[0]), e.val(step.inputs[1]), e.val(step.output))
+        for extra in step.inputs[2:]:
+            e.call("add_into", e.val(extra), e.val(step.output))
+    elif kind == "concat":
+        for tensor, offset, dims in _concat_parts(g, step):
+            e.call("concat_forward", e.val(tensor, dims), e.val(step.output, _concat_out_dims(g, step)), offset)
+    elif kind == "dropout":
+        e.call("dropout_forward", e.val(step.inputs[0]), e.val(step.output), e.mask(step.output),
+               lit(float(node.layer.p)), "training")
+    else:  # pragma: no cover - the registry test keeps ops and emitters in step
+        raise NotImplementedError(kind)
+
+
+def _concat_out_dims(g: Graph, step: Step) -> tuple:
+    shape = g.shape_of(step.output)
+    axis = step.node.layer.axis
+    return numel(shape[:axis]), numel(shape[axis:])
+
+
+def _concat_parts(g: Graph, step: Step):
+    """(tensor, offset inside each outer row of the output, view dims) for each input."""
+    axis = step.node.layer.axis
+    offset = 0
+    for tensor in step.inputs:
+        shape = g.shape_of(tensor)
+        dims = (numel(shape[:axis]), numel(shape[axis:]))
+        yield tensor, offset, dims
+        offset += dims[1]
+
+
+# ---------------------------------------------------------------------------------- backward
+
+
+def emit_backward(e: Emitter, step: Step) -> None:
+    """Gradient of one step; assumes the gradient of its output is complete."""
+    g, node = e.graph, step.node
+    kind = step.kind
+    if kind == "alias" or not step.backward or not step.needs_grad:
+        return
+    x = step.inputs[0]
+    need_dx = e.needs_grad[x]
+    if kind == "linear":
+        out, fan_in = node.param_shapes["weight"]
+        need_dw = node.trainable
+        x_view = e.val(x, (fan_in,))
+        w_view = e.param(node, "weight", (out, fan_in))
+        e.call("linear_backward", x_view, w_view, e.val(step.output, (out,)), e.grad(step.output, (out,)),
+               CODES[step.act], e.grad(x, (fan_in,)) if need_dx else x_view, lit(need_dx),
+               e.acc(x) if need_dx else "False",
+               e.pgrad(node, "weight", (out, fan_in)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
+               e.pacc(node) if need_dw else "False", lit("bias" in node.param_shapes),
+               e.scratch(0, (out, fan_in)), e.scratch(out * fan_in, (fan_in,), batched=True),
+               lit(should_use_blas(e.plan.batch, fan_in, out)))
+    elif kind == "conv2d":
+        d = conv_dims(node, g.shape_of(x))
+        rows, cols = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"]
+        need_dw = node.trainable
+        x_view = e.val(x, (d["C"], d["H"], d["W"]))
+        w_view = e.param(node, "weight", (d["F"], rows))
+        e.call("conv_backward", x_view, w_view, e.val(step.output, (d["F"], cols)),
+               e.grad(step.output, (d["F"], cols)), CODES[step.act],
+               e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, lit(need_dx),
+               e.acc(x) if need_dx else "False",
+               e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
+               e.pacc(node) if need_dw else "False", lit("bias" in node.param_shapes),
+               e.scratch(0, (rows, cols)), e.scratch(rows * cols, (rows, cols)),
+               e.scratch(2 * rows * cols, (d["F"], rows)), *(d[k] for k in _CONV_DIMS))
+    elif not need_dx:
+        return  # the remaining ops have no parameters
+    elif kind == "maxpool2d":
+        d = conv_dims(node, g.shape_of(x))
+        e.call("maxpool_backward", e.grad(step.output, (d["C"], d["OH"], d["OW"])),
+               e.ints(step.output, (d["C"], d["OH"], d["OW"])), e.grad(x, (d["C"], d["H"], d["W"])), e.acc(x),
+               d["C"], d["H"], d["W"], d["OH"], d["OW"])
+    elif kind == "avgpool2d":
+        d = conv_dims(node, g.shape_of(x))
+        e.call("avgpool_backward", e.grad(step.output, (d["C"], d["OH"], d["OW"])),
+               e.grad(x, (d["C"], d["H"], d["W"])), e.acc(x), *(d[k] for k in _CONV_DIMS))
+    elif kind == "act":
+        e.call("act_backward", e.grad(step.output), e.val(step.output), e.grad(x), CODES[step.act], e.acc(x))
+    elif kind in ("softmax", "log_softmax"):
+        f = node.shape[0]
+        e.call("softmax_backward", e.grad(step.output, (f,)), e.val(step.output, (f,)), e.grad(x, (f,)),
+               lit(kind == "log_softmax"), e.acc(x))
+    elif kind == "dropout":
+        e.call("dropout_backward", e.grad(step.output), e.mask(step.output), e.grad(x), e.acc(x))
+    if kind == "add":
+        for tensor in step.inputs:
+            if e.needs_grad[tensor]:
+                e.call("grad_pass", e.grad(step.output), e.grad(tensor), e.acc(tensor))
+    elif kind == "concat":
+        for tensor, offset, dims in _concat_parts(g, step):
+            if e.needs_grad[tensor]:
+                e.call("concat_backward", e.grad(step.output, _concat_out_dims(g, step)), e.grad(tensor, dims),
+                       offset, e.acc(tensor))
+
+
+def emit_update(e: Emitter, node, optimizer) -> None:
+    """The optimizer step for every tensor of one owner (lr and step are runtime arguments)."""
+    for pname in node.param_shapes:
+        p, grad = e.param(node, pname), e.pgrad(node, pname)
+        lr = "lr" if node.lr_mult == 1.0 else f"lr * {lit(float(node.lr_mult))}"
+        wd = lit(float(optimizer.weight_decay))
+        if optimizer.type == "sgd":
+            velocity = e.state(node, pname, 0) if optimizer.momentum else p
+            e.call("sgd_update", p, grad, velocity, lr, lit(float(optimizer.momentum)), wd, lit(optimizer.nesterov))
+        elif optimizer.type == "rmsprop":
+            buf = e.state(node, pname, 1) if optimizer.momentum else p
+            e.call("rmsprop_update", p, grad, e.state(node, pname, 0), buf, lr, lit(float(optimizer.alpha)),
+                   lit(float(optimizer.eps)), lit(float(optimizer.momentum)), wd)
+        else:
+            beta1, beta2 = optimizer.betas
+            e.call("adam_update", p, grad, e.state(node, pname, 0), e.state(node, pname, 1), lr,
+                   lit(float(beta1)), lit(float(beta2)), lit(float(optimizer.eps)), wd, "step")
+
+
+def emit_loss(e: Emitter, loss: LossStep, label_input: bool) -> None:
+    k = numel(e.graph.shape_of(loss.input))
+    scores = e.val(loss.input, (k,))
+    grad = e.grad(loss.grad_target, (k,))
+    e.acc(loss.grad_target)
+    target = "L[:n]" if label_input else e.val(loss.target, (k,))
+    e.line(f"return {loss.kind}({scores}, {target}, {grad}, need_grad)")

@@ -1,0 +1,121 @@
+"""Lowering and fusion: graph nodes -> the steps (kernel calls) of the plan.
+
+`lower` makes one step per node; `fuse` merges element-wise activations into
+their producer's epilogue and the nll loss into the log_softmax before it.
+`should_use_blas` is the one cost decision of the compiler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netc.graph.ir import Graph, Node
+from netc.ops.base import numel
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+ALIASES = ("flatten", "reshape", "identity")  # outputs are views of their input
+PRODUCERS_WITH_EPILOGUE = ("linear", "conv2d")
+
+
+@dataclass
+class Step:
+    kind: str  # which kernels run: an op name, "alias", or "act"
+    node: Node  # the node that owns parameters/attributes
+    inputs: list[str]
+    output: str  # the tensor this step produces
+    covers: list[str]  # spec layers implemented by this step
+    act: str | None = None  # activation fused into the epilogue
+    backward: bool = True  # False when a fused loss computes this step's gradient itself
+    needs_grad: bool = False  # set by mark_gradients
+
+
+@dataclass
+class LossStep:
+    kind: str  # cross_entropy | nll | nll_after_log_softmax | mse | mse_onehot
+    input: str  # tensor the loss reads
+    grad_target: str  # tensor whose gradient the loss writes
+    target: str  # graph input with the targets
+    covers: list[str] = field(default_factory=list)
+
+
+def lower(graph: Graph) -> list[Step]:
+    steps = []
+    for node in graph.nodes:
+        if node.op in ALIASES:
+            kind = "alias"
+        elif node.op in ACTIVATIONS:
+            kind = "act"
+        else:
+            kind = node.op
+        act = node.op if kind == "act" else None
+        steps.append(Step(kind, node, list(node.inputs), node.name, [node.name], act=act))
+    return steps
+
+
+def fuse_activations(graph: Graph, steps: list[Step]) -> list[Step]:
+    """linear/conv followed by its only consumer relu/sigmoid/tanh -> one step with the activation in the epilogue."""
+    fused: list[Step] = []
+    absorbed: set[str] = set()
+    for step in steps:
+        if step.output in absorbed:
+            continue
+        if step.kind in PRODUCERS_WITH_EPILOGUE and step.output != graph.loss_input:
+            users = graph.consumers(step.output)
+            if len(users) == 1 and users[0].op in ACTIVATIONS:
+                activation = users[0]
+                step.act = activation.op
+                step.output = activation.name
+                step.covers.append(activation.name)
+                absorbed.add(activation.name)
+        fused.append(step)
+    return fused
+
+
+def lower_loss(graph: Graph, steps: list[Step]) -> LossStep:
+    """The loss step; nll after a log_softmax read by nothing else fuses into `exp(logp) - onehot`."""
+    loss = graph.spec.loss
+    target_is_label = graph.spec.inputs[loss.target].dtype == "int64"
+    if loss.op == "cross_entropy":
+        return LossStep("cross_entropy", loss.input, loss.input, loss.target)
+    if loss.op == "mse":
+        return LossStep("mse_onehot" if target_is_label else "mse", loss.input, loss.input, loss.target)
+    producer = graph.by_name[loss.input]
+    if producer.op == "log_softmax" and not graph.consumers(loss.input):
+        step = next(s for s in steps if s.output == loss.input)
+        step.backward = False
+        return LossStep("nll_after_log_softmax", loss.input, producer.inputs[0], loss.target, [producer.name])
+    return LossStep("nll", loss.input, loss.input, loss.target)
+
+
+def mark_gradients(graph: Graph, steps: list[Step]) -> dict[str, bool]:
+    """A tensor needs a gradient when a trainable parameter lies upstream of it."""
+    needs = {name: False for name in graph.inputs}
+    for step in steps:
+        own = bool(step.node.param_shapes) and step.node.trainable and step.kind != "alias"
+        needs[step.output] = own or any(needs[t] for t in step.inputs)
+        for covered in step.covers:
+            needs.setdefault(covered, needs[step.output])
+        step.needs_grad = needs[step.output]
+    return needs
+
+
+def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
+    """The compiler's one cost decision: a BLAS call costs ~1 µs of overhead, which plain
+    loops beat for tiny products (the lecture's 3-4-3-2 MLP at one sample per step)."""
+    return batch * fan_in * fan_out >= 8192
+
+
+def verify(graph: Graph, steps: list[Step]) -> None:
+    """Invariants after each pass: every step reads tensors produced earlier; each layer is covered once."""
+    produced = set(graph.inputs)
+    covered: list[str] = []
+    for step in steps:
+        for tensor in step.inputs:
+            assert tensor in produced, f"step {step.output} reads {tensor} before it exists"
+        produced.add(step.output)
+        covered.extend(step.covers)
+    assert sorted(covered) == sorted(n.name for n in graph.nodes), "every layer is covered by exactly one step"
+
+
+def per_sample(graph: Graph, tensor: str) -> int:
+    return numel(graph.shape_of(tensor))

@@ -1,0 +1,75 @@
+"""linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work)."""
+
+import numpy as np
+
+from netc.jit import kernel
+from netc.kernels.activation import act_grad_from_output, act_value
+
+
+@kernel
+def linear_forward(x, w, b, has_bias, y, act, blas):
+    # x (n, I)  w (O, I)  b (O,)  y (n, O)
+    n, fan_in = x.shape
+    out = w.shape[0]
+    if blas:
+        np.dot(x, w.T, y)
+        for s in range(n):
+            for o in range(out):
+                z = y[s, o] + b[o] if has_bias else y[s, o]
+                y[s, o] = act_value(z, act)
+    else:
+        for s in range(n):
+            for o in range(out):
+                z = b[o] if has_bias else 0.0
+                for i in range(fan_in):
+                    z += x[s, i] * w[o, i]
+                y[s, o] = act_value(z, act)
+
+
+@kernel
+def linear_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, tmp_w, tmp_x, blas):
+    # x (n, I)  w (O, I)  y, dy (n, O)  dx, tmp_x (n, I)  dw, tmp_w (O, I)  db (O,)
+    n, fan_in = x.shape
+    out = w.shape[0]
+    if act != 0:
+        for s in range(n):
+            for o in range(out):
+                dy[s, o] *= act_grad_from_output(y[s, o], act)
+    if need_dw:
+        if has_bias:
+            for o in range(out):
+                total = 0.0
+                for s in range(n):
+                    total += dy[s, o]
+                db[o] = db[o] + total if acc_dw else total
+        if blas:
+            if acc_dw:
+                np.dot(dy.T, x, tmp_w)
+                for o in range(out):
+                    for i in range(fan_in):
+                        dw[o, i] += tmp_w[o, i]
+            else:
+                np.dot(dy.T, x, dw)
+        else:
+            for o in range(out):
+                for i in range(fan_in):
+                    total = 0.0
+                    for s in range(n):
+                        total += dy[s, o] * x[s, i]
+                    dw[o, i] = dw[o, i] + total if acc_dw else total
+    if need_dx:
+        if blas:
+            if acc_dx:
+                np.dot(dy, w, tmp_x)
+                for s in range(n):
+                    for i in range(fan_in):
+                        dx[s, i] += tmp_x[s, i]
+            else:
+                np.dot(dy, w, dx)
+        else:
+            for s in range(n):
+                for i in range(fan_in):
+                    total = 0.0
+                    for o in range(out):
+                        total += dy[s, o] * w[o, i]
+                    dx[s, i] = dx[s, i] + total if acc_dx else total

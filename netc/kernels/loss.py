@@ -1,0 +1,112 @@
+"""Losses, averaged over the batch. Each returns (mean loss, correct predictions) and,
+when need_grad, writes the gradient of the mean loss into its input's gradient buffer."""
+
+import numpy as np
+
+from netc.jit import kernel
+
+
+@kernel
+def _argmax_row(z, s):
+    best = 0
+    for j in range(1, z.shape[1]):
+        if z[s, j] > z[s, best]:
+            best = j
+    return best
+
+
+@kernel
+def cross_entropy(z, labels, dz, need_grad):
+    # z (n, K) logits, labels (n,) int64, dz (n, K): softmax(z) - onehot, over n
+    n, k = z.shape
+    total = 0.0
+    correct = 0
+    for s in range(n):
+        m = z[s, 0]
+        for j in range(1, k):
+            m = max(m, z[s, j])
+        norm = 0.0
+        for j in range(k):
+            norm += np.exp(z[s, j] - m)
+        label = labels[s]
+        total += m + np.log(norm) - z[s, label]
+        if _argmax_row(z, s) == label:
+            correct += 1
+        if need_grad:
+            for j in range(k):
+                p = np.exp(z[s, j] - m) / norm
+                dz[s, j] = (p - (1.0 if j == label else 0.0)) / n
+    return total / n, correct
+
+
+@kernel
+def nll_after_log_softmax(logp, labels, dz, need_grad):
+    """NLL fused with the log_softmax before it: writes d loss / d(log_softmax input) = (exp(logp) - onehot) / n."""
+    n, k = logp.shape
+    total = 0.0
+    correct = 0
+    for s in range(n):
+        label = labels[s]
+        total -= logp[s, label]
+        if _argmax_row(logp, s) == label:
+            correct += 1
+        if need_grad:
+            for j in range(k):
+                dz[s, j] = (np.exp(logp[s, j]) - (1.0 if j == label else 0.0)) / n
+    return total / n, correct
+
+
+@kernel
+def nll(logp, labels, dlogp, need_grad):
+    # logp (n, K): loss = -mean(logp[s, label])
+    n, k = logp.shape
+    total = 0.0
+    correct = 0
+    for s in range(n):
+        label = labels[s]
+        total -= logp[s, label]
+        if _argmax_row(logp, s) == label:
+            correct += 1
+        if need_grad:
+            for j in range(k):
+                dlogp[s, j] = -1.0 / n if j == label else 0.0
+    return total / n, correct
+
+
+@kernel
+def mse(y, t, dy, need_grad):
+    # y, t (n, F): loss = mean over samples of 1/2 * sum_j (y - t)^2; no accuracy
+    n, f = y.shape
+    total = 0.0
+    for s in range(n):
+        for j in range(f):
+            d = y[s, j] - t[s, j]
+            total += 0.5 * d * d
+            if need_grad:
+                dy[s, j] = d / n
+    return total / n, 0
+
+
+@kernel
+def mse_onehot(y, labels, dy, need_grad):
+    # y (n, K), integer labels one-hot encoded
+    n, k = y.shape
+    total = 0.0
+    correct = 0
+    for s in range(n):
+        label = labels[s]
+        if _argmax_row(y, s) == label:
+            correct += 1
+        for j in range(k):
+            d = y[s, j] - (1.0 if j == label else 0.0)
+            total += 0.5 * d * d
+            if need_grad:
+                dy[s, j] = d / n
+    return total / n, correct
+
+
+@kernel
+def confusion_add(scores, labels, confusion):
+    # confusion[true, predicted] += 1 for each row of scores (n, K)
+    for s in range(scores.shape[0]):
+        confusion[labels[s], _argmax_row(scores, s)] += 1

@@ -1,0 +1,87 @@
+"""Data movement and merging: copy, add, concat, dropout, staging of batches."""
+
+import numpy as np
+
+from netc.jit import kernel
+
+
+@kernel
+def grad_pass(dy, dx, acc):
+    """dx (+)= dy; both flat. The backward of identity-like ops and of each input of add."""
+    for i in range(dy.size):
+        dx[i] = dx[i] + dy[i] if acc else dy[i]
+
+
+@kernel
+def add_forward2(a, b, y):
+    # all flat (n * size,)
+    for i in range(y.size):
+        y[i] = a[i] + b[i]
+
+
+@kernel
+def add_into(a, y):
+    for i in range(y.size):
+        y[i] += a[i]
+
+
+@kernel
+def concat_forward(x, y, offset):
+    # x (n, outer_x?, ...) viewed as (n, A, Bx) and y as (n, A, By): copies x into y[:, :, offset:offset+Bx]
+    n, outer, inner = x.shape
+    for s in range(n):
+        for a in range(outer):
+            for j in range(inner):
+                y[s, a, offset + j] = x[s, a, j]
+
+
+@kernel
+def concat_backward(dy, dx, offset, acc):
+    n, outer, inner = dx.shape
+    for s in range(n):
+        for a in range(outer):
+            for j in range(inner):
+                g = dy[s, a, offset + j]
+                dx[s, a, j] = dx[s, a, j] + g if acc else g
+
+
+@kernel
+def dropout_forward(x, y, mask, p, training):
+    # all flat; mask holds 0 or 1/(1-p) for the backward
+    if not training or p == 0:
+        for i in range(x.size):
+            y[i] = x[i]
+            mask[i] = 1
+        return
+    scale = 1 / (1 - p)
+    for i in range(x.size):
+        keep = np.random.random() >= p
+        mask[i] = scale if keep else 0
+        y[i] = x[i] * mask[i]
+
+
+@kernel
+def dropout_backward(dy, mask, dx, acc):
+    for i in range(dy.size):
+        g = dy[i] * mask[i]
+        dx[i] = dx[i] + g if acc else g
+
+
+@kernel
+def stage_rows(src, order, start, n, dst):
+    """dst[i] = src[order[start + i]] for i < n; src (N, size), dst (n, size)."""
+    for i in range(n):
+        row = order[start + i]
+        for j in range(src.shape[1]):
+            dst[i, j] = src[row, j]
+
+
+@kernel
+def stage_labels(src, order, start, n, dst):
+    for i in range(n):
+        dst[i] = src[order[start + i]]
+
+
+@kernel
+def seed_rng(seed):
+    np.random.seed(seed)

@@ -1,0 +1,1 @@
+"""Running a compiled plan: data sources, optimizers, training/eval loops, checkpoints, metrics."""

@@ -1,0 +1,59 @@
+"""Parameter initialization from the spec's initializers and a seed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from netc.ops.base import numel
+from netc.spec.models import XavierUniform
+
+
+def fans(shape: tuple) -> tuple[int, int]:
+    """(fan_in, fan_out) as PyTorch computes them: [out, in, *kernel]."""
+    if len(shape) < 2:
+        return shape[0], shape[0]
+    receptive = numel(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def sample(init, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    fan_in, fan_out = fans(shape)
+    kind = init.type
+    if kind in ("xavier_uniform", "glorot_uniform", "xavier", "glorot"):
+        bound = init.gain * np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, shape)
+    if kind in ("xavier_normal", "glorot_normal"):
+        return rng.normal(0.0, init.gain * np.sqrt(2.0 / (fan_in + fan_out)), shape)
+    if kind in ("he_uniform", "kaiming_uniform", "he", "kaiming"):
+        bound = np.sqrt(6.0 / fan_in)
+        return rng.uniform(-bound, bound, shape)
+    if kind in ("he_normal", "kaiming_normal"):
+        return rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+    if kind == "uniform":
+        return rng.uniform(init.low, init.high, shape)
+    if kind == "normal":
+        return rng.normal(init.mean, init.std, shape)
+    if kind == "zeros":
+        return np.zeros(shape)
+    if kind == "constant":
+        return np.full(shape, init.value)
+    raise ValueError(f"unknown initializer {kind}")  # the spec union makes this unreachable
+
+
+def initial_values(graph, seed: int) -> dict[str, np.ndarray]:
+    """{'fc1.weight': array, ...} for every owned tensor; one seeded stream per tensor, so adding a
+    layer does not change the others' initial values."""
+    values = {}
+    default_weight = XavierUniform(type="xavier_uniform")
+    for node in graph.owners:
+        for pname, shape in node.param_shapes.items():
+            rng = np.random.default_rng([seed, node.index, 0 if pname == "weight" else 1])
+            if pname == "weight":
+                init = node.layer.weight_init or default_weight
+            else:
+                init = node.layer.bias_init
+                if init is None:
+                    values[f"{node.name}.{pname}"] = np.zeros(shape)
+                    continue
+            values[f"{node.name}.{pname}"] = sample(init, shape, rng)
+    return values

@@ -1,0 +1,211 @@
+"""A compiled network with its memory: the object behind `netc train` and the Python API.
+
+Arenas (see compiler/buffers.py) are allocated once here; parameters are exposed as
+named numpy views shaped like a PyTorch state_dict (`fc1.weight` [out, in]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from netc.compiler import CompiledPlan, compile_graph
+from netc.compiler.module import float_inputs, label_input
+from netc.errors import DataError, Diagnostic, Location
+from netc.graph.ir import Graph
+from netc.graph.memory import optimizer_slots
+from netc.ops.base import numel
+from netc.runtime.init import initial_values
+
+
+@dataclass
+class EpochResult:
+    loss: float  # mean over the samples seen
+    accuracy: float | None  # None when the loss has no classes
+    batches: int
+    diverged: bool  # the loss stopped being finite; the failing batch was not applied
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float | None
+    count: int
+    confusion: np.ndarray | None  # [true, predicted]
+    scores: np.ndarray = field(repr=False, default=None)
+
+
+@dataclass
+class LoadReport:
+    matched: list[str]
+    missing: list[str]  # in the model, not in the values
+    unexpected: list[str]  # in the values, not in the model
+    mismatched: list[tuple[str, tuple, tuple]]  # name, model shape, given shape
+
+
+class Model:
+    """A spec's graph compiled for one dtype and a maximum batch size."""
+
+    def __init__(self, graph: Graph, dtype: str | None = None, batch: int | None = None, seed: int | None = None):
+        self.graph = graph
+        self.dtype = np.dtype(dtype or graph.spec.train.dtype)
+        self.batch = batch or graph.spec.train.batch
+        self.plan: CompiledPlan = compile_graph(graph, self.batch)
+        b = self.plan.buffers
+        self.slots = optimizer_slots(graph.spec.optimizer)
+        self.P = np.zeros(b.param_size, self.dtype)
+        self.G = np.zeros(b.param_size, self.dtype)
+        self.S = np.zeros(max(self.slots, 1) * b.param_size, self.dtype)
+        self.A = np.zeros(b.a_size, self.dtype)
+        self.D = np.zeros(max(b.d_size, 1), self.dtype)
+        self.I = np.zeros(max(b.i_size, 1), np.int32)
+        self.W = np.zeros(b.w_size, self.dtype)
+        self.L = np.zeros(self.batch, np.int64)
+        self.step = 0  # optimizer steps taken (Adam's bias correction)
+        self.set_weights(initial_values(graph, graph.spec.train.seed if seed is None else seed), strict=True)
+
+    # ------------------------------------------------------------------ parameters
+    def _param_views(self, arena: np.ndarray) -> dict[str, np.ndarray]:
+        views = {}
+        for node in self.graph.owners:
+            for pname, shape in node.param_shapes.items():
+                region = self.plan.buffers.params[node.name][pname]
+                views[f"{node.name}.{pname}"] = arena[region.offset:region.offset + region.per_sample].reshape(shape)
+        return views
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter tensor, named like a PyTorch state_dict."""
+        return {name: view.copy() for name, view in self._param_views(self.P).items()}
+
+    def set_weights(self, values: dict[str, np.ndarray], strict: bool = False) -> LoadReport:
+        """Load matching tensors by name and shape; report what matched (transfer learning)."""
+        views = self._param_views(self.P)
+        report = LoadReport([], [], [], [])
+        for name, view in views.items():
+            if name not in values:
+                report.missing.append(name)
+            elif tuple(np.shape(values[name])) != view.shape:
+                report.mismatched.append((name, view.shape, tuple(np.shape(values[name]))))
+            else:
+                view[...] = values[name]
+                report.matched.append(name)
+        report.unexpected = [name for name in values if name not in views]
+        if strict and (report.missing or report.unexpected or report.mismatched):
+            raise ValueError(f"weights do not match the model: {report}")
+        return report
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Optimizer slots as named tensors (`fc1.weight.state0`), for checkpoints and resume."""
+        state = {}
+        size = self.plan.buffers.param_size
+        for slot in range(self.slots):
+            for name, view in self._param_views(self.S[slot * size:(slot + 1) * size]).items():
+                state[f"{name}.state{slot}"] = view.copy()
+        return state
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray], step: int) -> None:
+        size = self.plan.buffers.param_size
+        for slot in range(self.slots):
+            for name, view in self._param_views(self.S[slot * size:(slot + 1) * size]).items():
+                view[...] = state[f"{name}.state{slot}"]
+        self.step = int(step)
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        """The last computed gradient of every trainable tensor."""
+        trainable = {f"{n.name}.{p}" for n in self.graph.owners if n.trainable for p in n.param_shapes}
+        return {name: view.copy() for name, view in self._param_views(self.G).items() if name in trainable}
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float inputs as (N, features) arrays of the plan's dtype, labels as int64."""
+        prepared = {}
+        count = None
+        for name in float_inputs(self.graph):
+            if name not in arrays:
+                raise DataError(Diagnostic("E-DATA", f"no data for input '{name}'", Location("<data>"),
+                                           hint=f"provide arrays for: {', '.join(self.graph.inputs)}"))
+            x = np.asarray(arrays[name])
+            size = numel(self.graph.inputs[name])
+            if x.ndim == 0 or x[0].size != size:
+                raise DataError(Diagnostic("E-DATA", f"input '{name}' expects samples of shape "
+                                           f"{list(self.graph.inputs[name])}, got array of shape {list(x.shape)}",
+                                           Location("<data>")))
+            prepared[name] = np.ascontiguousarray(x.reshape(len(x), size), dtype=self.dtype)
+            count = len(x) if count is None else count
+        label = label_input(self.graph)
+        if label is not None:
+            y = np.asarray(arrays.get(label, np.zeros(0)))
+            prepared["__labels__"] = np.ascontiguousarray(y, dtype=np.int64)
+        else:
+            prepared["__labels__"] = np.zeros(0, np.int64)
+        prepared["__count__"] = count
+        return prepared
+
+    def _xs(self, prepared) -> list[np.ndarray]:
+        return [prepared[name] for name in float_inputs(self.graph)]
+
+    # ------------------------------------------------------------------ compiled entry points
+    def train_epoch(self, prepared: dict, order: np.ndarray, lr: float | None = None, seed: int = 0) -> EpochResult:
+        count = prepared["__count__"]
+        batches = (count + self.batch - 1) // self.batch
+        losses = np.zeros(batches)
+        corrects = np.zeros(batches, np.int64)
+        lr = float(self.graph.spec.optimizer.lr if lr is None else lr)
+        done = self.plan.module.train_epoch(
+            self.P, self.G, self.S, self.A, self.D, self.I, self.W, self.L, *self._xs(prepared),
+            prepared["__labels__"], np.ascontiguousarray(order, np.int64), count, self.batch, lr, self.step,
+            seed, losses, corrects)
+        self.step += done
+        seen = min(done * self.batch, count)
+        diverged = done < batches
+        sizes = np.minimum(self.batch, count - np.arange(done) * self.batch)
+        mean = float(np.sum(losses[:done] * sizes) / max(seen, 1)) if done else float(losses[0])
+        if diverged:
+            mean = float(losses[done])
+        accuracy = float(corrects[:done].sum() / seen) if self._has_accuracy() and seen else None
+        return EpochResult(mean, accuracy, done, diverged)
+
+    def evaluate(self, prepared: dict) -> EvalResult:
+        count = prepared["__count__"]
+        k = numel(self.graph.shape_of(self.plan.loss.input))
+        classes = k if self._has_accuracy() else 1
+        confusion = np.zeros((classes, classes), np.int64)
+        scores = np.zeros((count, k), self.dtype)
+        total, right = self.plan.module.eval_epoch(
+            self.P, self.A, self.D, self.I, self.W, self.L, *self._xs(prepared), prepared["__labels__"],
+            np.arange(count, dtype=np.int64), count, self.batch, confusion, scores)
+        accuracy = right / count if self._has_accuracy() else None
+        return EvalResult(total / count, accuracy, count, confusion if self._has_accuracy() else None, scores)
+
+    def _has_accuracy(self) -> bool:
+        return self.plan.loss.kind != "mse"
+
+    def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Outputs of the layer the loss reads (logits, log-probabilities, ...) for every sample."""
+        prepared = self.prepare(arrays)
+        if not len(prepared["__labels__"]) and label_input(self.graph):
+            prepared["__labels__"] = np.zeros(prepared["__count__"], np.int64)
+        return self.evaluate(prepared).scores
+
+    def loss_and_gradients(self, arrays: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean loss on one batch (up to `batch` samples, dropout off) and the gradient of every trainable tensor."""
+        prepared = self.prepare(arrays)
+        n = prepared["__count__"]
+        if n > self.batch:
+            raise ValueError(f"{n} samples exceed the plan's batch of {self.batch}; compile with batch={n}")
+        self._stage(prepared, n)
+        m = self.plan.module
+        m.forward(self.P, self.A, self.I, self.W, n, False)
+        value, _ = m.loss(self.A, self.D, self.L, n, True)
+        m.backward(self.P, self.G, self.A, self.D, self.I, self.W, n)
+        return float(value), self.gradients()
+
+    def _stage(self, prepared: dict, n: int) -> None:
+        values = self.plan.buffers.values
+        for name in float_inputs(self.graph):
+            region = values[name]
+            self.A[region.offset:region.offset + n * region.per_sample] = prepared[name][:n].ravel()
+        labels = prepared["__labels__"]
+        if len(labels):
+            self.L[:n] = labels[:n]
