@@ -8,7 +8,7 @@ Conventions (stated in every rendering that shows them):
 - a tensor shared by several layers (`share:`) is counted once, under its owner;
 - mult-adds are the multiply-accumulates of linear/conv weights per sample
   (bias additions, activations and pooling are not counted), as torchinfo's
-  "Mult-Adds" and Keras' FLOPs/2;
+  "Mult-Adds";
 - memory is `netc.graph.memory.estimate`: activations are every input and layer
   output plus its gradient for one training step of `batch` samples;
   parameters are value + gradient + the optimizer's state tensors.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import glob
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from netc.errors import Diagnostic, NetcError
@@ -82,7 +82,6 @@ class Summary:
     activation_bytes: int
     parameter_bytes: int  # parameters + gradients + optimizer state
     memory_warning: str | None = None  # set when one training step would not fit this machine
-    extra: dict = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -154,8 +153,11 @@ def count_text(count: int) -> str:
     return f"{count:,}"
 
 
-def si_text(count: float) -> str:
+def si_text(count: int) -> str:
     """2293000 -> '2.29 M' (decimal units, as torchinfo)."""
+    if count >= 10**15:  # exact ints from a spec may not fit a float
+        digits = str(int(count))
+        return f"{digits[0]}.{digits[1:3]}e{len(digits) - 1}"
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(count) >= scale:
             return f"{count / scale:.2f} {unit}"
@@ -598,7 +600,9 @@ def spec_schema() -> dict:
 
     schema = Spec.model_json_schema()
     return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",  # the dialect pydantic generates
+        # pydantic emits only draft-07 keywords ($defs is reached by plain JSON pointers), and
+        # yaml-language-server / VS Code YAML fully support draft-07, not yet 2020-12
+        "$schema": "http://json-schema.org/draft-07/schema#",
         "title": f"netc spec (format version {FORMAT_VERSION})",
         **{key: value for key, value in schema.items() if key != "title"},
     }

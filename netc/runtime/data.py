@@ -390,16 +390,16 @@ def _check_features(name: str, a: np.ndarray, inp: m.InputSpec, origin: _Origin)
         origin.fail(f"input '{name}' expects samples of shape {list(want)} but {origin.desc} has shape "
                     f"{list(found)} (array {list(a.shape)})", hint, name)
     n = a.shape[0]
-    x = np.array(a.reshape((n,) + want), dtype=np.float32, order="C", copy=True)
-    flat = x.reshape(n, -1)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # values beyond float32 become inf, reported below
+        x = np.array(a.reshape((n,) + want), dtype=np.float32, order="C", copy=True)
+        flat = x.reshape(n, -1)
         good = np.isfinite(flat).all(axis=1)
     if not good.all():
         i = int(np.argmin(good))
         j = int(np.flatnonzero(~np.isfinite(flat[i]))[0])
         value = a.reshape(n, -1)[i, j]
         what = origin.feature_name(j) if origin.feature_name else f"feature {j}"
-        origin.fail(f"{origin.row(i)}: {what} of input '{name}' is {value!r}, not a finite float32 number",
+        origin.fail(f"{origin.row(i)}: {what} of input '{name}' is {float(value)!r}, not a finite float32 number",
                     "remove or impute NaN/inf values (and values beyond ±3.4e38) before training", name, i)
     return x
 
@@ -688,8 +688,11 @@ def _read_csv(loaded: LoadedSpec, src: m.CsvSource, origin: _Origin) -> tuple[np
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with _open_text(path) as handle:
-                table = np.loadtxt(handle, delimiter=src.delimiter, skiprows=1 if src.header else 0,
-                                   dtype=np.float64, ndmin=2, comments=None, quotechar='"', max_rows=src.limit)
+                # numpy reads a plain file faster by name than through a text handle
+                source = handle if _is_gzip(path) else str(path)
+                table = np.loadtxt(source, delimiter=src.delimiter, skiprows=1 if src.header else 0,
+                                   dtype=np.float64, ndmin=2, comments=None, quotechar='"', max_rows=src.limit,
+                                   encoding="utf-8")
     except (ValueError, UnicodeDecodeError, EOFError, OSError, zlib.error):
         _csv_find_error(path, src, names, fail_at)
         raise  # pragma: no cover - _csv_find_error always raises
@@ -735,17 +738,20 @@ def _read_csv(loaded: LoadedSpec, src: m.CsvSource, origin: _Origin) -> tuple[np
     if not whole.all():
         i = int(np.argmin(whole))
         column = f"'{names[label_col]}'" if names else str(label_col)
-        fail_at(lines(i), f"row {lines(i)}: label column {column} holds {y[i]!r}, not an integer class index",
+        fail_at(lines(i), f"row {lines(i)}: label column {column} holds {float(y[i])!r}, not an integer class index",
                 "labels are class indices 0..classes-1")
     labels = y.astype(np.int64)
     features = np.ascontiguousarray(table[:, feature_cols])
     return features, labels
 
 
-def _open_text(path: Path):
+def _is_gzip(path: Path) -> bool:
     with path.open("rb") as probe:
-        gz = probe.read(2) == b"\x1f\x8b"
-    if gz:
+        return probe.read(2) == b"\x1f\x8b"
+
+
+def _open_text(path: Path):
+    if _is_gzip(path):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
     return path.open("r", encoding="utf-8", newline="")
 
@@ -793,7 +799,8 @@ def _csv_find_error(path: Path, src: m.CsvSource, names, fail_at) -> None:
                     expected = len(row)
                 if len(row) != expected:
                     against = "the header has" if names is not None else "the first row has"
-                    fail_at(line, f"row {line} has {len(row)} columns but {against} {expected}",
+                    width = f"{len(row)} column" + ("" if len(row) == 1 else "s")
+                    fail_at(line, f"row {line} has {width} but {against} {expected}",
                             f"check the delimiter ('{src.delimiter}') and quoting of row {line}")
                 for c, cell in enumerate(row):
                     try:

@@ -120,6 +120,8 @@ def _diagnostic(err: dict, path: tuple, data, smap: SourceMap) -> Diagnostic:
         return Diagnostic(_TAG_CODES.get(tag, "E-VALUE"), f"unknown {tag} '{value}'", smap.locate(path + (tag,)),
                           path_text(path + (tag,)), did_you_mean(str(value), expected, f"known {tag}s"))
     message = err["msg"]
+    if kind == "string_pattern_mismatch":  # only names have a pattern
+        message = "a name uses letters, digits and _ and does not start with a digit"
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     if err["loc"] and err["loc"][-1] == "[key]":  # a mapping's key is wrong, not its value

@@ -29,6 +29,13 @@ _SAFE_TAGS = {
     "tag:yaml.org,2002:seq",
 }
 
+# plain scalars that SafeLoader would turn into dates or special markers: kept as the text written
+_TEXT_TAGS = {
+    "tag:yaml.org,2002:timestamp",  # description: 2024-01-01
+    "tag:yaml.org,2002:value",  # name: =
+    "tag:yaml.org,2002:merge",  # name: << (a merge *key* is refused in _mapping)
+}
+
 Path = tuple  # of str | int
 
 
@@ -62,6 +69,27 @@ def _error(code: str, message: str, file: str, mark=None, path: Path = (), hint:
     return SpecErrors(Diagnostic(code, message, loc, where, hint))
 
 
+class _TooDeep(Exception):
+    def __init__(self, mark):
+        self.mark = mark
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that stops composing past MAX_DEPTH, before PyYAML's scanner (quadratic in the
+    flow nesting depth) or Python's recursion limit are reached."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:  # the root is depth 1 here, 0 in _Walker
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 class _Walker:
     def __init__(self, file: str, loader: yaml.SafeLoader):
         self.file = file
@@ -79,6 +107,8 @@ class _Walker:
             raise _error("E-YAML-LIMIT", f"nesting deeper than {MAX_DEPTH} levels", self.file,
                          node.start_mark, path)
         self.smap.value_at.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.ScalarNode) and node.tag in _TEXT_TAGS:
+            return node.value
         if node.tag not in _SAFE_TAGS:
             raise _error("E-YAML-TAG", f"tag '{node.tag}' is not allowed", self.file, node.start_mark,
                          path, "netc specs use plain YAML: maps, lists, strings and numbers")
@@ -116,6 +146,13 @@ class _Walker:
         return out
 
 
+def _mark_at(text: str | bytes, index: int) -> yaml.Mark:
+    """The line and column of an offset, for errors found before YAML parsing starts."""
+    newline = b"\n" if isinstance(text, bytes) else "\n"
+    line = text.count(newline, 0, index)
+    return yaml.Mark("", index, line, index - (text.rfind(newline, 0, index) + 1), None, None)
+
+
 def load_yaml(text: str | bytes, file: str = "<string>") -> tuple[object, SourceMap]:
     """Parse YAML text into plain data and a SourceMap. Raises SpecErrors."""
     if isinstance(text, bytes):
@@ -124,11 +161,15 @@ def load_yaml(text: str | bytes, file: str = "<string>") -> tuple[object, Source
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _error("E-YAML", f"file is not UTF-8 text (byte {exc.start})", file,
+            raise _error("E-YAML", f"file is not UTF-8 text (byte {exc.start})", file, _mark_at(text, exc.start),
                          hint="save the spec as UTF-8") from None
     if len(text) > MAX_BYTES:
         raise _error("E-YAML-LIMIT", f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", file)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _Loader(text)  # checks every character up front
+    except yaml.reader.ReaderError as exc:
+        raise _error("E-YAML", f"invalid YAML: unacceptable character #x{exc.character:04x}", file,
+                     _mark_at(text, exc.position), hint="remove control characters from the file") from None
     try:
         try:
             node = loader.get_single_node()
@@ -140,6 +181,8 @@ def load_yaml(text: str | bytes, file: str = "<string>") -> tuple[object, Source
             raise _error("E-YAML", f"invalid YAML: {problem}", file, mark) from None
         except yaml.YAMLError as exc:
             raise _error("E-YAML", f"invalid YAML: {exc}", file) from None
+        except _TooDeep as exc:
+            raise _error("E-YAML-LIMIT", f"nesting deeper than {MAX_DEPTH} levels", file, exc.mark) from None
         except RecursionError:
             raise _error("E-YAML-LIMIT", f"nesting deeper than {MAX_DEPTH} levels", file) from None
         if node is None:

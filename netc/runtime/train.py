@@ -1,0 +1,276 @@
+"""The training run: data, model, epochs, evaluation, run folder, checkpoints, resume.
+
+An epoch runs in compiled code in fixed chunks of batches, so progress can be shown and
+Ctrl-C honoured between chunks while the result stays independent of timing: the chunk
+layout, the shuffling (seed, epoch) and the dropout stream (seed, epoch, chunk) are
+all fixed, so a resumed run ends with the same weights as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from netc.errors import Diagnostic, Location, RunError
+from netc.graph import build_graph
+from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
+from netc.runtime.data import load_dataset
+from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
+from netc.spec.load import LoadedSpec
+
+CHUNK_SAMPLES = 4096  # samples per compiled call: progress and Ctrl-C granularity
+
+
+@dataclass
+class Overrides:
+    epochs: int | None = None
+    lr: float | None = None
+    batch: int | None = None
+    seed: int | None = None
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    train_accuracy: float | None
+    eval_loss: float | None
+    eval_accuracy: float | None
+    seconds: float
+    samples_per_second: float
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    epochs: list[EpochRecord] = field(default_factory=list)
+    init_report: LoadReport | None = None
+    interrupted: bool = False
+    start_epoch: int = 0
+
+
+def apply_overrides(loaded: LoadedSpec, overrides: Overrides) -> LoadedSpec:
+    spec = loaded.spec
+    train = {k: v for k, v in (("epochs", overrides.epochs), ("batch", overrides.batch),
+                               ("seed", overrides.seed)) if v is not None}
+    update = {"train": spec.train.model_copy(update=train)}
+    if overrides.lr is not None:
+        update["optimizer"] = spec.optimizer.model_copy(update={"lr": overrides.lr})
+    return dataclasses.replace(loaded, spec=spec.model_copy(update=update))
+
+
+def resolved_spec_text(loaded: LoadedSpec) -> str:
+    data = loaded.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def new_run_dir(root: Path, name: str) -> Path:
+    """runs/<name>, or runs/<name>-2, -3, ... when taken."""
+    candidate, index = root / name, 1
+    while candidate.exists():
+        index += 1
+        candidate = root / f"{name}-{index}"
+    return candidate
+
+
+def latest_run_dir(root: Path, name: str) -> Path | None:
+    runs = [p for p in [root / name, *root.glob(f"{name}-*")] if (p / "last.safetensors").exists()]
+    return max(runs, key=lambda p: (p / "last.safetensors").stat().st_mtime) if runs else None
+
+
+def _run_error(message: str, where: str, hint: str = "") -> RunError:
+    return RunError(Diagnostic("E-RUN", message, Location(where), hint=hint))
+
+
+class Trainer:
+    """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`
+    and `on_epoch(record)` let the CLI draw progress."""
+
+    def __init__(self, loaded: LoadedSpec, overrides: Overrides | None = None, runs_root: Path = Path("runs"),
+                 run_dir: Path | None = None, resume: bool = False, init: str | None = None,
+                 on_progress: Callable | None = None, on_epoch: Callable | None = None):
+        self.loaded = apply_overrides(loaded, overrides or Overrides())
+        self.spec = self.loaded.spec
+        self.graph = build_graph(self.loaded)
+        self.train_data = load_dataset(self.loaded, "train")
+        self.eval_data = (load_dataset(self.loaded, "eval", self.train_data.stats)
+                          if self.spec.data is not None and self.spec.data.eval is not None else None)
+        self.resume = resume
+        self.run_dir = self._pick_run_dir(runs_root, run_dir)
+        self.init = init
+        self.on_progress = on_progress or (lambda *args: None)
+        self.on_epoch = on_epoch or (lambda record: None)
+        self.model = Model(self.graph)
+        self.interrupted = False
+
+    def _pick_run_dir(self, root: Path, run_dir: Path | None) -> Path:
+        if self.resume:
+            found = run_dir or latest_run_dir(root, self.spec.name)
+            if found is None or not (found / "last.safetensors").exists():
+                raise _run_error("nothing to resume: no checkpoint found", str(found or root / self.spec.name),
+                                 "start a run without --resume first")
+            return found
+        if run_dir is not None and (run_dir / "last.safetensors").exists():
+            raise _run_error("the run folder already holds a run", str(run_dir),
+                             "pass --resume to continue it, or choose another --run-dir")
+        return run_dir or new_run_dir(root, self.spec.name)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> RunResult:
+        result = RunResult(self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        spec_text = resolved_spec_text(self.loaded)
+        start_epoch, start_chunk = 0, 0
+        if self.resume:
+            start_epoch, start_chunk = self._restore(spec_text)
+        else:
+            result.init_report = self._load_init()
+            (self.run_dir / "spec.yaml").write_text(spec_text)
+            (self.run_dir / "metrics.jsonl").write_text("")
+        result.start_epoch = start_epoch
+        train = self.model.prepare(self.train_data.arrays)
+        evaluation = self.model.prepare(self.eval_data.arrays) if self.eval_data is not None else None
+        previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._on_interrupt)
+        try:
+            for epoch in range(start_epoch, self.spec.train.epochs):
+                record = self._epoch(epoch, train, evaluation, start_chunk if epoch == start_epoch else 0)
+                if record is None:  # interrupted: a checkpoint was saved mid-epoch
+                    result.interrupted = True
+                    break
+                result.epochs.append(record)
+                self.on_epoch(record)
+                if self.interrupted:
+                    result.interrupted = epoch + 1 < self.spec.train.epochs
+                    break
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        return result
+
+    def _on_interrupt(self, signum, frame) -> None:
+        self.interrupted = True  # honoured at the next chunk boundary
+
+    def _chunks(self, count: int) -> list[tuple[int, int]]:
+        batch = self.spec.train.batch
+        per_chunk = max(1, CHUNK_SAMPLES // batch) * batch
+        return [(start, min(start + per_chunk, count)) for start in range(0, count, per_chunk)]
+
+    def _order(self, epoch: int, count: int) -> np.ndarray:
+        if not self.spec.train.shuffle:
+            return np.arange(count, dtype=np.int64)
+        return np.random.default_rng([self.spec.train.seed, epoch]).permutation(count).astype(np.int64)
+
+    def _epoch(self, epoch: int, train: dict, evaluation: dict | None, first_chunk: int) -> EpochRecord | None:
+        count = train["__count__"]
+        order = self._order(epoch, count)
+        chunks = self._chunks(count)
+        batch = self.spec.train.batch
+        total_batches = (count + batch - 1) // batch
+        loss_sum = correct_sum = seen = 0.0
+        started = time.perf_counter()
+        for index in range(first_chunk, len(chunks)):
+            start, stop = chunks[index]
+            part = dict(train)
+            part["__count__"] = stop - start
+            result = self.model.train_epoch(part, order[start:stop], seed=_chunk_seed(self.spec.train.seed, epoch, index))
+            self._check_finite(result, epoch, start)
+            n = stop - start
+            loss_sum += result.loss * n
+            correct_sum += (result.accuracy or 0.0) * n
+            seen += n
+            rate = seen / max(time.perf_counter() - started, 1e-9)
+            self.on_progress(epoch, (stop + batch - 1) // batch, total_batches, loss_sum / seen,
+                             correct_sum / seen if result.accuracy is not None else None, rate)
+            if self.interrupted and index + 1 < len(chunks):
+                self._save(epoch, index + 1)
+                return None
+        seconds = time.perf_counter() - started
+        evaluated = self.model.evaluate(evaluation) if evaluation is not None else None
+        record = EpochRecord(
+            epoch + 1, loss_sum / seen, correct_sum / seen if self.model._has_accuracy() else None,
+            evaluated.loss if evaluated else None, evaluated.accuracy if evaluated else None,
+            seconds, seen / max(seconds, 1e-9))
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+        self._save(epoch + 1, 0)
+        return record
+
+    def _check_finite(self, result: EpochResult, epoch: int, start: int) -> None:
+        if not result.diverged:
+            return
+        batch_index = start // self.spec.train.batch + result.batches + 1
+        kept = self.run_dir / "last.safetensors"
+        where = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written yet"
+        raise _run_error(
+            f"training diverged: the loss became {result.loss} at epoch {epoch + 1}, batch {batch_index}; "
+            f"stopped before applying that update ({where})", str(self.run_dir),
+            "lower the learning rate (--lr), normalise the data, or use a smaller init")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch: int, chunk: int) -> None:
+        progress = {"epoch": epoch, "chunk": chunk, "step": self.model.step}
+        save_checkpoint(self.run_dir / "last.safetensors", self.model.get_weights(),
+                        self.model.optimizer_state(), progress)
+
+    def _restore(self, spec_text: str) -> tuple[int, int]:
+        saved = (self.run_dir / "spec.yaml").read_text() if (self.run_dir / "spec.yaml").exists() else ""
+        if _without_epochs(saved) != _without_epochs(spec_text):
+            raise _run_error("the spec (or an override) changed since this run started", str(self.run_dir),
+                             "resume with the same spec and options (only --epochs may change)")
+        path = self.run_dir / "last.safetensors"
+        state, progress, weight_progress = load_state(path)
+        if progress != weight_progress:
+            raise _run_error("the weights and the optimizer state are from different steps", str(path),
+                             "the run was killed while saving; start a new run")
+        self.model.set_weights(load_weights(path), strict=True)
+        self.model.set_optimizer_state(state, progress["step"])
+        (self.run_dir / "spec.yaml").write_text(spec_text)
+        return int(progress["epoch"]), int(progress["chunk"])
+
+    def _load_init(self) -> LoadReport | None:
+        source = self.init
+        if source is None and self.spec.init is not None:
+            source = str(self.loaded.base_dir / self.spec.init.checkpoint)
+        if source is None:
+            return None
+        values = load_weights(source)
+        if self.init is None and self.spec.init.layers is not None:
+            keep = set(self.spec.init.layers)
+            values = {k: v for k, v in values.items() if k.rsplit(".", 1)[0] in keep}
+        report = self.model.set_weights(values)
+        if not report.matched:
+            raise _run_error("no tensor of the checkpoint matches the model", source,
+                             f"the model has: {', '.join(report.missing)}")
+        return report
+
+
+def _chunk_seed(seed: int, epoch: int, chunk: int) -> int:
+    return int(np.random.default_rng([seed, epoch, chunk]).integers(0, 2**31 - 1))
+
+
+def _without_epochs(text: str) -> str:
+    if not text:
+        return ""
+    data = yaml.safe_load(text)
+    data.get("train", {}).pop("epochs", None)
+    return json.dumps(data, sort_keys=True)
+
+
+def evaluate_checkpoint(loaded: LoadedSpec, weights: str | Path, which: str = "eval") -> EvalResult:
+    graph = build_graph(loaded)
+    train = load_dataset(loaded, "train") if which == "eval" else None
+    data = load_dataset(loaded, which, train.stats if train is not None else None)
+    model = Model(graph)
+    report = model.set_weights(load_weights(weights))
+    if report.missing or report.mismatched:
+        missing = ", ".join(report.missing + [m[0] for m in report.mismatched])
+        raise _run_error(f"the checkpoint does not fit the spec (missing or different: {missing})", str(weights))
+    return model.evaluate(model.prepare(data.arrays))
