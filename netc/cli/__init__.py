@@ -6,15 +6,8 @@ console script.
 
 from __future__ import annotations
 
-import importlib.util
-
-from netc.cli import spec_commands  # noqa: F401  (registers validate, inspect, schema)
+from netc.cli import run_commands, spec_commands  # noqa: F401  (registration)
 from netc.cli.app import app as _app
-
-# the runtime commands (train, eval, time, gradcheck) live in their own module;
-# only its absence is tolerated, an ImportError inside it still surfaces
-if importlib.util.find_spec("netc.cli.run_commands") is not None:
-    from netc.cli import run_commands  # noqa: F401
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def check_memory(graph, batch: int) -> str | None:
 
 def human_bytes(count: float) -> str:
     if count >= 2 ** 1000:  # sizes from a spec are exact ints and can exceed a float
-        return f"more than 2^{int(count).bit_length() - 1} B"
+        return f"2^{int(count).bit_length() - 1} B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if abs(count) < 1024 or unit == "PiB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"

@@ -2,7 +2,8 @@
 
 `<name>.safetensors` holds only the weights, named like a PyTorch state_dict, so
 `model.load_state_dict(safetensors.torch.load_file(path))` works; `<name>.state.safetensors`
-holds the optimizer state and where training stood, for `--resume`.
+holds everything `--resume` needs in one file (weights, optimizer state, where training
+stood), so a process killed between the two writes never resumes from a mixed state.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def save_checkpoint(path: Path, weights: dict[str, np.ndarray], state: dict[str,
     """Write weights (and, for resume, optimizer state + progress) atomically."""
     meta = {"format": "netc-1", "progress": json.dumps(progress or {})}
     if state is not None:
-        _atomic_save(state or {"_empty": np.zeros(0, np.float32)}, state_path(path), meta)
+        bundle = {f"weights/{k}": v for k, v in weights.items()}
+        bundle.update({f"optimizer/{k}": v for k, v in state.items()})
+        _atomic_save(bundle, state_path(path), meta)
     _atomic_save(weights, path, meta)
 
 
@@ -41,11 +44,12 @@ def load_weights(path: str | Path) -> dict[str, np.ndarray]:
     return _load(Path(path))[0]
 
 
-def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict, dict]:
-    """(optimizer state, progress of the state file, progress of the weights file)."""
-    state, state_meta = _load(state_path(path))
-    _, weight_meta = _load(path)
-    return state, json.loads(state_meta.get("progress", "{}")), json.loads(weight_meta.get("progress", "{}"))
+def load_state(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """(weights, optimizer state, progress) saved for resuming next to the checkpoint `path`."""
+    bundle, meta = _load(state_path(path))
+    weights = {k.split("/", 1)[1]: v for k, v in bundle.items() if k.startswith("weights/")}
+    state = {k.split("/", 1)[1]: v for k, v in bundle.items() if k.startswith("optimizer/")}
+    return weights, state, json.loads(meta.get("progress", "{}"))
 
 
 def _load(path: Path) -> tuple[dict[str, np.ndarray], dict]:

@@ -146,6 +146,21 @@ class Model:
         return [prepared[name] for name in float_inputs(self.graph)]
 
     # ------------------------------------------------------------------ compiled entry points
+    def warm_up(self) -> None:
+        """Compile (or load from the on-disk cache) the training and evaluation loops, doing no work."""
+        empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in float_inputs(self.graph)}
+        empty["__labels__"] = np.zeros(0, np.int64)
+        empty["__count__"] = 0
+        m = self.plan.module
+        m.train_epoch(self.P, self.G, self.S, self.A, self.D, self.I, self.W, self.L, *self._xs(empty),
+                      empty["__labels__"], np.zeros(0, np.int64), 0, self.batch, 0.0, self.step, 0,
+                      np.zeros(0), np.zeros(0, np.int64))
+        k = numel(self.graph.shape_of(self.plan.loss.input))
+        classes = k if self._has_accuracy() else 1
+        m.eval_epoch(self.P, self.A, self.D, self.I, self.W, self.L, *self._xs(empty), empty["__labels__"],
+                     np.zeros(0, np.int64), 0, self.batch, np.zeros((classes, classes), np.int64),
+                     np.zeros((0, k), self.dtype))
+
     def train_epoch(self, prepared: dict, order: np.ndarray, lr: float | None = None, seed: int = 0) -> EpochResult:
         count = prepared["__count__"]
         batches = (count + self.batch - 1) // self.batch

@@ -225,12 +225,8 @@ class Trainer:
         if _without_epochs(saved) != _without_epochs(spec_text):
             raise _run_error("the spec (or an override) changed since this run started", str(self.run_dir),
                              "resume with the same spec and options (only --epochs may change)")
-        path = self.run_dir / "last.safetensors"
-        state, progress, weight_progress = load_state(path)
-        if progress != weight_progress:
-            raise _run_error("the weights and the optimizer state are from different steps", str(path),
-                             "the run was killed while saving; start a new run")
-        self.model.set_weights(load_weights(path), strict=True)
+        weights, state, progress = load_state(self.run_dir / "last.safetensors")
+        self.model.set_weights(weights, strict=True)
         self.model.set_optimizer_state(state, progress["step"])
         (self.run_dir / "spec.yaml").write_text(spec_text)
         return int(progress["epoch"]), int(progress["chunk"])

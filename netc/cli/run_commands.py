@@ -1,0 +1,156 @@
+"""Commands that compile and run a spec: train, eval, gradcheck.
+
+Numba and the compiler are imported inside the commands, so `netc validate` never pays for them.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from netc.cli.app import command, stderr_console, stdout_console
+from netc.spec import load_spec
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+@command("train")
+def train(
+    spec: Annotated[Path, typer.Argument(help="The spec to train.")],
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
+    lr: Annotated[Optional[float], typer.Option(min=0.0, help="Override optimizer.lr.")] = None,
+    batch: Annotated[Optional[int], typer.Option(min=1, help="Override train.batch.")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Override train.seed.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<name>, numbered if taken).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir (default: the latest run of this spec).")] = False,
+    init: Annotated[Optional[Path], typer.Option(help="Load matching weights from this checkpoint first.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
+) -> None:
+    """Train a spec: progress, eval each epoch, checkpoints and metrics in a run folder."""
+    from netc.runtime.train import Overrides, Trainer
+
+    out = stdout_console()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                        TimeElapsedColumn(), console=out, transient=True, disable=quiet)
+    task = progress.add_task("compiling", total=None, stats="")
+
+    def on_progress(epoch, done, total, loss, accuracy, rate):
+        acc = f"  acc {_percent(accuracy)}" if accuracy is not None else ""
+        progress.update(task, description=f"epoch {epoch + 1}/{trainer.spec.train.epochs}", total=total,
+                        completed=done, stats=f"loss {loss:.4f}{acc}  {rate:,.0f} samples/s")
+
+    def on_epoch(record):
+        if quiet:
+            return
+        evaluated = ""
+        if record.eval_loss is not None:
+            evaluated = f"  eval loss {record.eval_loss:.4f}"
+            if record.eval_accuracy is not None:
+                evaluated += f"  eval acc {_percent(record.eval_accuracy)}"
+        acc = f"  acc {_percent(record.train_accuracy)}" if record.train_accuracy is not None else ""
+        progress.console.print(f"epoch {record.epoch:>3}  loss {record.train_loss:.4f}{acc}{evaluated}"
+                               f"  ({record.seconds:.2f} s, {record.samples_per_second:,.0f} samples/s)")
+
+    trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
+                      init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch)
+    with progress:
+        trainer.model.warm_up()
+        result = trainer.run()
+    report = result.init_report
+    if report is not None:
+        out.print(f"init: loaded {len(report.matched)} tensors ({', '.join(report.matched)})")
+        if report.missing:
+            out.print(f"  kept initial values: {', '.join(report.missing)}")
+        if report.unexpected:
+            out.print(f"  ignored (not in this model): {', '.join(report.unexpected)}")
+        for name, want, got in report.mismatched:
+            out.print(f"  ignored {name}: checkpoint {list(got)} vs model {list(want)}")
+    if result.interrupted:
+        stderr_console().print(f"interrupted: saved {result.run_dir / 'last.safetensors'}; "
+                               f"continue with: netc train {spec} --resume --run-dir {result.run_dir}")
+        raise typer.Exit(130)
+    last = result.epochs[-1] if result.epochs else None
+    if last is not None:
+        line = f"done: {last.epoch} epochs, loss {last.train_loss:.4f}"
+        if last.eval_accuracy is not None:
+            line += f", eval accuracy {_percent(last.eval_accuracy)}"
+        out.print(line)
+    out.print(f"run folder: {result.run_dir} (spec.yaml, metrics.jsonl, last.safetensors)")
+
+
+@command("eval")
+def evaluate(
+    spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
+    weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
+    split: Annotated[str, typer.Option(help="Which data: eval or train.")] = "eval",
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Loss, accuracy and the confusion matrix of a checkpoint on the spec's data."""
+    from netc.runtime.train import evaluate_checkpoint
+
+    if split not in ("eval", "train"):
+        raise typer.BadParameter("split is eval or train", param_hint="--split")
+    result = evaluate_checkpoint(load_spec(spec), weights, split)
+    if format == OutputFormat.json:
+        stdout_console().print_json(json.dumps({
+            "loss": result.loss, "accuracy": result.accuracy, "count": result.count,
+            "confusion": result.confusion.tolist() if result.confusion is not None else None}))
+        return
+    out = stdout_console()
+    out.print(f"{split}: {result.count} samples  loss {result.loss:.4f}  accuracy {_percent(result.accuracy)}")
+    if result.confusion is not None:
+        table = Table(title="confusion matrix (rows: true class, columns: predicted)")
+        classes = len(result.confusion)
+        table.add_column("true")
+        for j in range(classes):
+            table.add_column(str(j), justify="right")
+        for i in range(classes):
+            table.add_row(str(i), *(f"[bold]{v}[/bold]" if i == j else str(v) for j, v in enumerate(result.confusion[i])))
+        out.print(table)
+
+
+@command("gradcheck")
+def gradcheck_command(
+    spec: Annotated[Path, typer.Argument(help="The spec to check.")],
+    samples: Annotated[int, typer.Option(min=1, help="Random samples in the batch.")] = 4,
+    entries: Annotated[int, typer.Option(min=1, help="Entries checked per tensor (sampled when larger).")] = 30,
+    tolerance: Annotated[float, typer.Option(help="Largest accepted relative error.")] = 1e-6,
+    seed: Annotated[int, typer.Option(help="Seed of the data and the sampled entries.")] = 0,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Central finite differences in float64 against the compiled backward pass; exit 1 above --tolerance."""
+    from netc.graph import build_graph
+    from netc.runtime.gradcheck import gradcheck
+
+    graph = build_graph(load_spec(spec))
+    results = gradcheck(graph, count=samples, max_entries=entries, seed=seed, tolerance=tolerance)
+    failed = [r for r in results if r.max_rel_error > tolerance]
+    if format == OutputFormat.json:
+        stdout_console().print_json(json.dumps({"tolerance": tolerance, "ok": not failed, "tensors": [
+            {"tensor": r.name, "layer": r.layer, "checked": r.checked, "size": r.size,
+             "max_rel_error": r.max_rel_error, "max_abs_error": r.max_abs_error} for r in results]}))
+    else:
+        table = Table(title=f"gradcheck {graph.spec.name} (float64, central differences)")
+        for column in ("tensor", "checked", "max rel error", "max abs error", ""):
+            table.add_column(column, justify="left" if column == "tensor" else "right")
+        for r in results:
+            ok = r.max_rel_error <= tolerance
+            table.add_row(r.name, f"{r.checked}/{r.size}", f"{r.max_rel_error:.2e}", f"{r.max_abs_error:.2e}",
+                          "[green]ok[/green]" if ok else "[red]FAIL[/red]")
+        stdout_console().print(table)
+    if failed:
+        stderr_console().print(f"[red]{len(failed)} tensor(s) above tolerance {tolerance:g}[/red]")
+        raise typer.Exit(1)

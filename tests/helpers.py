@@ -1,0 +1,65 @@
+"""Shared helpers of the spec, graph and fuzz tests: load + build a spec, get its diagnostics.
+
+Nothing here compiles: these tests run without Numba.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+from netc.errors import Diagnostic, NetcError
+from netc.graph import Graph, build_graph
+from netc.spec import load_spec_text
+
+FILE = "spec.yaml"
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+REFERENCE_SPECS = sorted(SPECS.glob("*.yaml"))
+
+
+def text_of(text: str | bytes) -> str | bytes:
+    """Inline specs are indented in the test source: dedent them (bytes go through as they are)."""
+    return dedent(text).lstrip("\n") if isinstance(text, str) else text
+
+
+def build(text: str | bytes, file: str = FILE) -> Graph:
+    """Load and build a spec given as text; raises NetcError."""
+    return build_graph(load_spec_text(text_of(text), file))
+
+
+def diagnostics(text: str | bytes, file: str = FILE) -> list[Diagnostic]:
+    """Every diagnostic of a spec that must fail to load or build."""
+    try:
+        graph = build(text, file)
+    except NetcError as exc:
+        assert exc.diagnostics, "a NetcError without diagnostics"
+        return exc.diagnostics
+    raise AssertionError(f"the spec is valid ({len(graph.nodes)} layers), expected errors")
+
+
+def one_error(text: str | bytes, file: str = FILE) -> Diagnostic:
+    """The single diagnostic of a spec with exactly one mistake."""
+    found = diagnostics(text, file)
+    assert len(found) == 1, "expected one error, got:\n" + "\n".join(d.format() for d in found)
+    return found[0]
+
+
+def check(diag: Diagnostic, code: str, fragment: str, line: int, col: int | None = None,
+          path: str | None = None, hint: str | None = None, file: str = FILE) -> None:
+    """Assert a diagnostic's code, message fragment, location, spec path and hint fragment."""
+    shown = diag.format()
+    assert diag.code == code, shown
+    assert fragment in diag.message, shown
+    assert diag.location.file == file, shown
+    assert diag.location.line == line, shown
+    if col is not None:
+        assert diag.location.col == col, shown
+    if path is not None:
+        assert diag.path == path, shown
+    if hint is not None:
+        assert hint in diag.hint, shown
+
+
+def codes(found: list[Diagnostic]) -> list[tuple[str, int]]:
+    """(code, line) of each diagnostic, in the order reported."""
+    return [(d.code, d.location.line) for d in found]

@@ -1,0 +1,458 @@
+"""Every op's compiled forward and backward against the NumPy reference (tests/reference.py),
+finite-difference gradient checks, and float32 against float64.
+
+One tiny spec per op variant (each is one compiled plan, cached on disk and shared by
+the tests below through functools.cache). The reference evaluates the same spec layer by
+layer from the parsed YAML, so every test compares a whole network: forward outputs
+(`Model.predict`), the mean loss and every parameter gradient (`Model.loss_and_gradients`).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from textwrap import dedent
+
+import numpy as np
+import pytest
+import yaml
+
+import reference as ref
+from netc.compiler import compile_graph
+from netc.errors import SpecErrors
+from netc.graph import build_graph
+from netc.runtime.gradcheck import gradcheck
+from netc.runtime.model import Model
+from netc.spec import load_spec_text
+
+pytestmark = pytest.mark.compiled
+
+N = 4  # samples per test batch; also the plans' batch size (gradcheck compiles for len(arrays))
+RTOL, ATOL = 1e-10, 1e-12  # float64 plan vs float64 reference
+BIAS = "bias_init: {type: uniform, low: -0.5, high: 0.5}"  # zero biases would hide a forward bias bug
+LABEL = "label: {shape: [], dtype: int64, classes: 3}"
+
+SPECS = {
+    # linear with and without bias, relu/tanh/sigmoid fused into the linear epilogue;
+    # fc1 is large enough (4 * 64 * 32 = 8192 mult-adds) for the BLAS path, the rest use loops
+    "dense": """
+        inputs:
+          x: {shape: [64]}
+          LABEL
+        layers:
+          - {name: fc1, op: linear, out: 32, BIAS}
+          - {name: relu1, op: relu}
+          - {name: fc2, op: linear, out: 6, bias: false}
+          - {name: tanh2, op: tanh}
+          - {name: fc3, op: linear, out: 5, BIAS}
+          - {name: sig3, op: sigmoid}
+          - {name: fc4, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc4, target: label}
+    """,
+    # add of three tensors; relu after add, then tanh and sigmoid after an activation: none fused;
+    # mse on integer labels (one-hot)
+    "unfused": """
+        inputs:
+          x: {shape: [5]}
+          LABEL
+        layers:
+          - {name: a, op: linear, in: x, out: 4, BIAS}
+          - {name: b, op: linear, in: x, out: 4, BIAS}
+          - {name: c, op: linear, in: x, out: 4, BIAS}
+          - {name: total, op: add, in: [a, b, c]}
+          - {name: relu, op: relu}
+          - {name: tanh, op: tanh}
+          - {name: sig, op: sigmoid}
+          - {name: out, op: linear, out: 3, BIAS}
+        loss: {op: mse, input: out, target: label}
+    """,
+    # conv stride 2 + padding 1 (tanh fused), then a bias-free non-square kernel; H != W throughout
+    "conv": """
+        inputs:
+          x: {shape: [2, 6, 7]}
+          LABEL
+        layers:
+          - {name: conv1, op: conv2d, filters: 3, kernel: 3, stride: 2, padding: 1, BIAS}
+          - {name: tanh1, op: tanh}
+          - {name: conv2, op: conv2d, filters: 2, kernel: [2, 1], bias: false}
+          - {name: flat, op: flatten}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
+    # max pooling with stride != kernel and padding; relu after the pool (not fused)
+    "maxpool": """
+        inputs:
+          x: {shape: [2, 6, 7]}
+          LABEL
+        layers:
+          - {name: conv, op: conv2d, filters: 2, kernel: 1, BIAS}
+          - {name: pool, op: maxpool2d, kernel: 3, stride: 2, padding: 1}
+          - {name: relu, op: relu}
+          - {name: flat, op: flatten}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
+    # average pooling, non-square window, stride != kernel, padding (not counted in the mean)
+    "avgpool": """
+        inputs:
+          x: {shape: [2, 6, 7]}
+          LABEL
+        layers:
+          - {name: conv, op: conv2d, filters: 2, kernel: 1, BIAS}
+          - {name: pool, op: avgpool2d, kernel: [3, 2], stride: [2, 1], padding: [1, 1]}
+          - {name: sig, op: sigmoid}
+          - {name: flat, op: flatten}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
+    # concat of images on axis 0 (channels) and axis 1 (rows, the same tensor twice),
+    # then of vectors (two flatten views) on axis 0
+    "concat": """
+        inputs:
+          x: {shape: [2, 4, 4]}
+          LABEL
+        layers:
+          - {name: c1, op: conv2d, in: x, filters: 2, kernel: 3, padding: 1, BIAS}
+          - {name: c2, op: conv2d, in: x, filters: 3, kernel: 1, BIAS}
+          - {name: channels, op: concat, in: [c1, c2], axis: 0}
+          - {name: rows, op: concat, in: [c1, c1], axis: 1}
+          - {name: f1, op: flatten, in: channels}
+          - {name: f2, op: flatten, in: rows}
+          - {name: vectors, op: concat, in: [f1, f2]}
+          - {name: out, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: out, target: label}
+    """,
+    # log_softmax read by a layer (its own backward, not fused into a loss), softmax read by mse
+    "softmax": """
+        inputs:
+          x: {shape: [5]}
+          t: {shape: [4]}
+        layers:
+          - {name: fc1, op: linear, out: 4, BIAS}
+          - {name: logp, op: log_softmax}
+          - {name: fc2, op: linear, out: 4, BIAS}
+          - {name: probs, op: softmax}
+        loss: {op: mse, input: probs, target: t}
+    """,
+    # log_softmax + nll: fused into one kernel with the exp(logp) - onehot backward
+    "nll": """
+        inputs:
+          x: {shape: [5]}
+          LABEL
+        layers:
+          - {name: fc0, op: linear, out: 4, BIAS}
+          - {name: tanh0, op: tanh}
+          - {name: fc, op: linear, out: 3, BIAS}
+          - {name: logp, op: log_softmax}
+        loss: {op: nll, input: logp, target: label}
+    """,
+    # flatten of an input, dropout (the identity at eval), identity, reshape to a matrix
+    # (an activation on it) and back with -1
+    "shape": """
+        inputs:
+          x: {shape: [2, 3, 4]}
+          LABEL
+        layers:
+          - {name: flat, op: flatten}
+          - {name: fc1, op: linear, out: 6, BIAS}
+          - {name: drop, op: dropout, p: 0.5}
+          - {name: same, op: identity}
+          - {name: grid, op: reshape, shape: [2, 3]}
+          - {name: tanh, op: tanh}
+          - {name: back, op: reshape, shape: [-1]}
+          - {name: fc2, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc2, target: label}
+    """,
+    # a skip connection from a graph input: add's FIRST input needs no gradient, its second does
+    "skip_add": """
+        inputs:
+          x: {shape: [4]}
+          LABEL
+        layers:
+          - {name: fc1, op: linear, out: 4, BIAS}
+          - {name: act1, op: tanh}
+          - {name: skip, op: add, in: [x, act1]}
+          - {name: fc2, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc2, target: label}
+    """,
+    # the same with concat: its first input (a graph input) needs no gradient, its second does
+    "skip_concat": """
+        inputs:
+          x: {shape: [4]}
+          LABEL
+        layers:
+          - {name: fc1, op: linear, out: 4, BIAS}
+          - {name: act1, op: tanh}
+          - {name: both, op: concat, in: [x, act1]}
+          - {name: fc2, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc2, target: label}
+    """,
+}
+
+SKIP_BUG = ("BUG: netc/compiler/codegen.py emit_backward returns early (`elif not need_dx: return`) when the "
+            "FIRST input of add/concat needs no gradient, so the other inputs get none (stale gradient buffer)")
+BUGGY = {"skip_add", "skip_concat"}
+
+
+def case_params(names=None):
+    """The spec names, with the known-broken ones marked xfail (strict)."""
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=SKIP_BUG)) if name in BUGGY else name
+            for name in (names or SPECS)]
+
+
+def spec_text(name: str) -> str:
+    body = dedent(SPECS[name]).replace("BIAS", BIAS).replace("LABEL", LABEL)
+    return f"netc: 1\nname: ops_{name}\n{body.strip()}\ntrain: {{batch: {N}}}\n"
+
+
+@functools.cache
+def graph_of(name: str):
+    return build_graph(load_spec_text(spec_text(name), f"{name}.yaml"))
+
+
+@functools.cache
+def parsed(name: str) -> dict:
+    """The spec as plain YAML data, for the reference (independent of netc's loader)."""
+    return yaml.safe_load(spec_text(name))
+
+
+@functools.cache
+def model_of(name: str, dtype: str = "float64") -> Model:
+    """Shared by the tests: never change its weights (seed 0, the same values gradcheck starts from)."""
+    return Model(graph_of(name), dtype=dtype, batch=N, seed=0)
+
+
+@functools.cache
+def arrays_of(name: str) -> dict:
+    """N samples: inputs from N(0, 1) (no ReLU/max-pool ties), labels uniform."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    arrays = {}
+    for key, inp in parsed(name)["inputs"].items():
+        if inp.get("dtype") == "int64":
+            arrays[key] = rng.integers(0, inp["classes"], N)
+        else:
+            arrays[key] = rng.normal(size=(N, *inp["shape"]))
+    return arrays
+
+
+def reference_of(name: str, weights: dict):
+    """(loss, scores, gradients) of the NumPy reference for this spec, these weights and the case's data."""
+    return ref.network_loss_and_gradients(parsed(name), weights, arrays_of(name))
+
+
+def trainable_names(name: str) -> set[str]:
+    graph = graph_of(name)
+    return {f"{node.name}.{p}" for node in graph.owners if node.trainable for p in node.param_shapes}
+
+
+# ---------------------------------------------------------------------------------- the oracle itself
+
+
+def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() wrt every entry of x (changed in place, then restored)."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        saved = x[i]
+        x[i] = saved + eps
+        up = f()
+        x[i] = saved - eps
+        down = f()
+        x[i] = saved
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+def _reference_op_cases():
+    """(name, forward(*arrays) -> y, backward(dy, *arrays) -> grads, arrays) of each reference op."""
+    rng = np.random.default_rng(7)
+    img = rng.normal(size=(2, 2, 5, 6))
+    w = rng.normal(size=(3, 2, 3, 2))
+    b = rng.normal(size=3)
+    vec = rng.normal(size=(3, 4))
+    lin_w = rng.normal(size=(5, 4))
+    conv = dict(stride=(2, 1), padding=(1, 1))
+    pool = dict(kernel=(3, 2), stride=(2, 1), padding=(1, 1))
+    return [
+        ("linear", lambda x, w_, b_: ref.linear_forward(x, w_, b_),
+         lambda dy, x, w_, b_: ref.linear_backward(dy, x, w_), [vec, lin_w, rng.normal(size=5)]),
+        ("conv2d", lambda x, w_, b_: ref.conv2d_forward(x, w_, b_, **conv),
+         lambda dy, x, w_, b_: ref.conv2d_backward(dy, x, w_, **conv), [img, w, b]),
+        ("maxpool2d", lambda x: ref.maxpool2d_forward(x, **pool),
+         lambda dy, x: [ref.maxpool2d_backward(dy, x, **pool)], [img]),
+        ("avgpool2d", lambda x: ref.avgpool2d_forward(x, **pool),
+         lambda dy, x: [ref.avgpool2d_backward(dy, x, **pool)], [img]),
+        ("relu", ref.relu_forward, lambda dy, x: [ref.relu_backward(dy, x)], [vec]),
+        ("sigmoid", ref.sigmoid_forward, lambda dy, x: [ref.sigmoid_backward(dy, ref.sigmoid_forward(x))], [vec]),
+        ("tanh", ref.tanh_forward, lambda dy, x: [ref.tanh_backward(dy, ref.tanh_forward(x))], [vec]),
+        ("softmax", ref.softmax_forward, lambda dy, x: [ref.softmax_backward(dy, ref.softmax_forward(x))], [vec]),
+        ("log_softmax", ref.log_softmax_forward,
+         lambda dy, x: [ref.log_softmax_backward(dy, ref.log_softmax_forward(x))], [vec]),
+        ("add", ref.add_forward, lambda dy, *xs: ref.add_backward(dy, len(xs)), [vec, vec * 2, vec - 1]),
+        ("concat", lambda a, c: ref.concat_forward([a, c], axis=1),
+         lambda dy, a, c: ref.concat_backward(dy, [a.shape[2], c.shape[2]], axis=1), [img, img[:, :, :2] * 3]),
+        ("flatten", ref.flatten_forward, lambda dy, x: [ref.flatten_backward(dy, x.shape)], [img]),
+        ("reshape", lambda x: ref.reshape_forward(x, [5, -1]), lambda dy, x: [ref.reshape_backward(dy, x.shape)],
+         [img]),
+        ("dropout_eval", lambda x: ref.dropout_forward(x, 0.5)[0],
+         lambda dy, x: [ref.dropout_backward(dy, ref.dropout_forward(x, 0.5)[1])], [vec]),
+        ("identity", ref.identity_forward, lambda dy, x: [ref.identity_backward(dy)], [vec]),
+    ]
+
+
+@pytest.mark.parametrize("case", _reference_op_cases(), ids=lambda c: c[0])
+def test_reference_backward_matches_finite_differences(case):
+    """The oracle's own backward functions against central differences of its forward functions."""
+    _, forward, backward, arrays = case
+    arrays = [a.copy() for a in arrays]
+    rng = np.random.default_rng(1)
+    dy = rng.normal(size=forward(*arrays).shape)  # loss = sum(dy * y): its gradient wrt y is dy
+    analytic = backward(dy, *arrays)
+    for array, exact in zip(arrays, analytic):
+        numeric = numeric_grad(lambda: float(np.sum(dy * forward(*arrays))), array)
+        np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("loss", ["mse", "mse_labels", "cross_entropy", "nll"])
+def test_reference_losses_match_finite_differences(loss):
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=(4, 3))
+    labels = rng.integers(0, 3, 4)
+    target = {"mse": rng.normal(size=(4, 3))}.get(loss, labels)
+    fn = ref.LOSSES[loss.replace("_labels", "")]
+    if loss == "nll":
+        y = ref.log_softmax_forward(y)
+    _, exact = fn(y, target)
+    numeric = numeric_grad(lambda: fn(y, target)[0], y)
+    np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_reference_pools_and_conv_agree_with_pytorch():
+    """Where PyTorch is installed: conv2d, max pool, avg pool (count_include_pad=False) and their backward."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 2, 6, 7))
+    w = rng.normal(size=(3, 2, 3, 2))
+    b = rng.normal(size=3)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    checks = [
+        (lambda: F.conv2d(tx, tw, tb, stride=(2, 1), padding=(1, 1)),
+         ref.conv2d_forward(x, w, b, (2, 1), (1, 1)),
+         lambda dy: ref.conv2d_backward(dy, x, w, (2, 1), (1, 1))),
+        (lambda: F.max_pool2d(tx, (3, 2), (2, 1), (1, 1)),
+         ref.maxpool2d_forward(x, (3, 2), (2, 1), (1, 1)),
+         lambda dy: [ref.maxpool2d_backward(dy, x, (3, 2), (2, 1), (1, 1))]),
+        (lambda: F.avg_pool2d(tx, (3, 2), (2, 1), (1, 1), count_include_pad=False),
+         ref.avgpool2d_forward(x, (3, 2), (2, 1), (1, 1)),
+         lambda dy: [ref.avgpool2d_backward(dy, x, (3, 2), (2, 1), (1, 1))]),
+    ]
+    for torch_forward, expected, backward in checks:
+        for t in (tx, tw, tb):
+            t.grad = None
+        out = torch_forward()
+        np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+        dy = rng.normal(size=expected.shape)
+        out.backward(torch.tensor(dy))
+        for t, g in zip((tx, tw, tb), backward(dy)):
+            np.testing.assert_allclose(t.grad.numpy(), g, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- the plans take the paths under test
+
+
+PATHS = {
+    # spec -> ({layer: fused activation}, layers that run as their own activation step, loss kernel)
+    "dense": ({"fc1": "relu", "fc2": "tanh", "fc3": "sigmoid", "fc4": None}, [], "cross_entropy"),
+    "unfused": ({"a": None, "b": None, "c": None, "out": None}, ["relu", "tanh", "sig"], "mse_onehot"),
+    "conv": ({"conv1": "tanh", "conv2": None, "fc": None}, [], "cross_entropy"),
+    "maxpool": ({"conv": None, "fc": None}, ["relu"], "cross_entropy"),
+    "avgpool": ({"conv": None, "fc": None}, ["sig"], "cross_entropy"),
+    "softmax": ({"fc1": None, "fc2": None}, [], "mse"),
+    "nll": ({"fc0": "tanh", "fc": None}, [], "nll_after_log_softmax"),
+    "shape": ({"fc1": None, "fc2": None}, ["tanh"], "cross_entropy"),
+}
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_plan_takes_the_path_under_test(name):
+    """Fusion decisions, so that 'fused' and 'not fused' variants really test different kernels (no Numba here)."""
+    fused, standalone, loss_kind = PATHS[name]
+    plan = compile_graph(graph_of(name), N)
+    by_layer = {step.node.name: step for step in plan.steps}
+    for layer, act in fused.items():
+        assert by_layer[layer].act == act, (layer, by_layer[layer].covers)
+    for layer in standalone:
+        assert by_layer[layer].kind == "act", layer
+    assert plan.loss.kind == loss_kind
+    if name == "dense":
+        assert "True)" in next(line for line in plan.source.splitlines() if line.strip().startswith("linear_forward("))  # fc1: BLAS
+
+
+def test_log_softmax_read_by_nll_and_by_another_layer_is_refused():
+    """The other reader could not lead to the loss (nll reads the log_softmax itself): the spec is refused
+    as dead code, so nll is always fused with its log_softmax; a log_softmax read by a layer is covered by
+    the 'softmax' spec."""
+    text = spec_text("nll").replace("loss:", "  - {name: extra, op: linear, in: logp, out: 2}\nloss:")
+    with pytest.raises(SpecErrors) as info:
+        build_graph(load_spec_text(text, "t.yaml"))
+    assert [d.code for d in info.value.diagnostics] == ["E-DEAD"]
+
+
+# ---------------------------------------------------------------------------------- compiled vs reference, float64
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_forward_matches_reference(name):
+    model = model_of(name)
+    _, expected, _ = reference_of(name, model.get_weights())
+    scores = model.predict(arrays_of(name))
+    np.testing.assert_allclose(scores, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", case_params())
+def test_loss_and_gradients_match_reference(name):
+    model = model_of(name)
+    expected_loss, _, expected = reference_of(name, model.get_weights())
+    loss, grads = model.loss_and_gradients(arrays_of(name))
+    assert loss == pytest.approx(expected_loss, rel=RTOL)
+    assert set(grads) == trainable_names(name)
+    for key, grad in grads.items():
+        np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.parametrize("name", case_params())
+def test_gradcheck(name):
+    """Central differences in float64 (netc.runtime.gradcheck) on every trainable tensor."""
+    results = gradcheck(graph_of(name), arrays=arrays_of(name), max_entries=12)
+    assert {r.name for r in results} == trainable_names(name)
+    worst = {r.name: r.max_rel_error for r in results}
+    assert max(worst.values()) < 1e-6, worst
+
+
+def test_dropout_is_the_identity_at_eval_and_in_loss_and_gradients():
+    """predict and loss_and_gradients run dropout off: two calls give identical results."""
+    model = model_of("shape")
+    arrays = arrays_of("shape")
+    np.testing.assert_array_equal(model.predict(arrays), model.predict(arrays))
+    first = model.loss_and_gradients(arrays)
+    second = model.loss_and_gradients(arrays)
+    assert first[0] == second[0]
+    for key in first[1]:
+        np.testing.assert_array_equal(first[1][key], second[1][key])
+
+
+# ---------------------------------------------------------------------------------- float32 vs float64
+
+
+@pytest.mark.parametrize("name", ["dense", "conv"])
+def test_float32_matches_float64(name):
+    m64 = model_of(name)
+    m32 = Model(graph_of(name), dtype="float32", batch=N, seed=0)
+    arrays = arrays_of(name)
+    np.testing.assert_allclose(m32.predict(arrays), m64.predict(arrays), rtol=1e-4, atol=1e-5)
+    loss32, grads32 = m32.loss_and_gradients(arrays)
+    loss64, grads64 = m64.loss_and_gradients(arrays)
+    assert loss32 == pytest.approx(loss64, rel=1e-4)
+    for key in grads64:
+        assert grads32[key].dtype == np.float32
+        np.testing.assert_allclose(grads32[key], grads64[key], rtol=1e-4, atol=1e-5, err_msg=key)
