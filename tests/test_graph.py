@@ -321,7 +321,7 @@ def test_add_of_different_shapes():
           - {name: head, op: linear, out: 3}
         loss: {op: cross_entropy, input: head, target: label}
     """
-    check(one_error(text), "E-SHAPE", "add 'sum': add got [4] and [3]", line=8, col=30, path="layers[0].in",
+    check(one_error(text), "E-SHAPE", "add 'sum': got [4] and [3]", line=8, col=30, path="layers[0].in",
           hint="same shape")
 
 
@@ -334,7 +334,7 @@ def test_kernel_larger_than_its_input(kernel, shown):
 
 def test_linear_on_an_unflattened_image_hints_flatten():
     d = one_error(edit("{name: flat, op: flatten}", "{name: flat, op: relu}", IMG))
-    check(d, "E-SHAPE", "linear 'fc': linear needs a flat input [features], got [2, 6, 6]", line=9, col=5,
+    check(d, "E-SHAPE", "linear 'fc': needs a flat input [features], got [2, 6, 6]", line=9, col=5,
           path="layers[2]", hint="flatten")
 
 
@@ -362,7 +362,7 @@ def test_concat_mismatch():
 
 def test_softmax_on_an_image():
     d = one_error(edit("{name: flat, op: flatten}", "{name: flat, op: softmax}", IMG))
-    check(d, "E-SHAPE", "softmax 'flat': softmax works over a feature vector, got [2, 6, 6]", line=8, col=5,
+    check(d, "E-SHAPE", "softmax 'flat': works over a feature vector, got [2, 6, 6]", line=8, col=5,
           path="layers[1]", hint="flatten")
 
 

@@ -60,7 +60,54 @@ optimizer: {type: adam, lr: 0.001, weight_decay: 0.01}
 train: {batch: 8, seed: 0}
 """
 
-INLINE = {"adam-mlp": ADAM_MLP}
+# every other op and option the reference specs leave out: strided / rectangular / padded
+# conv, a frozen layer, lr_mult, concat on channels and on width, padded max and average
+# pooling, an add reading one tensor twice, reshape, softmax, mse on class labels, RMSprop
+KITCHEN = """
+netc: 1
+name: kitchen
+inputs:
+  image: {shape: [2, 9, 7]}
+  label: {shape: [], dtype: int64, classes: 5}
+layers:
+  - {name: c1, op: conv2d, in: image, filters: 4, kernel: 3, padding: 1, weight_init: he,
+     bias_init: {type: normal, std: 0.1}}
+  - {name: t1, op: tanh}
+  - {name: c2, op: conv2d, in: image, filters: 2, kernel: [3, 1], padding: [1, 0], trainable: false,
+     bias_init: {type: constant, value: 0.05}}
+  - {name: cat, op: concat, in: [t1, c2]}
+  - {name: mp, op: maxpool2d, in: cat, kernel: 3, stride: 2, padding: 1}
+  - {name: ap, op: avgpool2d, in: cat, kernel: 3, stride: 2, padding: 1}
+  - {name: sum, op: add, in: [mp, ap, mp]}
+  - {name: wide, op: concat, in: [sum, ap], axis: 2}
+  - {name: c3, op: conv2d, filters: 3, kernel: 2, stride: [2, 2], lr_mult: 0.5}
+  - {name: s3, op: sigmoid}
+  - {name: flat, op: reshape, shape: [-1]}
+  - {name: fc, op: linear, out: 5, bias: false}
+  - {name: sm, op: softmax}
+loss: {op: mse, input: sm, target: label}
+optimizer: {type: rmsprop, lr: 0.01, alpha: 0.9, momentum: 0.5, weight_decay: 0.01}
+train: {batch: 8, seed: 0}
+"""
+
+# regression: mse on a float target input, identity, lr_mult 2, SGD with Nesterov momentum
+REGRESS = """
+netc: 1
+name: regress
+inputs:
+  x: {shape: [5]}
+  t: {shape: [3]}
+layers:
+  - {name: fc1, op: linear, out: 6, bias_init: {type: uniform, low: -0.5, high: 0.5}}
+  - {name: act, op: tanh}
+  - {name: same, op: identity}
+  - {name: fc2, op: linear, out: 3, lr_mult: 2.0, weight_init: {type: xavier_normal, gain: 1.5}}
+loss: {op: mse, input: fc2, target: t}
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.001}
+train: {batch: 8, seed: 0}
+"""
+
+INLINE = {"adam-mlp": ADAM_MLP, "kitchen": KITCHEN, "regress": REGRESS}
 
 
 # ============================================================================ netc side
@@ -211,7 +258,7 @@ def torch_loss_and_gradients(name: str, module: nn.Module, arrays: dict[str, np.
     loss = torch_loss(graph, out, target)
     loss.backward()
     grads = {k: p.grad.numpy().copy() for k, p in module.named_parameters() if p.requires_grad}
-    return float(loss), grads, out.detach().numpy()
+    return loss.item(), grads, out.detach().numpy()
 
 
 def assert_close(name: str, actual, expected, what: str) -> None:
@@ -257,7 +304,7 @@ HAND = {"lenet": HandLeNet, "siamese": HandSiamese}
 
 # ============================================================================ 1. loss and gradients
 
-GRADIENT_SPECS = ["seed-mlp", "lenet", "siamese", "residual", "digits-cnn", "seed-cnn"]
+GRADIENT_SPECS = ["seed-mlp", "lenet", "siamese", "residual", "digits-cnn", "seed-cnn", "kitchen", "regress"]
 
 
 @pytest.mark.parametrize("name", GRADIENT_SPECS)
@@ -353,7 +400,8 @@ def torch_optimizer(graph, module: nn.Module):
 
 
 # (spec, samples): 3 batches of N; residual's last batch is partial (8, 8, 5)
-TRAINING = [("seed-mlp", 3 * N), ("residual", 3 * N - 3), ("adam-mlp", 3 * N), ("lenet", 3 * N)]
+TRAINING = [("seed-mlp", 3 * N), ("residual", 3 * N - 3), ("adam-mlp", 3 * N), ("lenet", 3 * N),
+            ("kitchen", 3 * N - 1), ("regress", 3 * N)]
 
 
 @pytest.mark.parametrize("name,count", TRAINING)
@@ -380,13 +428,18 @@ def test_three_steps_match_torch_optim(name, count):
         loss = torch_loss(graph, module(batch), target)
         loss.backward()
         optimizer.step()
-        losses.append((float(loss), len(idx)))
+        losses.append((loss.item(), len(idx)))
 
     mean = sum(value * n for value, n in losses) / count
     assert_close(name, result.loss, mean, "mean training loss of the epoch")
     trained = model.get_weights()
     state = module.state_dict()
     assert any(np.any(trained[k] != weights[k]) for k in trained), "training changed nothing"
+    for node in graph.owners:
+        if not node.trainable:
+            for pname in node.param_shapes:
+                key = f"{node.name}.{pname}"
+                np.testing.assert_array_equal(trained[key], weights[key], err_msg=f"frozen {key} moved")
     for key in sorted(state):
         assert_close(name, trained[key], state[key].numpy(), f"{key} after 3 steps")
     assert model.step == 3

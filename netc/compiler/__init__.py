@@ -13,6 +13,7 @@ from netc.compiler.cache import load_module
 from netc.compiler.module import generate_source
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
+from netc.jit import limit_blas_threads
 
 
 @dataclass
@@ -30,6 +31,7 @@ class CompiledPlan:
     def module(self):
         """The generated module (imported on first use; Numba compiles or loads each function on first call)."""
         if self._module is None:
+            limit_blas_threads()
             self._module, path = load_module(self.source)
             self.path = str(path)
         return self._module

@@ -6,7 +6,7 @@ from netc.ops.base import OpDef, OpShapeError, register, same_as_input
 def _feature_vector(layer, shapes):
     if len(shapes[0]) != 1:
         raise OpShapeError(
-            f"{layer.op} works over a feature vector, got {list(shapes[0])}",
+            f"works over a feature vector, got {list(shapes[0])}",
             hint="add `{op: flatten}` before this layer",
         )
     return shapes[0]

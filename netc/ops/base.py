@@ -64,7 +64,7 @@ def same_as_input(layer, shapes: list[Shape]) -> Shape:
 
 def need_rank(shape: Shape, rank: int, what: str, hint: str = "") -> None:
     if len(shape) != rank:
-        raise OpShapeError(f"{what} needs a rank-{rank} input, got {list(shape)}", hint=hint)
+        raise OpShapeError(f"needs a rank-{rank} input, got {list(shape)}", hint=hint)
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -7,7 +7,7 @@ def _infer(layer, shapes):
     (shape,) = shapes
     if len(shape) != 1:
         raise OpShapeError(
-            f"linear needs a flat input [features], got {list(shape)}",
+            f"needs a flat input [features], got {list(shape)}",
             hint="add `{op: flatten}` before this layer",
         )
     return (layer.out,)

@@ -8,7 +8,7 @@ def _add(layer, shapes):
     for other in shapes[1:]:
         if other != first:
             listed = " and ".join(str(list(s)) for s in shapes)
-            raise OpShapeError(f"add got {listed}", field="in", hint="every input of add must have the same shape")
+            raise OpShapeError(f"got {listed}", field="in", hint="every input of add must have the same shape")
     return first
 
 
@@ -22,7 +22,7 @@ def _concat(layer, shapes):
         if not same_rest:
             listed = " and ".join(str(list(s)) for s in shapes)
             raise OpShapeError(
-                f"concat on axis {axis} got {listed}", field="in",
+                f"on axis {axis} got {listed}", field="in",
                 hint=f"inputs must agree on every axis but {axis}",
             )
     out = list(shapes[0])

@@ -11,9 +11,9 @@ def _reshape(layer, shapes):
     total = numel(shapes[0])
     target = list(layer.shape)
     if target.count(-1) > 1:
-        raise OpShapeError("reshape allows at most one -1", field="shape")
+        raise OpShapeError("allows at most one -1", field="shape")
     if 0 in target:
-        raise OpShapeError("reshape sizes must be positive (or one -1)", field="shape")
+        raise OpShapeError("sizes must be positive (or one -1)", field="shape")
     known = numel(tuple(s for s in target if s != -1))
     if -1 in target:
         if total % known:

@@ -7,6 +7,7 @@ the op registry's names are checked against it.
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
@@ -99,10 +100,13 @@ def _init_shorthand(value):
     return {"type": value} if isinstance(value, str) else value
 
 
+_INIT_MODELS = (XavierUniform, XavierNormal, HeUniform, HeNormal, UniformInit, NormalInit, ZerosInit, ConstantInit)
+InitializerName = Literal[tuple(name for model in _INIT_MODELS for name in typing.get_args(model.model_fields["type"].annotation))]
+_InitializerUnion = Annotated[Union[_INIT_MODELS], Field(discriminator="type")]
 Initializer = Annotated[
-    Union[XavierUniform, XavierNormal, HeUniform, HeNormal, UniformInit, NormalInit, ZerosInit, ConstantInit],
-    Field(discriminator="type"),
-    BeforeValidator(_init_shorthand),
+    _InitializerUnion,
+    # the JSON Schema shows the shorthand too, so editors accept `weight_init: he`
+    BeforeValidator(_init_shorthand, json_schema_input_type=Union[InitializerName, _InitializerUnion]),
 ]
 
 
