@@ -13,9 +13,12 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 DISABLED = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 
 
+INLINE = os.environ.get("NETC_INLINE", "never")
+
+
 def kernel(fn):
     """A private compiled kernel, cached on disk."""
-    return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
+    return njit(cache=True, fastmath=FASTMATH, nogil=True, inline=INLINE)(fn)
 
 
 def plan_function(fn):

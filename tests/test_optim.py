@@ -210,3 +210,26 @@ def test_lr_argument_overrides_the_spec():
     after = model.get_weights()
     np.testing.assert_allclose(before["fc4.weight"] - after["fc4.weight"], 0.03 * grads["fc4.weight"],
                                rtol=1e-9, atol=ATOL)
+
+
+@pytest.mark.parametrize("key", ["sgd_momentum", "adam"])
+def test_an_epoch_of_several_batches_in_the_given_order(key):
+    """N + 2 samples in a shuffled order: a step on the first N, then one on the last 2 (mean over 2),
+    with Adam's step count going 1, 2 inside the compiled epoch."""
+    rng = np.random.default_rng(12)
+    count = N + 2
+    data = {"x": rng.normal(size=(count, 3)), "label": rng.integers(0, 3, count)}
+    order = rng.permutation(count)
+    model = fresh_model(key)
+    reference = ReferenceTraining(key, model.get_weights())
+    losses = []
+    for rows in (order[:N], order[N:]):
+        loss, _, grads = ref.network_loss_and_gradients(reference.spec, reference.weights,
+                                                        {k: v[rows] for k, v in data.items()})
+        grads = {name: g for name, g in grads.items() if name in reference.trainable}
+        reference.weights = reference.optimizer.step(reference.weights, grads, reference.lr_mult)
+        losses.append(loss)
+    result = model.train_epoch(model.prepare(data), order=order, lr=None, seed=0)
+    assert result.batches == 2 and model.step == 2
+    assert result.loss == pytest.approx((N * losses[0] + 2 * losses[1]) / count, rel=RTOL)
+    assert_weights_equal(model.get_weights(), reference.weights)

@@ -17,7 +17,6 @@ functools.cache; every test starts by resetting the weights (and optimizer state
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 from textwrap import dedent
 

@@ -189,7 +189,7 @@ def test_a_second_process_loads_the_compiled_plan_from_the_cache(tmp_path):
         from netc.runtime.model import Model
         m = Model(build_graph(load_spec({str(SPECS / 'xor.yaml')!r})))
         m.warm_up()
-        f = m.plan.module.train_epoch
+        f = m.plan.module.epoch
         print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))
     """)
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)  # fills the cache if cold

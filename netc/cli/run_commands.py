@@ -97,13 +97,19 @@ def evaluate(
     weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
     split: Annotated[str, typer.Option(help="Which data: eval or train.")] = "eval",
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this picture (.png).")] = None,
 ) -> None:
     """Loss, accuracy and the confusion matrix of a checkpoint on the spec's data."""
     from netc.runtime.train import evaluate_checkpoint
 
     if split not in ("eval", "train"):
         raise typer.BadParameter("split is eval or train", param_hint="--split")
-    result = evaluate_checkpoint(load_spec(spec), weights, split)
+    loaded = load_spec(spec)
+    result = evaluate_checkpoint(loaded, weights, split)
+    if plot is not None:
+        from netc.viz import confusion_picture
+
+        confusion_picture(loaded, result, split, plot)
     if format == OutputFormat.json:
         stdout_console().print_json(json.dumps({
             "loss": result.loss, "accuracy": result.accuracy, "count": result.count,
@@ -120,6 +126,8 @@ def evaluate(
         for i in range(classes):
             table.add_row(str(i), *(f"[bold]{v}[/bold]" if i == j else str(v) for j, v in enumerate(result.confusion[i])))
         out.print(table)
+    if plot is not None:
+        out.print(f"confusion matrix picture: {plot}")
 
 
 @command("gradcheck")

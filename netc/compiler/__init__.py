@@ -10,10 +10,18 @@ from dataclasses import dataclass
 from netc.compiler import steps as passes
 from netc.compiler.buffers import BufferPlan, plan_buffers
 from netc.compiler.cache import load_module
+from netc.compiler.codegen import ViewTable
 from netc.compiler.module import generate_source
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
 from netc.jit import limit_blas_threads
+
+
+def _numel(shape) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
 
 
 @dataclass
@@ -24,8 +32,14 @@ class CompiledPlan:
     buffers: BufferPlan
     needs_grad: dict[str, bool]
     source: str
+    views: ViewTable
     _module: object = None
     path: str = ""
+
+    def make_views(self, arenas: dict) -> tuple:
+        """The `V` tuple of the generated functions: numpy views into the arenas, made once."""
+        return tuple(arenas[arena][offset:offset + _numel(shape)].reshape(shape)
+                     for arena, offset, shape in self.views.entries)
 
     @property
     def module(self):
@@ -48,5 +62,5 @@ def compile_graph(graph: Graph, batch: int | None = None) -> CompiledPlan:
     needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
     buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
     header = f"netc plan for '{graph.spec.name}', batch {batch}. Generated: edits are overwritten."
-    source = generate_source(graph, steps, loss, buffers, needs_grad, header)
-    return CompiledPlan(graph, steps, loss, buffers, needs_grad, source)
+    source, views = generate_source(graph, steps, loss, buffers, needs_grad, header)
+    return CompiledPlan(graph, steps, loss, buffers, needs_grad, source, views)

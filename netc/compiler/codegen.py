@@ -20,11 +20,22 @@ KERNEL_MODULES = {
                           "avgpool_forward", "avgpool_backward"],
     "netc.kernels.activation": ["act_forward", "act_backward", "softmax_forward", "softmax_backward"],
     "netc.kernels.misc": ["grad_pass", "add_forward2", "add_into", "concat_forward", "concat_backward",
-                          "dropout_forward", "dropout_backward", "stage_rows", "stage_labels", "seed_rng"],
+                          "dropout_forward", "dropout_backward", "stage_rows", "stage_labels", "seed_rng", "copy_rows"],
     "netc.kernels.loss": ["cross_entropy", "nll", "nll_after_log_softmax", "mse", "mse_onehot", "confusion_add"],
     "netc.kernels.optim": ["sgd_update", "rmsprop_update", "adam_update"],
 }
 _CONV_DIMS = ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW")
+
+
+def size(value: int) -> str:
+    """A size argument: written out in the source, typed as a plain int64 so that one compiled
+    kernel (cached on disk) serves every layer; literal-typed sizes made Numba compile a
+    specialization per call site (cold LeNet-5: ~60 s instead of ~15 s)."""
+    return f"I64({int(value)})"
+
+
+def _dims(d: dict, keys=None) -> list[str]:
+    return [size(d[k]) for k in (keys or _CONV_DIMS)]
 
 
 def lit(value) -> str:
@@ -36,13 +47,33 @@ def lit(value) -> str:
     return str(int(value))
 
 
+class ViewTable:
+    """Every array view the generated code uses, made once per plan (not per step):
+    reshaping inside the hot loop costs a call into Numba's runtime per view.
+    Entry k is (arena, offset, shape); batch views have the plan's batch as first
+    dimension and the generated code slices their first n rows."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+        self.entries: list[tuple[str, int, tuple]] = []
+        self._index: dict[tuple, int] = {}
+
+    def ref(self, arena: str, offset: int, shape: tuple) -> str:
+        key = (arena, offset, tuple(shape))
+        if key not in self._index:
+            self._index[key] = len(self.entries)
+            self.entries.append(key)
+        return f"V[{self._index[key]}]"
+
+
 class Emitter:
     """Writes one function body; knows where every tensor lives."""
 
-    def __init__(self, graph: Graph, plan: BufferPlan, needs_grad: dict[str, bool]):
+    def __init__(self, graph: Graph, plan: BufferPlan, needs_grad: dict[str, bool], views: ViewTable):
         self.graph = graph
         self.plan = plan
         self.needs_grad = needs_grad
+        self.views = views
         self.lines: list[str] = []
         self.written: set[str] = set()  # gradient buffers written so far (first write assigns, later ones add)
 
@@ -53,49 +84,53 @@ class Emitter:
         self.lines.append("    " + text)
 
     # -- views into the arenas ------------------------------------------------------------
-    def _batch_view(self, arena: str, region, dims: tuple) -> str:
-        o, size = region.offset, region.per_sample
-        flat = f"{arena}[{o}:{o} + n * {size}]"
-        if not dims:
-            return flat
-        return f"{flat}.reshape((n, {', '.join(lit(d) for d in dims)}))"
+    def _batch_view(self, arena: str, offset: int, size: int, dims: tuple) -> str:
+        batch = self.plan.batch
+        if not dims:  # flat, for element-wise kernels
+            return f"{self.views.ref(arena, offset, (batch * size,))}[:n * {size}]"
+        return f"{self.views.ref(arena, offset, (batch, *dims))}[:n]"
 
     def val(self, tensor: str, dims: tuple = ()) -> str:
-        return self._batch_view("A", self.plan.values[self.plan.root(tensor)], dims)
+        region = self.plan.values[self.plan.root(tensor)]
+        return self._batch_view("A", region.offset, region.per_sample, dims)
 
     def grad(self, tensor: str, dims: tuple = ()) -> str:
-        return self._batch_view("D", self.plan.grads[self.plan.root(tensor)], dims)
+        region = self.plan.grads[self.plan.root(tensor)]
+        return self._batch_view("D", region.offset, region.per_sample, dims)
 
     def mask(self, tensor: str) -> str:
-        return self._batch_view("A", self.plan.masks[tensor], ())
+        region = self.plan.masks[tensor]
+        return self._batch_view("A", region.offset, region.per_sample, ())
 
     def ints(self, tensor: str, dims: tuple) -> str:
-        return self._batch_view("I", self.plan.ints[tensor], dims)
+        region = self.plan.ints[tensor]
+        return self._batch_view("I", region.offset, region.per_sample, dims)
+
+    def labels(self) -> str:
+        return f"{self.views.ref('L', 0, (self.plan.batch,))}[:n]"
 
     def _param_view(self, arena: str, node, pname: str, dims: tuple, slot: int = 0) -> str:
         region = self.plan.params[node.param_owner][pname]
-        o = slot * self.plan.param_size + region.offset
-        flat = f"{arena}[{o}:{o + region.per_sample}]"
-        return flat if not dims else f"{flat}.reshape(({', '.join(lit(d) for d in dims)},))"
+        offset = slot * self.plan.param_size + region.offset
+        return self.views.ref(arena, offset, dims or (region.per_sample,))
 
     def param(self, node, pname: str, dims: tuple = ()) -> str:
         if pname not in self.plan.params[node.param_owner]:
-            return "P[0:0]"  # no bias: an empty array keeps the kernel's types
+            return self.views.ref("P", 0, (0,))  # no bias: an empty array keeps the kernel's types
         return self._param_view("P", node, pname, dims)
 
     def pgrad(self, node, pname: str, dims: tuple = ()) -> str:
         if pname not in self.plan.params[node.param_owner]:
-            return "G[0:0]"
+            return self.views.ref("G", 0, (0,))
         return self._param_view("G", node, pname, dims)
 
     def state(self, node, pname: str, slot: int) -> str:
         return self._param_view("S", node, pname, (), slot)
 
     def scratch(self, offset: int, dims: tuple, batched: bool = False) -> str:
-        size = numel(dims)
         if batched:
-            return f"W[{offset}:{offset} + n * {size}].reshape((n, {', '.join(lit(d) for d in dims)}))"
-        return f"W[{offset}:{offset + size}].reshape(({', '.join(lit(d) for d in dims)},))"
+            return f"{self.views.ref('W', offset, (self.plan.batch, *dims))}[:n]"
+        return self.views.ref("W", offset, dims)
 
     # -- gradient bookkeeping ------------------------------------------------------------
     def acc(self, tensor: str) -> str:
@@ -131,16 +166,16 @@ def emit_forward(e: Emitter, step: Step) -> None:
         e.call("conv_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.param(node, "weight", (d["F"], rows)), e.param(node, "bias"), lit("bias" in node.param_shapes),
                e.val(step.output, (d["F"], d["OH"] * d["OW"])), e.scratch(0, (rows, d["OH"] * d["OW"])),
-               CODES[step.act], *(d[k] for k in _CONV_DIMS))
+               CODES[step.act], *_dims(d))
     elif kind == "maxpool2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         e.call("maxpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.val(step.output, (d["C"], d["OH"], d["OW"])), e.ints(step.output, (d["C"], d["OH"], d["OW"])),
-               *(d[k] for k in _CONV_DIMS))
+               *_dims(d))
     elif kind == "avgpool2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         e.call("avgpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
-               e.val(step.output, (d["C"], d["OH"], d["OW"])), *(d[k] for k in _CONV_DIMS))
+               e.val(step.output, (d["C"], d["OH"], d["OW"])), *_dims(d))
     elif kind == "act":
         e.call("act_forward", e.val(step.inputs[0]), e.val(step.output), CODES[step.act])
     elif kind in ("softmax", "log_softmax"):
@@ -152,7 +187,7 @@ def emit_forward(e: Emitter, step: Step) -> None:
             e.call("add_into", e.val(extra), e.val(step.output))
     elif kind == "concat":
         for tensor, offset, dims in _concat_parts(g, step):
-            e.call("concat_forward", e.val(tensor, dims), e.val(step.output, _concat_out_dims(g, step)), offset)
+            e.call("concat_forward", e.val(tensor, dims), e.val(step.output, _concat_out_dims(g, step)), size(offset))
     elif kind == "dropout":
         e.call("dropout_forward", e.val(step.inputs[0]), e.val(step.output), e.mask(step.output),
                lit(float(node.layer.p)), "training")
@@ -213,18 +248,18 @@ def emit_backward(e: Emitter, step: Step) -> None:
                e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
                e.pacc(node) if need_dw else "False", lit("bias" in node.param_shapes),
                e.scratch(0, (rows, cols)), e.scratch(rows * cols, (rows, cols)),
-               e.scratch(2 * rows * cols, (d["F"], rows)), *(d[k] for k in _CONV_DIMS))
+               e.scratch(2 * rows * cols, (d["F"], rows)), *_dims(d))
     elif not need_dx:
         return  # the remaining ops have no parameters
     elif kind == "maxpool2d":
         d = conv_dims(node, g.shape_of(x))
         e.call("maxpool_backward", e.grad(step.output, (d["C"], d["OH"], d["OW"])),
                e.ints(step.output, (d["C"], d["OH"], d["OW"])), e.grad(x, (d["C"], d["H"], d["W"])), e.acc(x),
-               d["C"], d["H"], d["W"], d["OH"], d["OW"])
+               *_dims(d, ("C", "H", "W", "OH", "OW")))
     elif kind == "avgpool2d":
         d = conv_dims(node, g.shape_of(x))
         e.call("avgpool_backward", e.grad(step.output, (d["C"], d["OH"], d["OW"])),
-               e.grad(x, (d["C"], d["H"], d["W"])), e.acc(x), *(d[k] for k in _CONV_DIMS))
+               e.grad(x, (d["C"], d["H"], d["W"])), e.acc(x), *_dims(d))
     elif kind == "act":
         e.call("act_backward", e.grad(step.output), e.val(step.output), e.grad(x), CODES[step.act], e.acc(x))
     elif kind in ("softmax", "log_softmax"):
@@ -241,7 +276,7 @@ def emit_backward(e: Emitter, step: Step) -> None:
         for tensor, offset, dims in _concat_parts(g, step):
             if e.needs_grad[tensor]:
                 e.call("concat_backward", e.grad(step.output, _concat_out_dims(g, step)), e.grad(tensor, dims),
-                       offset, e.acc(tensor))
+                       size(offset), e.acc(tensor))
 
 
 def emit_update(e: Emitter, node, optimizer) -> None:
@@ -268,5 +303,5 @@ def emit_loss(e: Emitter, loss: LossStep, label_input: bool) -> None:
     scores = e.val(loss.input, (k,))
     grad = e.grad(loss.grad_target, (k,))
     e.acc(loss.grad_target)
-    target = "L[:n]" if label_input else e.val(loss.target, (k,))
+    target = e.labels() if label_input else e.val(loss.target, (k,))
     e.line(f"return {loss.kind}({scores}, {target}, {grad}, need_grad)")

@@ -4,7 +4,7 @@ the fused optimizer updates) and the compiled epoch loops."""
 from __future__ import annotations
 
 from netc.compiler.buffers import BufferPlan
-from netc.compiler.codegen import KERNEL_MODULES, Emitter, emit_backward, emit_forward, emit_loss, emit_update
+from netc.compiler.codegen import KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_forward, emit_loss, emit_update
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
 from netc.ops.base import numel
@@ -19,8 +19,10 @@ def label_input(graph: Graph) -> str | None:
 
 
 def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
-                    header: str) -> str:
-    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "", "from netc.jit import plan_function"]
+                    header: str) -> tuple[str, ViewTable]:
+    """The module's source, and the table of views its functions take as `V`."""
+    views = ViewTable(plan.batch)
+    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out.append("")
@@ -33,27 +35,27 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
         e.line(f"# {' + '.join(step.covers)}")
 
     # forward
-    e = Emitter(graph, plan, needs_grad)
+    e = Emitter(graph, plan, needs_grad, views)
     for step in steps:
         if step.kind != "alias":
             step_comment(e, step)
         emit_forward(e, step)
-    function("forward(P, A, I, W, n, training)", e.lines, "forward pass of n samples staged in A")
+    function("forward(V, n, training)", e.lines, "forward pass of n samples staged in A")
 
     # loss
-    e = Emitter(graph, plan, needs_grad)
+    e = Emitter(graph, plan, needs_grad, views)
     emit_loss(e, loss, label_input(graph) == loss.target)
-    function("loss(A, D, L, n, need_grad)", e.lines, f"{loss.kind}: (mean loss, correct) and its gradient")
+    function("loss(V, n, need_grad)", e.lines, f"{loss.kind}: (mean loss, correct) and its gradient")
 
     # backward: gradients only (gradcheck, the Python API) ...
-    e = Emitter(graph, plan, needs_grad)
+    e = Emitter(graph, plan, needs_grad, views)
     e.acc(loss.grad_target)  # the loss wrote it
     for step in reversed(steps):
         before = len(e.lines)
         emit_backward(e, step)
         if len(e.lines) > before:
             e.lines.insert(before, f"    # {' + '.join(step.covers)}")
-    function("backward(P, G, A, D, I, W, n)", e.lines, "gradients of every trainable parameter into G")
+    function("backward(V, n)", e.lines, "gradients of every trainable parameter into G")
 
     # ... and with each parameter's update fused right after its last gradient contribution
     optimizer = graph.spec.optimizer
@@ -61,7 +63,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
     for step in steps:
         if step.needs_grad and step.node.param_shapes and step.node.trainable and step.kind in ("linear", "conv2d"):
             remaining[step.node.param_owner] = remaining.get(step.node.param_owner, 0) + 1
-    e = Emitter(graph, plan, needs_grad)
+    e = Emitter(graph, plan, needs_grad, views)
     e.acc(loss.grad_target)
     for step in reversed(steps):
         before = len(e.lines)
@@ -74,67 +76,58 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
             if remaining[owner] == 0:
                 e.line(f"# {optimizer.type} update of {owner}")
                 emit_update(e, graph.by_name[owner], optimizer)
-    function("backward_update(P, G, S, A, D, I, W, n, lr, step)", e.lines,
+    function("backward_update(V, n, lr, step)", e.lines,
              f"backward pass with the {optimizer.type} update of each tensor fused after its gradient")
 
-    out.extend(_loops(graph, plan, loss))
-    return "\n".join(out) + "\n"
+    out.extend(_loops(graph, plan, loss, views))
+    return "\n".join(out) + "\n", views
 
 
-def _stage(graph: Graph, plan: BufferPlan, order: str) -> list[str]:
+def _stage(graph: Graph, plan: BufferPlan, views: ViewTable) -> list[str]:
     lines = []
     for name in float_inputs(graph):
         region = plan.values[name]
-        size = numel(graph.inputs[name])
-        lines.append(f"        stage_rows(X_{name}, {order}, start, n, A[{region.offset}:{region.offset} + n * {size}]"
-                     f".reshape((n, {size})))")
+        rows = views.ref("A", region.offset, (plan.batch, numel(graph.inputs[name])))
+        lines.append(f"        stage_rows(X_{name}, order, start, n, {rows}[:n])")
     if label_input(graph):
-        lines.append(f"        stage_labels(Y, {order}, start, n, L)")
+        lines.append(f"        stage_labels(Y, order, start, n, {views.ref('L', 0, (plan.batch,))})")
     return lines
 
 
-def _loops(graph: Graph, plan: BufferPlan, loss: LossStep) -> list[str]:
+def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable) -> list[str]:
     xs = ", ".join(f"X_{name}" for name in float_inputs(graph))
     k = numel(graph.shape_of(loss.input))
     region = plan.values[plan.root(loss.input)]
-    scores = f"A[{region.offset}:{region.offset} + n * {k}].reshape((n, {k}))"
+    scores = f"{views.ref('A', region.offset, (plan.batch, k))}[:n]"
+    labels = f"{views.ref('L', 0, (plan.batch,))}[:n]"
     has_labels = label_input(graph) is not None
+    confusion = f"        confusion_add(scores, {labels}, confusion)" if has_labels and loss.kind != "mse" else ""
     lines = [
-        "", "", "# one epoch of training inside compiled code; returns the number of batches done",
-        "# (fewer when the loss stops being finite: that batch's update is not applied)",
+        "", "", "# one pass over `count` samples inside compiled code: training (train=True: shuffled by `order`,",
+        "# updates after every batch) or evaluation (scores and the confusion matrix [true, predicted]).",
+        "# `train` is a runtime flag so forward and loss compile once for both. Returns the batches done:",
+        "# fewer when the loss stops being finite (that batch's update is not applied).",
         "@plan_function",
-        f"def train_epoch(P, G, S, A, D, I, W, L, {xs}, Y, order, count, batch, lr, step0, seed, losses, corrects):",
+        f"def epoch(V, {xs}, Y, order, count, batch, train, lr, step0, seed, losses, corrects, confusion, scores_out):",
         "    seed_rng(seed)",
         "    batches = (count + batch - 1) // batch",
         "    for b in range(batches):",
         "        start = b * batch",
         "        n = min(batch, count - start)",
-        *_stage(graph, plan, "order"),
-        "        forward(P, A, I, W, n, True)",
-        "        value, correct = loss(A, D, L, n, True)",
+        *_stage(graph, plan, views),
+        "        forward(V, n, train)",
+        "        value, correct = loss(V, n, train)",
         "        losses[b] = value",
         "        corrects[b] = correct",
-        "        if not np.isfinite(value):",
-        "            return b",
-        "        backward_update(P, G, S, A, D, I, W, n, lr, step0 + b + 1)",
-        "    return batches",
-        "", "",
-        "# evaluation: summed loss, correct count, confusion matrix [true, predicted], scores of every sample",
-        "@plan_function",
-        f"def eval_epoch(P, A, D, I, W, L, {xs}, Y, order, count, batch, confusion, scores_out):",
-        "    total = 0.0",
-        "    right = 0",
-        "    for start in range(0, count, batch):",
-        "        n = min(batch, count - start)",
-        *_stage(graph, plan, "order"),
-        "        forward(P, A, I, W, n, False)",
-        "        value, correct = loss(A, D, L, n, False)",
-        "        total += value * n",
-        "        right += correct",
-        f"        scores = {scores}",
-        "        scores_out[start:start + n] = scores",
+        "        if train:",
+        "            if not np.isfinite(value):",
+        "                return b",
+        "            backward_update(V, n, lr, step0 + b + 1)",
+        "        else:",
+        f"            scores = {scores}",
+        "            copy_rows(scores, scores_out, start)",
     ]
-    if has_labels and loss.kind != "mse":
-        lines.append("        confusion_add(scores, L[:n], confusion)")
-    lines.append("    return total, right")
+    if confusion:
+        lines.append("    " + confusion)
+    lines.append("    return batches")
     return lines

@@ -77,6 +77,14 @@ def stage_rows(src, order, start, n, dst):
 
 
 @kernel
+def copy_rows(src, dst, start):
+    """dst[start + i] = src[i]; src (n, size), dst (N, size)."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[start + i, j] = src[i, j]
+
+
+@kernel
 def stage_labels(src, order, start, n, dst):
     for i in range(n):
         dst[i] = src[order[start + i]]

@@ -62,6 +62,8 @@ class Model:
         self.I = np.zeros(max(b.i_size, 1), np.int32)
         self.W = np.zeros(b.w_size, self.dtype)
         self.L = np.zeros(self.batch, np.int64)
+        self.V = self.plan.make_views({"P": self.P, "G": self.G, "S": self.S, "A": self.A, "D": self.D,
+                                       "I": self.I, "W": self.W, "L": self.L})
         self.step = 0  # optimizer steps taken (Adam's bias correction)
         self.set_weights(initial_values(graph, graph.spec.train.seed if seed is None else seed), strict=True)
 
@@ -147,51 +149,57 @@ class Model:
 
     # ------------------------------------------------------------------ compiled entry points
     def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) the training and evaluation loops, doing no work."""
+        """Compile (or load from the on-disk cache) the plan's epoch loop, doing no work."""
         empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in float_inputs(self.graph)}
         empty["__labels__"] = np.zeros(0, np.int64)
         empty["__count__"] = 0
-        m = self.plan.module
-        m.train_epoch(self.P, self.G, self.S, self.A, self.D, self.I, self.W, self.L, *self._xs(empty),
-                      empty["__labels__"], np.zeros(0, np.int64), 0, self.batch, 0.0, self.step, 0,
-                      np.zeros(0), np.zeros(0, np.int64))
-        k = numel(self.graph.shape_of(self.plan.loss.input))
-        classes = k if self._has_accuracy() else 1
-        m.eval_epoch(self.P, self.A, self.D, self.I, self.W, self.L, *self._xs(empty), empty["__labels__"],
-                     np.zeros(0, np.int64), 0, self.batch, np.zeros((classes, classes), np.int64),
-                     np.zeros((0, k), self.dtype))
+        self._epoch(empty, np.zeros(0, np.int64), True, 0.0, 0)
 
-    def train_epoch(self, prepared: dict, order: np.ndarray, lr: float | None = None, seed: int = 0) -> EpochResult:
+    def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr: float, seed: int,
+               confusion: np.ndarray | None = None, scores: np.ndarray | None = None):
+        """Run the compiled epoch; returns (batches done, per-batch mean losses, per-batch correct counts)."""
         count = prepared["__count__"]
         batches = (count + self.batch - 1) // self.batch
-        losses = np.zeros(batches)
-        corrects = np.zeros(batches, np.int64)
-        lr = float(self.graph.spec.optimizer.lr if lr is None else lr)
-        done = self.plan.module.train_epoch(
-            self.P, self.G, self.S, self.A, self.D, self.I, self.W, self.L, *self._xs(prepared),
-            prepared["__labels__"], np.ascontiguousarray(order, np.int64), count, self.batch, lr, self.step,
-            seed, losses, corrects)
+        losses = np.zeros(max(batches, 1))
+        corrects = np.zeros(max(batches, 1), np.int64)
+        if confusion is None:
+            confusion = np.zeros((1, 1), np.int64)
+        if scores is None:
+            scores = np.zeros((0, numel(self.graph.shape_of(self.plan.loss.input))), self.dtype)
+        done = self.plan.module.epoch(
+            self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
+            self.batch, train, float(lr), self.step, seed, losses, corrects, confusion, scores)
+        return done, losses[:batches], corrects[:batches]
+
+    def _batch_sizes(self, count: int, batches: int) -> np.ndarray:
+        return np.minimum(self.batch, count - np.arange(batches) * self.batch)
+
+    def train_epoch(self, prepared: dict, order: np.ndarray, lr: float | None = None, seed: int = 0) -> EpochResult:
+        """One pass over the samples in `order`, updating after every batch (all inside compiled code)."""
+        count = prepared["__count__"]
+        lr = self.graph.spec.optimizer.lr if lr is None else lr
+        done, losses, corrects = self._epoch(prepared, order, True, lr, seed)
         self.step += done
-        seen = min(done * self.batch, count)
-        diverged = done < batches
-        sizes = np.minimum(self.batch, count - np.arange(done) * self.batch)
-        mean = float(np.sum(losses[:done] * sizes) / max(seen, 1)) if done else float(losses[0])
+        diverged = done < len(losses)
         if diverged:
-            mean = float(losses[done])
-        accuracy = float(corrects[:done].sum() / seen) if self._has_accuracy() and seen else None
-        return EpochResult(mean, accuracy, done, diverged)
+            return EpochResult(float(losses[done]), None, done, True)
+        sizes = self._batch_sizes(count, done)
+        mean = float(np.sum(losses * sizes) / max(count, 1))
+        accuracy = float(corrects.sum() / count) if self._has_accuracy() and count else None
+        return EpochResult(mean, accuracy, done, False)
 
     def evaluate(self, prepared: dict) -> EvalResult:
+        """Loss, accuracy, confusion matrix and scores over every sample (dropout off, no updates)."""
         count = prepared["__count__"]
         k = numel(self.graph.shape_of(self.plan.loss.input))
         classes = k if self._has_accuracy() else 1
         confusion = np.zeros((classes, classes), np.int64)
         scores = np.zeros((count, k), self.dtype)
-        total, right = self.plan.module.eval_epoch(
-            self.P, self.A, self.D, self.I, self.W, self.L, *self._xs(prepared), prepared["__labels__"],
-            np.arange(count, dtype=np.int64), count, self.batch, confusion, scores)
-        accuracy = right / count if self._has_accuracy() else None
-        return EvalResult(total / count, accuracy, count, confusion if self._has_accuracy() else None, scores)
+        done, losses, corrects = self._epoch(prepared, np.arange(count, dtype=np.int64), False, 0.0, 0,
+                                             confusion, scores)
+        loss = float(np.sum(losses * self._batch_sizes(count, done)) / max(count, 1))
+        accuracy = float(corrects.sum() / count) if self._has_accuracy() and count else None
+        return EvalResult(loss, accuracy, count, confusion if self._has_accuracy() else None, scores)
 
     def _has_accuracy(self) -> bool:
         return self.plan.loss.kind != "mse"
@@ -211,9 +219,9 @@ class Model:
             raise ValueError(f"{n} samples exceed the plan's batch of {self.batch}; compile with batch={n}")
         self._stage(prepared, n)
         m = self.plan.module
-        m.forward(self.P, self.A, self.I, self.W, n, False)
-        value, _ = m.loss(self.A, self.D, self.L, n, True)
-        m.backward(self.P, self.G, self.A, self.D, self.I, self.W, n)
+        m.forward(self.V, n, False)
+        value, _ = m.loss(self.V, n, True)
+        m.backward(self.V, n)
         return float(value), self.gradients()
 
     def _stage(self, prepared: dict, n: int) -> None:

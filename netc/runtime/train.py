@@ -153,6 +153,8 @@ class Trainer:
                     break
         finally:
             signal.signal(signal.SIGINT, previous)
+        from netc.viz import save_run_curves  # curves.png; never raises, so a plotting failure never costs a run
+        save_run_curves(self.run_dir)
         return result
 
     def _on_interrupt(self, signum, frame) -> None:

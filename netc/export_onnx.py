@@ -1,0 +1,203 @@
+"""Export a spec and its trained weights to ONNX (`netc export`), for onnxruntime and friends.
+
+    model = onnx_model(graph, load_weights("runs/lenet/last.safetensors"))   # an onnx.ModelProto
+    export_onnx(load_spec("specs/lenet.yaml"), "runs/lenet/last.safetensors", "lenet.onnx")
+
+The ONNX graph computes what `Model.predict` returns: the tensor the loss reads
+(logits for cross_entropy, log-probabilities for nll, ...), for a dynamic batch `N`.
+Inputs are the spec's float inputs under their own names, [N, *shape], float32;
+tensors keep netc's layout (NCHW, row-major flatten), so every op maps one to one:
+
+    linear -> Gemm(transB=1)   conv2d -> Conv        maxpool2d/avgpool2d -> MaxPool/AveragePool
+    flatten -> Flatten(1)      reshape -> Reshape    relu/sigmoid/tanh -> Relu/Sigmoid/Tanh
+    softmax/log_softmax -> Softmax/LogSoftmax(axis=1)  add -> Add (Sum for 3+)  concat -> Concat(axis+1)
+    dropout/identity -> Identity
+
+Average pooling never counts padding (count_include_pad=0), as netc's kernel; max pooling
+pads with -inf in both. Shared layers read the owner's initializers. Weights are exported
+as float32 whatever the plan's dtype. `onnx` is an optional dependency, imported lazily:
+`pip install 'netc[onnx]'`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from netc.errors import Diagnostic, Location, NetcError
+
+CODE = "E-EXPORT"
+DEFAULT_OPSET = 21  # what onnxruntime >= 1.18 (the floor of the `onnx` extra) runs
+MIN_OPSET = 13  # Softmax/LogSoftmax over one axis, Reshape with a shape input
+INSTALL_HINT = "pip install 'netc[onnx]'   (or: pip install onnx onnxruntime)"
+
+
+class ExportError(NetcError):
+    """A network or checkpoint that cannot be exported."""
+
+
+def _error(message: str, where: Location | str = "", hint: str = "", path: str = "") -> ExportError:
+    location = where if isinstance(where, Location) else Location(str(where))
+    return ExportError(Diagnostic(CODE, message, location, path, hint))
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise _error("exporting to ONNX needs the 'onnx' package, which is not installed",
+                     hint=INSTALL_HINT) from None
+    return onnx
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    opset: int
+    inputs: dict[str, list]  # name -> shape with "N" for the batch
+    output: str
+    output_shape: list
+    nodes: int
+    initializers: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # checkpoint tensors the model does not use
+
+
+def check_weights(graph, weights: dict[str, np.ndarray], where: str = "<weights>") -> list[str]:
+    """Every parameter tensor of the graph must be in `weights` with its shape; returns the names of
+    tensors in `weights` that the graph does not use."""
+    wanted = {f"{node.name}.{p}": tuple(shape) for node in graph.owners for p, shape in node.param_shapes.items()}
+    missing = [name for name in wanted if name not in weights]
+    different = [f"{name} {list(np.shape(weights[name]))} (needs {list(shape)})"
+                 for name, shape in wanted.items() if name in weights and tuple(np.shape(weights[name])) != shape]
+    if missing or different:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if different:
+            parts.append(f"different shape: {', '.join(different)}")
+        raise _error(f"the checkpoint does not fit {graph.spec.name}: {'; '.join(parts)}", where,
+                     "pass a checkpoint written by `netc train` of this spec (runs/<name>/last.safetensors)")
+    return sorted(name for name in weights if name not in wanted)
+
+
+def _needed(graph, output: str) -> set[str]:
+    """Tensors the output depends on."""
+    needed, pending = set(), [output]
+    while pending:
+        name = pending.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name in graph.by_name:
+            pending.extend(graph.by_name[name].inputs)
+    return needed
+
+
+def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET, where: str = "<weights>"):
+    """The graph as an `onnx.ModelProto` with `weights` as initializers (checked by onnx.checker)."""
+    from netc import __version__
+    from netc.compiler.module import float_inputs
+    from netc.ops.conv import conv_geometry
+
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    latest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= latest:
+        raise _error(f"opset {opset} is outside what netc exports ({MIN_OPSET}..{latest} with onnx {onnx.__version__})",
+                     hint=f"the default is {DEFAULT_OPSET}")
+    check_weights(graph, weights, where)
+    output = graph.loss_input
+    needed = _needed(graph, output)
+    nodes, initializers, made = [], [], set()
+
+    def initializer(name: str, array: np.ndarray) -> str:
+        if name not in made:
+            made.add(name)
+            initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def param(node, pname: str) -> str:
+        key = f"{node.param_owner}.{pname}"  # sharers read the owner's tensor
+        return initializer(key, np.asarray(weights[key], np.float32))
+
+    for node in graph.nodes:
+        if node.name not in needed:
+            continue
+        x, out, op, layer = node.inputs, [node.name], node.op, node.layer
+        if op == "linear":
+            inputs = [x[0], param(node, "weight")] + ([param(node, "bias")] if "bias" in node.param_shapes else [])
+            nodes.append(helper.make_node("Gemm", inputs, out, name=node.name, transB=1))
+        elif op == "conv2d":
+            kh, kw, sh, sw, ph, pw = conv_geometry(layer, graph.shape_of(x[0]))
+            inputs = [x[0], param(node, "weight")] + ([param(node, "bias")] if "bias" in node.param_shapes else [])
+            nodes.append(helper.make_node("Conv", inputs, out, name=node.name, kernel_shape=[kh, kw],
+                                          strides=[sh, sw], pads=[ph, pw, ph, pw]))
+        elif op in ("maxpool2d", "avgpool2d"):
+            kh, kw, sh, sw, ph, pw = conv_geometry(layer, graph.shape_of(x[0]))
+            extra = {"count_include_pad": 0} if op == "avgpool2d" else {}
+            nodes.append(helper.make_node("MaxPool" if op == "maxpool2d" else "AveragePool", x, out, name=node.name,
+                                          kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], **extra))
+        elif op == "flatten":
+            nodes.append(helper.make_node("Flatten", x, out, name=node.name, axis=1))
+        elif op == "reshape":
+            shape = initializer(f"{node.name}.shape", np.array([0, *node.shape], np.int64))  # 0: keep the batch
+            nodes.append(helper.make_node("Reshape", [x[0], shape], out, name=node.name))
+        elif op in ("relu", "sigmoid", "tanh"):
+            nodes.append(helper.make_node(op.capitalize(), x, out, name=node.name))
+        elif op in ("softmax", "log_softmax"):
+            nodes.append(helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", x, out, name=node.name,
+                                          axis=1))
+        elif op == "add":
+            nodes.append(helper.make_node("Add" if len(x) == 2 else "Sum", x, out, name=node.name))
+        elif op == "concat":
+            nodes.append(helper.make_node("Concat", x, out, name=node.name, axis=layer.axis + 1))
+        elif op in ("dropout", "identity"):
+            nodes.append(helper.make_node("Identity", x, out, name=node.name))
+        else:
+            raise _error(f"layer '{node.name}': ONNX export does not know op '{op}'", graph.spec.name,
+                         "report this: every op of the spec language should export", f"layers[{node.index}]")
+
+    def value(name: str, shape) -> object:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
+
+    inputs = [value(name, graph.inputs[name]) for name in float_inputs(graph)]
+    outputs = [value(output, graph.shape_of(output))]
+    body = helper.make_graph(nodes, graph.spec.name, inputs, outputs, initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(body, opset_imports=opsets, producer_name="netc", producer_version=__version__,
+                              doc_string=graph.spec.description or graph.spec.name)
+    model.ir_version = helper.find_min_ir_version_for(opsets)  # older runtimes refuse newer IR versions
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:  # a netc bug, not the user's
+        raise _error(f"the exported graph does not pass onnx.checker: {exc}", graph.spec.name,
+                     "report this with the spec") from None
+    return model
+
+
+def export_onnx(loaded, weights: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) -> ExportResult:
+    """`netc export`: build the spec's graph, load the checkpoint, write `out` (.onnx)."""
+    from netc.graph import build_graph
+    from netc.compiler.module import float_inputs
+    from netc.runtime.checkpoint import load_weights
+
+    _onnx()  # the missing package is the first thing to say
+    graph = build_graph(loaded)
+    values = load_weights(weights)
+    ignored = check_weights(graph, values, str(weights))
+    model = onnx_model(graph, values, opset, str(weights))
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(model.SerializeToString())
+        tmp.replace(out)
+    except OSError as exc:
+        raise _error(f"cannot write the model: {exc.strerror or exc}", out) from None
+    output = graph.loss_input
+    return ExportResult(out, opset, {name: ["N", *graph.inputs[name]] for name in float_inputs(graph)}, output,
+                        ["N", *graph.shape_of(output)], len(model.graph.node),
+                        [i.name for i in model.graph.initializer], ignored)

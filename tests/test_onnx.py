@@ -1,0 +1,144 @@
+"""ONNX export (netc/export_onnx.py, `netc export`): every reference spec and a spec with every op
+round-trip through onnxruntime to the numbers `Model.predict` gives. Skipped without onnxruntime
+(`pip install 'netc[onnx]'`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from typer.testing import CliRunner  # noqa: E402
+
+import netc.cli  # noqa: E402,F401  (registers every command on the app)
+from netc.cli.app import app  # noqa: E402
+from netc.errors import NetcError  # noqa: E402
+from netc.export_onnx import DEFAULT_OPSET, export_onnx  # noqa: E402
+from netc.graph import build_graph  # noqa: E402
+from netc.runtime.checkpoint import save_checkpoint  # noqa: E402
+from netc.runtime.model import Model  # noqa: E402
+from netc.spec import load_spec, load_spec_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+pytestmark = pytest.mark.compiled
+runner = CliRunner(env={"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": "200"})
+
+EVERY_OP = """
+netc: 1
+name: every_op
+inputs:
+  img: {shape: [2, 9, 9]}
+  vec: {shape: [6]}
+  y: {shape: [], dtype: int64, classes: 4}
+layers:
+  - {name: c1, op: conv2d, in: img, filters: 3, kernel: 3, stride: 2, padding: 1}
+  - {name: c1s, op: conv2d, in: img, filters: 3, kernel: 3, stride: 2, padding: 1, share: c1}
+  - {name: a1, op: sigmoid}
+  - {name: sum3, op: add, in: [c1, a1, c1s]}
+  - {name: mp, op: maxpool2d, kernel: 3, stride: 2, padding: 1}
+  - {name: ap, op: avgpool2d, in: sum3, kernel: 3, stride: 2, padding: 1}
+  - {name: cat, op: concat, in: [mp, ap], axis: 1}
+  - {name: r, op: reshape, shape: [6, -1]}
+  - {name: flat, op: flatten}
+  - {name: same, op: identity}
+  - {name: act, op: relu}
+  - {name: fv, op: linear, in: vec, out: 6, bias: false}
+  - {name: t, op: tanh}
+  - {name: cat2, op: concat, in: [act, t]}
+  - {name: two, op: add, in: [cat2, cat2]}
+  - {name: drop, op: dropout, p: 0.3}
+  - {name: fc, op: linear, out: 4}
+  - {name: sm, op: softmax}
+  - {name: fc2, op: linear, out: 4}
+  - {name: logp, op: log_softmax}
+loss: {op: nll, input: logp, target: y}
+"""
+
+
+def _random_weights(model: Model, seed: int) -> dict[str, np.ndarray]:
+    """The model's initial weights with random biases (initialised to zero, they would test nothing)."""
+    rng = np.random.default_rng(seed)
+    weights = model.get_weights()
+    for name, value in weights.items():
+        if name.endswith(".bias"):
+            weights[name] = rng.normal(0.0, 0.1, value.shape).astype(value.dtype)
+    model.set_weights(weights)
+    return weights
+
+
+def _round_trip(loaded, tmp_path: Path, count: int = 7):
+    graph = build_graph(loaded)
+    model = Model(graph)
+    checkpoint = tmp_path / "w.safetensors"
+    save_checkpoint(checkpoint, _random_weights(model, 1))
+    result = export_onnx(loaded, checkpoint, tmp_path / "model.onnx")
+    proto = onnx.load(str(result.path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == DEFAULT_OPSET
+    rng = np.random.default_rng(0)
+    floats = [name for name, inp in loaded.spec.inputs.items() if inp.dtype == "float32"]
+    arrays = {name: rng.normal(size=(count, *graph.inputs[name])).astype(np.float32) for name in floats}
+    assert [i.name for i in proto.graph.input] == floats
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert [o.name for o in proto.graph.output] == [graph.loss_input]
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, arrays)
+    want = model.predict(arrays)
+    assert got.shape == (count, *graph.shape_of(graph.loss_input))
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5 * max(1.0, float(np.abs(want).max())))
+    return proto, result
+
+
+@pytest.mark.parametrize("name", ["seed-mlp", "lenet", "siamese", "residual", "digits-cnn"])
+def test_reference_specs_round_trip_through_onnxruntime(name, tmp_path):
+    proto, result = _round_trip(load_spec(SPECS / f"{name}.yaml"), tmp_path)
+    if name == "siamese":  # the shared encoder is one initializer read by both Gemms
+        gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]
+        assert [n.input[1] for n in gemms] == ["enc_a.weight", "enc_a.weight", "head.weight"]
+        assert "enc_b.weight" not in result.initializers
+
+
+def test_every_op_round_trips(tmp_path):
+    proto, _ = _round_trip(load_spec_text(EVERY_OP, "every_op.yaml"), tmp_path, count=5)
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops == {"Conv", "Sigmoid", "Sum", "MaxPool", "AveragePool", "Concat", "Reshape", "Flatten", "Identity",
+                   "Relu", "Gemm", "Tanh", "Add", "Softmax", "LogSoftmax"}
+    average = next(n for n in proto.graph.node if n.op_type == "AveragePool")
+    assert onnx.helper.get_attribute_value(next(a for a in average.attribute if a.name == "count_include_pad")) == 0
+
+
+def test_export_refuses_a_checkpoint_of_another_spec(tmp_path):
+    xor = load_spec(SPECS / "xor.yaml")
+    weights = Model(build_graph(xor)).get_weights()
+    save_checkpoint(tmp_path / "xor.safetensors", weights)
+    with pytest.raises(NetcError) as info:
+        export_onnx(load_spec(SPECS / "residual.yaml"), tmp_path / "xor.safetensors", tmp_path / "m.onnx")
+    diag = info.value.diagnostics[0]
+    assert diag.code == "E-EXPORT" and "missing stem.weight" in diag.message
+    weights["out.weight"] = np.zeros((3, 8), np.float32)
+    save_checkpoint(tmp_path / "bad.safetensors", weights)
+    with pytest.raises(NetcError, match=r"out.weight \[3, 8\] \(needs \[2, 8\]\)"):
+        export_onnx(xor, tmp_path / "bad.safetensors", tmp_path / "m.onnx")
+    with pytest.raises(NetcError, match="opset 7 is outside"):
+        export_onnx(xor, tmp_path / "xor.safetensors", tmp_path / "m.onnx", opset=7)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_export(tmp_path):
+    spec = SPECS / "xor.yaml"
+    save_checkpoint(tmp_path / "w.safetensors", Model(build_graph(load_spec(spec))).get_weights())
+    out = tmp_path / "xor.onnx"
+    result = runner.invoke(app, ["export", str(spec), "--weights", str(tmp_path / "w.safetensors"), "-o", str(out),
+                                 "--opset", "18"])
+    assert result.exit_code == 0, result.output
+    assert "opset 18" in result.stdout and "-> out [N, 2]" in result.stdout
+    assert onnx.load(str(out)).opset_import[0].version == 18
+    result = runner.invoke(app, ["export", str(SPECS / "lenet.yaml"), "--weights", str(tmp_path / "w.safetensors"),
+                                 "-o", str(tmp_path / "lenet.onnx")])
+    assert result.exit_code == 1
+    assert "error[E-EXPORT]: the checkpoint does not fit lenet" in result.stderr
