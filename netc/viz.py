@@ -71,7 +71,7 @@ class PatchesResult(Picture):
     values: np.ndarray | None = None  # [maps, per_map] activations of the shown units
     samples: np.ndarray | None = None  # [maps, per_map] sample index of each patch
     units: np.ndarray | None = None  # [maps, per_map, 2] (y, x) of each unit in the layer's output
-    field: "ReceptiveField | None" = None
+    rf: "ReceptiveField | None" = None
     count: int = 0  # samples looked at
 
 
@@ -269,8 +269,9 @@ def filters_from_checkpoint(loaded, weights: str | Path, layer: str, out: str | 
                      f"{graph.spec.name} needs {list(expected)}", weights,
                      "the checkpoint belongs to another version of the spec")
     shared = f" (shared from {node.param_owner})" if node.owner else ""
+    filters, channels = weight.shape[:2]
     title = (f"{graph.spec.name} {layer}{shared}: weight {list(weight.shape)}"
-             + ("" if weight.shape[1] in (1, 3) else f" — {weight.shape[0]} filters × {weight.shape[1]} input channels"))
+             + ("" if channels in (1, 3) else f" — {filters} filters × {channels} input channels"))
     return plot_filters(weight, out, layer, title, dpi)
 
 
@@ -411,7 +412,7 @@ def plot_patches(loaded, weights: str | Path, layer: str, out: str | Path, which
     if rgb:
         tiles = scaled.transpose(0, 1, 3, 4, 2).reshape((top * per_map,) + rf.size + (3,))
     else:
-        merged = scaled[:, :, 0] if in_channels == 1 else np.nanmean(scaled, axis=2)
+        merged = scaled.mean(axis=2)  # padding is NaN in every channel, so it stays NaN
         tiles = merged.reshape((top * per_map,) + rf.size)
     mosaic = _mosaic(tiles, top, per_map)
     values_are = f"values after the {activation} fused into {layer}" if activation else "values of the layer output"
@@ -428,7 +429,7 @@ def plot_patches(loaded, weights: str | Path, layer: str, out: str | Path, which
     axes.tick_params(axis="y", length=0)
     path, size = _save(figure, out, size)
     return PatchesResult(path, size, layer=layer, tensor=tensor, activation=activation, maps=[int(c) for c in maps],
-                         values=values, samples=samples, units=units, field=rf, count=count)
+                         values=values, samples=samples, units=units, rf=rf, count=count)
 
 
 # ------------------------------------------------------------------------------- curves

@@ -153,7 +153,7 @@ def test_patches_show_the_strongest_units_of_the_fused_conv(runs, tmp_path):
     result = viz.plot_patches(loaded, weights, "conv2", tmp_path / "patches.png", top=4, per_map=5)
     check_png(result.path, result.size)
     assert (result.tensor, result.activation) == ("relu2", "relu")  # conv2 is fused with relu2
-    rf = result.field
+    rf = result.rf
     assert rf.source == "image" and rf.size == (8, 8) and rf.jump == (2, 2) and rf.offset == (-3, -3)
     assert result.values.shape == (4, 5) and len(result.maps) == 4
     assert np.all(np.diff(result.values, axis=1) <= 0)  # strongest first in each row
@@ -175,10 +175,46 @@ def test_patches_show_the_strongest_units_of_the_fused_conv(runs, tmp_path):
 def test_patches_of_a_pool_layer_and_its_activation(runs, tmp_path):
     loaded, weights = load_spec(CNN), runs["cnn"] / "last.safetensors"
     pool = viz.plot_patches(loaded, weights, "pool1", tmp_path / "pool1.png", which="train", top=3, per_map=2)
-    assert pool.activation is None and pool.field.size == (4, 4) and pool.field.jump == (2, 2)
+    assert pool.activation is None and pool.rf.size == (4, 4) and pool.rf.jump == (2, 2)
     assert pool.count == len(load_dataset(loaded, "train"))
     relu = viz.plot_patches(loaded, weights, "relu1", tmp_path / "relu1.png", top=20, per_map=3)
-    assert relu.activation is None and relu.field.size == (3, 3) and len(relu.maps) == 16  # top capped at C
+    assert relu.activation is None and relu.rf.size == (3, 3) and len(relu.maps) == 16  # top capped at C
+
+
+RGB_SPEC = """
+netc: 1
+name: rgb
+inputs:
+  image: {shape: [3, 10, 10]}
+  label: {shape: [], dtype: int64, classes: 2}
+layers:
+  - {name: conv1, op: conv2d, filters: 4, kernel: 3}
+  - {name: pool1, op: maxpool2d, kernel: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 2}
+loss: {op: cross_entropy, input: fc, target: label}
+data:
+  train: {source: npz, path: rgb.npz}
+"""
+
+
+def test_patches_and_filters_of_a_colour_input(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "rgb.npz", image=rng.random((20, 3, 10, 10)).astype(np.float32),
+             label=rng.integers(0, 2, 20))
+    (tmp_path / "rgb.yaml").write_text(RGB_SPEC)
+    loaded = load_spec(tmp_path / "rgb.yaml")
+    from netc.runtime.checkpoint import save_checkpoint
+    from netc.runtime.model import Model
+
+    save_checkpoint(tmp_path / "w.safetensors", Model(build_graph(loaded)).get_weights())
+    result = viz.plot_patches(loaded, tmp_path / "w.safetensors", "conv1", tmp_path / "p.png", which="train",
+                              top=2, per_map=3)
+    assert result.activation is None and result.rf.size == (3, 3) and result.values.shape == (2, 3)
+    pixels = check_png(result.path, result.size)
+    assert (np.ptp(pixels.astype(int), axis=2) > 60).sum() > 100  # colour patches
+    filters = viz.filters_from_checkpoint(loaded, tmp_path / "w.safetensors", "conv1", tmp_path / "f.png")
+    assert filters.rgb and filters.tiles == 4
 
 
 RF_SPEC = """

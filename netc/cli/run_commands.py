@@ -162,3 +162,36 @@ def gradcheck_command(
     if failed:
         stderr_console().print(f"[red]{len(failed)} tensor(s) above tolerance {tolerance:g}[/red]")
         raise typer.Exit(1)
+
+
+@command("time")
+def time_command(
+    spec: Annotated[Path, typer.Argument(help="The spec to time.")],
+    batch: Annotated[Optional[int], typer.Option(min=1, help="Batch size (default: train.batch).")] = None,
+    iterations: Annotated[int, typer.Option(min=1, help="Timed iterations after warm-up.")] = 20,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Forward and backward milliseconds per kernel (median and p90), and whole training steps."""
+    import dataclasses
+
+    from netc.graph import build_graph
+    from netc.runtime.timing import time_plan
+
+    result = time_plan(build_graph(load_spec(spec)), batch=batch, iterations=iterations)
+    if format == OutputFormat.json:
+        stdout_console().print_json(json.dumps(dataclasses.asdict(result)))
+        return
+    table = Table(title=f"netc time {spec} (batch {result.batch}, {result.iterations} iterations, median / p90 ms)")
+    for column in ("#", "layers", "forward", "p90", "backward", "p90"):
+        table.add_column(column, justify="left" if column == "layers" else "right")
+    for s in result.steps:
+        table.add_row(str(s.index), " + ".join(s.covers), f"{s.forward_ms:.4f}", f"{s.forward_p90_ms:.4f}",
+                      "-" if s.backward_ms is None else f"{s.backward_ms:.4f}",
+                      "-" if s.backward_p90_ms is None else f"{s.backward_p90_ms:.4f}")
+    table.add_row("", "loss (+ its gradient)", f"{result.loss_ms:.4f}", "", "", "")
+    out = stdout_console()
+    out.print(table)
+    out.print(f"forward {result.forward_ms:.3f} ms + loss {result.loss_ms:.3f} ms + backward {result.backward_ms:.3f} ms "
+              f"per batch (kernels called one by one; {result.call_overhead_us:.1f} µs call overhead subtracted)")
+    out.print(f"training step in the compiled loop (forward, loss, backward, fused updates): "
+              f"{result.train_step_ms:.3f} ms = {result.samples_per_second:,.0f} samples/s")

@@ -93,6 +93,9 @@ def inspect(
         InspectFormat,
         typer.Option("--format", "-f", help="table; json; markdown; dot (Graphviz); mermaid."),
     ] = InspectFormat.table,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Also compile the plan and show its kernels, arenas and generated source."),
+    ] = False,
 ) -> None:
     """Summarize a spec without data: shapes, params, sharing, mult-adds, memory.
 
@@ -114,6 +117,11 @@ def inspect(
         typer.echo(report.to_dot(summary), nl=False)
     else:
         typer.echo(report.to_mermaid(summary), nl=False)
+    if plan:  # imported here: the compiler pulls in Numba, which the other formats never need
+        from netc.compiler import compile_graph
+        from netc.compiler.describe import plan_renderable
+
+        _print_wide(plan_renderable(compile_graph(graph, batch)))
 
 
 def _print_wide(renderable) -> None:

@@ -33,6 +33,9 @@ def viz_command(name: str, **kwargs):
     return register
 
 
+Picture = Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png, .svg, .pdf).")]
+
+
 class Split(str, Enum):
     eval = "eval"
     train = "train"
@@ -51,7 +54,7 @@ def filters(
     spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
     weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
     layer: Annotated[str, typer.Option(help="A conv2d layer.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png, .svg, .pdf).")] = Path("filters.png"),
+    output: Picture = Path("filters.png"),
 ) -> None:
     """A conv layer's filters as a normalised grid: RGB tiles for 3 input channels, else one gray tile per channel."""
     from netc.viz import filters_from_checkpoint
@@ -70,22 +73,23 @@ def patches(
     data: Annotated[Split, typer.Option(help="Which data to look through: eval or train.")] = Split.eval,
     top: Annotated[int, typer.Option(min=1, help="Feature maps shown: those with the largest activation.")] = 8,
     per_map: Annotated[int, typer.Option(min=1, help="Input patches shown per feature map.")] = 8,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png, .svg, .pdf).")] = Path("patches.png"),
+    output: Picture = Path("patches.png"),
 ) -> None:
     """For the strongest feature maps of a layer, the input patches (receptive fields) that activate them most."""
     from netc.viz import plot_patches
 
     result = plot_patches(load_spec(spec), weights, layer, output, data.value, top, per_map)
-    rf = result.field
+    rf = result.rf
     values = f"after the fused {result.activation}" if result.activation else "layer output"
     _done(result.path, result.size, f"maps {', '.join(map(str, result.maps))} of {layer} ({values}); "
-          f"{result.values.shape[1]} patches of {rf.size[0]}x{rf.size[1]} each from {result.count} {data.value} samples")
+          f"{result.values.shape[1]} patches of {rf.size[0]}x{rf.size[1]} each from {result.count} "
+          f"{data.value} samples")
 
 
 @command("plot")
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (made by `netc train`).", show_default=False)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png, .svg, .pdf).")] = Path("compare.png"),
+    output: Picture = Path("compare.png"),
 ) -> None:
     """Loss and accuracy per epoch of one or more runs on one figure (legend: the run folder names)."""
     from netc.viz import plot_runs
@@ -100,7 +104,8 @@ def export(
     spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
     weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")] = Path("model.onnx"),
-    opset: Annotated[Optional[int], typer.Option(help="ONNX opset version [default: 21, which onnxruntime >= 1.18 runs].")] = None,
+    opset: Annotated[Optional[int], typer.Option(
+        help="ONNX opset version [default: 21, which onnxruntime >= 1.18 runs].")] = None,
 ) -> None:
     """Export the network with a checkpoint's weights to ONNX; the output is the tensor the loss reads."""
     from netc.export_onnx import DEFAULT_OPSET, export_onnx

@@ -97,5 +97,5 @@ def _scratch(graph: Graph, step: Step, batch: int) -> int:
     if step.kind == "conv2d":
         d = conv_dims(step.node, graph.shape_of(step.inputs[0]))
         rows = d["C"] * d["KH"] * d["KW"]
-        return 2 * rows * d["OH"] * d["OW"] + d["F"] * rows  # col, dcol, tmp_w
+        return batch * d["OH"] * d["OW"] * (rows + d["F"]) + d["F"] * rows  # im2row columns, transposed output, tmp_w
     return 0

@@ -163,10 +163,10 @@ def emit_forward(e: Emitter, step: Step) -> None:
     elif kind == "conv2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         rows = d["C"] * d["KH"] * d["KW"]
+        cols = d["OH"] * d["OW"]
         e.call("conv_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.param(node, "weight", (d["F"], rows)), e.param(node, "bias"), lit("bias" in node.param_shapes),
-               e.val(step.output, (d["F"], d["OH"] * d["OW"])), e.scratch(0, (rows, d["OH"] * d["OW"])),
-               CODES[step.act], *_dims(d))
+               e.val(step.output, (d["F"], cols)), *_conv_scratch(e, d), CODES[step.act], *_dims(d))
     elif kind == "maxpool2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         e.call("maxpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
@@ -193,6 +193,20 @@ def emit_forward(e: Emitter, step: Step) -> None:
                lit(float(node.layer.p)), "training")
     else:  # pragma: no cover - the registry test keeps ops and emitters in step
         raise NotImplementedError(kind)
+
+
+def _conv_scratch(e: Emitter, d: dict) -> tuple[str, str]:
+    """Views of W for a conv: im2row columns (n*OH*OW, C*KH*KW) and the transposed output (n*OH*OW, F)."""
+    rows, positions = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"]
+    batch = e.plan.batch
+    cols = e.views.ref("W", 0, (batch * positions, rows))
+    out_t = e.views.ref("W", batch * positions * rows, (batch * positions, d["F"]))
+    return f"{cols}[:n * {positions}]", f"{out_t}[:n * {positions}]"
+
+
+def _conv_scratch_size(d: dict, batch: int) -> int:
+    positions = d["OH"] * d["OW"]
+    return batch * positions * (d["C"] * d["KH"] * d["KW"] + d["F"])
 
 
 def _concat_out_dims(g: Graph, step: Step) -> tuple:
@@ -247,8 +261,7 @@ def emit_backward(e: Emitter, step: Step) -> None:
                e.acc(x) if need_dx else "False",
                e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
                e.pacc(node) if need_dw else "False", lit("bias" in node.param_shapes),
-               e.scratch(0, (rows, cols)), e.scratch(rows * cols, (rows, cols)),
-               e.scratch(2 * rows * cols, (d["F"], rows)), *_dims(d))
+               *_conv_scratch(e, d), e.scratch(_conv_scratch_size(d, e.plan.batch), (d["F"], rows)), *_dims(d))
     elif not need_dx:
         return  # the remaining ops have no parameters
     elif kind == "maxpool2d":

@@ -131,3 +131,31 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable) -> 
         lines.append("    " + confusion)
     lines.append("    return batches")
     return lines
+
+
+def generate_timing_source(plan) -> str:
+    """A companion module for `netc time`: one function per step, forward and backward, emitted
+    by the same emitters in the same order as the plan (so gradient flags and views agree)."""
+    graph, views = plan.graph, plan.views
+    known = len(views.entries)
+    out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
+           "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
+    for module, names in KERNEL_MODULES.items():
+        out.append(f"from {module} import {', '.join(names)}")
+    out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]
+    forward = Emitter(graph, plan.buffers, plan.needs_grad, views)
+    for i, step in enumerate(plan.steps):
+        forward.lines = []
+        emit_forward(forward, step)
+        out += ["", "", "@plan_function", f"def fwd_{i}(V, n, training):", *(forward.lines or ["    pass"])]
+    loss = Emitter(graph, plan.buffers, plan.needs_grad, views)
+    emit_loss(loss, plan.loss, label_input(graph) == plan.loss.target)
+    out += ["", "", "@plan_function", "def loss(V, n, need_grad):", *loss.lines]
+    backward = Emitter(graph, plan.buffers, plan.needs_grad, views)
+    backward.acc(plan.loss.grad_target)
+    for i, step in reversed(list(enumerate(plan.steps))):
+        backward.lines = []
+        emit_backward(backward, step)
+        out += ["", "", "@plan_function", f"def bwd_{i}(V, n):", *(backward.lines or ["    pass"])]
+    assert len(views.entries) == known, "the timing module must use the plan's own views"
+    return "\n".join(out) + "\n"

@@ -10,87 +10,92 @@ from netc.kernels.activation import act_grad_from_output, act_value
 
 
 @kernel
-def im2col(x, col, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (C, H, W) -> col (C*KH*KW, OH*OW); padding cells are zero
-    for c in range(C):
-        for ki in range(KH):
-            for kj in range(KW):
-                row = (c * KH + ki) * KW + kj
-                for oi in range(OH):
-                    ii = oi * SH - PH + ki
-                    for oj in range(OW):
-                        jj = oj * SW - PW + kj
-                        if 0 <= ii < H and 0 <= jj < W:
-                            col[row, oi * OW + oj] = x[c, ii, jj]
-                        else:
-                            col[row, oi * OW + oj] = 0
-
-
-@kernel
-def col2im_add(col, dx, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # col (C*KH*KW, OH*OW) scattered and summed into dx (C, H, W)
-    for c in range(C):
-        for ki in range(KH):
-            for kj in range(KW):
-                row = (c * KH + ki) * KW + kj
-                for oi in range(OH):
-                    ii = oi * SH - PH + ki
-                    if ii < 0 or ii >= H:
-                        continue
-                    for oj in range(OW):
-                        jj = oj * SW - PW + kj
-                        if 0 <= jj < W:
-                            dx[c, ii, jj] += col[row, oi * OW + oj]
-
-
-@kernel
-def conv_forward(x, w, b, has_bias, y, col, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (n, C, H, W)  w (F, C*KH*KW)  b (F,)  y (n, F, OH*OW)  col (C*KH*KW, OH*OW)
+def im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # x (n, C, H, W) -> cols (n*OH*OW, C*KH*KW): one row per output position of every sample; padding is zero
     n = x.shape[0]
-    filters = w.shape[0]
     for s in range(n):
-        im2col(x[s], col, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-        ys = y[s]
-        np.dot(w, col, ys)
-        for f in range(filters):
-            for p in range(OH * OW):
-                z = ys[f, p] + b[f] if has_bias else ys[f, p]
-                ys[f, p] = act_value(z, act)
+        for oi in range(OH):
+            for oj in range(OW):
+                row = (s * OH + oi) * OW + oj
+                for c in range(C):
+                    for ki in range(KH):
+                        ii = oi * SH - PH + ki
+                        for kj in range(KW):
+                            jj = oj * SW - PW + kj
+                            r = (c * KH + ki) * KW + kj
+                            if 0 <= ii < H and 0 <= jj < W:
+                                cols[row, r] = x[s, c, ii, jj]
+                            else:
+                                cols[row, r] = 0
 
 
 @kernel
-def conv_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, col, dcol, tmp_w,
-                  C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (n, C, H, W)  w, dw, tmp_w (F, C*KH*KW)  y, dy (n, F, OH*OW)  dx (n, C, H, W)  col, dcol (C*KH*KW, OH*OW)
+def row2im_add(cols, dx, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # cols (n*OH*OW, C*KH*KW) scattered and summed into dx (n, C, H, W)
+    n = dx.shape[0]
+    for s in range(n):
+        for oi in range(OH):
+            for oj in range(OW):
+                row = (s * OH + oi) * OW + oj
+                for c in range(C):
+                    for ki in range(KH):
+                        ii = oi * SH - PH + ki
+                        if ii < 0 or ii >= H:
+                            continue
+                        for kj in range(KW):
+                            jj = oj * SW - PW + kj
+                            if 0 <= jj < W:
+                                dx[s, c, ii, jj] += cols[row, (c * KH + ki) * KW + kj]
+
+
+@kernel
+def conv_forward(x, w, b, has_bias, y, cols, yt, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # x (n, C, H, W)  w (F, C*KH*KW)  b (F,)  y (n, F, OH*OW)
+    # cols (n*OH*OW, C*KH*KW), yt (n*OH*OW, F): the whole batch in one GEMM, yt = cols @ w.T
     n = x.shape[0]
     filters = w.shape[0]
-    if act != 0:
-        for s in range(n):
+    positions = OH * OW
+    im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+    np.dot(cols, w.T, yt)
+    for s in range(n):
+        for p in range(positions):
+            row = s * positions + p
             for f in range(filters):
-                for p in range(OH * OW):
-                    dy[s, f, p] *= act_grad_from_output(y[s, f, p], act)
+                z = yt[row, f] + b[f] if has_bias else yt[row, f]
+                y[s, f, p] = act_value(z, act)
+
+
+@kernel
+def conv_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, cols, dyt, tmp_w,
+                  C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # x (n, C, H, W)  w, dw, tmp_w (F, C*KH*KW)  y, dy (n, F, OH*OW)  dx (n, C, H, W)
+    # cols (n*OH*OW, C*KH*KW) holds im2row(x), then the column gradients; dyt (n*OH*OW, F)
+    n = x.shape[0]
+    filters = w.shape[0]
+    positions = OH * OW
+    for s in range(n):  # activation backward fused into the transposed copy of the gradient
+        for f in range(filters):
+            for p in range(positions):
+                g = dy[s, f, p] * act_grad_from_output(y[s, f, p], act) if act != 0 else dy[s, f, p]
+                dyt[s * positions + p, f] = g
     if need_dw:
-        if not acc_dw:
-            dw[:] = 0
-            if has_bias:
-                db[:] = 0
-    for s in range(n):
-        dys = dy[s]
-        if need_dw:
-            im2col(x[s], col, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-            np.dot(dys, col.T, tmp_w)
+        if has_bias:
+            for f in range(filters):
+                total = 0.0
+                for row in range(n * positions):
+                    total += dyt[row, f]
+                db[f] = db[f] + total if acc_dw else total
+        im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        if acc_dw:
+            np.dot(dyt.T, cols, tmp_w)
             dw += tmp_w
-            if has_bias:
-                for f in range(filters):
-                    total = 0.0
-                    for p in range(OH * OW):
-                        total += dys[f, p]
-                    db[f] += total
-        if need_dx:
-            np.dot(w.T, dys, dcol)
-            if not acc_dx:
-                dx[s] = 0
-            col2im_add(dcol, dx[s], C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        else:
+            np.dot(dyt.T, cols, dw)
+    if need_dx:
+        np.dot(dyt, w, cols)
+        if not acc_dx:
+            dx[:] = 0
+        row2im_add(cols, dx, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 @kernel

@@ -15,6 +15,7 @@ from netc.compiler.module import float_inputs, label_input
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
+from netc.jit import limit_blas_threads
 from netc.ops.base import numel
 from netc.runtime.init import initial_values
 
@@ -52,6 +53,7 @@ class Model:
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
         self.batch = batch or graph.spec.train.batch
         self.plan: CompiledPlan = compile_graph(graph, self.batch)
+        limit_blas_threads()
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)

@@ -1,0 +1,66 @@
+"""What `netc inspect --plan` shows: the kernels of a plan, the spec layers each covers,
+the arenas and the generated source."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.syntax import Syntax
+from rich.table import Table
+
+from netc.compiler import CompiledPlan
+from netc.compiler.cache import cache_dir, plan_key
+from netc.compiler.steps import should_use_blas
+
+_KERNELS = {
+    "linear": ("linear_forward", "linear_backward"),
+    "conv2d": ("conv_forward (im2col + GEMM)", "conv_backward"),
+    "maxpool2d": ("maxpool_forward", "maxpool_backward"),
+    "avgpool2d": ("avgpool_forward", "avgpool_backward"),
+    "act": ("act_forward", "act_backward"),
+    "softmax": ("softmax_forward", "softmax_backward"),
+    "log_softmax": ("softmax_forward(log)", "softmax_backward(log)"),
+    "add": ("add_forward2", "grad_pass"),
+    "concat": ("concat_forward", "concat_backward"),
+    "dropout": ("dropout_forward", "dropout_backward"),
+    "alias": ("(view, no kernel)", "(view)"),
+}
+
+
+def plan_renderable(plan: CompiledPlan, show_source: bool = True):
+    graph = plan.graph
+    kernels = Table(title=f"plan for '{graph.spec.name}' (batch {plan.buffers.batch})")
+    for column in ("#", "forward", "backward", "covers", "output", "notes"):
+        kernels.add_column(column)
+    for i, step in enumerate(plan.steps):
+        forward, backward = _KERNELS[step.kind]
+        notes = []
+        if step.act:
+            notes.append(f"{step.act} fused in epilogue" if step.kind != "act" else step.act)
+        if step.kind == "linear":
+            out, fan_in = step.node.param_shapes["weight"]
+            notes.append("BLAS" if should_use_blas(plan.buffers.batch, fan_in, out) else "loops")
+        if not step.backward:
+            backward = f"(in {plan.loss.kind})"
+        elif not step.needs_grad:
+            backward = "(no gradient needed)"
+        elif step.node.param_shapes and not step.node.trainable:
+            notes.append("frozen")
+        if step.node.owner:
+            notes.append(f"shares {step.node.owner}")
+        kernels.add_row(str(i), forward, backward, " + ".join(step.covers), step.output, ", ".join(notes))
+    kernels.add_row("loss", plan.loss.kind, "fused gradient", " + ".join(plan.loss.covers) or "-",
+                    f"d/d {plan.loss.grad_target}", f"{graph.spec.optimizer.type} update fused after each tensor's gradient")
+    b = plan.buffers
+    arenas = Table(title="arenas (allocated once)")
+    for column in ("arena", "elements", "holds"):
+        arenas.add_column(column)
+    arenas.add_row("P / G", f"{b.param_size:,}", "parameters / their gradients (shared tensors once)")
+    arenas.add_row("A", f"{b.a_size:,}", f"inputs, layer outputs, dropout masks ({b.batch} rows each; views reuse)")
+    arenas.add_row("D", f"{b.d_size:,}", "gradients of the tensors that need one")
+    arenas.add_row("I", f"{b.i_size:,}", "max-pool argmax")
+    arenas.add_row("W", f"{b.w_size:,}", "scratch: im2col columns, GEMM temporaries")
+    arenas.add_row("V", f"{len(plan.views.entries)} views", "made once per plan and passed to every function")
+    parts = [kernels, arenas, f"generated module: {cache_dir() / ('netc_plan_' + plan_key(plan.source) + '.py')}"]
+    if show_source:
+        parts.append(Syntax(plan.source, "python", word_wrap=False, line_numbers=False))
+    return Group(*parts)
