@@ -134,14 +134,15 @@ def test_inspect_siamese_counts_shared_tensor_once():
 def test_inspect_finetune_shows_frozen_params():
     result = invoke("inspect", SPECS / "finetune.yaml")
     assert result.exit_code == 0, result.output
-    assert re.search(r"Frozen params:\s+8,320\b", result.stdout)
+    assert re.search(r"Frozen params:\s+49,536\b", result.stdout)
     assert re.search(r"Trainable params:\s+1,290\b", result.stdout)
     assert "no (frozen)" in result.stdout
 
     data = json.loads(invoke("inspect", SPECS / "finetune.yaml", "-f", "json").stdout)
-    assert data["totals"] == {"params": 9610, "trainable_params": 1290, "frozen_params": 8320,
-                              "mult_adds_per_sample": 9472}
-    assert {row["name"]: row["trainable"] for row in data["layers"]} == {"fc1": False, "relu1": None, "head": True}
+    assert data["totals"] == {"params": 50826, "trainable_params": 1290, "frozen_params": 49536,
+                              "mult_adds_per_sample": 50432}
+    assert {row["name"]: row["trainable"] for row in data["layers"]} == {
+        "fc1": False, "relu1": None, "fc2": False, "relu2": None, "head": True}
 
 
 def test_inspect_json_lenet():
@@ -205,7 +206,7 @@ def test_inspect_mermaid():
     assert "class l_enc_b shared" in siamese
 
     finetune = invoke("inspect", SPECS / "finetune.yaml", "-f", "mermaid").stdout
-    assert "class l_fc1 frozen" in finetune
+    assert "class l_fc1,l_fc2 frozen" in finetune
     assert "classDef frozen" in finetune
 
 

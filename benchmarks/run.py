@@ -1,0 +1,277 @@
+"""netc against PyTorch on the CPU: the same networks, initial weights and data, timed
+alternately in one run. PyTorch is optional: without it only netc is timed.
+
+    .venv/bin/python benchmarks/run.py                   # all workloads, a Markdown table
+    .venv/bin/python benchmarks/run.py --only lenet5 --rounds 5
+    .venv/bin/python benchmarks/run.py --torch-compile   # also torch.compile (slow to compile)
+
+Reports samples/s (steps/s for the one-sample-per-step workload), the ratio netc ÷ PyTorch,
+netc's cold compile time (empty caches) and warm start-up time (process start to the first
+training step done), peak memory of each framework (separate processes), and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+@dataclass
+class Workload:
+    name: str
+    spec: str
+    batch: int
+    samples: int  # per timed epoch
+    lr: float | None = None
+    per_step: bool = False  # report steps/s
+
+
+WORKLOADS = [
+    Workload("seed-mlp (1 sample/step)", "specs/seed-mlp.yaml", 1, 10_000, lr=0.001, per_step=True),
+    Workload("MLP 64-128-10, batch 32", "benchmarks/specs/mlp.yaml", 32, 16_384),
+    Workload("MLP 64-128-10, batch 256", "benchmarks/specs/mlp.yaml", 256, 32_768),
+    Workload("LeNet-5, batch 64", "benchmarks/specs/lenet5.yaml", 64, 2_048),
+    Workload("seed-cnn, batch 32", "specs/seed-cnn.yaml", 32, 512),
+]
+KEYS = {"seed-mlp": 0, "mlp32": 1, "mlp256": 2, "lenet5": 3, "seed-cnn": 4}
+
+
+def load_graph(spec: str, batch: int, lr: float | None):
+    from netc.graph import build_graph
+    from netc.runtime.train import Overrides, apply_overrides
+    from netc.spec import load_spec
+
+    loaded = apply_overrides(load_spec(ROOT / spec), Overrides(batch=batch, lr=lr))
+    return build_graph(loaded)
+
+
+def make_data(graph, count: int, seed: int = 0) -> dict:
+    from netc.runtime.gradcheck import random_batch
+
+    arrays = random_batch(graph, count, seed)
+    return {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in arrays.items()}
+
+
+class NetcRunner:
+    def __init__(self, graph, data):
+        from netc.runtime.model import Model
+
+        self.model = Model(graph)
+        self.prepared = self.model.prepare(data)
+        self.order = np.arange(self.prepared["__count__"], dtype=np.int64)
+        self.model.warm_up()
+
+    def epoch(self) -> None:
+        self.model.train_epoch(self.prepared, self.order)
+
+
+class TorchRunner:
+    def __init__(self, graph, data, weights, compiled: bool):
+        import torch
+
+        from benchmarks.torch_model import GraphModule, loss_function, optimizer_for
+
+        self.torch = torch
+        module = GraphModule(graph)
+        module.load_netc_weights(weights)
+        self.module = torch.compile(module) if compiled else module
+        self.loss = loss_function(graph)
+        self.optimizer = optimizer_for(graph, module.parameters())
+        self.batch = graph.spec.train.batch
+        self.inputs = {k: torch.from_numpy(v) for k, v in data.items() if v.dtype.kind == "f"}
+        label = graph.spec.loss.target
+        self.target = torch.from_numpy(data[label])
+        self.count = len(self.target)
+        self.epoch()  # warm up (and compile)
+
+    def epoch(self) -> None:
+        for start in range(0, self.count, self.batch):
+            stop = start + self.batch
+            self.optimizer.zero_grad(set_to_none=True)
+            out = self.module(**{k: v[start:stop] for k, v in self.inputs.items()})
+            self.loss(out, self.target[start:stop]).backward()
+            self.optimizer.step()
+
+
+def timed(runner, rounds: int) -> list[float]:
+    return [_time(runner.epoch) for _ in range(rounds)]
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_workload(w: Workload, rounds: int, use_torch: bool, torch_compile: bool) -> dict:
+    graph = load_graph(w.spec, w.batch, w.lr)
+    data = make_data(graph, w.samples)
+    netc = NetcRunner(graph, data)
+    runners = {"netc": netc}
+    if use_torch:
+        runners["torch"] = TorchRunner(graph, data, netc.model.get_weights(), compiled=False)
+        if torch_compile:
+            try:
+                runners["torch.compile"] = TorchRunner(graph, data, netc.model.get_weights(), compiled=True)
+            except Exception as exc:  # report, keep the rest of the suite
+                print(f"torch.compile failed on {w.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):  # alternate, so drifts in machine load hit every framework alike
+        for name, runner in runners.items():
+            times[name].append(_time(runner.epoch))
+    units = w.samples / w.batch if w.per_step else w.samples
+    rates = {name: units / float(np.median(t)) for name, t in times.items()}
+    return {"workload": w.name, "unit": "steps/s" if w.per_step else "samples/s", "rates": rates,
+            "spreads": {name: [units / max(t) , units / min(t)] for name, t in times.items()}}
+
+
+# ------------------------------------------------------------------ start-up and memory (subprocesses)
+
+_STARTUP = """
+import time, sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from netc.spec import load_spec
+from netc.runtime.train import Trainer
+trainer = Trainer(load_spec({spec!r}), runs_root=Path({runs!r}))
+trainer.model.warm_up()
+prepared = trainer.model.prepare(trainer.train_data.arrays)
+part = dict(prepared); part["__count__"] = trainer.spec.train.batch
+trainer.model.train_epoch(part, __import__("numpy").arange(part["__count__"]))
+print("first-step-done")
+"""
+
+
+def startup_seconds(spec: str, env: dict) -> float:
+    """Wall time from process start to the first training step done (as `netc train` does it)."""
+    with tempfile.TemporaryDirectory() as runs:
+        code = _STARTUP.format(root=str(ROOT), spec=str(ROOT / spec), runs=runs)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+        return time.perf_counter() - start
+
+
+def cold_and_warm(spec: str) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NETC_CACHE_DIR=cache, NUMBA_CACHE_DIR=cache)
+        cold = startup_seconds(spec, env)
+        warm = min(startup_seconds(spec, env) for _ in range(3))
+    return cold, warm
+
+
+_MEMORY = """
+import sys, resource, json
+sys.path.insert(0, {root!r})
+from benchmarks.run import WORKLOADS, load_graph, make_data, NetcRunner, TorchRunner
+w = WORKLOADS[{index}]
+graph = load_graph(w.spec, w.batch, w.lr)
+data = make_data(graph, w.samples)
+netc = NetcRunner(graph, data)
+if {framework!r} == "torch":
+    runner = TorchRunner(graph, data, netc.model.get_weights(), compiled=False)
+else:
+    runner = netc
+runner.epoch()
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def peak_memory_mib(index: int, framework: str) -> float:
+    code = _MEMORY.format(root=str(ROOT), index=index, framework=framework)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1]) / 1024
+
+
+def machine_text(use_torch: bool) -> str:
+    import numba
+    from threadpoolctl import threadpool_info
+
+    import netc
+
+    blas = {i.get("internal_api"): f"{i.get('version')} {i.get('architecture')} x{i.get('num_threads')}"
+            for i in threadpool_info()}
+    lines = [f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+             f"- Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, netc {netc.__version__}",
+             f"- BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
+             f"netc BLAS threads: {os.environ.get('NETC_BLAS_THREADS', '1')}"]
+    if use_torch:
+        import torch
+
+        lines.append(f"- PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=sorted(KEYS), help="run these workloads only")
+    parser.add_argument("--rounds", type=int, default=5, help="timed epochs per framework (alternating)")
+    parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--no-torch", action="store_true", help="time netc only")
+    parser.add_argument("--no-startup", action="store_true", help="skip compile/start-up/memory measurements")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    try:
+        import torch  # noqa: F401
+
+        use_torch = not args.no_torch
+    except ImportError:
+        use_torch = False
+        print("PyTorch is not installed: timing netc only (pip install torch==2.13.0 for the comparison)",
+              file=sys.stderr)
+    chosen = [WORKLOADS[KEYS[k]] for k in args.only] if args.only else WORKLOADS
+    results = []
+    for w in chosen:
+        result = run_workload(w, args.rounds, use_torch, args.torch_compile)
+        if not args.no_startup:
+            index = WORKLOADS.index(w)
+            result["cold_compile_s"], result["warm_start_s"] = cold_and_warm(w.spec)
+            result["peak_mib"] = {"netc": peak_memory_mib(index, "netc")}
+            if use_torch:
+                result["peak_mib"]["torch"] = peak_memory_mib(index, "torch")
+        results.append(result)
+        print(json.dumps(result), file=sys.stderr)
+    print(render(results, use_torch, args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def render(results: list[dict], use_torch: bool, args) -> str:
+    frameworks = ["netc"] + (["torch"] if use_torch else []) + (["torch.compile"] if args.torch_compile else [])
+    head = ["workload", "unit"] + frameworks
+    if use_torch:
+        head += ["netc ÷ torch"] + (["netc ÷ torch.compile"] if args.torch_compile else [])
+    head += ["netc cold compile", "netc warm start", "peak RSS netc / torch"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        rates = r["rates"]
+        cells = [r["workload"], r["unit"]] + [f"{rates[f]:,.0f}" if f in rates else "-" for f in frameworks]
+        if use_torch:
+            cells.append(f"**{rates['netc'] / rates['torch']:.2f}×**")
+            if args.torch_compile:
+                cells.append(f"{rates['netc'] / rates['torch.compile']:.2f}×" if "torch.compile" in rates else "-")
+        if "cold_compile_s" in r:
+            peak = r["peak_mib"]
+            cells += [f"{r['cold_compile_s']:.1f} s", f"{r['warm_start_s']:.2f} s",
+                      f"{peak['netc']:.0f} / {peak.get('torch', float('nan')):.0f} MiB"]
+        else:
+            cells += ["-", "-", "-"]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n\n" + machine_text(use_torch) + f"\n- rounds: {args.rounds} (median)\n"
+
+
+if __name__ == "__main__":
+    main()
