@@ -356,7 +356,7 @@ def test_reshape_infers_its_unknown_size():
 
 def test_concat_mismatch():
     d = one_error(edit("{name: flat, op: flatten}", "{name: flat, op: concat, in: [conv, image]}", IMG))
-    check(d, "E-SHAPE", "concat on axis 0 got [2, 6, 6] and [1, 8, 8]", line=8, col=34, path="layers[1].in",
+    check(d, "E-SHAPE", "on axis 0 got [2, 6, 6] and [1, 8, 8]", line=8, col=34, path="layers[1].in",
           hint="every axis but 0")
 
 

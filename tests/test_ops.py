@@ -19,6 +19,7 @@ import yaml
 
 import reference as ref
 from netc.compiler import compile_graph
+from netc.compiler.steps import should_use_blas
 from netc.errors import SpecErrors
 from netc.graph import build_graph
 from netc.runtime.gradcheck import gradcheck
@@ -67,7 +68,8 @@ SPECS = {
           - {name: probs, op: softmax}
         loss: {op: mse, input: probs, target: label}
     """,
-    # conv stride 2 + padding 1 (tanh fused), then a bias-free non-square kernel; H != W throughout
+    # conv stride 2 + padding 1 (tanh fused), then a bias-free non-square kernel; H != W throughout;
+    # the loss reads an identity (a view of fc)
     "conv": """
         inputs:
           x: {shape: [2, 6, 7]}
@@ -78,11 +80,13 @@ SPECS = {
           - {name: conv2, op: conv2d, filters: 2, kernel: [2, 1], bias: false}
           - {name: flat, op: flatten}
           - {name: fc, op: linear, out: 3, BIAS}
-        loss: {op: cross_entropy, input: fc, target: label}
+          - {name: logits, op: identity}
+        loss: {op: cross_entropy, input: logits, target: label}
     """,
     # max pooling (stride != kernel, padding) with relu after it (not fused) and average pooling
     # (non-square window, stride != kernel, padding not counted) with sigmoid after it, both reading
-    # one conv (its gradient sums both); mse on an image-shaped target
+    # one conv (its gradient sums both); a 1x1 conv with tanh fused whose output is the loss input;
+    # mse on an image-shaped target
     "pool": """
         inputs:
           x: {shape: [2, 6, 7]}
@@ -94,7 +98,9 @@ SPECS = {
           - {name: avgpool, op: avgpool2d, in: conv, kernel: [3, 2], stride: [2, 2], padding: [1, 1]}
           - {name: sig, op: sigmoid}
           - {name: both, op: add, in: [relu, sig]}
-        loss: {op: mse, input: both, target: t}
+          - {name: mix, op: conv2d, filters: 2, kernel: 1, BIAS}
+          - {name: out, op: tanh}
+        loss: {op: mse, input: out, target: t}
     """,
     # concat of images on axis 0 (channels) and axis 1 (rows, the same tensor twice),
     # then of vectors (two flatten views) on axis 0
@@ -147,15 +153,9 @@ SPECS = {
     """,
 }
 
-SKIP_BUG = ("BUG: netc/compiler/codegen.py emit_backward returns early (`elif not need_dx: return`) when the "
-            "FIRST input of add/concat needs no gradient, so the other inputs get none (stale gradient buffer)")
-BUGGY = {"skip"}
-
-
 def case_params(names=None):
-    """The spec names, with the known-broken ones marked xfail (strict)."""
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=SKIP_BUG)) if name in BUGGY else name
-            for name in (names or SPECS)]
+    """The spec names to parametrize over (all of them by default)."""
+    return list(names or SPECS)
 
 
 def spec_text(name: str) -> str:
@@ -175,9 +175,9 @@ def parsed(name: str) -> dict:
 
 
 @functools.cache
-def model_of(name: str, dtype: str = "float64") -> Model:
+def model_of(name: str) -> Model:
     """Shared by the tests: never change its weights (seed 0, the same values gradcheck starts from)."""
-    return Model(graph_of(name), dtype=dtype, batch=N, seed=0)
+    return Model(graph_of(name), dtype="float64", batch=N, seed=0)
 
 
 @functools.cache
@@ -323,7 +323,7 @@ PATHS = {
     "dense": ({"fc1": "relu", "fc2": "tanh", "fc3": "sigmoid", "fc4": None}, [], "cross_entropy"),
     "unfused": ({"a": None, "b": None, "c": None, "fc1": None, "fc2": None}, ["relu"], "mse_onehot"),
     "conv": ({"conv1": "tanh", "conv2": None, "fc": None}, [], "cross_entropy"),
-    "pool": ({"conv": None}, ["relu", "sig"], "mse"),
+    "pool": ({"conv": None, "mix": "tanh"}, ["relu", "sig"], "mse"),
     "shape_nll": ({"fc1": None, "fc2": None}, ["tanh"], "nll_after_log_softmax"),
 }
 
@@ -340,7 +340,7 @@ def test_plan_takes_the_path_under_test(name):
         assert by_layer[layer].kind == "act", layer
     assert plan.loss.kind == loss_kind
     if name == "dense":
-        assert "True)" in next(line for line in plan.source.splitlines() if line.strip().startswith("linear_forward("))  # fc1: BLAS
+        assert should_use_blas(N, 64, 32) and not should_use_blas(N, 32, 6)  # fc1 takes the BLAS path, fc2 loops
 
 
 def test_log_softmax_read_by_nll_and_by_another_layer_is_refused():

@@ -62,22 +62,23 @@ def train(
                 evaluated += f"  eval acc {_percent(record.eval_accuracy)}"
         acc = f"  acc {_percent(record.train_accuracy)}" if record.train_accuracy is not None else ""
         progress.console.print(f"epoch {record.epoch:>3}  loss {record.train_loss:.4f}{acc}{evaluated}"
-                               f"  ({record.seconds:.2f} s, {record.samples_per_second:,.0f} samples/s)")
+                               f"  ({record.seconds:.2f} s, {record.samples_per_second:,.0f} samples/s)",
+                               soft_wrap=True)
+
+    def on_init(report):
+        progress.console.print(f"init: loaded {len(report.matched)} tensors ({', '.join(report.matched)})")
+        if report.missing:
+            progress.console.print(f"  kept initial values: {', '.join(report.missing)}")
+        if report.unexpected:
+            progress.console.print(f"  ignored (not in this model): {', '.join(report.unexpected)}")
+        for name, want, got in report.mismatched:
+            progress.console.print(f"  ignored {name}: checkpoint {list(got)} vs model {list(want)}")
 
     trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
-                      init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch)
+                      init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init)
     with progress:
         trainer.model.warm_up()
         result = trainer.run()
-    report = result.init_report
-    if report is not None:
-        out.print(f"init: loaded {len(report.matched)} tensors ({', '.join(report.matched)})")
-        if report.missing:
-            out.print(f"  kept initial values: {', '.join(report.missing)}")
-        if report.unexpected:
-            out.print(f"  ignored (not in this model): {', '.join(report.unexpected)}")
-        for name, want, got in report.mismatched:
-            out.print(f"  ignored {name}: checkpoint {list(got)} vs model {list(want)}")
     if result.interrupted:
         stderr_console().print(f"interrupted: saved {result.run_dir / 'last.safetensors'}; "
                                f"continue with: netc train {spec} --resume --run-dir {result.run_dir}")
@@ -88,7 +89,7 @@ def train(
         if last.eval_accuracy is not None:
             line += f", eval accuracy {_percent(last.eval_accuracy)}"
         out.print(line)
-    out.print(f"run folder: {result.run_dir} (spec.yaml, metrics.jsonl, last.safetensors)")
+    out.print(f"run folder: {result.run_dir} (spec.yaml, metrics.jsonl, curves.png, last.safetensors)")
 
 
 @command("eval")

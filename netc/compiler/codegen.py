@@ -235,6 +235,17 @@ def emit_backward(e: Emitter, step: Step) -> None:
     kind = step.kind
     if kind == "alias" or not step.backward or not step.needs_grad:
         return
+    if kind == "add":  # several inputs, each with its own need for a gradient
+        for tensor in step.inputs:
+            if e.needs_grad[tensor]:
+                e.call("grad_pass", e.grad(step.output), e.grad(tensor), e.acc(tensor))
+        return
+    if kind == "concat":
+        for tensor, offset, dims in _concat_parts(g, step):
+            if e.needs_grad[tensor]:
+                e.call("concat_backward", e.grad(step.output, _concat_out_dims(g, step)), e.grad(tensor, dims),
+                       size(offset), e.acc(tensor))
+        return
     x = step.inputs[0]
     need_dx = e.needs_grad[x]
     if kind == "linear":
@@ -281,15 +292,6 @@ def emit_backward(e: Emitter, step: Step) -> None:
                lit(kind == "log_softmax"), e.acc(x))
     elif kind == "dropout":
         e.call("dropout_backward", e.grad(step.output), e.mask(step.output), e.grad(x), e.acc(x))
-    if kind == "add":
-        for tensor in step.inputs:
-            if e.needs_grad[tensor]:
-                e.call("grad_pass", e.grad(step.output), e.grad(tensor), e.acc(tensor))
-    elif kind == "concat":
-        for tensor, offset, dims in _concat_parts(g, step):
-            if e.needs_grad[tensor]:
-                e.call("concat_backward", e.grad(step.output, _concat_out_dims(g, step)), e.grad(tensor, dims),
-                       size(offset), e.acc(tensor))
 
 
 def emit_update(e: Emitter, node, optimizer) -> None:

@@ -91,12 +91,13 @@ def _run_error(message: str, where: str, hint: str = "") -> RunError:
 
 
 class Trainer:
-    """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`
-    and `on_epoch(record)` let the CLI draw progress."""
+    """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`,
+    `on_epoch(record)` and `on_init(load_report)` let the CLI draw progress."""
 
     def __init__(self, loaded: LoadedSpec, overrides: Overrides | None = None, runs_root: Path = Path("runs"),
                  run_dir: Path | None = None, resume: bool = False, init: str | None = None,
-                 on_progress: Callable | None = None, on_epoch: Callable | None = None):
+                 on_progress: Callable | None = None, on_epoch: Callable | None = None,
+                 on_init: Callable | None = None):
         self.loaded = apply_overrides(loaded, overrides or Overrides())
         self.spec = self.loaded.spec
         self.graph = build_graph(self.loaded)
@@ -108,6 +109,7 @@ class Trainer:
         self.init = init
         self.on_progress = on_progress or (lambda *args: None)
         self.on_epoch = on_epoch or (lambda record: None)
+        self.on_init = on_init or (lambda report: None)
         self.model = Model(self.graph)
         self.interrupted = False
 
@@ -133,6 +135,8 @@ class Trainer:
             start_epoch, start_chunk = self._restore(spec_text)
         else:
             result.init_report = self._load_init()
+            if result.init_report is not None:
+                self.on_init(result.init_report)
             (self.run_dir / "spec.yaml").write_text(spec_text)
             (self.run_dir / "metrics.jsonl").write_text("")
         result.start_epoch = start_epoch
