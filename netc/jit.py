@@ -13,17 +13,25 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 DISABLED = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 
 
-INLINE = os.environ.get("NETC_INLINE", "never")
-
-
 def kernel(fn):
-    """A private compiled kernel, cached on disk."""
-    return njit(cache=True, fastmath=FASTMATH, nogil=True, inline=INLINE)(fn)
+    """A private compiled kernel, cached on disk. `.inlined` is the same kernel inlined into its
+    caller at Numba-IR level, which tiny plans use: there the cost of a call (and of the reference
+    counts of its array arguments) is larger than the work."""
+    dispatcher = njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
+    dispatcher.inlined = njit(fastmath=FASTMATH, nogil=True, inline="always")(fn)
+    return dispatcher
 
 
 def plan_function(fn):
     """A function of a generated plan module (cached next to its source)."""
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
+
+
+def plan_step(fn):
+    """forward/loss/backward of a plan: inlined into the compiled epoch loop, where a call would pass
+    every view of the plan (hundreds of words and a reference count each) per batch; Python can still
+    call them directly."""
+    return njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")(fn)
 
 
 @lru_cache(maxsize=1)

@@ -86,9 +86,11 @@ class Emitter:
     # -- views into the arenas ------------------------------------------------------------
     def _batch_view(self, arena: str, offset: int, size: int, dims: tuple) -> str:
         batch = self.plan.batch
+        # the first n rows; with a batch of one, n is always 1 and the slice (a new array) is skipped
+        rows = "" if batch == 1 else ("[:n]" if dims else f"[:n * {size}]")
         if not dims:  # flat, for element-wise kernels
-            return f"{self.views.ref(arena, offset, (batch * size,))}[:n * {size}]"
-        return f"{self.views.ref(arena, offset, (batch, *dims))}[:n]"
+            return f"{self.views.ref(arena, offset, (batch * size,))}{rows}"
+        return f"{self.views.ref(arena, offset, (batch, *dims))}{rows}"
 
     def val(self, tensor: str, dims: tuple = ()) -> str:
         region = self.plan.values[self.plan.root(tensor)]

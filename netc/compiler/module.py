@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from netc.compiler.buffers import BufferPlan
 from netc.compiler.codegen import KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_forward, emit_loss, emit_update
-from netc.compiler.steps import LossStep, Step
+from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
 from netc.ops.base import numel
 
@@ -22,13 +22,16 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
                     header: str) -> tuple[str, ViewTable]:
     """The module's source, and the table of views its functions take as `V`."""
     views = ViewTable(plan.batch)
-    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
+    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
+    if should_inline_kernels(graph, plan.batch):
+        out += ["", "# a tiny plan: every kernel inlined into the functions below (see should_inline_kernels)"]
+        out += [f"{name} = {name}.inlined" for names in KERNEL_MODULES.values() for name in names]
     out.append("")
 
     def function(signature: str, body: list[str], comment: str) -> None:
-        out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
+        out.extend(["", "", f"# {comment}", "@plan_step", f"def {signature}:"])
         out.extend(body or ["    pass"])
 
     def step_comment(e: Emitter, step: Step) -> None:
@@ -139,7 +142,7 @@ def generate_timing_source(plan) -> str:
     graph, views = plan.graph, plan.views
     known = len(views.entries)
     out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
-           "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
+           "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]

@@ -105,6 +105,12 @@ def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
     return batch * fan_in * fan_out >= 8192
 
 
+def should_inline_kernels(graph: Graph, batch: int) -> bool:
+    """Inline every kernel into the plan when a whole step is tiny (the lecture's 3-4-3-2 MLP at
+    one sample per step): call overhead then dominates, and compile time stays small."""
+    return batch * graph.macs < 4096
+
+
 def verify(graph: Graph, steps: list[Step]) -> None:
     """Invariants after each pass: every step reads tensors produced earlier; each layer is covered once."""
     produced = set(graph.inputs)
