@@ -7,7 +7,8 @@ alternately in one run. PyTorch is optional: without it only netc is timed.
 
 Reports samples/s (steps/s for the one-sample-per-step workload), the ratio netc ÷ PyTorch,
 netc's cold compile time (empty caches) and warm start-up time (process start to the first
-training step done), peak memory of each framework (separate processes), and the versions.
+training step done, data loading excluded), peak memory of each framework (each alone in its
+own process), and the versions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -87,7 +87,8 @@ class TorchRunner:
 
         self.torch = torch
         module = GraphModule(graph)
-        module.load_netc_weights(weights)
+        if weights is not None:  # the same start as netc
+            module.load_netc_weights(weights)
         self.module = torch.compile(module) if compiled else module
         self.loss = loss_function(graph)
         self.optimizer = optimizer_for(graph, module.parameters())
@@ -142,55 +143,61 @@ def run_workload(w: Workload, rounds: int, use_torch: bool, torch_compile: bool)
 # ------------------------------------------------------------------ start-up and memory (subprocesses)
 
 _STARTUP = """
-import time, sys
-from pathlib import Path
+import sys
 sys.path.insert(0, {root!r})
-from netc.spec import load_spec
-from netc.runtime.train import Trainer
-trainer = Trainer(load_spec({spec!r}), runs_root=Path({runs!r}))
-trainer.model.warm_up()
-prepared = trainer.model.prepare(trainer.train_data.arrays)
-part = dict(prepared); part["__count__"] = trainer.spec.train.batch
-trainer.model.train_epoch(part, __import__("numpy").arange(part["__count__"]))
+import numpy as np
+from benchmarks.run import WORKLOADS, load_graph, make_data
+from netc.runtime.model import Model
+w = WORKLOADS[{index}]
+graph = load_graph(w.spec, w.batch, w.lr)
+model = Model(graph)
+model.warm_up()
+prepared = model.prepare(make_data(graph, w.batch))
+model.train_epoch(prepared, np.arange(w.batch))
 print("first-step-done")
 """
 
 
-def startup_seconds(spec: str, env: dict) -> float:
-    """Wall time from process start to the first training step done (as `netc train` does it)."""
-    with tempfile.TemporaryDirectory() as runs:
-        code = _STARTUP.format(root=str(ROOT), spec=str(ROOT / spec), runs=runs)
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
-        return time.perf_counter() - start
+def startup_seconds(index: int, env: dict) -> float:
+    """Wall time from process start to the first training step done: imports, spec, graph,
+    plan (compiled, or loaded from the cache), arenas, one step. Data loading is not counted."""
+    code = _STARTUP.format(root=str(ROOT), index=index)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    return time.perf_counter() - start
 
 
-def cold_and_warm(spec: str) -> tuple[float, float]:
+def cold_and_warm(index: int) -> tuple[float, float]:
+    """Cold: empty netc and Numba caches (every kernel and the plan compiled). Warm: best of 3 after."""
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, NETC_CACHE_DIR=cache, NUMBA_CACHE_DIR=cache)
-        cold = startup_seconds(spec, env)
-        warm = min(startup_seconds(spec, env) for _ in range(3))
+        cold = startup_seconds(index, env)
+        warm = min(startup_seconds(index, env) for _ in range(3))
     return cold, warm
 
 
 _MEMORY = """
-import sys, resource, json
+import sys, json
 sys.path.insert(0, {root!r})
-from benchmarks.run import WORKLOADS, load_graph, make_data, NetcRunner, TorchRunner
+from benchmarks.run import WORKLOADS, load_graph, make_data
 w = WORKLOADS[{index}]
 graph = load_graph(w.spec, w.batch, w.lr)
 data = make_data(graph, w.samples)
-netc = NetcRunner(graph, data)
 if {framework!r} == "torch":
-    runner = TorchRunner(graph, data, netc.model.get_weights(), compiled=False)
+    from benchmarks.run import TorchRunner
+    runner = TorchRunner(graph, data, None, compiled=False)  # torch's own init: no netc in this process
 else:
-    runner = netc
+    from benchmarks.run import NetcRunner
+    runner = NetcRunner(graph, data)
 runner.epoch()
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so a child would report its parent's peak
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps(peak_kib))
 """
 
 
 def peak_memory_mib(index: int, framework: str) -> float:
+    """Peak resident memory of a process that trains one workload with one framework only."""
     code = _MEMORY.format(root=str(ROOT), index=index, framework=framework)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1]) / 1024
@@ -238,7 +245,7 @@ def main() -> None:
         result = run_workload(w, args.rounds, use_torch, args.torch_compile)
         if not args.no_startup:
             index = WORKLOADS.index(w)
-            result["cold_compile_s"], result["warm_start_s"] = cold_and_warm(w.spec)
+            result["cold_compile_s"], result["warm_start_s"] = cold_and_warm(index)
             result["peak_mib"] = {"netc": peak_memory_mib(index, "netc")}
             if use_torch:
                 result["peak_mib"]["torch"] = peak_memory_mib(index, "torch")

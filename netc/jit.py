@@ -27,13 +27,6 @@ def plan_function(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
-def plan_step(fn):
-    """forward/loss/backward of a plan: inlined into the compiled epoch loop, where a call would pass
-    every view of the plan (hundreds of words and a reference count each) per batch; Python can still
-    call them directly."""
-    return njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")(fn)
-
-
 @lru_cache(maxsize=1)
 def limit_blas_threads() -> int:
     """Run BLAS single-threaded unless NETC_BLAS_THREADS says otherwise.

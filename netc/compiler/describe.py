@@ -9,7 +9,7 @@ from rich.table import Table
 
 from netc.compiler import CompiledPlan
 from netc.compiler.cache import cache_dir, plan_key
-from netc.compiler.steps import should_use_blas
+from netc.compiler.steps import should_inline_kernels, should_use_blas
 
 _KERNELS = {
     "linear": ("linear_forward", "linear_backward"),
@@ -60,7 +60,11 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     arenas.add_row("I", f"{b.i_size:,}", "max-pool argmax")
     arenas.add_row("W", f"{b.w_size:,}", "scratch: im2col columns, GEMM temporaries")
     arenas.add_row("V", f"{len(plan.views.entries)} views", "made once per plan and passed to every function")
-    parts = [kernels, arenas, f"generated module: {cache_dir() / ('netc_plan_' + plan_key(plan.source) + '.py')}"]
+    inlined = should_inline_kernels(graph, b.batch)
+    parts = [kernels, arenas,
+             "kernels: inlined into the plan (a tiny plan: calls would cost more than the work)" if inlined
+             else "kernels: compiled once, cached on disk, shared by every plan",
+             f"generated module: {cache_dir() / ('netc_plan_' + plan_key(plan.source) + '.py')}"]
     if show_source:
         parts.append(Syntax(plan.source, "python", word_wrap=False, line_numbers=False))
     return Group(*parts)

@@ -22,7 +22,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
                     header: str) -> tuple[str, ViewTable]:
     """The module's source, and the table of views its functions take as `V`."""
     views = ViewTable(plan.batch)
-    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step"]
+    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     if should_inline_kernels(graph, plan.batch):
@@ -31,7 +31,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
     out.append("")
 
     def function(signature: str, body: list[str], comment: str) -> None:
-        out.extend(["", "", f"# {comment}", "@plan_step", f"def {signature}:"])
+        out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
         out.extend(body or ["    pass"])
 
     def step_comment(e: Emitter, step: Step) -> None:
@@ -142,7 +142,7 @@ def generate_timing_source(plan) -> str:
     graph, views = plan.graph, plan.views
     known = len(views.entries)
     out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
-           "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step"]
+           "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]

@@ -13,39 +13,51 @@ from netc.kernels.activation import act_grad_from_output, act_value
 def im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W) -> cols (n*OH*OW, C*KH*KW): one row per output position of every sample; padding is zero
     n = x.shape[0]
+    inside = PH == 0 and PW == 0  # no padding: every window lies inside the image, no bounds checks
     for s in range(n):
         for oi in range(OH):
             for oj in range(OW):
                 row = (s * OH + oi) * OW + oj
+                i0 = oi * SH - PH
+                j0 = oj * SW - PW
+                r = 0
                 for c in range(C):
                     for ki in range(KH):
-                        ii = oi * SH - PH + ki
-                        for kj in range(KW):
-                            jj = oj * SW - PW + kj
-                            r = (c * KH + ki) * KW + kj
-                            if 0 <= ii < H and 0 <= jj < W:
-                                cols[row, r] = x[s, c, ii, jj]
-                            else:
-                                cols[row, r] = 0
+                        ii = i0 + ki
+                        if inside:
+                            for kj in range(KW):
+                                cols[row, r + kj] = x[s, c, ii, j0 + kj]
+                        else:
+                            for kj in range(KW):
+                                jj = j0 + kj
+                                cols[row, r + kj] = x[s, c, ii, jj] if 0 <= ii < H and 0 <= jj < W else 0
+                        r += KW
 
 
 @kernel
 def row2im_add(cols, dx, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # cols (n*OH*OW, C*KH*KW) scattered and summed into dx (n, C, H, W)
     n = dx.shape[0]
+    inside = PH == 0 and PW == 0
     for s in range(n):
         for oi in range(OH):
             for oj in range(OW):
                 row = (s * OH + oi) * OW + oj
+                i0 = oi * SH - PH
+                j0 = oj * SW - PW
+                r = 0
                 for c in range(C):
                     for ki in range(KH):
-                        ii = oi * SH - PH + ki
-                        if ii < 0 or ii >= H:
-                            continue
-                        for kj in range(KW):
-                            jj = oj * SW - PW + kj
-                            if 0 <= jj < W:
-                                dx[s, c, ii, jj] += cols[row, (c * KH + ki) * KW + kj]
+                        ii = i0 + ki
+                        if inside:
+                            for kj in range(KW):
+                                dx[s, c, ii, j0 + kj] += cols[row, r + kj]
+                        elif 0 <= ii < H:
+                            for kj in range(KW):
+                                jj = j0 + kj
+                                if 0 <= jj < W:
+                                    dx[s, c, ii, jj] += cols[row, r + kj]
+                        r += KW
 
 
 @kernel
@@ -105,16 +117,16 @@ def maxpool_forward(x, y, arg, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     for s in range(n):
         for c in range(C):
             for oi in range(OH):
+                i0 = max(oi * SH - PH, 0)
+                i1 = min(oi * SH - PH + KH, H)
                 for oj in range(OW):
-                    best = -np.inf
-                    where = -1
-                    for ki in range(KH):
-                        ii = oi * SH - PH + ki
-                        if ii < 0 or ii >= H:
-                            continue
-                        for kj in range(KW):
-                            jj = oj * SW - PW + kj
-                            if 0 <= jj < W and (where < 0 or x[s, c, ii, jj] > best):
+                    j0 = max(oj * SW - PW, 0)
+                    j1 = min(oj * SW - PW + KW, W)
+                    best = x[s, c, i0, j0]  # the first cell of the window inside the image
+                    where = i0 * W + j0
+                    for ii in range(i0, i1):
+                        for jj in range(j0, j1):
+                            if x[s, c, ii, jj] > best:
                                 best = x[s, c, ii, jj]
                                 where = ii * W + jj
                     y[s, c, oi, oj] = best

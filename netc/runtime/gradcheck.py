@@ -50,7 +50,7 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
     count = len(next(iter(arrays.values())))
     model = Model(graph, dtype="float64", batch=count, seed=seed)
     _, analytic = model.loss_and_gradients(arrays)
-    weights = model._param_views(model.P)
+    weights = model.param_views(model.P)
     rng = np.random.default_rng(seed + 1)
     results = []
     for name, grad in analytic.items():

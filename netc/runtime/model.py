@@ -70,7 +70,8 @@ class Model:
         self.set_weights(initial_values(graph, graph.spec.train.seed if seed is None else seed), strict=True)
 
     # ------------------------------------------------------------------ parameters
-    def _param_views(self, arena: np.ndarray) -> dict[str, np.ndarray]:
+    def param_views(self, arena: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views (`fc1.weight`, shaped as PyTorch) into an arena with the parameter layout (P, G or a slot of S)."""
         views = {}
         for node in self.graph.owners:
             for pname, shape in node.param_shapes.items():
@@ -80,11 +81,11 @@ class Model:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of every parameter tensor, named like a PyTorch state_dict."""
-        return {name: view.copy() for name, view in self._param_views(self.P).items()}
+        return {name: view.copy() for name, view in self.param_views(self.P).items()}
 
     def set_weights(self, values: dict[str, np.ndarray], strict: bool = False) -> LoadReport:
         """Load matching tensors by name and shape; report what matched (transfer learning)."""
-        views = self._param_views(self.P)
+        views = self.param_views(self.P)
         report = LoadReport([], [], [], [])
         for name, view in views.items():
             if name not in values:
@@ -104,21 +105,21 @@ class Model:
         state = {}
         size = self.plan.buffers.param_size
         for slot in range(self.slots):
-            for name, view in self._param_views(self.S[slot * size:(slot + 1) * size]).items():
+            for name, view in self.param_views(self.S[slot * size:(slot + 1) * size]).items():
                 state[f"{name}.state{slot}"] = view.copy()
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray], step: int) -> None:
         size = self.plan.buffers.param_size
         for slot in range(self.slots):
-            for name, view in self._param_views(self.S[slot * size:(slot + 1) * size]).items():
+            for name, view in self.param_views(self.S[slot * size:(slot + 1) * size]).items():
                 view[...] = state[f"{name}.state{slot}"]
         self.step = int(step)
 
     def gradients(self) -> dict[str, np.ndarray]:
         """The last computed gradient of every trainable tensor."""
         trainable = {f"{n.name}.{p}" for n in self.graph.owners if n.trainable for p in n.param_shapes}
-        return {name: view.copy() for name, view in self._param_views(self.G).items() if name in trainable}
+        return {name: view.copy() for name, view in self.param_views(self.G).items() if name in trainable}
 
     # ------------------------------------------------------------------ data
     def prepare(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -187,23 +188,24 @@ class Model:
             return EpochResult(float(losses[done]), None, done, True)
         sizes = self._batch_sizes(count, done)
         mean = float(np.sum(losses * sizes) / max(count, 1))
-        accuracy = float(corrects.sum() / count) if self._has_accuracy() and count else None
+        accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
         return EpochResult(mean, accuracy, done, False)
 
     def evaluate(self, prepared: dict) -> EvalResult:
         """Loss, accuracy, confusion matrix and scores over every sample (dropout off, no updates)."""
         count = prepared["__count__"]
         k = numel(self.graph.shape_of(self.plan.loss.input))
-        classes = k if self._has_accuracy() else 1
+        classes = k if self.has_accuracy() else 1
         confusion = np.zeros((classes, classes), np.int64)
         scores = np.zeros((count, k), self.dtype)
         done, losses, corrects = self._epoch(prepared, np.arange(count, dtype=np.int64), False, 0.0, 0,
                                              confusion, scores)
         loss = float(np.sum(losses * self._batch_sizes(count, done)) / max(count, 1))
-        accuracy = float(corrects.sum() / count) if self._has_accuracy() and count else None
-        return EvalResult(loss, accuracy, count, confusion if self._has_accuracy() else None, scores)
+        accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
+        return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores)
 
-    def _has_accuracy(self) -> bool:
+    def has_accuracy(self) -> bool:
+        """Whether the loss has classes (cross_entropy, nll, mse on labels), so accuracy means something."""
         return self.plan.loss.kind != "mse"
 
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -219,14 +221,15 @@ class Model:
         n = prepared["__count__"]
         if n > self.batch:
             raise ValueError(f"{n} samples exceed the plan's batch of {self.batch}; compile with batch={n}")
-        self._stage(prepared, n)
+        self.stage(prepared, n)
         m = self.plan.module
         m.forward(self.V, n, False)
         value, _ = m.loss(self.V, n, True)
         m.backward(self.V, n)
         return float(value), self.gradients()
 
-    def _stage(self, prepared: dict, n: int) -> None:
+    def stage(self, prepared: dict, n: int) -> None:
+        """Copy the first n samples of prepared data into the plan's input buffers (for direct calls)."""
         values = self.plan.buffers.values
         for name in float_inputs(self.graph):
             region = values[name]

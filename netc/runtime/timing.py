@@ -53,7 +53,7 @@ def time_plan(graph: Graph, batch: int | None = None, iterations: int = 20, warm
     timing = load_module(generate_timing_source(model.plan))[0]
     arrays = random_batch(graph, batch, seed)
     prepared = model.prepare(arrays)
-    model._stage(prepared, batch)
+    model.stage(prepared, batch)
     V, n = model.V, batch
     steps = model.plan.steps
     has_backward = [s.kind != "alias" and s.backward and s.needs_grad for s in steps]

@@ -201,7 +201,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         evaluated = self.model.evaluate(evaluation) if evaluation is not None else None
         record = EpochRecord(
-            epoch + 1, loss_sum / seen, correct_sum / seen if self.model._has_accuracy() else None,
+            epoch + 1, loss_sum / seen, correct_sum / seen if self.model.has_accuracy() else None,
             evaluated.loss if evaluated else None, evaluated.accuracy if evaluated else None,
             seconds, seen / max(seconds, 1e-9))
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
