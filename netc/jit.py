@@ -27,17 +27,17 @@ def plan_function(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
-@lru_cache(maxsize=1)
-def limit_blas_threads() -> int:
-    """Run BLAS single-threaded unless NETC_BLAS_THREADS says otherwise.
+@lru_cache(maxsize=None)
+def limit_blas_threads(threads: int = 1) -> int:
+    """Set the BLAS thread count (NETC_BLAS_THREADS overrides the plan's choice).
 
-    The GEMMs of hand-written networks are small; a second OpenBLAS thread gains little
-    and, when the cores are busy, its spinning made a digits-mlp epoch 3-8x slower
-    (measured: 0.07 s vs 0.24-0.6 s). Numba's np.dot calls SciPy's OpenBLAS, which
-    threadpoolctl only reaches once it is loaded, so load it first."""
+    The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
+    cores are busy, its spinning made a digits-mlp epoch 3-8x slower (0.07 s vs 0.24-0.6 s);
+    the compiler asks for more threads only for large GEMMs (steps.blas_threads). Numba's
+    np.dot calls SciPy's OpenBLAS, which threadpoolctl only reaches once it is loaded."""
     import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS that Numba calls)
     from threadpoolctl import threadpool_limits
 
-    threads = int(os.environ.get("NETC_BLAS_THREADS", "1"))
+    threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     threadpool_limits(limits=threads, user_api="blas")
     return threads

@@ -45,7 +45,7 @@ class CompiledPlan:
     def module(self):
         """The generated module (imported on first use; Numba compiles or loads each function on first call)."""
         if self._module is None:
-            limit_blas_threads()
+            limit_blas_threads(passes.blas_threads(self.graph, self.buffers.batch))
             self._module, path = load_module(self.source)
             self.path = str(path)
         return self._module

@@ -7,6 +7,7 @@ their producer's epilogue and the nll loss into the log_softmax before it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
@@ -103,6 +104,13 @@ def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
     """The compiler's one cost decision: a BLAS call costs ~1 µs of overhead, which plain
     loops beat for tiny products (the lecture's 3-4-3-2 MLP at one sample per step)."""
     return batch * fan_in * fan_out >= 8192
+
+
+def blas_threads(graph: Graph, batch: int) -> int:
+    """BLAS threads for a plan: every core when some GEMM is large enough that splitting it pays
+    (seed-cnn's conv2: 655 M multiply-adds per call), else one (see netc.jit.limit_blas_threads)."""
+    largest = max((batch * node.macs for node in graph.nodes if node.op in ("linear", "conv2d")), default=0)
+    return (os.cpu_count() or 1) if largest >= 50_000_000 else 1
 
 
 def should_inline_kernels(graph: Graph, batch: int) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 
 from netc.compiler import CompiledPlan, compile_graph
 from netc.compiler.module import float_inputs, label_input
+from netc.compiler.steps import blas_threads
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
@@ -53,7 +54,7 @@ class Model:
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
         self.batch = batch or graph.spec.train.batch
         self.plan: CompiledPlan = compile_graph(graph, self.batch)
-        limit_blas_threads()
+        limit_blas_threads(blas_threads(graph, self.batch))
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
