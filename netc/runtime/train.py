@@ -232,10 +232,19 @@ class Trainer:
             raise _run_error("the spec (or an override) changed since this run started", str(self.run_dir),
                              "resume with the same spec and options (only --epochs may change)")
         weights, state, progress = load_state(self.run_dir / "last.safetensors")
+        self._truncate_metrics(int(progress["epoch"]))
         self.model.set_weights(weights, strict=True)
         self.model.set_optimizer_state(state, progress["step"])
         (self.run_dir / "spec.yaml").write_text(spec_text)
         return int(progress["epoch"]), int(progress["chunk"])
+
+    def _truncate_metrics(self, epochs_done: int) -> None:
+        """Drop metric lines of epochs after the checkpoint (a kill between the two writes), so the
+        resumed run's metrics.jsonl reads like an unbroken run's."""
+        path = self.run_dir / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        kept = [line for line in lines if json.loads(line)["epoch"] <= epochs_done]
+        path.write_text("".join(line + "\n" for line in kept))
 
     def _load_init(self) -> LoadReport | None:
         source = self.init
