@@ -27,6 +27,13 @@ def plan_function(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
+def plan_step_inlined(fn):
+    """forward/loss/backward of a tiny plan, inlined into its epoch loop, where a call per sample
+    would pass every view of the plan; Python can still call it directly. (Measured slower for
+    LeNet-5, 18.5 vs 13.4 ms a step, so larger plans keep plan_function.)"""
+    return njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")(fn)
+
+
 @lru_cache(maxsize=None)
 def limit_blas_threads(threads: int = 1) -> int:
     """Set the BLAS thread count (NETC_BLAS_THREADS overrides the plan's choice).

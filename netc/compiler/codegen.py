@@ -21,7 +21,7 @@ KERNEL_MODULES = {
     "netc.kernels.activation": ["act_forward", "act_backward", "softmax_forward", "softmax_backward"],
     "netc.kernels.misc": ["grad_pass", "add_forward2", "add_into", "concat_forward", "concat_backward",
                           "dropout_forward", "dropout_backward", "stage_rows", "stage_labels", "seed_rng", "copy_rows"],
-    "netc.kernels.loss": ["cross_entropy", "nll", "nll_after_log_softmax", "mse", "mse_onehot", "confusion_add"],
+    "netc.kernels.loss": ["cross_entropy", "nll_after_log_softmax", "mse", "mse_onehot", "confusion_add"],
     "netc.kernels.optim": ["sgd_update", "rmsprop_update", "adam_update"],
 }
 _CONV_DIMS = ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW")

@@ -32,7 +32,7 @@ class Step:
 
 @dataclass
 class LossStep:
-    kind: str  # cross_entropy | nll | nll_after_log_softmax | mse | mse_onehot
+    kind: str  # cross_entropy | nll_after_log_softmax | mse | mse_onehot
     input: str  # tensor the loss reads
     grad_target: str  # tensor whose gradient the loss writes
     target: str  # graph input with the targets
@@ -80,12 +80,12 @@ def lower_loss(graph: Graph, steps: list[Step]) -> LossStep:
         return LossStep("cross_entropy", loss.input, loss.input, loss.target)
     if loss.op == "mse":
         return LossStep("mse_onehot" if target_is_label else "mse", loss.input, loss.input, loss.target)
+    # nll: the graph checks guarantee its input is a log_softmax that nothing else reads (E-LOSS, E-DEAD)
     producer = graph.by_name[loss.input]
-    if producer.op == "log_softmax" and not graph.consumers(loss.input):
-        step = next(s for s in steps if s.output == loss.input)
-        step.backward = False
-        return LossStep("nll_after_log_softmax", loss.input, producer.inputs[0], loss.target, [producer.name])
-    return LossStep("nll", loss.input, loss.input, loss.target)
+    assert producer.op == "log_softmax" and not graph.consumers(loss.input), "nll always follows log_softmax"
+    step = next(s for s in steps if s.output == loss.input)
+    step.backward = False
+    return LossStep("nll_after_log_softmax", loss.input, producer.inputs[0], loss.target, [producer.name])
 
 
 def mark_gradients(graph: Graph, steps: list[Step]) -> dict[str, bool]:

@@ -57,23 +57,6 @@ def nll_after_log_softmax(logp, labels, dz, need_grad):
 
 
 @kernel
-def nll(logp, labels, dlogp, need_grad):
-    # logp (n, K): loss = -mean(logp[s, label])
-    n, k = logp.shape
-    total = 0.0
-    correct = 0
-    for s in range(n):
-        label = labels[s]
-        total -= logp[s, label]
-        if _argmax_row(logp, s) == label:
-            correct += 1
-        if need_grad:
-            for j in range(k):
-                dlogp[s, j] = -1.0 / n if j == label else 0.0
-    return total / n, correct
-
-
-@kernel
 def mse(y, t, dy, need_grad):
     # y, t (n, F): loss = mean over samples of 1/2 * sum_j (y - t)^2; no accuracy
     n, f = y.shape
