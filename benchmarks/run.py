@@ -214,7 +214,7 @@ def machine_text(use_torch: bool) -> str:
     lines = [f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
              f"- Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, netc {netc.__version__}",
              f"- BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-             f"netc BLAS threads: {os.environ.get('NETC_BLAS_THREADS', '1')}"]
+             f"netc BLAS threads: per plan, 1 or all cores for GEMMs of 50 M+ multiply-adds (NETC_BLAS_THREADS={os.environ.get('NETC_BLAS_THREADS', 'unset')})"]
     if use_torch:
         import torch
 
