@@ -5,7 +5,6 @@ NaN/inf semantics, so a diverging run is still detected.
 """
 
 import os
-from functools import lru_cache
 
 from numba import njit
 
@@ -34,17 +33,24 @@ def plan_step_inlined(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")(fn)
 
 
-@lru_cache(maxsize=None)
+_blas_threads: int | None = None  # what limit_blas_threads last set
+
+
 def limit_blas_threads(threads: int = 1) -> int:
-    """Set the BLAS thread count (NETC_BLAS_THREADS overrides the plan's choice).
+    """Set the BLAS thread count for the plan about to run (NETC_BLAS_THREADS overrides it).
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
     cores are busy, its spinning made a digits-mlp epoch 3-8x slower (0.07 s vs 0.24-0.6 s);
-    the compiler asks for more threads only for large GEMMs (steps.blas_threads). Numba's
-    np.dot calls SciPy's OpenBLAS, which threadpoolctl only reaches once it is loaded."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS that Numba calls)
-    from threadpoolctl import threadpool_limits
-
+    the compiler asks for more threads only for large GEMMs (steps.blas_threads). Set on every
+    change, not once: the thread count changes the order of BLAS sums, and a plan must give the
+    same numbers whatever ran before it in the process. Numba's np.dot calls SciPy's OpenBLAS,
+    which threadpoolctl only reaches once it is loaded."""
+    global _blas_threads
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
-    threadpool_limits(limits=threads, user_api="blas")
+    if threads != _blas_threads:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS that Numba calls)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
+        _blas_threads = threads
     return threads

@@ -203,3 +203,19 @@ def test_keyboard_interrupt_handler_is_restored(tmp_path):
     before = signal.getsignal(signal.SIGINT)
     train(SPECS / "xor.yaml", tmp_path, overrides=Overrides(epochs=1))
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_results_do_not_depend_on_a_model_run_before_in_the_process(tmp_path):
+    """A plan with large GEMMs runs BLAS on every core; the next plan must get its own
+    thread count back (it changes the order of sums, hence the bits of the weights)."""
+    from netc.graph import build_graph
+    from netc.runtime.gradcheck import random_batch
+    from netc.runtime.model import Model
+
+    _, first = train(SPECS / "digits-cnn.yaml", tmp_path / "a", overrides=Overrides(epochs=1))
+    big = build_graph(load_spec(SPECS / "seed-cnn.yaml"))
+    Model(big, dtype="float64", batch=4).loss_and_gradients(random_batch(big, 4, 0))  # BLAS on every core
+    _, second = train(SPECS / "digits-cnn.yaml", tmp_path / "b", overrides=Overrides(epochs=1))
+    a, b = _final_weights(first.run_dir), _final_weights(second.run_dir)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -14,7 +14,6 @@ from netc.compiler.codegen import ViewTable
 from netc.compiler.module import generate_source
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
-from netc.jit import limit_blas_threads
 
 
 def _numel(shape) -> int:
@@ -45,7 +44,6 @@ class CompiledPlan:
     def module(self):
         """The generated module (imported on first use; Numba compiles or loads each function on first call)."""
         if self._module is None:
-            limit_blas_threads(passes.blas_threads(self.graph, self.buffers.batch))
             self._module, path = load_module(self.source)
             self.path = str(path)
         return self._module
