@@ -1,5 +1,6 @@
 """Code generation: the plan's steps become a Python module of Numba functions
-whose kernel calls carry every size as a literal.
+whose kernel calls write every size and offset out in the source (sizes typed as
+int64 so one compiled kernel serves all layers; flags stay literals).
 
 The source is assembled from structured calls (`Emitter.call(kernel, args)`),
 never by splicing kernel bodies: kernels live, readable, in netc/kernels/.
