@@ -63,3 +63,18 @@ def check(diag: Diagnostic, code: str, fragment: str, line: int, col: int | None
 def codes(found: list[Diagnostic]) -> list[tuple[str, int]]:
     """(code, line) of each diagnostic, in the order reported."""
     return [(d.code, d.location.line) for d in found]
+
+
+# a small valid spec, each line numbered, shared by the spec and graph tests
+MLP = text_of("""
+    netc: 1                                                 # 1
+    name: net                                               # 2
+    inputs:                                                 # 3
+      x: {shape: [4]}                                       # 4
+      label: {shape: [], dtype: int64, classes: 3}          # 5
+    layers:                                                 # 6
+      - {name: fc1, op: linear, out: 8}                     # 7
+      - {name: act, op: relu}                               # 8
+      - {name: fc2, op: linear, out: 3}                     # 9
+    loss: {op: cross_entropy, input: fc2, target: label}    # 10
+""")

@@ -11,24 +11,12 @@ import tracemalloc
 
 import pytest
 
-from helpers import FILE, REFERENCE_SPECS, SPECS, build, check, codes, diagnostics, one_error, text_of
+from helpers import FILE, MLP, REFERENCE_SPECS, SPECS, build, check, codes, diagnostics, one_error, text_of
 from netc.errors import SpecErrors
 from netc.graph import build_graph
 from netc.ops.base import numel
 from netc.spec import load_spec, load_spec_text
 
-MLP = text_of("""
-    netc: 1                                                 # 1
-    name: net                                               # 2
-    inputs:                                                 # 3
-      x: {shape: [4]}                                       # 4
-      label: {shape: [], dtype: int64, classes: 3}          # 5
-    layers:                                                 # 6
-      - {name: fc1, op: linear, out: 8}                     # 7
-      - {name: act, op: relu}                               # 8
-      - {name: fc2, op: linear, out: 3}                     # 9
-    loss: {op: cross_entropy, input: fc2, target: label}    # 10
-""")
 
 IMG = text_of("""
     netc: 1                                                 # 1
