@@ -21,6 +21,14 @@ def kernel(fn):
     return dispatcher
 
 
+def parallel_kernel(fn):
+    """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
+    with BLAS single-threaded inside: see steps.blas_threads). `.inlined` runs them in order."""
+    dispatcher = njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn)
+    dispatcher.inlined = njit(fastmath=FASTMATH, nogil=True, inline="always")(fn)
+    return dispatcher
+
+
 def plan_function(fn):
     """A function of a generated plan module (cached next to its source)."""
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
@@ -46,6 +54,12 @@ def limit_blas_threads(threads: int = 1) -> int:
     same numbers whatever ran before it in the process. Numba's np.dot calls SciPy's OpenBLAS,
     which threadpoolctl only reaches once it is loaded."""
     global _blas_threads
+    if _blas_threads is None:
+        # Start Numba's thread pool: a plan loaded from the disk cache calls the parallel regions of
+        # its kernels without compiling them, and they need the pool (a null call otherwise).
+        import numba
+
+        numba.get_num_threads()
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
         import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS that Numba calls)

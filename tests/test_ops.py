@@ -416,6 +416,26 @@ def test_gradients_of_a_batch_smaller_than_the_plan(name):
         np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=key)
 
 
+def test_conv_split_into_more_chunks_and_one_sample_gemms(monkeypatch):
+    """The parallel conv's split of the batch: three chunks for four samples (so one chunk gets none for
+    three samples), one sample per GEMM, and the weight gradients summed over the chunks: still the
+    reference values. (The other tests run one chunk per core and a whole chunk per GEMM.)"""
+    from netc.compiler import buffers, steps
+
+    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: 3)
+    monkeypatch.setattr(steps, "COLS_BUDGET", 1)
+    model = Model(graph_of("conv"), dtype="float64", batch=N, seed=0)
+    assert model.plan.buffers.chunks == 3
+    assert "(3, 18, 12)" in repr(model.plan.views.entries)  # conv1 cols: 3 chunks, K = 2*3*3, 3x4 positions
+    for count in (N, N - 1, 1):
+        arrays = {key: value[:count] for key, value in arrays_of("conv").items()}
+        expected_loss, _, expected = ref.network_loss_and_gradients(parsed("conv"), model.get_weights(), arrays)
+        loss, grads = model.loss_and_gradients(arrays)
+        assert loss == pytest.approx(expected_loss, rel=RTOL)
+        for key, grad in grads.items():
+            np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=f"{key}, {count} samples")
+
+
 # ---------------------------------------------------------------------------------- float32 vs float64
 
 

@@ -5,7 +5,8 @@
 - A/D: activations and their gradients, `batch` rows per tensor; views
   (flatten, reshape, identity) reuse their input's region;
 - I: integer storage (max-pool argmax);
-- W: per-step scratch (im2col columns, GEMM temporaries), reused by every step.
+- W: per-step scratch (im2col columns, GEMM temporaries, per-chunk weight
+  gradients of the parallel convolutions), reused by every step.
 Nothing is allocated per step: the runtime allocates the arenas once.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netc.compiler.steps import LossStep, Step
+from netc.compiler.steps import LossStep, Step, conv_group, parallel_chunks
 from netc.graph.ir import Graph
 from netc.ops.conv import conv_dims
 from netc.ops.base import numel
@@ -28,6 +29,7 @@ class Region:
 @dataclass
 class BufferPlan:
     batch: int
+    chunks: int = 1  # parallel chunks of the batch in a conv/pool pass (one per core)
     params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
     param_size: int = 0
     values: dict[str, Region] = field(default_factory=dict)  # tensor -> region in A (after alias resolution)
@@ -47,7 +49,7 @@ class BufferPlan:
 
 
 def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: dict[str, bool], batch: int) -> BufferPlan:
-    plan = BufferPlan(batch)
+    plan = BufferPlan(batch, parallel_chunks(batch))
     # parameters, in graph order of their owners
     offset = 0
     for node in graph.owners:
@@ -85,17 +87,28 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
     if root not in plan.grads:  # the loss writes it even when nothing upstream trains
         plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
         plan.d_size += numel(graph.shape_of(root)) * batch
-    plan.w_size = max([_scratch(graph, step, batch) for step in steps] + [1])
+    plan.w_size = max([_scratch(graph, step, plan) for step in steps] + [1])
     return plan
 
 
-def _scratch(graph: Graph, step: Step, batch: int) -> int:
+def conv_scratch(d: dict, batch: int, chunks: int) -> dict[str, tuple[int, tuple]]:
+    """The scratch of a parallel conv (see netc/kernels/conv.py), name -> (offset in W, shape):
+    per chunk, im2col columns and the GEMM output / gathered gradient for G samples at a time,
+    and the chunk's weight and bias gradients."""
+    k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
+    width = conv_group(k, positions, batch, chunks) * positions
+    layout, offset = {}, 0
+    for name, shape in (("cols", (chunks, k, width)), ("buf", (chunks, filters, width)),
+                        ("dwt", (chunks, filters, k)), ("dbt", (chunks, filters))):
+        layout[name] = (offset, shape)
+        offset += numel(shape)
+    layout["size"] = (offset, ())
+    return layout
+
+
+def _scratch(graph: Graph, step: Step, plan: BufferPlan) -> int:
     """Scratch elements a step needs (laid out from offset 0 of W)."""
-    if step.kind == "linear":
-        out, fan_in = step.node.param_shapes["weight"]
-        return out * fan_in + batch * fan_in  # tmp_w, tmp_x
     if step.kind == "conv2d":
         d = conv_dims(step.node, graph.shape_of(step.inputs[0]))
-        rows = d["C"] * d["KH"] * d["KW"]
-        return batch * d["OH"] * d["OW"] * (rows + d["F"]) + d["F"] * rows  # im2row columns, transposed output, tmp_w
+        return conv_scratch(d, plan.batch, plan.chunks)["size"][0]
     return 0

@@ -8,7 +8,7 @@ never by splicing kernel bodies: kernels live, readable, in netc/kernels/.
 
 from __future__ import annotations
 
-from netc.compiler.buffers import BufferPlan
+from netc.compiler.buffers import BufferPlan, conv_scratch
 from netc.compiler.steps import LossStep, Step, should_use_blas
 from netc.graph.ir import Graph
 from netc.kernels.activation import CODES
@@ -35,14 +35,20 @@ def size(value: int) -> str:
     return f"I64({int(value)})"
 
 
+def act_code(act: str | None) -> str:
+    """The activation fused into an epilogue, as a plain int64 (see lit)."""
+    return size(CODES[act])
+
+
 def _dims(d: dict, keys=None) -> list[str]:
     return [size(d[k]) for k in (keys or _CONV_DIMS)]
 
 
 def lit(value) -> str:
-    """A Python literal for the generated source."""
+    """A Python literal for the generated source. Flags are typed as plain booleans (`B(...)`),
+    like sizes: Numba would otherwise compile a kernel once per combination of literal flags."""
     if isinstance(value, bool):
-        return "True" if value else "False"
+        return "B(True)" if value else "B(False)"
     if isinstance(value, float):
         return repr(value)
     return str(int(value))
@@ -130,11 +136,6 @@ class Emitter:
     def state(self, node, pname: str, slot: int) -> str:
         return self._param_view("S", node, pname, (), slot)
 
-    def scratch(self, offset: int, dims: tuple, batched: bool = False) -> str:
-        if batched:
-            return f"{self.views.ref('W', offset, (self.plan.batch, *dims))}[:n]"
-        return self.views.ref("W", offset, dims)
-
     # -- gradient bookkeeping ------------------------------------------------------------
     def acc(self, tensor: str) -> str:
         """'False' for the first write of a gradient buffer, 'True' afterwards."""
@@ -162,14 +163,14 @@ def emit_forward(e: Emitter, step: Step) -> None:
         out, fan_in = node.param_shapes["weight"]
         e.call("linear_forward", e.val(step.inputs[0], (fan_in,)), e.param(node, "weight", (out, fan_in)),
                e.param(node, "bias"), lit("bias" in node.param_shapes), e.val(step.output, (out,)),
-               CODES[step.act], lit(should_use_blas(e.plan.batch, fan_in, out)))
+               act_code(step.act), lit(should_use_blas(e.plan.batch, fan_in, out)))
     elif kind == "conv2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         rows = d["C"] * d["KH"] * d["KW"]
         cols = d["OH"] * d["OW"]
         e.call("conv_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.param(node, "weight", (d["F"], rows)), e.param(node, "bias"), lit("bias" in node.param_shapes),
-               e.val(step.output, (d["F"], cols)), *_conv_scratch(e, d), CODES[step.act], *_dims(d))
+               e.val(step.output, (d["F"], cols)), *_conv_scratch(e, d), act_code(step.act), *_dims(d))
     elif kind == "maxpool2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         e.call("maxpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
@@ -180,7 +181,7 @@ def emit_forward(e: Emitter, step: Step) -> None:
         e.call("avgpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.val(step.output, (d["C"], d["OH"], d["OW"])), *_dims(d))
     elif kind == "act":
-        e.call("act_forward", e.val(step.inputs[0]), e.val(step.output), CODES[step.act])
+        e.call("act_forward", e.val(step.inputs[0]), e.val(step.output), act_code(step.act))
     elif kind in ("softmax", "log_softmax"):
         f = node.shape[0]
         e.call("softmax_forward", e.val(step.inputs[0], (f,)), e.val(step.output, (f,)), lit(kind == "log_softmax"))
@@ -198,18 +199,10 @@ def emit_forward(e: Emitter, step: Step) -> None:
         raise NotImplementedError(kind)
 
 
-def _conv_scratch(e: Emitter, d: dict) -> tuple[str, str]:
-    """Views of W for a conv: im2row columns (n*OH*OW, C*KH*KW) and the transposed output (n*OH*OW, F)."""
-    rows, positions = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"]
-    batch = e.plan.batch
-    cols = e.views.ref("W", 0, (batch * positions, rows))
-    out_t = e.views.ref("W", batch * positions * rows, (batch * positions, d["F"]))
-    return f"{cols}[:n * {positions}]", f"{out_t}[:n * {positions}]"
-
-
-def _conv_scratch_size(d: dict, batch: int) -> int:
-    positions = d["OH"] * d["OW"]
-    return batch * positions * (d["C"] * d["KH"] * d["KW"] + d["F"])
+def _conv_scratch(e: Emitter, d: dict, names=("cols", "buf")) -> list[str]:
+    """Views of W for a parallel conv's scratch (see buffers.conv_scratch)."""
+    layout = conv_scratch(d, e.plan.batch, e.plan.chunks)
+    return [e.views.ref("W", *layout[name]) for name in names]
 
 
 def _concat_out_dims(g: Graph, step: Step) -> tuple:
@@ -257,11 +250,10 @@ def emit_backward(e: Emitter, step: Step) -> None:
         x_view = e.val(x, (fan_in,))
         w_view = e.param(node, "weight", (out, fan_in))
         e.call("linear_backward", x_view, w_view, e.val(step.output, (out,)), e.grad(step.output, (out,)),
-               CODES[step.act], e.grad(x, (fan_in,)) if need_dx else x_view, lit(need_dx),
-               e.acc(x) if need_dx else "False",
+               act_code(step.act), e.grad(x, (fan_in,)) if need_dx else x_view, lit(need_dx),
+               e.acc(x) if need_dx else lit(False),
                e.pgrad(node, "weight", (out, fan_in)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
-               e.pacc(node) if need_dw else "False", lit("bias" in node.param_shapes),
-               e.scratch(0, (out, fan_in)), e.scratch(out * fan_in, (fan_in,), batched=True),
+               e.pacc(node) if need_dw else lit(False), lit("bias" in node.param_shapes),
                lit(should_use_blas(e.plan.batch, fan_in, out)))
     elif kind == "conv2d":
         d = conv_dims(node, g.shape_of(x))
@@ -270,12 +262,12 @@ def emit_backward(e: Emitter, step: Step) -> None:
         x_view = e.val(x, (d["C"], d["H"], d["W"]))
         w_view = e.param(node, "weight", (d["F"], rows))
         e.call("conv_backward", x_view, w_view, e.val(step.output, (d["F"], cols)),
-               e.grad(step.output, (d["F"], cols)), CODES[step.act],
+               e.grad(step.output, (d["F"], cols)), act_code(step.act),
                e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, lit(need_dx),
-               e.acc(x) if need_dx else "False",
+               e.acc(x) if need_dx else lit(False),
                e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
-               e.pacc(node) if need_dw else "False", lit("bias" in node.param_shapes),
-               *_conv_scratch(e, d), e.scratch(_conv_scratch_size(d, e.plan.batch), (d["F"], rows)), *_dims(d))
+               e.pacc(node) if need_dw else lit(False), lit("bias" in node.param_shapes),
+               *_conv_scratch(e, d, ("cols", "buf", "dwt", "dbt")), *_dims(d))
     elif not need_dx:
         return  # the remaining ops have no parameters
     elif kind == "maxpool2d":
@@ -288,7 +280,7 @@ def emit_backward(e: Emitter, step: Step) -> None:
         e.call("avgpool_backward", e.grad(step.output, (d["C"], d["OH"], d["OW"])),
                e.grad(x, (d["C"], d["H"], d["W"])), e.acc(x), *_dims(d))
     elif kind == "act":
-        e.call("act_backward", e.grad(step.output), e.val(step.output), e.grad(x), CODES[step.act], e.acc(x))
+        e.call("act_backward", e.grad(step.output), e.val(step.output), e.grad(x), act_code(step.act), e.acc(x))
     elif kind in ("softmax", "log_softmax"):
         f = node.shape[0]
         e.call("softmax_backward", e.grad(step.output, (f,)), e.val(step.output, (f,)), e.grad(x, (f,)),

@@ -22,7 +22,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
                     header: str) -> tuple[str, ViewTable]:
     """The module's source, and the table of views its functions take as `V`."""
     views = ViewTable(plan.batch)
-    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step_inlined"]
+    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step_inlined"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     tiny = should_inline_kernels(graph, plan.batch)
@@ -45,11 +45,13 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
             step_comment(e, step)
         emit_forward(e, step)
     function("forward(V, n, training)", e.lines, "forward pass of n samples staged in A")
+    bodies = {"forward": e.lines}
 
     # loss
     e = Emitter(graph, plan, needs_grad, views)
     emit_loss(e, loss, label_input(graph) == loss.target)
     function("loss(V, n, need_grad)", e.lines, f"{loss.kind}: (mean loss, correct) and its gradient")
+    bodies["loss"] = e.lines
 
     # backward: gradients only (gradcheck, the Python API) ...
     e = Emitter(graph, plan, needs_grad, views)
@@ -82,8 +84,9 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
                 emit_update(e, graph.by_name[owner], optimizer)
     function("backward_update(V, n, lr, step)", e.lines,
              f"backward pass with the {optimizer.type} update of each tensor fused after its gradient")
+    bodies["backward_update"] = e.lines
 
-    out.extend(_loops(graph, plan, loss, views))
+    out.extend(_loops(graph, plan, loss, views, bodies))
     return "\n".join(out) + "\n", views
 
 
@@ -98,7 +101,16 @@ def _stage(graph: Graph, plan: BufferPlan, views: ViewTable) -> list[str]:
     return lines
 
 
-def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable) -> list[str]:
+def _indent(lines: list[str], levels: int) -> list[str]:
+    return ["    " * levels + line for line in lines]
+
+
+def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bodies: dict[str, list[str]]) -> list[str]:
+    """The epoch loop, with the bodies of forward, loss and backward_update written out in it
+    rather than called: Numba re-optimizes and re-generates the machine code of every function
+    a function calls, so each level of calls adds seconds to a cold compile (LeNet-5: ~10 s)."""
+    loss_line = bodies["loss"][-1].strip()
+    assert len(bodies["loss"]) == 1 and loss_line.startswith("return "), "the loss body is one return"
     xs = ", ".join(f"X_{name}" for name in float_inputs(graph))
     k = numel(graph.shape_of(loss.input))
     region = plan.values[plan.root(loss.input)]
@@ -109,24 +121,29 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable) -> 
     lines = [
         "", "", "# one pass over `count` samples inside compiled code: training (train=True: shuffled by `order`,",
         "# updates after every batch) or evaluation (scores and the confusion matrix [true, predicted]).",
-        "# `train` is a runtime flag so forward and loss compile once for both. Returns the batches done:",
+        "# `train` is a runtime flag, so one compiled loop serves both. Returns the batches done:",
         "# fewer when the loss stops being finite (that batch's update is not applied).",
         "@plan_function",
         f"def epoch(V, {xs}, Y, order, count, batch, train, lr, step0, seed, losses, corrects, confusion, scores_out):",
         "    seed_rng(seed)",
+        "    training = train",
+        "    need_grad = train",
         "    batches = (count + batch - 1) // batch",
         "    for b in range(batches):",
         "        start = b * batch",
         "        n = min(batch, count - start)",
         *_stage(graph, plan, views),
-        "        forward(V, n, train)",
-        "        value, correct = loss(V, n, train)",
+        "        # forward",
+        *_indent(bodies["forward"], 1),
+        "        # loss",
+        "        value, correct = " + loss_line[len("return "):],
         "        losses[b] = value",
         "        corrects[b] = correct",
         "        if train:",
         "            if not np.isfinite(value):",
         "                return b",
-        "            backward_update(V, n, lr, step0 + b + 1)",
+        "            step = step0 + b + 1",
+        *_indent(bodies["backward_update"], 2),
         "        else:",
         f"            scores = {scores}",
         "            copy_rows(scores, scores_out, start)",
@@ -143,7 +160,7 @@ def generate_timing_source(plan) -> str:
     graph, views = plan.graph, plan.views
     known = len(views.entries)
     out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
-           "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
+           "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]

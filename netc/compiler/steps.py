@@ -106,11 +106,40 @@ def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
     return batch * fan_in * fan_out >= 8192
 
 
+def cores() -> int:
+    """Cores this process may run on (NUMBA_NUM_THREADS, when set, caps Numba's threads)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(available, int(os.environ.get("NUMBA_NUM_THREADS", available))))
+
+
+def parallel_chunks(batch: int) -> int:
+    """Chunks of the batch in a conv/pool pass: one per core, each with its own scratch and
+    weight-gradient buffers. Fixed per plan, so the order of the gradient sums is too."""
+    return max(1, min(cores(), batch))
+
+
+COLS_BUDGET = 1 << 18  # im2col elements per chunk (1 MiB in float32): one GEMM's columns stay in cache
+
+
+def conv_group(k: int, positions: int, batch: int, chunks: int) -> int:
+    """Samples per GEMM in a conv chunk: as many as fit COLS_BUDGET (wider GEMMs run nearer BLAS
+    peak: LeNet-5's conv2 is a 16x150 by 150x64 product per sample), split evenly over the chunk."""
+    chunk = -(-batch // chunks)
+    fit = max(1, min(chunk, COLS_BUDGET // (k * positions)))
+    groups = -(-chunk // fit)
+    return -(-chunk // groups)
+
+
 def blas_threads(graph: Graph, batch: int) -> int:
-    """BLAS threads for a plan: every core when some GEMM is large enough that splitting it pays
-    (seed-cnn's conv2: 655 M multiply-adds per call), else one (see netc.jit.limit_blas_threads)."""
-    largest = max((batch * node.macs for node in graph.nodes if node.op in ("linear", "conv2d")), default=0)
-    return (os.cpu_count() or 1) if largest >= 50_000_000 else 1
+    """BLAS threads for a plan. Convolutions and pooling run in Numba parallel regions, one
+    chunk of the batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
+    thread pools spinning against each other cost milliseconds per switch on two cores. Plans
+    without them use every core when some GEMM is large enough that splitting it pays (50 M
+    multiply-adds), else one (see netc.jit.limit_blas_threads)."""
+    if any(node.op in ("conv2d", "maxpool2d", "avgpool2d") for node in graph.nodes):
+        return 1
+    largest = max((batch * node.macs for node in graph.nodes if node.op == "linear"), default=0)
+    return cores() if largest >= 50_000_000 else 1
 
 
 def should_inline_kernels(graph: Graph, batch: int) -> bool:

@@ -1,122 +1,171 @@
-"""conv2d by im2col + GEMM per sample, and max/avg pooling.
+"""conv2d as im2col + BLAS GEMM, split over the cores by chunks of the batch; max/avg pooling.
 
 Geometry args: C, H, W input; KH, KW kernel; SH, SW stride; PH, PW padding; OH, OW output.
+Layouts: x (n, C, H, W); w (F, K) with K = C*KH*KW; y, dy (n, F, P) with P = OH*OW.
+
+Each conv pass is one parallel region: chunk t of the batch (samples t*chunk .. (t+1)*chunk)
+runs on its own core with its own scratch, `cols` (T, K, G*P) and `buf` (T, F, G*P): it
+unrolls G samples at a time into columns and makes one GEMM of them (BLAS single-threaded
+inside). Weight gradients go to per-chunk buffers `dwt` (T, F, K), `dbt` (T, F), summed
+in a fixed order once per step, so results do not depend on which thread ran what.
 """
 
-import numpy as np
+from numba import prange
 
-from netc.jit import kernel
+from netc.jit import kernel, parallel_kernel
 from netc.kernels.activation import act_grad_from_output, act_value
+from netc.kernels.blas import gemm
+
+@kernel
+def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # sample s of x -> columns p0 .. p0 + OH*OW of cols (K, *): row (c, ki, kj), column (oi, oj); padding reads 0
+    k = 0
+    for c in range(C):
+        for ki in range(KH):
+            for kj in range(KW):
+                for oi in range(OH):
+                    ii = oi * SH - PH + ki
+                    col = p0 + oi * OW
+                    if ii < 0 or ii >= H:
+                        for oj in range(OW):
+                            cols[k, col + oj] = 0.0
+                    elif SW == 1 and PW == 0:  # a contiguous run of the input row
+                        for oj in range(OW):
+                            cols[k, col + oj] = x[s, c, ii, oj + kj]
+                    else:
+                        for oj in range(OW):
+                            jj = oj * SW - PW + kj
+                            cols[k, col + oj] = x[s, c, ii, jj] if 0 <= jj < W else 0.0
+                k += 1
 
 
 @kernel
-def im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (n, C, H, W) -> cols (n*OH*OW, C*KH*KW): one row per output position of every sample; padding is zero
+def col2im_add(cols, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # the transpose of im2col: columns p0 .. p0 + OH*OW of cols summed into sample s of dx
+    k = 0
+    for c in range(C):
+        for ki in range(KH):
+            for kj in range(KW):
+                for oi in range(OH):
+                    ii = oi * SH - PH + ki
+                    col = p0 + oi * OW
+                    if ii < 0 or ii >= H:
+                        continue
+                    if SW == 1 and PW == 0:
+                        for oj in range(OW):
+                            dx[s, c, ii, oj + kj] += cols[k, col + oj]
+                    else:
+                        for oj in range(OW):
+                            jj = oj * SW - PW + kj
+                            if 0 <= jj < W:
+                                dx[s, c, ii, jj] += cols[k, col + oj]
+                k += 1
+
+
+@parallel_kernel
+def conv_forward(x, w, b, has_bias, y, cols, buf, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # y = act(w @ im2col(x) + b); chunk t of the batch on core t (the loop body is the parallel
+    # region itself: a chunk kernel called from it would be optimized twice, costing seconds of compile)
     n = x.shape[0]
-    inside = PH == 0 and PW == 0  # no padding: every window lies inside the image, no bounds checks
-    for s in range(n):
-        for oi in range(OH):
-            for oj in range(OW):
-                row = (s * OH + oi) * OW + oj
-                i0 = oi * SH - PH
-                j0 = oj * SW - PW
-                r = 0
-                for c in range(C):
-                    for ki in range(KH):
-                        ii = i0 + ki
-                        if inside:
-                            for kj in range(KW):
-                                cols[row, r + kj] = x[s, c, ii, j0 + kj]
-                        else:
-                            for kj in range(KW):
-                                jj = j0 + kj
-                                cols[row, r + kj] = x[s, c, ii, jj] if 0 <= ii < H and 0 <= jj < W else 0
-                        r += KW
-
-
-@kernel
-def row2im_add(cols, dx, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # cols (n*OH*OW, C*KH*KW) scattered and summed into dx (n, C, H, W)
-    n = dx.shape[0]
-    inside = PH == 0 and PW == 0
-    for s in range(n):
-        for oi in range(OH):
-            for oj in range(OW):
-                row = (s * OH + oi) * OW + oj
-                i0 = oi * SH - PH
-                j0 = oj * SW - PW
-                r = 0
-                for c in range(C):
-                    for ki in range(KH):
-                        ii = i0 + ki
-                        if inside:
-                            for kj in range(KW):
-                                dx[s, c, ii, j0 + kj] += cols[row, r + kj]
-                        elif 0 <= ii < H:
-                            for kj in range(KW):
-                                jj = j0 + kj
-                                if 0 <= jj < W:
-                                    dx[s, c, ii, jj] += cols[row, r + kj]
-                        r += KW
-
-
-@kernel
-def conv_forward(x, w, b, has_bias, y, cols, yt, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (n, C, H, W)  w (F, C*KH*KW)  b (F,)  y (n, F, OH*OW)
-    # cols (n*OH*OW, C*KH*KW), yt (n*OH*OW, F): the whole batch in one GEMM, yt = cols @ w.T
-    n = x.shape[0]
-    filters = w.shape[0]
+    chunks = cols.shape[0]
+    filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
-    im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-    np.dot(cols, w.T, yt)
-    for s in range(n):
-        for p in range(positions):
-            row = s * positions + p
-            for f in range(filters):
-                z = yt[row, f] + b[f] if has_bias else yt[row, f]
-                y[s, f, p] = act_value(z, act)
+    width = cols.shape[2]  # G samples' columns
+    group = width // positions
+    chunk = (n + chunks - 1) // chunks
+    for t in prange(chunks):
+        end = min(n, (t + 1) * chunk)
+        for s0 in range(t * chunk, end, group):
+            g = min(group, end - s0)
+            for j in range(g):
+                im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+            gemm(False, False, filters, g * positions, k, w, 0, k, cols[t], 0, width, 0.0, buf[t], 0, width)
+            for j in range(g):  # epilogue: bias + activation into (F, P) of each sample
+                for f in range(filters):
+                    bias = b[f] if has_bias else 0.0
+                    for p in range(positions):
+                        y[s0 + j, f, p] = act_value(buf[t, f, j * positions + p] + bias, act)
 
 
-@kernel
-def conv_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, cols, dyt, tmp_w,
+@parallel_kernel
+def conv_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, cols, buf, dwt, dbt,
                   C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (n, C, H, W)  w, dw, tmp_w (F, C*KH*KW)  y, dy (n, F, OH*OW)  dx (n, C, H, W)
-    # cols (n*OH*OW, C*KH*KW) holds im2row(x), then the column gradients; dyt (n*OH*OW, F)
+    # x (n, C, H, W)  w, dw (F, K)  y, dy (n, F, P)  dx (n, C, H, W): weight gradients per chunk into dwt,
+    # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples)
     n = x.shape[0]
-    filters = w.shape[0]
+    chunks = cols.shape[0]
+    filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
-    for s in range(n):  # activation backward fused into the transposed copy of the gradient
+    width = cols.shape[2]
+    group = width // positions
+    chunk = (n + chunks - 1) // chunks
+    for t in prange(chunks):
         for f in range(filters):
-            for p in range(positions):
-                g = dy[s, f, p] * act_grad_from_output(y[s, f, p], act) if act != 0 else dy[s, f, p]
-                dyt[s * positions + p, f] = g
+            dbt[t, f] = 0.0
+            for r in range(k):
+                dwt[t, f, r] = 0.0
+        end = min(n, (t + 1) * chunk)
+        for s0 in range(t * chunk, end, group):
+            g = min(group, end - s0)
+            for j in range(g):  # the activation's gradient, gathered into buf (F, G*P)
+                for f in range(filters):
+                    total = 0.0
+                    for p in range(positions):
+                        grad = dy[s0 + j, f, p]
+                        if act != 0:
+                            grad *= act_grad_from_output(y[s0 + j, f, p], act)
+                        buf[t, f, j * positions + p] = grad
+                        total += grad
+                    dbt[t, f] += total
+            if need_dw:  # dW += G (F, gP) @ cols.T (gP, K)
+                for j in range(g):
+                    im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                gemm(False, True, filters, k, g * positions, buf[t], 0, width, cols[t], 0, width, 1.0, dwt[t], 0, k)
+            if need_dx:  # column gradients W.T (K, F) @ G (F, gP), folded back into the image
+                gemm(True, False, k, g * positions, filters, w, 0, k, buf[t], 0, width, 0.0, cols[t], 0, width)
+                for j in range(g):
+                    if not acc_dx:
+                        for c in range(C):
+                            for i in range(H):
+                                for jj in range(W):
+                                    dx[s0 + j, c, i, jj] = 0.0
+                    col2im_add(cols[t], j * positions, dx, s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
     if need_dw:
-        if has_bias:
-            for f in range(filters):
-                total = 0.0
-                for row in range(n * positions):
-                    total += dyt[row, f]
-                db[f] = db[f] + total if acc_dw else total
-        im2row(x, cols, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-        if acc_dw:
-            np.dot(dyt.T, cols, tmp_w)
-            dw += tmp_w
-        else:
-            np.dot(dyt.T, cols, dw)
-    if need_dx:
-        np.dot(dyt, w, cols)
-        if not acc_dx:
-            dx[:] = 0
-        row2im_add(cols, dx, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        for f in range(filters):
+            for r in range(k):
+                total = dw[f, r] if acc_dw else 0.0
+                for t in range(chunks):
+                    total += dwt[t, f, r]
+                dw[f, r] = total
+            if has_bias:
+                total = db[f] if acc_dw else 0.0
+                for t in range(chunks):
+                    total += dbt[t, f]
+                db[f] = total
 
 
 @kernel
 def maxpool_forward(x, y, arg, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # x (n, C, H, W)  y (n, C, OH, OW)  arg (n, C, OH, OW): flat index into (H, W) of each maximum
+    # x (n, C, H, W)  y (n, C, OH, OW)  arg (n, C, OH, OW): flat index into (H, W) of each maximum.
+    # Serial: a pass is ~1% of a conv's work, and a parallel region costs seconds of cold compile.
     n = x.shape[0]
+    halving = KH == 2 and KW == 2 and SH == 2 and SW == 2 and PH == 0 and PW == 0
     for s in range(n):
         for c in range(C):
             for oi in range(OH):
+                if halving:  # the common 2x2 / 2 window, unrolled (10x faster than the general loop)
+                    for oj in range(OW):
+                        i, j = 2 * oi, 2 * oj
+                        best, where = x[s, c, i, j], i * W + j
+                        if x[s, c, i, j + 1] > best:
+                            best, where = x[s, c, i, j + 1], i * W + j + 1
+                        if x[s, c, i + 1, j] > best:
+                            best, where = x[s, c, i + 1, j], (i + 1) * W + j
+                        if x[s, c, i + 1, j + 1] > best:
+                            best, where = x[s, c, i + 1, j + 1], (i + 1) * W + j + 1
+                        y[s, c, oi, oj] = best
+                        arg[s, c, oi, oj] = where
+                    continue
                 i0 = max(oi * SH - PH, 0)
                 i1 = min(oi * SH - PH + KH, H)
                 for oj in range(OW):
@@ -137,10 +186,12 @@ def maxpool_forward(x, y, arg, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
 def maxpool_backward(dy, arg, dx, acc, C, H, W, OH, OW):
     # dy, arg (n, C, OH, OW)  dx (n, C, H, W): each output's gradient goes to its maximum
     n = dy.shape[0]
-    if not acc:
-        dx[:n] = 0
     for s in range(n):
         for c in range(C):
+            if not acc:
+                for i in range(H):
+                    for j in range(W):
+                        dx[s, c, i, j] = 0.0
             for oi in range(OH):
                 for oj in range(OW):
                     where = arg[s, c, oi, oj]
@@ -150,36 +201,33 @@ def maxpool_backward(dy, arg, dx, acc, C, H, W, OH, OW):
 @kernel
 def avgpool_forward(x, y, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W)  y (n, C, OH, OW); padding cells are not counted
-    n = x.shape[0]
-    for s in range(n):
+    for s in range(x.shape[0]):
         for c in range(C):
             for oi in range(OH):
+                i0 = max(oi * SH - PH, 0)
+                i1 = min(oi * SH - PH + KH, H)
                 for oj in range(OW):
+                    j0 = max(oj * SW - PW, 0)
+                    j1 = min(oj * SW - PW + KW, W)
                     total = 0.0
-                    count = 0
-                    for ki in range(KH):
-                        ii = oi * SH - PH + ki
-                        if ii < 0 or ii >= H:
-                            continue
-                        for kj in range(KW):
-                            jj = oj * SW - PW + kj
-                            if 0 <= jj < W:
-                                total += x[s, c, ii, jj]
-                                count += 1
-                    y[s, c, oi, oj] = total / count
+                    for ii in range(i0, i1):
+                        for jj in range(j0, j1):
+                            total += x[s, c, ii, jj]
+                    y[s, c, oi, oj] = total / ((i1 - i0) * (j1 - j0))
 
 
 @kernel
 def avgpool_backward(dy, dx, acc, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    n = dy.shape[0]
-    if not acc:
-        dx[:n] = 0
-    for s in range(n):
+    for s in range(dy.shape[0]):
         for c in range(C):
+            if not acc:
+                for i in range(H):
+                    for j in range(W):
+                        dx[s, c, i, j] = 0.0
             for oi in range(OH):
+                i0 = max(oi * SH - PH, 0)
+                i1 = min(oi * SH - PH + KH, H)
                 for oj in range(OW):
-                    i0 = max(oi * SH - PH, 0)
-                    i1 = min(oi * SH - PH + KH, H)
                     j0 = max(oj * SW - PW, 0)
                     j1 = min(oj * SW - PW + KW, W)
                     share = dy[s, c, oi, oj] / ((i1 - i0) * (j1 - j0))

@@ -1,9 +1,8 @@
 """linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work)."""
 
-import numpy as np
-
 from netc.jit import kernel
 from netc.kernels.activation import act_grad_from_output, act_value
+from netc.kernels.blas import gemm
 
 
 @kernel
@@ -12,7 +11,7 @@ def linear_forward(x, w, b, has_bias, y, act, blas):
     n, fan_in = x.shape
     out = w.shape[0]
     if blas:
-        np.dot(x, w.T, y)
+        gemm(False, True, n, out, fan_in, x, 0, fan_in, w, 0, fan_in, 0.0, y, 0, out)
         for s in range(n):
             for o in range(out):
                 z = y[s, o] + b[o] if has_bias else y[s, o]
@@ -27,8 +26,8 @@ def linear_forward(x, w, b, has_bias, y, act, blas):
 
 
 @kernel
-def linear_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, tmp_w, tmp_x, blas):
-    # x (n, I)  w (O, I)  y, dy (n, O)  dx, tmp_x (n, I)  dw, tmp_w (O, I)  db (O,)
+def linear_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, blas):
+    # x (n, I)  w (O, I)  y, dy (n, O)  dx (n, I)  dw (O, I)  db (O,); acc_*: add to the gradient, not assign
     n, fan_in = x.shape
     out = w.shape[0]
     if act != 0:
@@ -42,14 +41,8 @@ def linear_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_
                 for s in range(n):
                     total += dy[s, o]
                 db[o] = db[o] + total if acc_dw else total
-        if blas:
-            if acc_dw:
-                np.dot(dy.T, x, tmp_w)
-                for o in range(out):
-                    for i in range(fan_in):
-                        dw[o, i] += tmp_w[o, i]
-            else:
-                np.dot(dy.T, x, dw)
+        if blas:  # dw (+)= dy.T @ x
+            gemm(True, False, out, fan_in, n, dy, 0, out, x, 0, fan_in, 1.0 if acc_dw else 0.0, dw, 0, fan_in)
         else:
             for o in range(out):
                 for i in range(fan_in):
@@ -58,14 +51,8 @@ def linear_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_
                         total += dy[s, o] * x[s, i]
                     dw[o, i] = dw[o, i] + total if acc_dw else total
     if need_dx:
-        if blas:
-            if acc_dx:
-                np.dot(dy, w, tmp_x)
-                for s in range(n):
-                    for i in range(fan_in):
-                        dx[s, i] += tmp_x[s, i]
-            else:
-                np.dot(dy, w, dx)
+        if blas:  # dx (+)= dy @ w
+            gemm(False, False, n, fan_in, out, dy, 0, out, w, 0, fan_in, 1.0 if acc_dx else 0.0, dx, 0, fan_in)
         else:
             for s in range(n):
                 for i in range(fan_in):

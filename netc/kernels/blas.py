@@ -1,0 +1,67 @@
+"""`gemm`: a direct BLAS matrix product for compiled kernels.
+
+Why not np.dot: inside Numba every np.dot call site compiles its own layout
+checks and copies (about 2 s of cold compile each), it cannot accumulate
+(C += A·B needs a temporary), and it cannot address a block of columns. This
+calls the same SciPy OpenBLAS sgemm/dgemm through Numba's own helper
+(`numba_xxgemm`, bound by name, so kernels that use it stay cacheable), and
+takes leading dimensions and element offsets the way BLAS does.
+"""
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+import scipy.linalg.cython_blas  # noqa: F401  (Numba's helper binds sgemm/dgemm from it)
+
+_CHAR = ir.IntType(8)
+_VOIDP = ir.IntType(8).as_pointer()
+
+
+@intrinsic
+def gemm(typingctx, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """Row-major C[m, n] = op(A) @ op(B) + beta * C, with op(X) = X.T where trans_x.
+
+    a, b, c are C-contiguous arrays of one float dtype; a_off, b_off, c_off index their
+    flat storage; lda, ldb, ldc are row strides in elements (so a block of columns of a
+    wider matrix is addressed by its first element and the wider row stride)."""
+    if not all(isinstance(t, types.Array) and t.layout == "C" for t in (a, b, c)) or not (a.dtype == b.dtype == c.dtype):
+        return None  # offsets index contiguous storage
+    if a.dtype not in (types.float32, types.float64):
+        return None
+    dtype = a.dtype
+    sig = types.void(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+
+    def codegen(context, builder, signature, args):
+        ta, tb, m_, n_, k_, a_, a_off_, lda_, b_, b_off_, ldb_, beta_, c_, c_off_, ldc_ = args
+        argtys = signature.args
+
+        def size(value, ty):
+            return context.cast(builder, value, ty, types.intp)
+
+        def pointer(array, ty, offset, offset_ty):
+            data = context.make_array(ty)(context, builder, array).data
+            return builder.bitcast(builder.gep(data, [size(offset, offset_ty)]), _VOIDP)
+
+        def trans(flag, ty):
+            flag = context.cast(builder, flag, ty, types.boolean)
+            return builder.select(flag, ir.Constant(_CHAR, ord("t")), ir.Constant(_CHAR, ord("n")))
+
+        alpha = cgutils.alloca_once_value(builder, context.get_constant(dtype, 1.0))
+        beta_slot = cgutils.alloca_once_value(builder, context.cast(builder, beta_, argtys[11], dtype))
+        fnty = ir.FunctionType(ir.IntType(32), [_CHAR, _CHAR, _CHAR, cgutils.intp_t, cgutils.intp_t, cgutils.intp_t,
+                                                _VOIDP, _VOIDP, cgutils.intp_t, _VOIDP, cgutils.intp_t, _VOIDP,
+                                                _VOIDP, cgutils.intp_t])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        kind = ir.Constant(_CHAR, ord("s" if dtype == types.float32 else "d"))
+        # column-major BLAS sees each row-major matrix transposed: C.T = op(B).T @ op(A).T
+        builder.call(fn, (kind, trans(tb, argtys[1]), trans(ta, argtys[0]),
+                          size(n_, argtys[3]), size(m_, argtys[2]), size(k_, argtys[4]),
+                          builder.bitcast(alpha, _VOIDP),
+                          pointer(b_, argtys[8], b_off_, argtys[9]), size(ldb_, argtys[10]),
+                          pointer(a_, argtys[5], a_off_, argtys[6]), size(lda_, argtys[7]),
+                          builder.bitcast(beta_slot, _VOIDP),
+                          pointer(c_, argtys[12], c_off_, argtys[13]), size(ldc_, argtys[14])))
+        return context.get_dummy_value()
+
+    return sig, codegen
