@@ -382,7 +382,7 @@ def plot_patches(loaded, weights: str | Path, layer: str, out: str | Path, which
     rf = receptive_field(graph, layer, loaded)
     train = load_dataset(loaded, "train")
     data = train if which == "train" else load_dataset(loaded, which, train.stats)
-    model = Model(graph)
+    model = Model(graph, fuse_pools=False)  # every conv output stored, to be read
     report = model.set_weights(load_weights(weights))
     if report.missing or report.mismatched:
         missing = ", ".join(report.missing + [m[0] for m in report.mismatched])

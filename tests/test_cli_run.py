@@ -86,7 +86,7 @@ def test_time_reports_every_kernel(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     covered = [layer for step in data["steps"] for layer in step["covers"]]
-    assert ["conv1", "relu1"] == data["steps"][0]["covers"]  # relu fused into the conv epilogue
+    assert ["conv1", "relu1", "pool1"] == data["steps"][0]["covers"]  # relu and the 2x2 max pool fused into the conv
     assert "fc2" in covered and "flat" not in covered  # flatten is a view: no kernel
     assert data["batch"] == 32 and data["samples_per_second"] > 0
     assert all(step["forward_ms"] >= 0 for step in data["steps"])

@@ -102,6 +102,23 @@ SPECS = {
           - {name: out, op: tanh}
         loss: {op: mse, input: out, target: t}
     """,
+    # conv + relu + 2x2 max pool fused into one step; conv + sigmoid + 2x2 max pool fused on an odd
+    # 3x3 output (its last row and column belong to no window); the pool of a bias-free conv
+    "convpool": """
+        inputs:
+          x: {shape: [2, 8, 8]}
+          LABEL
+        layers:
+          - {name: conv1, op: conv2d, filters: 3, kernel: 3, padding: 1, BIAS}
+          - {name: relu1, op: relu}
+          - {name: pool1, op: maxpool2d, kernel: 2}
+          - {name: conv2, op: conv2d, filters: 2, kernel: 2, bias: false}
+          - {name: sig2, op: sigmoid}
+          - {name: pool2, op: maxpool2d, kernel: 2, stride: 2}
+          - {name: flat, op: flatten}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
     # concat of images on axis 0 (channels) and axis 1 (rows, the same tensor twice),
     # then of vectors (two flatten views) on axis 0
     "concat": """
@@ -324,6 +341,7 @@ PATHS = {
     "unfused": ({"a": None, "b": None, "c": None, "fc1": None, "fc2": None}, ["relu"], "mse_onehot"),
     "conv": ({"conv1": "tanh", "conv2": None, "fc": None}, [], "cross_entropy"),
     "pool": ({"conv": None, "mix": "tanh"}, ["relu", "sig"], "mse"),
+    "convpool": ({"conv1": "relu", "conv2": "sigmoid", "fc": None}, [], "cross_entropy"),
     "shape_nll": ({"fc1": None, "fc2": None}, ["tanh"], "nll_after_log_softmax"),
 }
 
@@ -339,6 +357,8 @@ def test_plan_takes_the_path_under_test(name):
     for layer in standalone:
         assert by_layer[layer].kind == "act", layer
     assert plan.loss.kind == loss_kind
+    pooled = {layer: step.pool.name for layer, step in by_layer.items() if step.pool is not None}
+    assert pooled == ({"conv1": "pool1", "conv2": "pool2"} if name == "convpool" else {})  # "pool": 3x3 windows
     if name == "dense":
         assert should_use_blas(N, 64, 32) and not should_use_blas(N, 32, 6)  # fc1 takes the BLAS path, fc2 loops
 
@@ -416,7 +436,8 @@ def test_gradients_of_a_batch_smaller_than_the_plan(name):
         np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=key)
 
 
-def test_conv_split_into_more_chunks_and_one_sample_gemms(monkeypatch):
+@pytest.mark.parametrize("name, cols", [("conv", (3, 18, 12)), ("convpool", (3, 18, 64))])
+def test_conv_split_into_more_chunks_and_one_sample_gemms(monkeypatch, name, cols):
     """The parallel conv's split of the batch: three chunks for four samples (so one chunk gets none for
     three samples), one sample per GEMM, and the weight gradients summed over the chunks: still the
     reference values. (The other tests run one chunk per core and a whole chunk per GEMM.)"""
@@ -424,12 +445,12 @@ def test_conv_split_into_more_chunks_and_one_sample_gemms(monkeypatch):
 
     monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: 3)
     monkeypatch.setattr(steps, "COLS_BUDGET", 1)
-    model = Model(graph_of("conv"), dtype="float64", batch=N, seed=0)
+    model = Model(graph_of(name), dtype="float64", batch=N, seed=0)
     assert model.plan.buffers.chunks == 3
-    assert "(3, 18, 12)" in repr(model.plan.views.entries)  # conv1 cols: 3 chunks, K = 2*3*3, 3x4 positions
+    assert ("W", 0, cols) in model.plan.views.entries  # conv1's columns: 3 chunks of K x (one sample's positions)
     for count in (N, N - 1, 1):
-        arrays = {key: value[:count] for key, value in arrays_of("conv").items()}
-        expected_loss, _, expected = ref.network_loss_and_gradients(parsed("conv"), model.get_weights(), arrays)
+        arrays = {key: value[:count] for key, value in arrays_of(name).items()}
+        expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), model.get_weights(), arrays)
         loss, grads = model.loss_and_gradients(arrays)
         assert loss == pytest.approx(expected_loss, rel=RTOL)
         for key, grad in grads.items():

@@ -1,6 +1,6 @@
 """The compiler: a straight list of passes, the plan verified between them.
 
-    lower -> fuse activations -> lower the loss -> mark gradients -> plan buffers -> generate source -> load (Numba)
+    lower -> fuse activations -> fuse 2x2 max pools into convs -> lower the loss -> mark gradients -> plan buffers -> generate source -> load (Numba)
 """
 
 from __future__ import annotations
@@ -49,13 +49,17 @@ class CompiledPlan:
         return self._module
 
 
-def compile_graph(graph: Graph, batch: int | None = None) -> CompiledPlan:
-    """Lower a typed graph into a plan for mini-batches of up to `batch` samples."""
+def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = True) -> CompiledPlan:
+    """Lower a typed graph into a plan for mini-batches of up to `batch` samples. `fuse_pools=False`
+    keeps every conv output in the arena (for reading activations, as `netc viz patches` does)."""
     batch = batch or graph.spec.train.batch
     steps = passes.lower(graph)  # one step per layer
     passes.verify(graph, steps)
     steps = passes.fuse_activations(graph, steps)  # bias + activation into the linear/conv epilogue
     passes.verify(graph, steps)
+    if fuse_pools:
+        steps = passes.fuse_pooling(graph, steps)  # conv + act + 2x2 max pool in one epilogue
+        passes.verify(graph, steps)
     loss = passes.lower_loss(graph, steps)  # softmax/log_softmax + loss with the p - onehot backward
     needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
     buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once

@@ -73,7 +73,7 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
         plan.values[step.output] = take_a(numel(graph.shape_of(step.output)))
         if step.kind == "dropout":
             plan.masks[step.output] = take_a(numel(graph.shape_of(step.output)))
-        if step.kind == "maxpool2d":
+        if step.kind == "maxpool2d" or step.pool is not None:  # argmax of each pooled output
             size = numel(graph.shape_of(step.output))
             plan.ints[step.output] = Region(plan.i_size, size)
             plan.i_size += size * batch

@@ -167,10 +167,11 @@ def emit_forward(e: Emitter, step: Step) -> None:
     elif kind == "conv2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         rows = d["C"] * d["KH"] * d["KW"]
-        cols = d["OH"] * d["OW"]
+        dims, arg = _conv_out(e, step, d)
         e.call("conv_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.param(node, "weight", (d["F"], rows)), e.param(node, "bias"), lit("bias" in node.param_shapes),
-               e.val(step.output, (d["F"], cols)), *_conv_scratch(e, d), act_code(step.act), *_dims(d))
+               e.val(step.output, dims), arg, lit(step.pool is not None), *_conv_scratch(e, d), act_code(step.act),
+               *_dims(d))
     elif kind == "maxpool2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         e.call("maxpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
@@ -197,6 +198,15 @@ def emit_forward(e: Emitter, step: Step) -> None:
                lit(float(node.layer.p)), "training")
     else:  # pragma: no cover - the registry test keeps ops and emitters in step
         raise NotImplementedError(kind)
+
+
+def _conv_out(e: Emitter, step: Step, d: dict) -> tuple[tuple, str]:
+    """A conv step's output dims, (F, OH*OW) or with a fused 2x2 max pool (F, OH/2*OW/2), and the
+    view of the pool's argmax (without a pool, an empty one keeps the kernel's types)."""
+    if step.pool is None:
+        return (d["F"], d["OH"] * d["OW"]), e.views.ref("I", 0, (0, 0, 0))
+    dims = (d["F"], (d["OH"] // 2) * (d["OW"] // 2))
+    return dims, e.ints(step.output, dims)
 
 
 def _conv_scratch(e: Emitter, d: dict, names=("cols", "buf")) -> list[str]:
@@ -257,12 +267,13 @@ def emit_backward(e: Emitter, step: Step) -> None:
                lit(should_use_blas(e.plan.batch, fan_in, out)))
     elif kind == "conv2d":
         d = conv_dims(node, g.shape_of(x))
-        rows, cols = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"]
+        rows = d["C"] * d["KH"] * d["KW"]
         need_dw = node.trainable
         x_view = e.val(x, (d["C"], d["H"], d["W"]))
         w_view = e.param(node, "weight", (d["F"], rows))
-        e.call("conv_backward", x_view, w_view, e.val(step.output, (d["F"], cols)),
-               e.grad(step.output, (d["F"], cols)), act_code(step.act),
+        dims, arg = _conv_out(e, step, d)
+        e.call("conv_backward", x_view, w_view, e.val(step.output, dims), e.grad(step.output, dims), arg,
+               lit(step.pool is not None), act_code(step.act),
                e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, lit(need_dx),
                e.acc(x) if need_dx else lit(False),
                e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),

@@ -36,6 +36,10 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
         notes = []
         if step.act:
             notes.append(f"{step.act} fused in epilogue" if step.kind != "act" else step.act)
+        if step.pool is not None:
+            notes.append("2x2 max pool fused in epilogue")
+        if step.kind == "conv2d":
+            notes.append(f"{plan.buffers.chunks} parallel chunks of the batch")
         if step.kind == "linear":
             out, fan_in = step.node.param_shapes["weight"]
             notes.append("BLAS" if should_use_blas(plan.buffers.batch, fan_in, out) else "loops")
@@ -58,7 +62,7 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     arenas.add_row("A", f"{b.a_size:,}", f"inputs, layer outputs, dropout masks ({b.batch} rows each; views reuse)")
     arenas.add_row("D", f"{b.d_size:,}", "gradients of the tensors that need one")
     arenas.add_row("I", f"{b.i_size:,}", "max-pool argmax")
-    arenas.add_row("W", f"{b.w_size:,}", "scratch: im2col columns, GEMM temporaries")
+    arenas.add_row("W", f"{b.w_size:,}", "scratch: im2col columns, GEMM outputs, per-chunk weight gradients")
     arenas.add_row("V", f"{len(plan.views.entries)} views", "made once per plan and passed to every function")
     inlined = should_inline_kernels(graph, b.batch)
     parts = [kernels, arenas,

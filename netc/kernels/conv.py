@@ -63,13 +63,16 @@ def col2im_add(cols, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @parallel_kernel
-def conv_forward(x, w, b, has_bias, y, cols, buf, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # y = act(w @ im2col(x) + b); chunk t of the batch on core t (the loop body is the parallel
-    # region itself: a chunk kernel called from it would be optimized twice, costing seconds of compile)
+def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, buf, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # y = act(w @ im2col(x) + b), y (n, F, P); chunk t of the batch on core t (the loop body is the parallel
+    # region itself: a chunk kernel called from it would be optimized twice, costing seconds of compile).
+    # pooled: a 2x2 stride-2 max pool fused into the epilogue, y (n, F, OH//2 * OW//2) and arg (same shape)
+    # the conv position of each maximum; max and act commute, as every activation is non-decreasing.
     n = x.shape[0]
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
+    pooled_w = OW // 2
     width = cols.shape[2]  # G samples' columns
     group = width // positions
     chunk = (n + chunks - 1) // chunks
@@ -80,22 +83,39 @@ def conv_forward(x, w, b, has_bias, y, cols, buf, act, C, H, W, KH, KW, SH, SW, 
             for j in range(g):
                 im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
             gemm(False, False, filters, g * positions, k, w, 0, k, cols[t], 0, width, 0.0, buf[t], 0, width)
-            for j in range(g):  # epilogue: bias + activation into (F, P) of each sample
+            for j in range(g):  # epilogue: (max pool,) bias + activation into each sample's rows of y
+                base = j * positions
                 for f in range(filters):
                     bias = b[f] if has_bias else 0.0
-                    for p in range(positions):
-                        y[s0 + j, f, p] = act_value(buf[t, f, j * positions + p] + bias, act)
+                    if not pooled:
+                        for p in range(positions):
+                            y[s0 + j, f, p] = act_value(buf[t, f, base + p] + bias, act)
+                        continue
+                    for qi in range(OH // 2):
+                        for qj in range(pooled_w):
+                            p = 2 * qi * OW + 2 * qj  # the window's top-left position
+                            best, where = buf[t, f, base + p], p
+                            if buf[t, f, base + p + 1] > best:
+                                best, where = buf[t, f, base + p + 1], p + 1
+                            if buf[t, f, base + p + OW] > best:
+                                best, where = buf[t, f, base + p + OW], p + OW
+                            if buf[t, f, base + p + OW + 1] > best:
+                                best, where = buf[t, f, base + p + OW + 1], p + OW + 1
+                            y[s0 + j, f, qi * pooled_w + qj] = act_value(best + bias, act)
+                            arg[s0 + j, f, qi * pooled_w + qj] = where
 
 
 @parallel_kernel
-def conv_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, cols, buf, dwt, dbt,
-                  C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv_backward(x, w, y, dy, arg, pooled, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
+                  cols, buf, dwt, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W)  w, dw (F, K)  y, dy (n, F, P)  dx (n, C, H, W): weight gradients per chunk into dwt,
-    # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples)
+    # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples).
+    # pooled: y, dy, arg are the fused max pool's (see conv_forward); each gradient goes to its maximum.
     n = x.shape[0]
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
+    pooled_positions = (OH // 2) * (OW // 2)
     width = cols.shape[2]
     group = width // positions
     chunk = (n + chunks - 1) // chunks
@@ -108,13 +128,17 @@ def conv_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw
         for s0 in range(t * chunk, end, group):
             g = min(group, end - s0)
             for j in range(g):  # the activation's gradient, gathered into buf (F, G*P)
+                base = j * positions
                 for f in range(filters):
                     total = 0.0
-                    for p in range(positions):
-                        grad = dy[s0 + j, f, p]
+                    if pooled:
+                        for p in range(positions):
+                            buf[t, f, base + p] = 0.0
+                    for q in range(pooled_positions if pooled else positions):
+                        grad = dy[s0 + j, f, q]
                         if act != 0:
-                            grad *= act_grad_from_output(y[s0 + j, f, p], act)
-                        buf[t, f, j * positions + p] = grad
+                            grad *= act_grad_from_output(y[s0 + j, f, q], act)
+                        buf[t, f, base + (arg[s0 + j, f, q] if pooled else q)] = grad
                         total += grad
                     dbt[t, f] += total
             if need_dw:  # dW += G (F, gP) @ cols.T (gP, K)

@@ -49,11 +49,12 @@ class LoadReport:
 class Model:
     """A spec's graph compiled for one dtype and a maximum batch size."""
 
-    def __init__(self, graph: Graph, dtype: str | None = None, batch: int | None = None, seed: int | None = None):
+    def __init__(self, graph: Graph, dtype: str | None = None, batch: int | None = None, seed: int | None = None,
+                 fuse_pools: bool = True):
         self.graph = graph
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
         self.batch = batch or graph.spec.train.batch
-        self.plan: CompiledPlan = compile_graph(graph, self.batch)
+        self.plan: CompiledPlan = compile_graph(graph, self.batch, fuse_pools)
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see limit_blas_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
