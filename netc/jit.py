@@ -34,13 +34,6 @@ def plan_function(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
-def plan_step_inlined(fn):
-    """forward/loss/backward of a tiny plan, inlined into its epoch loop, where a call per sample
-    would pass every view of the plan; Python can still call it directly. (Measured slower for
-    LeNet-5, 18.5 vs 13.4 ms a step, so larger plans keep plan_function.)"""
-    return njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")(fn)
-
-
 _blas_threads: int | None = None  # what limit_blas_threads last set
 
 

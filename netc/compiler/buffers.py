@@ -29,7 +29,7 @@ class Region:
 @dataclass
 class BufferPlan:
     batch: int
-    chunks: int = 1  # parallel chunks of the batch in a conv/pool pass (one per core)
+    chunks: int = 1  # parallel chunks of the batch in a conv pass (one per core)
     params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
     param_size: int = 0
     values: dict[str, Region] = field(default_factory=dict)  # tensor -> region in A (after alias resolution)

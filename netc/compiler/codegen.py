@@ -138,7 +138,7 @@ class Emitter:
 
     # -- gradient bookkeeping ------------------------------------------------------------
     def acc(self, tensor: str) -> str:
-        """'False' for the first write of a gradient buffer, 'True' afterwards."""
+        """A false flag for the first write of a gradient buffer (assign), true afterwards (add)."""
         key = "t:" + self.plan.root(tensor)
         first = key not in self.written
         self.written.add(key)

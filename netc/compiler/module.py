@@ -22,7 +22,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
                     header: str) -> tuple[str, ViewTable]:
     """The module's source, and the table of views its functions take as `V`."""
     views = ViewTable(plan.batch)
-    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function, plan_step_inlined"]
+    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     tiny = should_inline_kernels(graph, plan.batch)
@@ -32,7 +32,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
     out.append("")
 
     def function(signature: str, body: list[str], comment: str) -> None:
-        out.extend(["", "", f"# {comment}", "@plan_step_inlined" if tiny else "@plan_function", f"def {signature}:"])
+        out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
         out.extend(body or ["    pass"])
 
     def step_comment(e: Emitter, step: Step) -> None:

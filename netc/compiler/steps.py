@@ -139,7 +139,7 @@ def cores() -> int:
 
 
 def parallel_chunks(batch: int) -> int:
-    """Chunks of the batch in a conv/pool pass: one per core, each with its own scratch and
+    """Chunks of the batch in a conv pass: one per core, each with its own scratch and
     weight-gradient buffers. Fixed per plan, so the order of the gradient sums is too."""
     return max(1, min(cores(), batch))
 
@@ -158,12 +158,12 @@ def conv_group(k: int, positions: int, batch: int, chunks: int) -> int:
 
 
 def blas_threads(graph: Graph, batch: int) -> int:
-    """BLAS threads for a plan. Convolutions and pooling run in Numba parallel regions, one
-    chunk of the batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
+    """BLAS threads for a plan. Convolutions run in Numba parallel regions, one chunk of the
+    batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
     thread pools spinning against each other cost milliseconds per switch on two cores. Plans
     without them use every core when some GEMM is large enough that splitting it pays (50 M
     multiply-adds), else one (see netc.jit.limit_blas_threads)."""
-    if any(node.op in ("conv2d", "maxpool2d", "avgpool2d") for node in graph.nodes):
+    if any(node.op == "conv2d" for node in graph.nodes):
         return 1
     largest = max((batch * node.macs for node in graph.nodes if node.op == "linear"), default=0)
     return cores() if largest >= 50_000_000 else 1
