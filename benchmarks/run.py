@@ -44,8 +44,8 @@ WORKLOADS = [
     Workload("seed-mlp (1 sample/step)", "specs/seed-mlp.yaml", 1, 10_000, lr=0.001, per_step=True),
     Workload("MLP 64-128-10, batch 32", "benchmarks/specs/mlp.yaml", 32, 16_384),
     Workload("MLP 64-128-10, batch 256", "benchmarks/specs/mlp.yaml", 256, 32_768),
-    Workload("LeNet-5, batch 64", "benchmarks/specs/lenet5.yaml", 64, 2_048),
-    Workload("seed-cnn, batch 32", "specs/seed-cnn.yaml", 32, 512),
+    Workload("LeNet-5, batch 64", "benchmarks/specs/lenet5.yaml", 64, 8_192),
+    Workload("seed-cnn, batch 32", "specs/seed-cnn.yaml", 32, 1_024),
 ]
 KEYS = {"seed-mlp": 0, "mlp32": 1, "mlp256": 2, "lenet5": 3, "seed-cnn": 4}
 

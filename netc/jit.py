@@ -34,18 +34,19 @@ def plan_function(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
-_blas_threads: int | None = None  # what limit_blas_threads last set
+_blas_threads: int | None = None  # what prepare_threads last set
 
 
-def limit_blas_threads(threads: int = 1) -> int:
-    """Set the BLAS thread count for the plan about to run (NETC_BLAS_THREADS overrides it).
+def prepare_threads(threads: int = 1) -> int:
+    """Ready the threads for the plan about to run: Numba's pool started, and the BLAS thread
+    count set (NETC_BLAS_THREADS overrides it). Called before every compiled call.
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
     cores are busy, its spinning made a digits-mlp epoch 3-8x slower (0.07 s vs 0.24-0.6 s);
     the compiler asks for more threads only for large GEMMs (steps.blas_threads). Set on every
     change, not once: the thread count changes the order of BLAS sums, and a plan must give the
-    same numbers whatever ran before it in the process. Numba's np.dot calls SciPy's OpenBLAS,
-    which threadpoolctl only reaches once it is loaded."""
+    same numbers whatever ran before it in the process. Kernels call SciPy's OpenBLAS (see
+    netc.kernels.blas), which threadpoolctl only reaches once it is loaded."""
     global _blas_threads
     if _blas_threads is None:
         # Start Numba's thread pool: a plan loaded from the disk cache calls the parallel regions of

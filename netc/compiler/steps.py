@@ -162,7 +162,7 @@ def blas_threads(graph: Graph, batch: int) -> int:
     batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
     thread pools spinning against each other cost milliseconds per switch on two cores. Plans
     without them use every core when some GEMM is large enough that splitting it pays (50 M
-    multiply-adds), else one (see netc.jit.limit_blas_threads)."""
+    multiply-adds), else one (see netc.jit.prepare_threads)."""
     if any(node.op == "conv2d" for node in graph.nodes):
         return 1
     largest = max((batch * node.macs for node in graph.nodes if node.op == "linear"), default=0)

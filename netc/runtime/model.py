@@ -16,7 +16,7 @@ from netc.compiler.steps import blas_threads
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
-from netc.jit import limit_blas_threads
+from netc.jit import prepare_threads
 from netc.ops.base import numel
 from netc.runtime.init import initial_values
 
@@ -55,7 +55,7 @@ class Model:
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
         self.batch = batch or graph.spec.train.batch
         self.plan: CompiledPlan = compile_graph(graph, self.batch, fuse_pools)
-        self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see limit_blas_threads)
+        self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
@@ -171,7 +171,7 @@ class Model:
             confusion = np.zeros((1, 1), np.int64)
         if scores is None:
             scores = np.zeros((0, numel(self.graph.shape_of(self.plan.loss.input))), self.dtype)
-        limit_blas_threads(self.blas_threads)
+        prepare_threads(self.blas_threads)
         done = self.plan.module.epoch(
             self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
             self.batch, train, float(lr), self.step, seed, losses, corrects, confusion, scores)
@@ -225,7 +225,7 @@ class Model:
         if n > self.batch:
             raise ValueError(f"{n} samples exceed the plan's batch of {self.batch}; compile with batch={n}")
         self.stage(prepared, n)
-        limit_blas_threads(self.blas_threads)
+        prepare_threads(self.blas_threads)
         m = self.plan.module
         m.forward(self.V, n, False)
         value, _ = m.loss(self.V, n, True)

@@ -16,7 +16,7 @@ import numpy as np
 from netc.compiler.cache import load_module
 from netc.compiler.module import generate_timing_source
 from netc.graph.ir import Graph
-from netc.jit import limit_blas_threads
+from netc.jit import prepare_threads
 from netc.runtime.gradcheck import random_batch
 from netc.runtime.model import Model
 
@@ -55,7 +55,7 @@ def time_plan(graph: Graph, batch: int | None = None, iterations: int = 20, warm
     arrays = random_batch(graph, batch, seed)
     prepared = model.prepare(arrays)
     model.stage(prepared, batch)
-    limit_blas_threads(model.blas_threads)
+    prepare_threads(model.blas_threads)
     V, n = model.V, batch
     steps = model.plan.steps
     has_backward = [s.kind != "alias" and s.backward and s.needs_grad for s in steps]
