@@ -23,9 +23,11 @@ def kernel(fn):
 
 def parallel_kernel(fn):
     """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
-    with BLAS single-threaded inside: see steps.blas_threads). `.inlined` runs them in order."""
+    with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a
+    call, and Numba cannot inline a call of more than 30 arguments (CPython compiles it as
+    f(*args)), so `.inlined` is the kernel itself."""
     dispatcher = njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn)
-    dispatcher.inlined = njit(fastmath=FASTMATH, nogil=True, inline="always")(fn)
+    dispatcher.inlined = dispatcher
     return dispatcher
 
 

@@ -5,8 +5,9 @@
 - A/D: activations and their gradients, `batch` rows per tensor; views
   (flatten, reshape, identity) reuse their input's region;
 - I: integer storage (max-pool argmax);
-- W: per-step scratch (im2col columns, GEMM temporaries, per-chunk weight
-  gradients of the parallel convolutions), reused by every step.
+- W: per-step scratch (im2col columns, GEMM outputs, per-chunk weight
+  gradients of the parallel convolutions), reused by every step; after it, the
+  im2col columns each conv keeps from its forward to its backward.
 Nothing is allocated per step: the runtime allocates the arenas once.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netc.compiler.steps import LossStep, Step, conv_group, parallel_chunks
+from netc.compiler.steps import LossStep, Step, conv_group, keep_columns, parallel_chunks
 from netc.graph.ir import Graph
 from netc.ops.conv import conv_dims
 from netc.ops.base import numel
@@ -41,6 +42,7 @@ class BufferPlan:
     i_size: int = 0
     w_size: int = 0
     alias_root: dict[str, str] = field(default_factory=dict)
+    kept_cols: dict[str, int] = field(default_factory=dict)  # conv step output -> offset in W of its columns
 
     def root(self, tensor: str) -> str:
         while tensor in self.alias_root:
@@ -88,17 +90,29 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
         plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
         plan.d_size += numel(graph.shape_of(root)) * batch
     plan.w_size = max([_scratch(graph, step, plan) for step in steps] + [1])
+    for step in steps:  # columns kept from forward to backward, one region per conv that trains
+        if step.kind == "conv2d" and step.needs_grad and step.node.trainable:
+            d = conv_dims(step.node, graph.shape_of(step.inputs[0]))
+            k, positions = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"]
+            if keep_columns(k, positions, batch, plan.chunks):
+                plan.kept_cols[step.output] = plan.w_size
+                plan.w_size += numel(kept_cols_shape(d, batch, plan.chunks))
     return plan
 
 
+def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
+    """(T, K, chunk*P): every sample's im2col columns, by chunk."""
+    return chunks, d["C"] * d["KH"] * d["KW"], -(-batch // chunks) * d["OH"] * d["OW"]
+
+
 def conv_scratch(d: dict, batch: int, chunks: int) -> dict[str, tuple[int, tuple]]:
-    """The scratch of a parallel conv (see netc/kernels/conv.py), name -> (offset in W, shape):
-    per chunk, im2col columns and the GEMM output / gathered gradient for G samples at a time,
-    and the chunk's weight and bias gradients."""
+    """The shared scratch of a parallel conv (see netc/kernels/conv.py), name -> (offset in W,
+    shape): per chunk, im2col columns (or their gradients) and the GEMM output / gathered
+    gradient for G samples at a time, and the chunk's weight and bias gradients."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
     layout, offset = {}, 0
-    for name, shape in (("cols", (chunks, k, width)), ("buf", (chunks, filters, width)),
+    for name, shape in (("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
                         ("dwt", (chunks, filters, k)), ("dbt", (chunks, filters))):
         layout[name] = (offset, shape)
         offset += numel(shape)

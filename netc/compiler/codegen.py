@@ -8,7 +8,7 @@ never by splicing kernel bodies: kernels live, readable, in netc/kernels/.
 
 from __future__ import annotations
 
-from netc.compiler.buffers import BufferPlan, conv_scratch
+from netc.compiler.buffers import BufferPlan, conv_scratch, kept_cols_shape
 from netc.compiler.steps import LossStep, Step, should_use_blas
 from netc.graph.ir import Graph
 from netc.kernels.activation import CODES
@@ -170,8 +170,8 @@ def emit_forward(e: Emitter, step: Step) -> None:
         dims, arg = _conv_out(e, step, d)
         e.call("conv_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                e.param(node, "weight", (d["F"], rows)), e.param(node, "bias"), lit("bias" in node.param_shapes),
-               e.val(step.output, dims), arg, lit(step.pool is not None), *_conv_scratch(e, d), act_code(step.act),
-               *_dims(d))
+               e.val(step.output, dims), arg, lit(step.pool is not None), *_conv_scratch(e, step, d),
+               act_code(step.act), *_dims(d))
     elif kind == "maxpool2d":
         d = conv_dims(node, g.shape_of(step.inputs[0]))
         e.call("maxpool_forward", e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
@@ -209,10 +209,18 @@ def _conv_out(e: Emitter, step: Step, d: dict) -> tuple[tuple, str]:
     return dims, e.ints(step.output, dims)
 
 
-def _conv_scratch(e: Emitter, d: dict, names=("cols", "buf")) -> list[str]:
-    """Views of W for a parallel conv's scratch (see buffers.conv_scratch)."""
+def _conv_scratch(e: Emitter, step: Step, d: dict, backward: bool = False) -> list[str]:
+    """A parallel conv's views of W (see buffers.conv_scratch): its columns and whether they are
+    kept for the backward, then (backward only) the column gradients, then buf (and dwt, dbt)."""
     layout = conv_scratch(d, e.plan.batch, e.plan.chunks)
-    return [e.views.ref("W", *layout[name]) for name in names]
+    work = e.views.ref("W", *layout["work"])
+    offset = e.plan.kept_cols.get(step.output)
+    cols = work if offset is None else e.views.ref("W", offset, kept_cols_shape(d, e.plan.batch, e.plan.chunks))
+    views = [cols, lit(offset is not None)]
+    if backward:
+        views.append(work)
+    views += [e.views.ref("W", *layout[name]) for name in (("buf", "dwt", "dbt") if backward else ("buf",))]
+    return views
 
 
 def _concat_out_dims(g: Graph, step: Step) -> tuple:
@@ -278,7 +286,7 @@ def emit_backward(e: Emitter, step: Step) -> None:
                e.acc(x) if need_dx else lit(False),
                e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, e.pgrad(node, "bias"), lit(need_dw),
                e.pacc(node) if need_dw else lit(False), lit("bias" in node.param_shapes),
-               *_conv_scratch(e, d, ("cols", "buf", "dwt", "dbt")), *_dims(d))
+               *_conv_scratch(e, step, d, backward=True), *_dims(d))
     elif not need_dx:
         return  # the remaining ops have no parameters
     elif kind == "maxpool2d":

@@ -4,10 +4,12 @@ Geometry args: C, H, W input; KH, KW kernel; SH, SW stride; PH, PW padding; OH, 
 Layouts: x (n, C, H, W); w (F, K) with K = C*KH*KW; y, dy (n, F, P) with P = OH*OW.
 
 Each conv pass is one parallel region: chunk t of the batch (samples t*chunk .. (t+1)*chunk)
-runs on its own core with its own scratch, `cols` (T, K, G*P) and `buf` (T, F, G*P): it
-unrolls G samples at a time into columns and makes one GEMM of them (BLAS single-threaded
-inside). Weight gradients go to per-chunk buffers `dwt` (T, F, K), `dbt` (T, F), summed
-in a fixed order once per step, so results do not depend on which thread ran what.
+runs on its own core with its own scratch, `buf` (T, F, G*P): it unrolls G samples at a time
+into columns and makes one GEMM of them (BLAS single-threaded inside). The columns `cols` are
+either kept from forward to backward, (T, K, chunk*P) per conv (`kept`: the backward's weight
+gradient reads them instead of unrolling the input again), or scratch (T, K, G*P) shared by
+every conv. Weight gradients go to per-chunk buffers `dwt` (T, F, K), `dbt` (T, F), summed in
+a fixed order once per step, so results do not depend on which thread ran what.
 """
 
 from numba import prange
@@ -63,7 +65,7 @@ def col2im_add(cols, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @parallel_kernel
-def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, buf, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # y = act(w @ im2col(x) + b), y (n, F, P); chunk t of the batch on core t (the loop body is the parallel
     # region itself: a chunk kernel called from it would be optimized twice, costing seconds of compile).
     # pooled: a 2x2 stride-2 max pool fused into the epilogue, y (n, F, OH//2 * OW//2) and arg (same shape)
@@ -73,16 +75,17 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, buf, act, C, H, W, KH,
     filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
     pooled_w = OW // 2
-    width = cols.shape[2]  # G samples' columns
+    width = buf.shape[2]  # G samples' columns
     group = width // positions
     chunk = (n + chunks - 1) // chunks
     for t in prange(chunks):
         end = min(n, (t + 1) * chunk)
         for s0 in range(t * chunk, end, group):
             g = min(group, end - s0)
+            c0 = (s0 - t * chunk) * positions if kept else 0  # the group's first column
             for j in range(g):
-                im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-            gemm(False, False, filters, g * positions, k, w, 0, k, cols[t], 0, width, 0.0, buf[t], 0, width)
+                im2col(x, s0 + j, cols[t], c0 + j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+            gemm(False, False, filters, g * positions, k, w, 0, k, cols[t], c0, cols.shape[2], 0.0, buf[t], 0, width)
             for j in range(g):  # epilogue: (max pool,) bias + activation into each sample's rows of y
                 base = j * positions
                 for f in range(filters):
@@ -107,16 +110,17 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, buf, act, C, H, W, KH,
 
 @parallel_kernel
 def conv_backward(x, w, y, dy, arg, pooled, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
-                  cols, buf, dwt, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+                  cols, kept, dcols, buf, dwt, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W)  w, dw (F, K)  y, dy (n, F, P)  dx (n, C, H, W): weight gradients per chunk into dwt,
     # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples).
     # pooled: y, dy, arg are the fused max pool's (see conv_forward); each gradient goes to its maximum.
+    # dcols (T, K, G*P): the column gradients (scratch; may be cols itself when cols are not kept)
     n = x.shape[0]
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
     pooled_positions = (OH // 2) * (OW // 2)
-    width = cols.shape[2]
+    width = buf.shape[2]
     group = width // positions
     chunk = (n + chunks - 1) // chunks
     for t in prange(chunks):
@@ -142,18 +146,21 @@ def conv_backward(x, w, y, dy, arg, pooled, act, dx, need_dx, acc_dx, dw, db, ne
                         total += grad
                     dbt[t, f] += total
             if need_dw:  # dW += G (F, gP) @ cols.T (gP, K)
-                for j in range(g):
-                    im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-                gemm(False, True, filters, k, g * positions, buf[t], 0, width, cols[t], 0, width, 1.0, dwt[t], 0, k)
+                c0 = (s0 - t * chunk) * positions if kept else 0
+                if not kept:
+                    for j in range(g):
+                        im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                gemm(False, True, filters, k, g * positions, buf[t], 0, width, cols[t], c0, cols.shape[2], 1.0,
+                     dwt[t], 0, k)
             if need_dx:  # column gradients W.T (K, F) @ G (F, gP), folded back into the image
-                gemm(True, False, k, g * positions, filters, w, 0, k, buf[t], 0, width, 0.0, cols[t], 0, width)
+                gemm(True, False, k, g * positions, filters, w, 0, k, buf[t], 0, width, 0.0, dcols[t], 0, width)
                 for j in range(g):
                     if not acc_dx:
                         for c in range(C):
                             for i in range(H):
                                 for jj in range(W):
                                     dx[s0 + j, c, i, jj] = 0.0
-                    col2im_add(cols[t], j * positions, dx, s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                    col2im_add(dcols[t], j * positions, dx, s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
     if need_dw:
         for f in range(filters):
             for r in range(k):
