@@ -36,6 +36,32 @@ def plan_function(fn):
     return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
+def load_cython_blas() -> None:
+    """Load SciPy's BLAS bindings (scipy.linalg.cython_blas), through which Numba's helper finds
+    sgemm/dgemm, without the rest of scipy.linalg: importing that package costs ~0.4 s of every
+    start. The extension module is loaded from its file under its own name; should SciPy's
+    layout differ, it is imported the usual way."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    name = "scipy.linalg.cython_blas"
+    if name in sys.modules:
+        return
+    import scipy
+
+    folder = os.path.join(os.path.dirname(scipy.__file__), "linalg")
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "cython_blas" + suffix)
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+            return
+    import scipy.linalg.cython_blas  # noqa: F401
+
+
 _blas_threads: int | None = None  # what prepare_threads last set
 
 
@@ -58,8 +84,9 @@ def prepare_threads(threads: int = 1) -> int:
         numba.get_num_threads()
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
-        import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS that Numba calls)
         from threadpoolctl import threadpool_limits
+
+        load_cython_blas()  # loads the OpenBLAS the kernels call
 
         threadpool_limits(limits=threads, user_api="blas")
         _blas_threads = threads

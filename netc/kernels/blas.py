@@ -12,7 +12,9 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-import scipy.linalg.cython_blas  # noqa: F401  (Numba's helper binds sgemm/dgemm from it)
+from netc.jit import load_cython_blas
+
+load_cython_blas()  # Numba's helper binds sgemm/dgemm from it
 
 _CHAR = ir.IntType(8)
 _VOIDP = ir.IntType(8).as_pointer()
