@@ -9,7 +9,6 @@ import os
 from numba import njit
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-DISABLED = os.environ.get("NUMBA_DISABLE_JIT") == "1"
 
 
 def kernel(fn):
@@ -24,8 +23,8 @@ def kernel(fn):
 def parallel_kernel(fn):
     """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
     with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a
-    call, and Numba cannot inline a call of more than 30 arguments (CPython compiles it as
-    f(*args)), so `.inlined` is the kernel itself."""
+    call, and Numba cannot inline a call of more than 30 arguments (conv_backward has 32, and
+    CPython compiles such a call as f(*args)), so `.inlined` is the kernel itself."""
     dispatcher = njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn)
     dispatcher.inlined = dispatcher
     return dispatcher
@@ -57,8 +56,12 @@ def load_cython_blas() -> None:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            spec.loader.exec_module(module)
-            return
+            try:
+                spec.loader.exec_module(module)
+                return
+            except Exception:  # leave no half-loaded module behind; import it the usual way
+                del sys.modules[name]
+                break
     import scipy.linalg.cython_blas  # noqa: F401
 
 

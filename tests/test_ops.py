@@ -436,21 +436,24 @@ def test_gradients_of_a_batch_smaller_than_the_plan(name):
         np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=key)
 
 
+@pytest.mark.parametrize("chunks, group", [(3, 1), (1, 2)])
 @pytest.mark.parametrize("keep", [True, False])
-@pytest.mark.parametrize("name, cols", [("conv", (3, 18, 12)), ("convpool", (3, 18, 64))])
-def test_conv_split_into_more_chunks_and_one_sample_gemms(monkeypatch, name, cols, keep):
-    """The parallel conv's split of the batch: three chunks for four samples (so one chunk gets none for
-    three samples), one sample per GEMM, the weight gradients summed over the chunks, and the im2col
-    columns kept from forward to backward or unrolled again: still the reference values. (The other
-    tests run one chunk per core, a whole chunk per GEMM, and kept columns.)"""
+@pytest.mark.parametrize("name", ["conv", "convpool"])
+def test_conv_chunks_groups_and_kept_columns(monkeypatch, name, keep, chunks, group):
+    """The parallel conv's split of the batch against the reference values: three chunks of one
+    sample GEMM each (one chunk empty for 4 or 1 samples), or one chunk of two-sample GEMMs (the
+    second group's columns start at an offset, the last group may be partial); the im2col columns
+    kept from forward to backward, or unrolled again. (The other tests run one chunk per core, a
+    whole chunk per GEMM, and kept columns.)"""
     from netc.compiler import buffers, steps
 
-    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: 3)
-    monkeypatch.setattr(steps, "COLS_BUDGET", 1)
+    k, positions = {"conv": (18, 12), "convpool": (18, 64)}[name]  # conv1: K = 2*3*3, its output positions
+    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: chunks)
+    monkeypatch.setattr(steps, "COLS_BUDGET", group * k * positions)
     monkeypatch.setattr(steps, "KEEP_BUDGET", steps.KEEP_BUDGET if keep else 0)
     model = Model(graph_of(name), dtype="float64", batch=N, seed=0)
-    assert model.plan.buffers.chunks == 3
-    assert ("W", 0, cols) in model.plan.views.entries  # conv1's scratch columns: 3 chunks of K x (one sample's positions)
+    assert model.plan.buffers.chunks == chunks
+    assert ("W", 0, (chunks, k, group * positions)) in model.plan.views.entries  # conv1's scratch columns
     kept = {"conv": ["conv2", "tanh1"], "convpool": ["pool1", "pool2"]}[name]  # by the step's output
     assert sorted(model.plan.buffers.kept_cols) == (kept if keep else [])
     for count in (N, N - 1, 1):

@@ -7,7 +7,8 @@
 - I: integer storage (max-pool argmax);
 - W: per-step scratch (im2col columns, GEMM outputs, per-chunk weight
   gradients of the parallel convolutions), reused by every step; after it, the
-  im2col columns each conv keeps from its forward to its backward.
+  im2col columns each trainable conv keeps from its forward to its backward
+  (each within steps.KEEP_BUDGET).
 Nothing is allocated per step: the runtime allocates the arenas once.
 """
 
@@ -105,10 +106,10 @@ def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
     return chunks, d["C"] * d["KH"] * d["KW"], -(-batch // chunks) * d["OH"] * d["OW"]
 
 
-def conv_scratch(d: dict, batch: int, chunks: int) -> dict[str, tuple[int, tuple]]:
-    """The shared scratch of a parallel conv (see netc/kernels/conv.py), name -> (offset in W,
-    shape): per chunk, im2col columns (or their gradients) and the GEMM output / gathered
-    gradient for G samples at a time, and the chunk's weight and bias gradients."""
+def conv_scratch(d: dict, batch: int, chunks: int) -> tuple[dict[str, tuple[int, tuple]], int]:
+    """The shared scratch of a parallel conv (see netc/kernels/conv.py): name -> (offset in W,
+    shape), and its size. Per chunk: im2col columns (or their gradients) and the GEMM output /
+    gathered gradient for G samples at a time, and the chunk's weight and bias gradients."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
     layout, offset = {}, 0
@@ -116,13 +117,12 @@ def conv_scratch(d: dict, batch: int, chunks: int) -> dict[str, tuple[int, tuple
                         ("dwt", (chunks, filters, k)), ("dbt", (chunks, filters))):
         layout[name] = (offset, shape)
         offset += numel(shape)
-    layout["size"] = (offset, ())
-    return layout
+    return layout, offset
 
 
 def _scratch(graph: Graph, step: Step, plan: BufferPlan) -> int:
     """Scratch elements a step needs (laid out from offset 0 of W)."""
     if step.kind == "conv2d":
         d = conv_dims(step.node, graph.shape_of(step.inputs[0]))
-        return conv_scratch(d, plan.batch, plan.chunks)["size"][0]
+        return conv_scratch(d, plan.batch, plan.chunks)[1]
     return 0

@@ -1,6 +1,6 @@
 """Code generation: the plan's steps become a Python module of Numba functions
-whose kernel calls write every size and offset out in the source (sizes typed as
-int64 so one compiled kernel serves all layers; flags stay literals).
+whose kernel calls write every size, offset and flag out in the source (typed as
+plain int64 and booleans, so one compiled kernel serves all layers).
 
 The source is assembled from structured calls (`Emitter.call(kernel, args)`),
 never by splicing kernel bodies: kernels live, readable, in netc/kernels/.
@@ -212,7 +212,7 @@ def _conv_out(e: Emitter, step: Step, d: dict) -> tuple[tuple, str]:
 def _conv_scratch(e: Emitter, step: Step, d: dict, backward: bool = False) -> list[str]:
     """A parallel conv's views of W (see buffers.conv_scratch): its columns and whether they are
     kept for the backward, then (backward only) the column gradients, then buf (and dwt, dbt)."""
-    layout = conv_scratch(d, e.plan.batch, e.plan.chunks)
+    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks)
     work = e.views.ref("W", *layout["work"])
     offset = e.plan.kept_cols.get(step.output)
     cols = work if offset is None else e.views.ref("W", offset, kept_cols_shape(d, e.plan.batch, e.plan.chunks))

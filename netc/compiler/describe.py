@@ -62,7 +62,8 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     arenas.add_row("A", f"{b.a_size:,}", f"inputs, layer outputs, dropout masks ({b.batch} rows each; views reuse)")
     arenas.add_row("D", f"{b.d_size:,}", "gradients of the tensors that need one")
     arenas.add_row("I", f"{b.i_size:,}", "max-pool argmax")
-    arenas.add_row("W", f"{b.w_size:,}", "scratch: im2col columns, GEMM outputs, per-chunk weight gradients")
+    arenas.add_row("W", f"{b.w_size:,}", "scratch (im2col columns, GEMM outputs, per-chunk weight gradients), "
+                   "then the im2col columns convs keep from forward to backward")
     arenas.add_row("V", f"{len(plan.views.entries)} views", "made once per plan and passed to every function")
     inlined = should_inline_kernels(graph, b.batch)
     parts = [kernels, arenas,

@@ -1,5 +1,6 @@
-"""Assembles the generated plan module: forward, loss, backward (with and without
-the fused optimizer updates) and the compiled epoch loops."""
+"""Assembles the generated plan module: forward, loss and backward (for the Python
+API and gradcheck), and the compiled epoch loop, which writes out forward, loss and
+backward with the optimizer updates fused in."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
             e.lines.insert(before, f"    # {' + '.join(step.covers)}")
     function("backward(V, n)", e.lines, "gradients of every trainable parameter into G")
 
-    # ... and with each parameter's update fused right after its last gradient contribution
+    # ... and, for the epoch loop, with each parameter's update fused right after its last gradient
     optimizer = graph.spec.optimizer
     remaining = {}
     for step in steps:
@@ -82,9 +83,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
             if remaining[owner] == 0:
                 e.line(f"# {optimizer.type} update of {owner}")
                 emit_update(e, graph.by_name[owner], optimizer)
-    function("backward_update(V, n, lr, step)", e.lines,
-             f"backward pass with the {optimizer.type} update of each tensor fused after its gradient")
-    bodies["backward_update"] = e.lines
+    bodies["backward_update"] = e.lines  # written out in the epoch loop only
 
     out.extend(_loops(graph, plan, loss, views, bodies))
     return "\n".join(out) + "\n", views
@@ -106,8 +105,8 @@ def _indent(lines: list[str], levels: int) -> list[str]:
 
 
 def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bodies: dict[str, list[str]]) -> list[str]:
-    """The epoch loop, with the bodies of forward, loss and backward_update written out in it
-    rather than called: Numba re-optimizes and re-generates the machine code of every function
+    """The epoch loop, with the bodies of forward, loss and backward (with the updates) written
+    out in it rather than called: Numba re-optimizes and re-generates the machine code of every function
     a function calls, so each level of calls adds seconds to a cold compile (LeNet-5: ~10 s)."""
     loss_line = bodies["loss"][-1].strip()
     assert len(bodies["loss"]) == 1 and loss_line.startswith("return "), "the loss body is one return"

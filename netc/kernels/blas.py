@@ -11,6 +11,7 @@ takes leading dimensions and element offsets the way BLAS does.
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
+from numba.np.linalg import check_blas_return, ensure_blas
 
 from netc.jit import load_cython_blas
 
@@ -31,6 +32,7 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, bet
         return None  # offsets index contiguous storage
     if a.dtype not in (types.float32, types.float64):
         return None
+    ensure_blas()  # SciPy present, and its BLAS integers as wide as Numba's helper assumes
     dtype = a.dtype
     sig = types.void(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
 
@@ -57,13 +59,14 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, bet
         fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
         kind = ir.Constant(_CHAR, ord("s" if dtype == types.float32 else "d"))
         # column-major BLAS sees each row-major matrix transposed: C.T = op(B).T @ op(A).T
-        builder.call(fn, (kind, trans(tb, argtys[1]), trans(ta, argtys[0]),
+        status = builder.call(fn, (kind, trans(tb, argtys[1]), trans(ta, argtys[0]),
                           size(n_, argtys[3]), size(m_, argtys[2]), size(k_, argtys[4]),
                           builder.bitcast(alpha, _VOIDP),
                           pointer(b_, argtys[8], b_off_, argtys[9]), size(ldb_, argtys[10]),
                           pointer(a_, argtys[5], a_off_, argtys[6]), size(lda_, argtys[7]),
                           builder.bitcast(beta_slot, _VOIDP),
                           pointer(c_, argtys[12], c_off_, argtys[13]), size(ldc_, argtys[14])))
+        check_blas_return(context, builder, status)  # sgemm not found: abort, never a silent no-op
         return context.get_dummy_value()
 
     return sig, codegen
