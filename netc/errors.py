@@ -91,3 +91,17 @@ def path_text(parts: tuple | list) -> str:
         else:
             text += ("." if text else "") + str(part)
     return text
+
+
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A one-line warning on stderr, once per process: for trouble netc works around (an unusable
+    cache folder, a damaged cache entry) that the user should still hear about."""
+    if message in _warned:
+        return
+    _warned.add(message)
+    import sys
+
+    print(f"netc: warning: {message}", file=sys.stderr, flush=True)

@@ -8,6 +8,8 @@ import os
 
 from numba import njit
 
+from netc.codecache import use_netc_cache
+
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
@@ -15,7 +17,7 @@ def kernel(fn):
     """A private compiled kernel, cached on disk. `.inlined` is the same kernel inlined into its
     caller at Numba-IR level, which tiny plans use: there the cost of a call (and of the reference
     counts of its array arguments) is larger than the work."""
-    dispatcher = njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
+    dispatcher = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn))
     dispatcher.inlined = njit(fastmath=FASTMATH, nogil=True, inline="always")(fn)
     return dispatcher
 
@@ -25,14 +27,20 @@ def parallel_kernel(fn):
     with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a
     call, and Numba cannot inline a call of more than 30 arguments (conv_backward has 32, and
     CPython compiles such a call as f(*args)), so `.inlined` is the kernel itself."""
-    dispatcher = njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn)
+    dispatcher = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn))
     dispatcher.inlined = dispatcher
     return dispatcher
 
 
 def plan_function(fn):
     """A function of a generated plan module (cached next to its source)."""
-    return njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
+    return _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn))
+
+
+def _cached(dispatcher):
+    """Numba's disk cache, moved to netc's cache folder and checked on load (netc.codecache)."""
+    use_netc_cache(dispatcher)
+    return dispatcher
 
 
 def load_cython_blas() -> None:

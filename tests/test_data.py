@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import io
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netc.errors import DataError
-from netc.runtime.data import Dataset, NormStats, digits_split, load_dataset, normalization_stats, read_idx
+from netc.runtime.data import (Dataset, NormStats, digits_split, load_dataset, load_train_eval,
+                               normalization_stats, read_idx)
 from netc.spec import load_spec_text
 
 XY = "  x: {shape: [2]}\n  label: {shape: [], dtype: int64, classes: 2}"
@@ -455,7 +458,7 @@ def test_csv_wrong_width_and_header(tmp_path):
 
 def test_csv_label_errors_name_the_row(tmp_path):
     d = csv_error(tmp_path, "a,b,y\n1,2,0\n\n3,4,1.5\n")
-    assert d.message == "row 4: label column 'y' holds 1.5, not an integer class index"
+    assert d.message == "row 4: label column 'y' holds '1.5', not an integer class index"
     assert d.location.line == 4
     d = csv_error(tmp_path, "a,b,y\n1,2,0\n3,4,1\n\n5,6,7\n")
     assert d.message.startswith("row 5: label 7 is outside [0, 2)") and d.location.line == 5
@@ -541,3 +544,184 @@ def test_error_text_is_located(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset(make(tmp_path, "  train: {source: csv, path: d.csv}"))
     assert str(info.value).startswith(f"{tmp_path / 'd.csv'}:2:3: error[E-DATA]: row 2, column 'b'")
+
+
+# --------------------------------------------------------------------------- errors: headers that lie
+
+
+def npy_bytes(shape, descr: str = "<f8", data: bytes = b"") -> bytes:
+    """A .npy header claiming `shape`, followed by only `data`."""
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": descr, "fortran_order": False, "shape": shape})
+    return out.getvalue() + data
+
+
+def test_npy_header_larger_than_the_file(tmp_path):
+    np.save(tmp_path / "y.npy", np.zeros(3, dtype=np.int64))
+    spec = make(tmp_path, "  train: {source: npy, arrays: {x: x.npy, label: y.npy}}")
+    (tmp_path / "x.npy").write_bytes(npy_bytes((1_000_000, 2_000_000), data=bytes(64)))  # 14.6 TiB claimed
+    d = error_of(load_dataset, spec)
+    assert d.message == (f"{tmp_path / 'x.npy'} is truncated: its header says shape [1000000, 2000000] of float64 "
+                         "(16000000000000 bytes), the file holds 64 bytes after its 128-byte header")
+    assert d.location.file == str(tmp_path / "x.npy") and d.path == "data.train" and "np.save" in d.hint
+    # a shape whose size passes int64 is counted exactly
+    (tmp_path / "x.npy").write_bytes(npy_bytes((2 ** 40, 2 ** 40), data=bytes(8)))
+    d = error_of(load_dataset, spec)
+    assert f"({2 ** 83} bytes)" in d.message
+    # one byte short of a sound file
+    good = npy_bytes((3, 2), data=np.zeros((3, 2)).tobytes())
+    (tmp_path / "x.npy").write_bytes(good[:-1])
+    assert "(48 bytes), the file holds 47 bytes" in error_of(load_dataset, spec).message
+    (tmp_path / "x.npy").write_bytes(good)
+    assert len(load_dataset(spec)) == 3
+
+
+def test_npz_member_header_larger_than_the_member(tmp_path):
+    with zipfile.ZipFile(tmp_path / "t.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", npy_bytes((1_000_000, 2_000_000), data=bytes(64)))
+        archive.writestr("label.npy", npy_bytes((3,), "<i8", bytes(24)))
+    d = error_of(load_dataset, make(tmp_path, "  train: {source: npz, path: t.npz}"))
+    assert d.message == (f"array 'x' of {tmp_path / 't.npz'} is truncated: its header says shape [1000000, 2000000] "
+                         "of float64 (16000000000000 bytes), the archive member x.npy holds 64 bytes after its "
+                         "128-byte header")
+    assert d.location.file == str(tmp_path / "t.npz") and "np.savez" in d.hint
+
+
+def test_garbled_npy_headers(tmp_path):
+    np.save(tmp_path / "y.npy", np.zeros(3, dtype=np.int64))
+    spec = make(tmp_path, "  train: {source: npy, arrays: {x: x.npy, label: y.npy}}")
+    header = npy_bytes((3, 2))
+    for garbled, says in [(header[:20], "EOF"),  # cut inside the header
+                          (header.replace(b"}", b" "), "EOF in multi-line"),  # numpy: a tokenize error
+                          (header.replace(b"<f8", b"<zz"), "not a valid dtype"),
+                          (header.replace(b"(3, 2)", b"(3,-2)"), "negative dimension"),
+                          (b"\x93NUMPY\x09\x00" + header[8:], "unknown .npy format version 9.0")]:
+        (tmp_path / "x.npy").write_bytes(garbled)
+        d = error_of(load_dataset, spec)
+        assert "damaged .npy header" in d.message or "format version" in d.message
+        assert says in d.message and d.location.file == str(tmp_path / "x.npy")
+    # an npz member that is not .npy at all (numpy would hand back bytes)
+    with zipfile.ZipFile(tmp_path / "b.npz", "w") as archive:
+        archive.writestr("x", b"hello world")
+        archive.writestr("label.npy", npy_bytes((3,), "<i8", bytes(24)))
+    d = error_of(load_dataset, make(tmp_path, "  train: {source: npz, path: b.npz}"))
+    assert d.message == f"array 'x' of {tmp_path / 'b.npz'} is not a .npy array (the member starts with b'hello wo')"
+
+
+def test_idx_dimensions_past_int64(tmp_path):
+    path = tmp_path / "f"
+    for dims in [(2 ** 32 - 1,) * 3, (2 ** 16, 2 ** 16, 2 ** 32 - 1)]:
+        path.write_bytes(bytes([0, 0, 0x0B, 3]) + struct.pack(">III", *dims) + bytes(12))
+        with pytest.raises(DataError) as info:
+            read_idx(path, "data.train")
+        (d,) = info.value.diagnostics
+        count = dims[0] * dims[1] * dims[2]
+        assert d.message == (f"idx file is truncated: its header says {count} values of int16 "
+                             f"(shape {'x'.join(map(str, dims))}, {2 * count} bytes) but the file holds 12 bytes "
+                             "(6 values) after its 16-byte header")
+        assert d.location.file == str(path) and d.path == "data.train" and d.hint
+
+
+def test_csv_labels_named_as_written(tmp_path):
+    for written, problem in [("1e20", "far outside the class indices 0..1"),
+                             ("9223372036854775808", "far outside the class indices 0..1"),
+                             ("-1e20", "far outside the class indices 0..1"),
+                             ("9007199254740993", "far outside the class indices 0..1"),  # not a float64
+                             ("1.50", "not an integer class index"),
+                             ("inf", "not an integer class index")]:
+        d = csv_error(tmp_path, f"a,b,y\n1,2,0\n\n3,4, {written}\n")
+        assert d.message == f"row 4: label column 'y' holds '{written}', {problem}"
+        assert d.location.line == 4 and d.hint == "labels are class indices 0..1"
+    d = csv_error(tmp_path, "1,2,0\n3,4,1e20\n", ", header: false")
+    assert d.message == "row 2: label column 2 holds '1e20', far outside the class indices 0..1"
+
+
+def test_csv_byte_order_mark(tmp_path):
+    bom = "\ufeffa,b,y\n1,2,0\n0,4,1\n".encode("utf-8")
+    (tmp_path / "d.csv").write_bytes(bom)
+    ds = load_dataset(make(tmp_path, "  train: {source: csv, path: d.csv, label: a}"))
+    np.testing.assert_array_equal(ds.arrays["label"], [1, 0])
+    np.testing.assert_array_equal(ds.arrays["x"], [[2, 0], [4, 1]])
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(bom))
+    ds = load_dataset(make(tmp_path, "  train: {source: csv, path: d.csv.gz, label: a}"))
+    np.testing.assert_array_equal(ds.arrays["label"], [1, 0])
+    (tmp_path / "n.csv").write_bytes("\ufeff1,2,0\n3,4,1\n".encode("utf-8"))
+    ds = load_dataset(make(tmp_path, "  train: {source: csv, path: n.csv, header: false}"))
+    np.testing.assert_array_equal(ds.arrays["x"], [[1, 2], [3, 4]])
+    # the row-by-row scan (after numpy's parser fails) sees the same columns
+    (tmp_path / "e.csv").write_bytes("\ufeffa,b,y\n1,x,0\n".encode("utf-8"))
+    d = error_of(load_dataset, make(tmp_path, "  train: {source: csv, path: e.csv, label: a}"))
+    assert d.message == "row 2, column 'b' (1): cannot read 'x' as a number"
+
+
+# --------------------------------------------------------------------------- errors: normalization
+
+
+def test_normalization_near_the_float32_limit(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,y\n-3e38,1,0\n3e38,2,1\n")
+    for kind, expected in [("minmax", [[0, 0], [1, 1]]), ("standard", [[-1, -1], [1, 1]]),
+                           ("max", [[-1, 1 / 3e38], [1, 2 / 3e38]])]:  # max: one peak for all features
+        ds = load_dataset(make(tmp_path, f"  train: {{source: csv, path: d.csv, normalize: {kind}}}"))
+        np.testing.assert_allclose(ds.arrays["x"], expected, rtol=1e-6)
+        assert ds.arrays["x"].dtype == np.float32
+
+
+def test_normalized_beyond_float32_names_the_column(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,y\n0,1,0\n1e-30,2,1\n")
+    (tmp_path / "e.csv").write_text("a,b,y\n0,1,0\n\n1e10,2,1\n")
+    loaded = make(tmp_path, "  train: {source: csv, path: t.csv, normalize: minmax}\n"
+                            "  eval: {source: csv, path: e.csv, normalize: minmax}")
+    train = load_dataset(loaded)
+    d = error_of(load_dataset, loaded, "eval", train.stats)
+    assert d.message == ("row 4: column 'a' of input 'x' is 1e+10, which `normalize: minmax` with the train "
+                         "split's statistics (shift 0, scale 1e-30) turns into 1e+40, beyond float32 (±3.4e38)")
+    assert (d.location.file, d.location.line) == (str(tmp_path / "e.csv"), 4) and d.path == "data.eval"
+    assert "rescale column 'a'" in d.hint and "none, standard, max" in d.hint
+    # arrays without column names name the feature index
+    np.savez(tmp_path / "t.npz", x=np.array([[1e-30, 0.0], [0.0, 1e-30]]), label=np.array([0, 1]))
+    np.savez(tmp_path / "e.npz", x=np.array([[1.0, 1e10]]), label=np.array([0]))
+    loaded = make(tmp_path, "  train: {source: npz, path: t.npz, normalize: max}\n"
+                            "  eval: {source: npz, path: e.npz, normalize: max}")
+    d = error_of(load_dataset, loaded, "eval")
+    assert d.message.startswith("sample 0: feature 1 of input 'x' is 1e+10, which `normalize: max`")
+    assert d.location.file == str(tmp_path / "e.npz")
+
+
+# --------------------------------------------------------------------------- both splits at once
+
+
+def test_load_train_eval(tmp_path):
+    loaded = make(tmp_path, "  train: {source: blobs, seed: 1, normalize: standard}\n"
+                            "  eval: {source: blobs, seed: 2, normalize: standard}",
+                  "  x: {shape: [2]}\n  label: {shape: [], dtype: int64, classes: 3}")
+    train, ev = load_train_eval(loaded)
+    np.testing.assert_array_equal(ev.arrays["x"], load_dataset(loaded, "eval", train.stats).arrays["x"])
+    np.testing.assert_array_equal(train.arrays["x"], load_dataset(loaded).arrays["x"])
+    train, ev = load_train_eval(make(tmp_path, "  train: {source: xor}"))
+    assert len(train) == 4 and ev is None
+
+
+def test_load_train_eval_reports_both_splits(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,oops,1\n")
+    (tmp_path / "e.csv").write_text("a,b,y\n1,2,0\n3,4,7\n")
+    loaded = make(tmp_path, "  train: {source: csv, path: t.csv, normalize: minmax}\n"
+                            "  eval: {source: csv, path: e.csv, normalize: minmax}")
+    with pytest.raises(DataError) as info:
+        load_train_eval(loaded)
+    first, second = info.value.diagnostics
+    assert first.message == "row 3, column 'b' (1): cannot read 'oops' as a number"
+    assert (first.location.file, first.path) == (str(tmp_path / "t.csv"), "data.train")
+    assert second.message.startswith("row 3: label 7 is outside [0, 2)")
+    assert (second.location.file, second.path) == (str(tmp_path / "e.csv"), "data.eval")
+    assert "t.csv:3:3" in str(info.value) and "e.csv:3:1" in str(info.value)
+    # eval's own spec check is reported alongside its file's error, and train's
+    loaded = make(tmp_path, "  train: {source: csv, path: t.csv, normalize: minmax}\n"
+                            "  eval: {source: csv, path: e.csv}")
+    with pytest.raises(DataError) as info:
+        load_train_eval(loaded)
+    assert [d.path for d in info.value.diagnostics] == ["data.train", "data.eval.normalize", "data.eval"]
+    # a sound train split and a broken eval: the eval error alone
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError) as info:
+        load_train_eval(loaded)
+    assert [d.path for d in info.value.diagnostics] == ["data.eval.normalize", "data.eval"]

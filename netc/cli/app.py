@@ -7,6 +7,7 @@ Every command is registered with `command()`, which turns a `NetcError` into
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Annotated, Callable, Iterable
 
 import typer
@@ -16,9 +17,12 @@ from rich.text import Text
 from netc import __version__
 from netc.errors import Diagnostic, NetcError
 
+SUMMARY = ("netc - a declarative neural-network compiler for YAML network specs: validate, inspect, schema, "
+           "train, eval, gradcheck, time, plot, viz, export.")  # a test checks it names every command
+
 app = typer.Typer(
     name="netc",
-    help="netc - a declarative neural-network compiler: validate, inspect, train and time YAML network specs.",
+    help=SUMMARY,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -26,13 +30,44 @@ app = typer.Typer(
 )
 
 
+class _TrimmedLines:
+    """A text stream that drops the spaces at the end of each line it passes on: rich pads table
+    cells to their column's width, which a log file or a `diff` should not see."""
+
+    def __init__(self, stream):
+        self.stream, self.pending = stream, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        if lines:
+            self.stream.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.stream.write(self.pending.rstrip(" "))
+            self.pending = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _console(stream, stderr: bool = False) -> Console:
+    """A console on a stream; when it is not a terminal (a pipe, a file, a CI log) lines are never
+    wrapped nor padded, so `run folder: ...` and copy-paste commands stay whole."""
+    if stream.isatty():
+        return Console(stderr=stderr, highlight=False)
+    return Console(file=_TrimmedLines(stream), highlight=False, soft_wrap=True, width=10_000)
+
+
 def stdout_console() -> Console:
     """A console on the current stdout (made per call so redirection and tests see the output)."""
-    return Console(highlight=False)
+    return _console(sys.stdout)
 
 
 def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _console(sys.stderr, stderr=True)
 
 
 def render_diagnostics(diagnostics: Iterable[Diagnostic], console: Console | None = None) -> None:
@@ -101,4 +136,5 @@ def _main(
                      is_eager=True),
     ] = False,
 ) -> None:
-    """netc - a declarative neural-network compiler: validate, inspect, train and time YAML network specs."""
+    # the help text is SUMMARY, given to typer.Typer above
+    return None

@@ -15,12 +15,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from netc.cli.app import command, stderr_console, stdout_console
+from netc.cli.viz_commands import PICTURE_FORMATS
 from netc.spec import load_spec
 
 
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
 
 
 def _percent(value: float | None) -> str:
@@ -37,14 +42,20 @@ def train(
     run_dir: Annotated[Optional[Path], typer.Option(help="Run folder (default runs/<name>, numbered if taken).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --run-dir (default: the latest run of this spec).")] = False,
     init: Annotated[Optional[Path], typer.Option(help="Load matching weights from this checkpoint first.")] = None,
+    force: Annotated[bool, typer.Option(help="Write into a --run-dir that is not a netc run folder (never over "
+                                             "files netc did not write).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
 ) -> None:
     """Train a spec: progress, eval each epoch, checkpoints and metrics in a run folder."""
+    import time
+
+    from netc.runtime.rundir import RUN_FILES
     from netc.runtime.train import Overrides, Trainer
 
     out = stdout_console()
+    log = not out.is_terminal  # a pipe or a log file: plain lines instead of a live progress bar
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                        TimeElapsedColumn(), console=out, transient=True, disable=quiet)
+                        TimeElapsedColumn(), console=out, transient=True, disable=quiet or not out.is_terminal)
     task = progress.add_task("compiling", total=None, stats="")
 
     def on_progress(epoch, done, total, loss, accuracy, rate):
@@ -74,22 +85,41 @@ def train(
         for name, want, got in report.mismatched:
             progress.console.print(f"  ignored {name}: checkpoint {list(got)} vs model {list(want)}")
 
+    def on_resume(folder, done, total):
+        if done < total:
+            progress.console.print(f"resuming {folder} from epoch {done + 1} of {total}")
+
     trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
-                      init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init)
+                      init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init,
+                      on_resume=on_resume, force=force)
     with progress:
-        trainer.model.warm_up()
+        if log and not quiet:
+            progress.console.print(f"preparing the compiled plan of '{trainer.spec.name}' "
+                                   "(a spec's first run compiles it)")
+        started = time.perf_counter()
+        compiled = trainer.model.warm_up()
+        if not quiet and (log or compiled):
+            how = "compiled" if compiled else "loaded from the cache"
+            progress.console.print(f"plan {how} in {time.perf_counter() - started:.1f} s")
         result = trainer.run()
     if result.interrupted:
         stderr_console().print(f"interrupted: saved {result.run_dir / 'last.safetensors'}; "
                                f"continue with: netc train {spec} --resume --run-dir {result.run_dir}")
         raise typer.Exit(130)
+    if result.already_finished:
+        total = trainer.spec.train.epochs
+        out.print(f"{result.run_dir} is finished: {result.start_epoch} of {total} "
+                  f"{_plural(total, 'epoch')} done; pass --epochs N (more than {result.start_epoch}) "
+                  "to train it longer")
+        return
     last = result.epochs[-1] if result.epochs else None
     if last is not None:
-        line = f"done: {last.epoch} epochs, loss {last.train_loss:.4f}"
+        line = f"done: {last.epoch} {_plural(last.epoch, 'epoch')}, loss {last.train_loss:.4f}"
         if last.eval_accuracy is not None:
             line += f", eval accuracy {_percent(last.eval_accuracy)}"
         out.print(line)
-    out.print(f"run folder: {result.run_dir} (spec.yaml, metrics.jsonl, curves.png, last.safetensors)")
+    files = [name for name in RUN_FILES if (result.run_dir / name).exists()]
+    out.print(f"run folder: {result.run_dir} ({', '.join(files)})")
 
 
 @command("eval")
@@ -98,7 +128,8 @@ def evaluate(
     weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
     split: Annotated[str, typer.Option(help="Which data: eval or train.")] = "eval",
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
-    plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this picture (.png).")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this picture; its "
+                                                      f"suffix picks the format: {PICTURE_FORMATS}.")] = None,
 ) -> None:
     """Loss, accuracy and the confusion matrix of a checkpoint on the spec's data."""
     from netc.runtime.train import evaluate_checkpoint

@@ -33,7 +33,10 @@ def viz_command(name: str, **kwargs):
     return register
 
 
-Picture = Annotated[Path, typer.Option("--output", "-o", help="The picture to write (.png, .svg, .pdf).")]
+# what matplotlib's Agg canvas writes, chosen by the file's suffix (a test keeps this list true)
+PICTURE_FORMATS = ".png, .svg, .svgz, .pdf, .eps, .ps, .pgf, .jpg/.jpeg, .tif/.tiff, .webp, .raw/.rgba"
+Picture = Annotated[Path, typer.Option("--output", "-o", help=f"The picture to write ({PICTURE_FORMATS}).")]
+ONNX_OPSET = 21  # netc.export_onnx.DEFAULT_OPSET, without importing the exporter for --help
 
 
 class Split(str, Enum):
@@ -104,13 +107,13 @@ def export(
     spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
     weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")] = Path("model.onnx"),
-    opset: Annotated[Optional[int], typer.Option(
-        help="ONNX opset version [default: 21, which onnxruntime >= 1.18 runs].")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset version (the default is what onnxruntime >= 1.18 runs).",
+                                       show_default=True)] = ONNX_OPSET,
 ) -> None:
     """Export the network with a checkpoint's weights to ONNX; the output is the tensor the loss reads."""
-    from netc.export_onnx import DEFAULT_OPSET, export_onnx
+    from netc.export_onnx import export_onnx
 
-    result = export_onnx(load_spec(spec), weights, output, DEFAULT_OPSET if opset is None else opset)
+    result = export_onnx(load_spec(spec), weights, output, opset)
     out = stdout_console()
     inputs = ", ".join(f"{name} {_shape(shape)}" for name, shape in result.inputs.items())
     out.print(f"wrote {result.path}: opset {result.opset}, {result.nodes} nodes, {len(result.initializers)} "

@@ -14,26 +14,37 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from netc.errors import Diagnostic, Location, RunError
 
 
-def _atomic_save(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def _serialised(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None,
                     progress: dict | None = None) -> None:
-    """Write weights (and, for resume, optimizer state + progress) atomically."""
+    """Write weights (and, for resume, optimizer state + progress) atomically; raises OSError.
+
+    Every file is written to a temporary name first and renamed only when all are written, so a
+    failed write (disk full, file too large) leaves the previous checkpoint exactly as it was."""
     meta = {"format": "netc-1", "progress": json.dumps(progress or {})}
+    files = {path: _serialised(weights, meta)}
     if state is not None:
         bundle = {f"weights/{k}": v for k, v in weights.items()}
         bundle.update({f"optimizer/{k}": v for k, v in state.items()})
-        _atomic_save(bundle, state_path(path), meta)
-    _atomic_save(weights, path, meta)
+        files[state_path(path)] = _serialised(bundle, meta)
+    temps = {target: target.with_name(f"{target.name}.{os.getpid()}.tmp") for target in files}
+    try:
+        for target, data in files.items():
+            temps[target].write_bytes(data)
+        for target in (state_path(path), path):  # the resume state first: it alone is read by --resume
+            if target in temps:
+                os.replace(temps[target], target)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def state_path(path: Path) -> Path:

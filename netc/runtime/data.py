@@ -2,6 +2,7 @@
 
     ds = load_dataset(loaded, "train")            # Dataset(arrays={"image": (N,1,8,8) f32, "label": (N,) i64})
     ev = load_dataset(loaded, "eval", ds.stats)   # normalized with the TRAIN split's statistics
+    ds, ev = load_train_eval(loaded)              # both, every error of either raised together
 
 Sources that produce (features, labels) — xor, spirals, blobs, digits, csv,
 mnist-idx — bind the features to the spec's single float input (reshaped to its
@@ -11,7 +12,8 @@ mapping. Paths are relative to the spec's folder (`LoadedSpec.base_dir`).
 
 Everything that can be wrong with data is reported as a `DataError` with code
 E-DATA, the file (and CSV row) where it sits, the spec path (`data.train`) and
-a hint — never a traceback.
+a hint — never a traceback. Files are checked against their own headers
+(npy, npz, idx) before anything is allocated.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import csv
 import gzip
 import importlib.util
 import io
+import math
+import tokenize
 import warnings
 import zipfile
 import zlib
@@ -36,6 +40,7 @@ from netc.spec.load import LoadedSpec
 
 CODE = "E-DATA"
 NORMALIZE_KINDS = ("none", "standard", "minmax", "max")
+_NORMALIZE_CHUNK = 1 << 16  # values normalized at a time: float64 arithmetic, no float64 copy of the data
 
 _MULTI_HINT = (
     "use source 'npz' (arrays named after the inputs, or mapped with `keys`) or 'npy' "
@@ -60,15 +65,26 @@ class NormStats:
     scale: dict[str, np.ndarray] = field(default_factory=dict)
 
     def apply(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """New float32 arrays for the inputs this holds statistics for; the rest pass through."""
+        """New float32 arrays for the inputs this holds statistics for; the rest pass through.
+
+        The arithmetic is float64: near float32's limit, x - shift and the
+        scale itself (a span of -3e38..3e38) overflow float32 but not float64.
+        A result beyond float32 becomes inf; `load_dataset` reports it.
+        """
         out = dict(arrays)
         for name, shift in self.shift.items():
             if name not in out:
                 continue
-            x = np.array(out[name], dtype=np.float32, order="C", copy=True)
-            x -= np.asarray(shift, dtype=np.float32)
-            x /= np.asarray(self.scale[name], dtype=np.float32)
-            out[name] = x
+            x = np.asarray(out[name])
+            result = np.empty(x.shape, dtype=np.float32)
+            rows = max(1, _NORMALIZE_CHUNK // max(1, math.prod(x.shape[1:])))
+            with np.errstate(over="ignore"):
+                for start in range(0, len(x), rows):
+                    part = x[start:start + rows].astype(np.float64)
+                    part -= shift
+                    part /= self.scale[name]
+                    result[start:start + rows] = part
+            out[name] = result
         return out
 
 
@@ -100,26 +116,90 @@ def load_dataset(loaded: LoadedSpec, which: str = "train", stats: NormStats | No
     src = _source(loaded, which)
     kind = src.normalize
     if which == "eval":
-        train_kind = loaded.spec.data.train.normalize
-        if kind != train_kind:
-            raise DataError(Diagnostic(
-                CODE,
-                f"data.eval is normalized with '{kind}' but data.train with '{train_kind}'; "
-                "evaluation data must be normalized like the training data",
-                loaded.smap.locate(("data", "eval", "normalize")), "data.eval.normalize",
-                f"set `normalize: {train_kind}` on data.eval (it reuses the train split's statistics)",
-            ))
+        _check_eval_normalize(loaded, src)
     arrays, origin = _read(loaded, src, which)
     if kind == "none":
         stats = NormStats("none")
-    else:
-        if stats is None or stats.kind != kind:
-            if which == "train":
-                stats = compute_stats(arrays, loaded.spec.inputs, kind)
-            else:
-                stats = normalization_stats(loaded, kind)
-        arrays = stats.apply(arrays)
-    return Dataset(arrays, origin.desc, stats)
+    elif stats is None or stats.kind != kind:
+        if which == "train":
+            stats = compute_stats(arrays, loaded.spec.inputs, kind)
+        else:
+            stats = normalization_stats(loaded, kind)
+    return _normalized(arrays, origin, stats)
+
+
+def load_train_eval(loaded: LoadedSpec) -> tuple[Dataset, Dataset | None]:
+    """`data.train` and (when the spec has one) `data.eval`, eval normalized with train's statistics.
+
+    Every DataError of both splits is raised together in one DataError, as
+    `netc validate` reports a spec. When train cannot be loaded, eval's own
+    checks (its normalize, its files) still run; only its normalization,
+    which needs train's statistics, is skipped.
+    """
+    problems: list[Diagnostic] = []
+    train = _collect(problems, load_dataset, loaded, "train")
+    data = loaded.spec.data
+    evaluation = None
+    if data is not None and data.eval is not None:
+        before = len(problems)
+        _collect(problems, _check_eval_normalize, loaded, data.eval)
+        read = _collect(problems, _read, loaded, data.eval, "eval")
+        if train is not None and len(problems) == before:
+            evaluation = _collect(problems, _normalized, *read, train.stats)
+    if problems:
+        raise DataError(problems)
+    return train, evaluation
+
+
+def _collect(problems: list[Diagnostic], fn, *args):
+    """fn(*args), or None with its DataError's diagnostics added to `problems`."""
+    try:
+        return fn(*args)
+    except DataError as exc:
+        problems.extend(exc.diagnostics)
+        return None
+
+
+def _check_eval_normalize(loaded: LoadedSpec, src) -> None:
+    train_kind = loaded.spec.data.train.normalize
+    if src.normalize != train_kind:
+        raise DataError(Diagnostic(
+            CODE,
+            f"data.eval is normalized with '{src.normalize}' but data.train with '{train_kind}'; "
+            "evaluation data must be normalized like the training data",
+            loaded.smap.locate(("data", "eval", "normalize")), "data.eval.normalize",
+            f"set `normalize: {train_kind}` on data.eval (it reuses the train split's statistics)",
+        ))
+
+
+def _normalized(arrays: dict[str, np.ndarray], origin: _Origin, stats: NormStats) -> Dataset:
+    """The arrays normalized with `stats`, every value checked to still fit float32."""
+    out = stats.apply(arrays)
+    for name in stats.shift:
+        if name in out:
+            _check_normalized(name, arrays[name], out[name], stats, origin)
+    return Dataset(out, origin.desc, stats)
+
+
+def _check_normalized(name: str, raw: np.ndarray, x: np.ndarray, stats: NormStats, origin: _Origin) -> None:
+    """Fail on the first value whose normalized form is beyond float32 (inf), else training "diverges" later."""
+    n = len(x)
+    flat = x.reshape(n, -1)
+    good = np.isfinite(flat).all(axis=1)
+    if good.all():
+        return
+    i = int(np.argmin(good))
+    j = int(np.flatnonzero(~np.isfinite(flat[i]))[0])
+    value = float(raw.reshape(n, -1)[i, j])
+    shift = float(np.broadcast_to(stats.shift[name], x.shape[1:]).reshape(-1)[j])
+    scale = float(np.broadcast_to(stats.scale[name], x.shape[1:]).reshape(-1)[j])
+    what = origin.feature_name(j) if origin.feature_name else f"feature {j}"
+    others = ", ".join(k for k in NORMALIZE_KINDS if k != stats.kind)
+    origin.fail(f"{origin.row(i)}: {what} of input '{name}' is {value:g}, which `normalize: {stats.kind}` "
+                f"with the train split's statistics (shift {shift:g}, scale {scale:g}) turns into "
+                f"{(value - shift) / scale:g}, beyond float32 (±3.4e38)",
+                f"rescale {what} in the data (e.g. a unit that keeps it near the train split's range), "
+                f"or use another normalization ({others})", name, i)
 
 
 def normalization_stats(loaded: LoadedSpec, kind: str | None = None) -> NormStats:
@@ -182,15 +262,17 @@ def read_idx(path: str | Path, spec_path: str = "data") -> np.ndarray:
         raise bad(f"idx file is truncated: its header announces {ndim} dimensions ({header} bytes) "
                   f"but the file has {len(raw)} bytes", "download the file again")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    count = int(np.prod(dims, dtype=np.int64))
+    # exact Python integers: a damaged header's dimensions can multiply past int64
+    count = math.prod(dims)
     need, have = count * dtype.itemsize, len(raw) - header
     shape = "x".join(str(d) for d in dims)
     if have < need:
-        raise bad(f"idx file is truncated: its header announces {shape} values of {dtype.name} "
-                  f"({need} bytes) but only {have} bytes follow the header", "download the file again")
+        raise bad(f"idx file is truncated: its header says {count} values of {dtype.name} (shape {shape}, "
+                  f"{need} bytes) but the file holds {have} bytes ({have // dtype.itemsize} values) "
+                  f"after its {header}-byte header", "download the file again")
     if have > need:
-        raise bad(f"idx file has {have - need} bytes after the {shape} values its header announces",
-                  "the file is damaged or not an idx file; download it again")
+        raise bad(f"idx file has {have - need} bytes after the {count} values (shape {shape}) its header "
+                  "announces", "the file is damaged or not an idx file; download it again")
     array = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
     return array.astype(dtype.newbyteorder("="))
 
@@ -533,6 +615,42 @@ def _read_bytes(path: Path, spec_path: str) -> bytes:
     return raw
 
 
+_DAMAGED_HINT = "the file was cut short or damaged (an interrupted download or copy?)"
+
+
+def _npy_problem(handle, total: int, holder: str) -> str | None:
+    """What is wrong with the .npy bytes in `handle` (`total` bytes), judged from the header alone; None if sound.
+
+    np.load allocates the header's shape before it reads, so a truncated file
+    whose header claims terabytes fails with MemoryError; a garbled header
+    fails inside numpy's header parser. Bytes that are not .npy at all are left
+    to np.load, which tells an .npz archive or pickled data apart.
+    """
+    fmt = np.lib.format
+    if handle.read(len(fmt.MAGIC_PREFIX)) != fmt.MAGIC_PREFIX:
+        return None
+    handle.seek(0)
+    try:
+        version = fmt.read_magic(handle)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            return f"has an unknown .npy format version {version[0]}.{version[1]}"
+        # version 3.0 is 2.0 with a UTF-8 header: the same layout, and shape and dtype read the same
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    except (ValueError, SyntaxError, tokenize.TokenError) as exc:
+        return f"has a damaged .npy header ({exc.args[0] if exc.args else type(exc).__name__})"
+    if any(d < 0 for d in shape):
+        return f"has a damaged .npy header (negative dimension in shape {list(shape)})"
+    if dtype.hasobject:
+        return None  # pickled data: np.load refuses it (allow_pickle=False)
+    header = handle.tell()
+    need, have = math.prod(shape) * dtype.itemsize, total - header  # exact: a damaged shape can pass int64
+    if have < need:
+        return (f"is truncated: its header says shape {list(shape)} of {dtype} ({need} bytes), "
+                f"{holder} holds {have} bytes after its {header}-byte header")
+    return None
+
+
 def _read_npz(loaded: LoadedSpec, src: m.NpzSource, origin: _Origin) -> dict[str, np.ndarray]:
     path = _resolve(loaded, src.path)
     origin.desc, origin.file, origin.line, origin.col = str(path), str(path), 0, 0
@@ -552,7 +670,7 @@ def _read_npz(loaded: LoadedSpec, src: m.NpzSource, origin: _Origin) -> dict[str
                     "write it with np.savez(path, name=array, ...); object (pickled) arrays are refused")
     if isinstance(npz, np.ndarray):
         origin.fail(f"{path} is a .npy file, not an .npz archive", "use `source: npy` with `arrays: {input: path}`")
-    with npz:
+    with npz, zipfile.ZipFile(path) as archive:
         available = list(npz.files)
         out = {}
         for name in inputs:
@@ -564,12 +682,21 @@ def _read_npz(loaded: LoadedSpec, src: m.NpzSource, origin: _Origin) -> dict[str
                     hint += f"; or map the input to an array with `keys: {{{name}: <array name>}}`"
                 origin.fail(f"{path} has no array '{key}' for input '{name}' (arrays in the file: {listing})",
                             hint, name)
+            hint = "write it with np.savez(path, name=array, ...); object (pickled) arrays are refused"
             try:
+                # npz[key] reads member `key` if the archive has one, else `key`.npy (as numpy does)
+                member = archive.getinfo(key if key in archive.namelist() else key + ".npy")
+                with archive.open(member) as handle:
+                    problem = _npy_problem(handle, member.file_size, f"the archive member {member.filename}")
+                if problem:
+                    origin.fail(f"array '{key}' of {path} {problem}",
+                                f"{_DAMAGED_HINT}; write it again with np.savez(path, name=array, ...)", name)
                 out[name] = npz[key]
             except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                origin.fail(f"cannot read array '{key}' of {path}: {exc}",
-                            "write it with np.savez(path, name=array, ...); object (pickled) arrays are refused",
-                            name)
+                origin.fail(f"cannot read array '{key}' of {path}: {exc}", hint, name)
+            if not isinstance(out[name], np.ndarray):  # numpy hands back a member that is not .npy as bytes
+                origin.fail(f"array '{key}' of {path} is not a .npy array (the member starts with "
+                            f"{out[name][:8]!r})", "write the archive with np.savez(path, name=array, ...)", name)
     return out
 
 
@@ -594,11 +721,15 @@ def _read_npy(loaded: LoadedSpec, src: m.NpySource, origin: _Origin) -> dict[str
         path = paths[name]
         if not path.is_file():
             _missing(path, origin)
+        hint = "write it with np.save(path, array); object (pickled) arrays are refused"
         try:
+            with path.open("rb") as handle:
+                problem = _npy_problem(handle, path.stat().st_size, "the file")
+            if problem:
+                origin.fail(f"{path} {problem}", f"{_DAMAGED_HINT}; write it again with np.save(path, array)", name)
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
-            origin.fail(f"cannot read {path} as a .npy file: {exc}",
-                        "write it with np.save(path, array); object (pickled) arrays are refused", name)
+            origin.fail(f"cannot read {path} as a .npy file: {exc}", hint, name)
         if not isinstance(array, np.ndarray):
             array.close()
             origin.fail(f"{path} is an .npz archive, not a .npy file",
@@ -692,7 +823,7 @@ def _read_csv(loaded: LoadedSpec, src: m.CsvSource, origin: _Origin) -> tuple[np
                 source = handle if _is_gzip(path) else str(path)
                 table = np.loadtxt(source, delimiter=src.delimiter, skiprows=1 if src.header else 0,
                                    dtype=np.float64, ndmin=2, comments=None, quotechar='"', max_rows=src.limit,
-                                   encoding="utf-8")
+                                   encoding=_CSV_ENCODING)
     except (ValueError, UnicodeDecodeError, EOFError, OSError, zlib.error):
         _csv_find_error(path, src, names, fail_at)
         raise  # pragma: no cover - _csv_find_error always raises
@@ -733,13 +864,19 @@ def _read_csv(loaded: LoadedSpec, src: m.CsvSource, origin: _Origin) -> tuple[np
 
     origin.feature_name = col_name
     y = table[:, label_col]
+    # beyond 2**53 a float no longer holds the integer written (and past int64 the cast wraps): such
+    # labels, like non-integers, are reported as the file spells them
     with np.errstate(invalid="ignore"):
-        whole = np.isfinite(y) & (y == np.round(y))
+        whole = np.isfinite(y) & (y == np.round(y)) & (np.abs(y) < 2.0 ** 53)
     if not whole.all():
         i = int(np.argmin(whole))
         column = f"'{names[label_col]}'" if names else str(label_col)
-        fail_at(lines(i), f"row {lines(i)}: label column {column} holds {float(y[i])!r}, not an integer class index",
-                "labels are class indices 0..classes-1")
+        ints = [inp for inp in loaded.spec.inputs.values() if inp.dtype == "int64"]
+        classes = f"0..{ints[0].classes - 1}" if len(ints) == 1 else "0..classes-1"
+        integral = bool(np.isfinite(y[i]) and y[i] == np.round(y[i]))
+        problem = f"far outside the class indices {classes}" if integral else "not an integer class index"
+        fail_at(lines(i), f"row {lines(i)}: label column {column} holds {_csv_cell(path, src, i, label_col)!r}, "
+                f"{problem}", f"labels are class indices {classes}")
     labels = y.astype(np.int64)
     features = np.ascontiguousarray(table[:, feature_cols])
     return features, labels
@@ -750,10 +887,34 @@ def _is_gzip(path: Path) -> bool:
         return probe.read(2) == b"\x1f\x8b"
 
 
+_CSV_ENCODING = "utf-8-sig"  # UTF-8, dropping the byte-order mark spreadsheet programs write before the header
+
+
 def _open_text(path: Path):
     if _is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=_CSV_ENCODING, newline="")
+    return path.open("r", encoding=_CSV_ENCODING, newline="")
+
+
+def _csv_rows(handle, src: m.CsvSource):
+    """(1-based line, cells) of each data row: the header and blank lines skipped, as numpy does."""
+    reader = csv.reader(handle, delimiter=src.delimiter)
+    if src.header:
+        next(reader, None)
+    start = reader.line_num + 1
+    for row in reader:
+        line, start = start, reader.line_num + 1
+        if row:
+            yield line, row
+
+
+def _csv_cell(path: Path, src: m.CsvSource, index: int, col: int) -> str:
+    """The text of sample `index`'s cell in column `col`, as written in the file (read only for a message)."""
+    with _open_text(path) as handle:
+        for k, (_, row) in enumerate(_csv_rows(handle, src)):
+            if k == index:
+                return row[col].strip()
+    return "?"  # pragma: no cover - the index comes from the parsed table
 
 
 class _LazyLines:
@@ -764,16 +925,8 @@ class _LazyLines:
 
     def __call__(self, index: int) -> int:
         if self.lines is None:
-            self.lines = []
             with _open_text(self.path) as handle:
-                reader = csv.reader(handle, delimiter=self.src.delimiter)
-                if self.src.header:
-                    next(reader, None)
-                start = reader.line_num + 1
-                for row in reader:
-                    if row:
-                        self.lines.append(start)
-                    start = reader.line_num + 1
+                self.lines = [line for line, _ in _csv_rows(handle, self.src)]
         return self.lines[index] if index < len(self.lines) else index + 1 + int(self.src.header)
 
 

@@ -153,12 +153,14 @@ class Model:
         return [prepared[name] for name in float_inputs(self.graph)]
 
     # ------------------------------------------------------------------ compiled entry points
-    def warm_up(self) -> None:
-        """Compile (or load from the on-disk cache) the plan's epoch loop, doing no work."""
+    def warm_up(self) -> bool:
+        """Compile (or load from the on-disk cache) the plan's epoch loop, doing no work; True when
+        Numba compiled it (nothing usable in the cache)."""
         empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in float_inputs(self.graph)}
         empty["__labels__"] = np.zeros(0, np.int64)
         empty["__count__"] = 0
         self._epoch(empty, np.zeros(0, np.int64), True, 0.0, 0)
+        return sum(self.plan.module.epoch.stats.cache_misses.values()) > 0
 
     def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr: float, seed: int,
                confusion: np.ndarray | None = None, scores: np.ndarray | None = None):

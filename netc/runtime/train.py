@@ -8,8 +8,10 @@ all fixed, so a resumed run ends with the same weights as an unbroken one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -22,8 +24,9 @@ import yaml
 from netc.errors import Diagnostic, Location, RunError
 from netc.graph import build_graph
 from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
-from netc.runtime.data import load_dataset
+from netc.runtime.data import load_dataset, load_train_eval
 from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
+from netc.runtime.rundir import RunFolder, guarded_write, latest_run_dir, run_error
 from netc.spec.load import LoadedSpec
 
 CHUNK_SAMPLES = 4096  # samples per compiled call: progress and Ctrl-C granularity
@@ -55,6 +58,7 @@ class RunResult:
     init_report: LoadReport | None = None
     interrupted: bool = False
     start_epoch: int = 0
+    already_finished: bool = False  # --resume of a run that had done all its epochs
 
 
 def apply_overrides(loaded: LoadedSpec, overrides: Overrides) -> LoadedSpec:
@@ -72,73 +76,71 @@ def resolved_spec_text(loaded: LoadedSpec) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def new_run_dir(root: Path, name: str) -> Path:
-    """runs/<name>, or runs/<name>-2, -3, ... when taken."""
-    candidate, index = root / name, 1
-    while candidate.exists():
-        index += 1
-        candidate = root / f"{name}-{index}"
-    return candidate
-
-
-def latest_run_dir(root: Path, name: str) -> Path | None:
-    runs = [p for p in [root / name, *root.glob(f"{name}-*")] if (p / "last.safetensors").exists()]
-    return max(runs, key=lambda p: (p / "last.safetensors").stat().st_mtime) if runs else None
-
-
 def _run_error(message: str, where: str, hint: str = "") -> RunError:
-    return RunError(Diagnostic("E-RUN", message, Location(where), hint=hint))
+    return run_error(message, where, hint)
 
 
 class Trainer:
     """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`,
-    `on_epoch(record)` and `on_init(load_report)` let the CLI draw progress."""
+    `on_epoch(record)`, `on_init(load_report)` and `on_resume(run_dir, epoch, epochs)` let the CLI
+    draw progress. The run folder is claimed and locked here, after the data has loaded, and
+    released when `run()` returns (or the process ends)."""
 
     def __init__(self, loaded: LoadedSpec, overrides: Overrides | None = None, runs_root: Path = Path("runs"),
                  run_dir: Path | None = None, resume: bool = False, init: str | None = None,
                  on_progress: Callable | None = None, on_epoch: Callable | None = None,
-                 on_init: Callable | None = None):
+                 on_init: Callable | None = None, on_resume: Callable | None = None, force: bool = False):
         self.loaded = apply_overrides(loaded, overrides or Overrides())
         self.spec = self.loaded.spec
         self.graph = build_graph(self.loaded)
-        self.train_data = load_dataset(self.loaded, "train")
-        self.eval_data = (load_dataset(self.loaded, "eval", self.train_data.stats)
-                          if self.spec.data is not None and self.spec.data.eval is not None else None)
+        self.train_data, self.eval_data = load_train_eval(self.loaded)  # every data error at once
         self.resume = resume
-        self.run_dir = self._pick_run_dir(runs_root, run_dir)
         self.init = init
         self.on_progress = on_progress or (lambda *args: None)
         self.on_epoch = on_epoch or (lambda record: None)
         self.on_init = on_init or (lambda report: None)
+        self.on_resume = on_resume or (lambda *args: None)
         self.model = Model(self.graph)
         self.interrupted = False
+        self.folder = self._claim_run_dir(runs_root, run_dir, force)
+        self.run_dir = self.folder.path
 
-    def _pick_run_dir(self, root: Path, run_dir: Path | None) -> Path:
+    def _claim_run_dir(self, root: Path, run_dir: Path | None, force: bool) -> RunFolder:
         if self.resume:
             found = run_dir or latest_run_dir(root, self.spec.name)
             if found is None or not (found / "last.safetensors").exists():
                 raise _run_error("nothing to resume: no checkpoint found", str(found or root / self.spec.name),
                                  "start a run without --resume first")
-            return found
-        if run_dir is not None and (run_dir / "last.safetensors").exists():
-            raise _run_error("the run folder already holds a run", str(run_dir),
-                             "pass --resume to continue it, or choose another --run-dir")
-        return run_dir or new_run_dir(root, self.spec.name)
+            return RunFolder.existing(found)
+        if run_dir is not None:
+            return RunFolder.given(run_dir, self.spec.name, force)
+        return RunFolder.new_numbered(root, self.spec.name, self.spec.name)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:
+        try:
+            return self._run()
+        finally:
+            self.folder.release()
+
+    def _run(self) -> RunResult:
         result = RunResult(self.run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         spec_text = resolved_spec_text(self.loaded)
         start_epoch, start_chunk = 0, 0
         if self.resume:
             start_epoch, start_chunk = self._restore(spec_text)
+            self.on_resume(self.run_dir, start_epoch, self.spec.train.epochs)
+            if start_epoch >= self.spec.train.epochs:
+                result.start_epoch, result.already_finished = start_epoch, True
+                return result
         else:
             result.init_report = self._load_init()
             if result.init_report is not None:
                 self.on_init(result.init_report)
-            (self.run_dir / "spec.yaml").write_text(spec_text)
-            (self.run_dir / "metrics.jsonl").write_text("")
+            with guarded_write(self.run_dir / "spec.yaml", "the resolved spec"):
+                (self.run_dir / "spec.yaml").write_text(spec_text)
+            with guarded_write(self.run_dir / "metrics.jsonl", "the metrics"):
+                (self.run_dir / "metrics.jsonl").write_text("")
         result.start_epoch = start_epoch
         train = self.model.prepare(self.train_data.arrays)
         evaluation = self.model.prepare(self.eval_data.arrays) if self.eval_data is not None else None
@@ -204,9 +206,16 @@ class Trainer:
             epoch + 1, loss_sum / seen, correct_sum / seen if self.model.has_accuracy() else None,
             evaluated.loss if evaluated else None, evaluated.accuracy if evaluated else None,
             seconds, seen / max(seconds, 1e-9))
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
-        self._save(epoch + 1, 0)
+        metrics = self.run_dir / "metrics.jsonl"
+        before = metrics.stat().st_size
+        try:
+            with guarded_write(metrics, "the metrics"), open(metrics, "a") as handle:
+                handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+            self._save(epoch + 1, 0)
+        except RunError:
+            with contextlib.suppress(OSError):  # the epoch's line goes with its checkpoint
+                os.truncate(metrics, before)
+            raise
         return record
 
     def _check_finite(self, result: EpochResult, epoch: int, start: int) -> None:
@@ -223,8 +232,9 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch: int, chunk: int) -> None:
         progress = {"epoch": epoch, "chunk": chunk, "step": self.model.step}
-        save_checkpoint(self.run_dir / "last.safetensors", self.model.get_weights(),
-                        self.model.optimizer_state(), progress)
+        with guarded_write(self.run_dir / "last.safetensors", "the checkpoint"):
+            save_checkpoint(self.run_dir / "last.safetensors", self.model.get_weights(),
+                            self.model.optimizer_state(), progress)
 
     def _restore(self, spec_text: str) -> tuple[int, int]:
         saved = (self.run_dir / "spec.yaml").read_text() if (self.run_dir / "spec.yaml").exists() else ""
@@ -235,7 +245,8 @@ class Trainer:
         self._truncate_metrics(int(progress["epoch"]))
         self.model.set_weights(weights, strict=True)
         self.model.set_optimizer_state(state, progress["step"])
-        (self.run_dir / "spec.yaml").write_text(spec_text)
+        with guarded_write(self.run_dir / "spec.yaml", "the resolved spec"):
+            (self.run_dir / "spec.yaml").write_text(spec_text)
         return int(progress["epoch"]), int(progress["chunk"])
 
     def _truncate_metrics(self, epochs_done: int) -> None:
@@ -244,7 +255,9 @@ class Trainer:
         path = self.run_dir / "metrics.jsonl"
         lines = path.read_text().splitlines() if path.exists() else []
         kept = [line for line in lines if json.loads(line)["epoch"] <= epochs_done]
-        path.write_text("".join(line + "\n" for line in kept))
+        if len(kept) < len(lines):
+            with guarded_write(path, "the metrics"):
+                path.write_text("".join(line + "\n" for line in kept))
 
     def _load_init(self) -> LoadReport | None:
         source = self.init
@@ -258,6 +271,13 @@ class Trainer:
             values = {k: v for k, v in values.items() if k.rsplit(".", 1)[0] in keep}
         report = self.model.set_weights(values)
         if not report.matched:
+            if report.mismatched:
+                shapes = "; ".join(f"{name}: checkpoint {list(got)} vs model {list(want)}"
+                                   for name, want, got in report.mismatched)
+                raise _run_error(f"no tensor of the checkpoint fits the model: the names match but the shapes "
+                                 f"differ ({shapes})", source,
+                                 "was the checkpoint trained with other layer sizes? load it into a spec with "
+                                 "the same shapes, or pick the layers that fit with init.layers")
             raise _run_error("no tensor of the checkpoint matches the model", source,
                              f"the model has: {', '.join(report.missing)}")
         return report
