@@ -435,17 +435,35 @@ def to_mermaid(summary: Summary) -> str:
 
 def summary_renderable(summary: Summary):
     """A rich renderable: the layer table, then the totals."""
-    from rich import box
     from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    totals = Table.grid(padding=(0, 2))
+    totals.add_column(style="bold", no_wrap=True)
+    totals.add_column(justify="right", no_wrap=True)
+    totals.add_column(style="dim")
+    for label, value, note in totals_lines(summary):
+        totals.add_row(Text(label + ":"), Text(value), Text(note))
+    notes = [Text(note, style="yellow" if note.startswith("Warning") else "dim") for note in footnotes(summary)]
+    return Group(_LayerTable(summary), Text(""), totals, Text(""), *notes)
+
+
+_RIGHT = ("params", "mult-adds")
+_WRAPS = ("inputs", "output shape", "shared with", "trainable")  # on a narrow terminal
+
+
+def _rich_layer_table(summary: Summary):
+    """The layer table as a rich Table: the layout whenever a cell has to wrap."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=f"netc: {summary.name}", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, collapse_padding=True)
     for col in COLUMNS:
-        right = col in ("params", "mult-adds")
-        wraps = col in ("inputs", "output shape", "shared with", "trainable")  # on a narrow terminal
-        table.add_column(col, justify="right" if right else "left", overflow="fold", no_wrap=not wraps,
+        wraps = col in _WRAPS
+        table.add_column(col, justify="right" if col in _RIGHT else "left", overflow="fold", no_wrap=not wraps,
                          min_width=min(len(col), 9) if wraps else None)
     for row in summary.inputs:
         table.add_row(*(Text(cell) for cell in (row.name, input_kind(row), "", input_shape_text(row),
@@ -457,14 +475,74 @@ def summary_renderable(summary: Summary):
         table.add_row(*(Text(cell) for cell in (row.name, row.op, ", ".join(row.inputs), shape_text(row.shape),
                                                  params_text(row), shared_text(row), trainable_text(row),
                                                  mult_adds_text(row))), style=style)
-    totals = Table.grid(padding=(0, 2))
-    totals.add_column(style="bold", no_wrap=True)
-    totals.add_column(justify="right", no_wrap=True)
-    totals.add_column(style="dim")
-    for label, value, note in totals_lines(summary):
-        totals.add_row(Text(label + ":"), Text(value), Text(note))
-    notes = [Text(note, style="yellow" if note.startswith("Warning") else "dim") for note in footnotes(summary)]
-    return Group(table, Text(""), totals, Text(""), *notes)
+    return table
+
+
+class _LayerTable:
+    """The layer table, written line by line when every cell fits on one line (always when piped).
+
+    rich's Table lays out about a row per millisecond, minutes for a 100k-layer spec. When nothing
+    wraps its layout is simple, and this writes the same lines: columns as wide as their widest
+    cell, one space of padding between cells (none at the edges), a space as divider, a rule under
+    the header and a blank line after the inputs. Otherwise (a narrow terminal) rich's Table
+    (`_rich_layer_table`) lays it out.
+    """
+
+    def __init__(self, summary: Summary):
+        self.summary = summary
+        self.title = f"netc: {summary.name}"
+        self.rows = table_rows(summary)
+        self.styles = ["cyan"] * len(summary.inputs) + ["dim" if row.trainable is False else ""
+                                                         for row in summary.layers]
+        self.inputs = len(summary.inputs)
+        last = len(COLUMNS) - 1
+        self.pads = [0 if i == last else 1 for i in range(len(COLUMNS))]  # the right padding of each column
+        columns = [list(cells) for cells in zip(COLUMNS, *self.rows)]  # the header first
+        self.widths = [max(map(len, cells)) for cells in columns]  # the widest text, without padding
+        self.words = [max(len(word) for cell in cells for word in cell.split()) for cells in columns]
+        # ASCII text: a character is a terminal cell, so len() is the width rich measures
+        self.ascii = self.title.isascii() and all("".join(cells).isascii() for cells in columns)
+        self.width = sum(self.widths) + sum(self.pads) + len(COLUMNS) - 1  # dividers
+
+    def _fits(self, options) -> bool:
+        """Whether rich's Table would draw this without wrapping anything, in its Unicode box."""
+        return (self.ascii and self.width <= options.max_width and len(self.title) <= self.width
+                and not options.ascii_only and not options.legacy_windows)
+
+    def __rich_measure__(self, console, options):
+        from rich.measure import Measurement
+
+        if not self._fits(options):
+            return Measurement.get(console, options, _rich_layer_table(self.summary))
+        minimum = [max(word, min(len(col), 9) if col in _WRAPS else 0) + pad
+                   for word, col, pad in zip(self.words, COLUMNS, self.pads)]
+        return Measurement(sum(minimum) + len(COLUMNS) - 1, self.width)
+
+    def __rich_console__(self, console, options):
+        from rich.segment import Segment
+
+        if not self._fits(options):
+            yield _rich_layer_table(self.summary)
+            return
+        line = Segment.line()
+        yield Segment(self.title.ljust(self.width), console.get_style("table.title"))
+        yield line
+        yield Segment(self._line(COLUMNS), console.get_style("bold"))
+        yield line
+        yield Segment("\u2500" * self.width)
+        yield line
+        for index, (row, style) in enumerate(zip(self.rows, self.styles)):
+            yield Segment(self._line(row), console.get_style(style) if style else None)
+            yield line
+            if index == self.inputs - 1 and index < len(self.rows) - 1:  # the end of the inputs section
+                yield Segment(" " * self.width)
+                yield line
+
+    def _line(self, cells) -> str:
+        parts = []
+        for cell, col, width, pad in zip(cells, COLUMNS, self.widths, self.pads):
+            parts.append((cell.rjust(width) if col in _RIGHT else cell.ljust(width)) + " " * pad)
+        return " ".join(parts)
 
 
 # --------------------------------------------------------------------------- validation

@@ -110,13 +110,17 @@ def _inches(pixels: int, dpi: int) -> float:
     return inches
 
 
+# what every picture command writes, chosen by the file's suffix: formats the Agg canvas writes in
+# every supported matplotlib (the CLI's help lists the same; a test keeps the two equal)
+PICTURE_FORMATS = ("png", "svg", "svgz", "pdf", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp")
+
+
 def _save(figure, out: str | Path, size: tuple[int, int]) -> tuple[Path, tuple[int, int]]:
     out = Path(out)
     kind = out.suffix[1:].lower() or "png"
-    supported = figure.canvas.get_supported_filetypes()
-    if kind not in supported:
+    if kind not in PICTURE_FORMATS:
         raise _error(f"cannot write a '{out.suffix}' picture", out,
-                     f"use one of: {', '.join('.' + k for k in sorted(supported))}")
+                     f"use one of: {', '.join('.' + k for k in PICTURE_FORMATS)}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out, format=kind, dpi=figure.dpi, facecolor="white")

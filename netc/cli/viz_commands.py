@@ -33,8 +33,8 @@ def viz_command(name: str, **kwargs):
     return register
 
 
-# what matplotlib's Agg canvas writes, chosen by the file's suffix (a test keeps this list true)
-PICTURE_FORMATS = ".png, .svg, .svgz, .pdf, .eps, .ps, .pgf, .jpg/.jpeg, .tif/.tiff, .webp, .raw/.rgba"
+# netc.viz.PICTURE_FORMATS, without importing numpy and matplotlib for --help (a test keeps them equal)
+PICTURE_FORMATS = ".png, .svg, .svgz, .pdf, .eps, .ps, .jpg/.jpeg, .tif/.tiff, .webp"
 Picture = Annotated[Path, typer.Option("--output", "-o", help=f"The picture to write ({PICTURE_FORMATS}).")]
 ONNX_OPSET = 21  # netc.export_onnx.DEFAULT_OPSET, without importing the exporter for --help
 

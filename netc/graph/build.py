@@ -6,6 +6,8 @@ at the end, so a user sees every error of a file together.
 
 from __future__ import annotations
 
+import heapq
+
 from netc.errors import Diagnostic, SpecErrors, did_you_mean, path_text
 from netc.graph.ir import Graph, Node
 from netc.graph.memory import check_memory
@@ -94,36 +96,50 @@ def _make_nodes(spec, inputs, errors: _Collector) -> list[Node]:
 
 
 def _topological_order(nodes: list[Node], inputs, errors: _Collector) -> list[Node] | None:
-    """Kahn's order, keeping spec order among ready nodes; a cycle is named in full."""
+    """Kahn's order, keeping spec order among ready nodes; a cycle is named in full.
+
+    A heap of ready spec positions gives the first ready node in spec order in O(log N), and each
+    node counts the tensors it still waits for, so the whole order is O(N log N) (no rescans).
+    """
     if errors.diagnostics:
         return None
     by_name = {node.name: node for node in nodes}
+    waiting_for = [len(set(node.inputs) - inputs.keys()) for node in nodes]  # layers not yet ordered
+    readers: dict[str, list[int]] = {}  # tensor -> positions of the nodes that read it (each once)
+    for position, node in enumerate(nodes):
+        for ref in dict.fromkeys(node.inputs):
+            readers.setdefault(ref, []).append(position)
+    ready = [position for position, count in enumerate(waiting_for) if count == 0]  # ascending: a heap
     ordered: list[Node] = []
-    done = set(inputs)
-    pending = list(nodes)
-    while pending:
-        ready = next((n for n in pending if all(ref in done for ref in n.inputs)), None)
-        if ready is None:
-            cycle = _find_cycle(pending, by_name)
-            first = by_name[cycle[0]]
-            errors.add("E-CYCLE", "cycle: " + " -> ".join(cycle + [cycle[0]]), ("layers", first.index, "in"),
-                       "a layer cannot depend on its own output; check the `in:` of these layers")
-            return None
-        ordered.append(ready)
-        done.add(ready.name)
-        pending.remove(ready)
+    while ready:
+        node = nodes[heapq.heappop(ready)]
+        ordered.append(node)
+        for position in readers.get(node.name, ()):
+            waiting_for[position] -= 1
+            if waiting_for[position] == 0:
+                heapq.heappush(ready, position)
+    if len(ordered) < len(nodes):
+        done = {node.name for node in ordered}
+        pending = [node for node in nodes if node.name not in done]
+        cycle = _find_cycle(pending, by_name)
+        first = by_name[cycle[0]]
+        errors.add("E-CYCLE", "cycle: " + " -> ".join(cycle + [cycle[0]]), ("layers", first.index, "in"),
+                   "a layer cannot depend on its own output; check the `in:` of these layers")
+        return None
     return ordered
 
 
 def _find_cycle(pending: list[Node], by_name) -> list[str]:
+    """Follow the first still-waiting input from the first pending node until a name repeats."""
     waiting = {n.name for n in pending}
-    start = pending[0].name
+    current = pending[0].name
+    step_of: dict[str, int] = {}  # name -> its position on the path (a dict: no O(N) `in path` scans)
     path: list[str] = []
-    current = start
-    while current not in path:
+    while current not in step_of:
+        step_of[current] = len(path)
         path.append(current)
         current = next(ref for ref in by_name[current].inputs if ref in waiting)
-    return path[path.index(current):]
+    return path[step_of[current]:]
 
 
 def _resolve_shares(nodes: list[Node], errors: _Collector) -> None:

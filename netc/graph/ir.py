@@ -40,7 +40,12 @@ class Graph:
     loss_target: str
 
     def __post_init__(self):
+        # indexes built once: lookups inside per-node loops stay O(1) on 100k-layer graphs
         self.by_name = {node.name: node for node in self.nodes}
+        self._consumers: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            for tensor in dict.fromkeys(node.inputs):  # a node reading a tensor twice is one consumer
+                self._consumers.setdefault(tensor, []).append(node)
 
     def shape_of(self, tensor: str) -> Shape:
         if tensor in self.inputs:
@@ -48,7 +53,8 @@ class Graph:
         return self.by_name[tensor].shape
 
     def consumers(self, tensor: str) -> list[Node]:
-        return [node for node in self.nodes if tensor in node.inputs]
+        """The nodes that read `tensor`, in topological order."""
+        return list(self._consumers.get(tensor, ()))
 
     @property
     def owners(self) -> list[Node]:

@@ -26,7 +26,7 @@ from netc.graph import build_graph
 from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
 from netc.runtime.data import load_dataset, load_train_eval
 from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
-from netc.runtime.rundir import RunFolder, guarded_write, latest_run_dir, run_error
+from netc.runtime.rundir import RunFolder, guarded_write, is_run_folder, latest_run_dir, run_error
 from netc.spec.load import LoadedSpec
 
 CHUNK_SAMPLES = 4096  # samples per compiled call: progress and Ctrl-C granularity
@@ -102,16 +102,20 @@ class Trainer:
         self.on_resume = on_resume or (lambda *args: None)
         self.model = Model(self.graph)
         self.interrupted = False
+        self._resumed_spec: str | None = None  # written with the resumed run's first checkpoint
         self.folder = self._claim_run_dir(runs_root, run_dir, force)
         self.run_dir = self.folder.path
 
     def _claim_run_dir(self, root: Path, run_dir: Path | None, force: bool) -> RunFolder:
         if self.resume:
             found = run_dir or latest_run_dir(root, self.spec.name)
-            if found is None or not (found / "last.safetensors").exists():
+            folder = RunFolder.existing(found) if found is not None and is_run_folder(found) else None
+            if folder is None or not (found / "last.safetensors").exists():
+                if folder is not None:
+                    folder.release()
                 raise _run_error("nothing to resume: no checkpoint found", str(found or root / self.spec.name),
                                  "start a run without --resume first")
-            return RunFolder.existing(found)
+            return folder
         if run_dir is not None:
             return RunFolder.given(run_dir, self.spec.name, force)
         return RunFolder.new_numbered(root, self.spec.name, self.spec.name)
@@ -235,6 +239,10 @@ class Trainer:
         with guarded_write(self.run_dir / "last.safetensors", "the checkpoint"):
             save_checkpoint(self.run_dir / "last.safetensors", self.model.get_weights(),
                             self.model.optimizer_state(), progress)
+        if self._resumed_spec is not None:  # the new epoch count, once the resumed run has a checkpoint
+            with guarded_write(self.run_dir / "spec.yaml", "the resolved spec"):
+                (self.run_dir / "spec.yaml").write_text(self._resumed_spec)
+            self._resumed_spec = None
 
     def _restore(self, spec_text: str) -> tuple[int, int]:
         saved = (self.run_dir / "spec.yaml").read_text() if (self.run_dir / "spec.yaml").exists() else ""
@@ -245,8 +253,7 @@ class Trainer:
         self._truncate_metrics(int(progress["epoch"]))
         self.model.set_weights(weights, strict=True)
         self.model.set_optimizer_state(state, progress["step"])
-        with guarded_write(self.run_dir / "spec.yaml", "the resolved spec"):
-            (self.run_dir / "spec.yaml").write_text(spec_text)
+        self._resumed_spec = spec_text if spec_text != saved else None
         return int(progress["epoch"]), int(progress["chunk"])
 
     def _truncate_metrics(self, epochs_done: int) -> None:
