@@ -399,9 +399,9 @@ def test_resume_says_what_it_resumes_and_when_a_run_is_finished(tmp_path):
     run = tmp_path / "run"
     first = invoke("train", XOR, "--epochs", "1", "--run-dir", run)
     assert first.exit_code == 0 and "done: 1 epoch, loss" in first.output
-    finished = invoke("train", XOR, "--epochs", "1", "--run-dir", run, "--resume")
+    finished = invoke("train", XOR, "--run-dir", run, "--resume")  # the run's own 1 epoch, not the spec's 200
     assert finished.exit_code == 0
-    assert f"{run} is finished: 1 of 1 epoch done; pass --epochs N (more than 1)" in finished.output
+    assert f"{run} is finished: 1 epoch done; pass --epochs N (more than 1)" in finished.output
     more = invoke("train", XOR, "--epochs", "3", "--run-dir", run, "--resume")
     assert more.exit_code == 0
     assert f"resuming {run} from epoch 2 of 3" in more.output and "done: 3 epochs" in more.output

@@ -107,10 +107,9 @@ def train(
                                f"continue with: netc train {spec} --resume --run-dir {result.run_dir}")
         raise typer.Exit(130)
     if result.already_finished:
-        total = trainer.spec.train.epochs
-        out.print(f"{result.run_dir} is finished: {result.start_epoch} of {total} "
-                  f"{_plural(total, 'epoch')} done; pass --epochs N (more than {result.start_epoch}) "
-                  "to train it longer")
+        done = result.start_epoch
+        out.print(f"{result.run_dir} is finished: {done} {_plural(done, 'epoch')} done; "
+                  f"pass --epochs N (more than {done}) to train it longer")
         return
     last = result.epochs[-1] if result.epochs else None
     if last is not None:

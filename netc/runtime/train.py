@@ -105,6 +105,19 @@ class Trainer:
         self._resumed_spec: str | None = None  # written with the resumed run's first checkpoint
         self.folder = self._claim_run_dir(runs_root, run_dir, force)
         self.run_dir = self.folder.path
+        if resume and (overrides is None or overrides.epochs is None):
+            self._keep_the_runs_epochs()
+
+    def _keep_the_runs_epochs(self) -> None:
+        """A resumed run trains to the epoch count it was started with (`--epochs` may change it)."""
+        try:
+            saved = yaml.safe_load((self.run_dir / "spec.yaml").read_text())
+            epochs = int(saved["train"]["epochs"])
+        except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
+            return  # _restore reports a missing or changed spec
+        if epochs != self.spec.train.epochs:
+            self.loaded = apply_overrides(self.loaded, Overrides(epochs=epochs))
+            self.spec = self.loaded.spec
 
     def _claim_run_dir(self, root: Path, run_dir: Path | None, force: bool) -> RunFolder:
         if self.resume:
