@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import typing
 import zipfile
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from netc.errors import DataError
-from netc.runtime.data import (Dataset, NormStats, digits_split, load_dataset, load_train_eval,
+from netc.runtime.data import (SOURCES, Dataset, NormStats, digits_split, load_dataset, load_train_eval,
                                normalization_stats, read_idx)
 from netc.spec import load_spec_text
+from netc.spec import models as spec_models
 
 XY = "  x: {shape: [2]}\n  label: {shape: [], dtype: int64, classes: 2}"
 
@@ -725,3 +727,24 @@ def test_load_train_eval_reports_both_splits(tmp_path):
     with pytest.raises(DataError) as info:
         load_train_eval(loaded)
     assert [d.path for d in info.value.diagnostics] == ["data.eval.normalize", "data.eval"]
+
+
+# --------------------------------------------------------------------------- the source registry
+
+
+def spec_sources() -> list[str]:
+    """The `source:` literals of the spec's data-source union, in its order."""
+    union = typing.get_args(spec_models.DataSource)[0]
+    return [literal for model in typing.get_args(union)
+            for literal in typing.get_args(model.model_fields["source"].annotation)]
+
+
+def test_every_spec_source_has_a_reader_and_every_reader_a_spec_source():
+    # the same names in the same order: a spec without data is told the sources in SOURCES' order
+    assert list(SOURCES) == spec_sources()
+    assert all(callable(reader) for reader in SOURCES.values())
+
+
+def test_no_data_section_hint_lists_the_sources(tmp_path):
+    d = error_of(load_dataset, make(tmp_path, None))
+    assert d.hint.endswith("(sources: xor, spirals, blobs, digits, npz, npy, csv, mnist-idx)")
