@@ -95,11 +95,46 @@ def _needed(graph, output: str) -> set[str]:
     return needed
 
 
+class OnnxContext:
+    """What an op's `onnx` mapping writes with (netc/ops/): the nodes, the initializers (parameters
+    of sharers read the owner's tensor, each written once) and the opset."""
+
+    def __init__(self, graph, weights: dict[str, np.ndarray], opset: int, helper, numpy_helper):
+        self.graph, self.weights, self.opset = graph, weights, opset
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes: list = []
+        self.initializers: list = []
+        self._made: set[str] = set()
+
+    def shape_of(self, tensor: str):
+        return self.graph.shape_of(tensor)
+
+    def initializer(self, name: str, array: np.ndarray) -> str:
+        if name not in self._made:
+            self._made.add(name)
+            self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def param(self, node, pname: str) -> str:
+        key = f"{node.param_owner}.{pname}"
+        return self.initializer(key, np.asarray(self.weights[key], np.float32))
+
+    def add(self, op_type: str, inputs: list[str], node, **attributes) -> None:
+        """One ONNX node computing the netc node's output."""
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [node.name], name=node.name, **attributes))
+
+    def need_opset(self, opset: int, node, why: str) -> None:
+        if self.opset < opset:
+            raise _error(f"layer '{node.name}' ({node.op}) needs opset {opset} or later: {why}",
+                         self.graph.spec.name, f"export with --opset {max(opset, DEFAULT_OPSET)}",
+                         f"layers[{node.index}]")
+
+
 def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET, where: str = "<weights>"):
     """The graph as an `onnx.ModelProto` with `weights` as initializers (checked by onnx.checker)."""
     from netc import __version__
     from netc.compiler.module import float_inputs
-    from netc.ops.conv import conv_geometry
+    from netc.ops import REGISTRY
 
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
@@ -111,54 +146,12 @@ def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET
     check_weights(graph, weights, where)
     output = graph.loss_input
     needed = _needed(graph, output)
-    nodes, initializers, made = [], [], set()
 
-    def initializer(name: str, array: np.ndarray) -> str:
-        if name not in made:
-            made.add(name)
-            initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def param(node, pname: str) -> str:
-        key = f"{node.param_owner}.{pname}"  # sharers read the owner's tensor
-        return initializer(key, np.asarray(weights[key], np.float32))
-
+    ctx = OnnxContext(graph, weights, opset, helper, numpy_helper)
     for node in graph.nodes:
-        if node.name not in needed:
-            continue
-        x, out, op, layer = node.inputs, [node.name], node.op, node.layer
-        if op == "linear":
-            inputs = [x[0], param(node, "weight")] + ([param(node, "bias")] if "bias" in node.param_shapes else [])
-            nodes.append(helper.make_node("Gemm", inputs, out, name=node.name, transB=1))
-        elif op == "conv2d":
-            kh, kw, sh, sw, ph, pw = conv_geometry(layer, graph.shape_of(x[0]))
-            inputs = [x[0], param(node, "weight")] + ([param(node, "bias")] if "bias" in node.param_shapes else [])
-            nodes.append(helper.make_node("Conv", inputs, out, name=node.name, kernel_shape=[kh, kw],
-                                          strides=[sh, sw], pads=[ph, pw, ph, pw]))
-        elif op in ("maxpool2d", "avgpool2d"):
-            kh, kw, sh, sw, ph, pw = conv_geometry(layer, graph.shape_of(x[0]))
-            extra = {"count_include_pad": 0} if op == "avgpool2d" else {}
-            nodes.append(helper.make_node("MaxPool" if op == "maxpool2d" else "AveragePool", x, out, name=node.name,
-                                          kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw], **extra))
-        elif op == "flatten":
-            nodes.append(helper.make_node("Flatten", x, out, name=node.name, axis=1))
-        elif op == "reshape":
-            shape = initializer(f"{node.name}.shape", np.array([0, *node.shape], np.int64))  # 0: keep the batch
-            nodes.append(helper.make_node("Reshape", [x[0], shape], out, name=node.name))
-        elif op in ("relu", "sigmoid", "tanh"):
-            nodes.append(helper.make_node(op.capitalize(), x, out, name=node.name))
-        elif op in ("softmax", "log_softmax"):
-            nodes.append(helper.make_node("Softmax" if op == "softmax" else "LogSoftmax", x, out, name=node.name,
-                                          axis=1))
-        elif op == "add":
-            nodes.append(helper.make_node("Add" if len(x) == 2 else "Sum", x, out, name=node.name))
-        elif op == "concat":
-            nodes.append(helper.make_node("Concat", x, out, name=node.name, axis=layer.axis + 1))
-        elif op in ("dropout", "identity"):
-            nodes.append(helper.make_node("Identity", x, out, name=node.name))
-        else:
-            raise _error(f"layer '{node.name}': ONNX export does not know op '{op}'", graph.spec.name,
-                         "report this: every op of the spec language should export", f"layers[{node.index}]")
+        if node.name in needed:
+            REGISTRY[node.op].onnx(ctx, node)
+    nodes, initializers = ctx.nodes, ctx.initializers
 
     def value(name: str, shape) -> object:
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])

@@ -16,6 +16,8 @@ Conventions (stated in every rendering that shows them):
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob
 import json
 from dataclasses import dataclass
@@ -453,59 +455,50 @@ _RIGHT = ("params", "mult-adds")
 _WRAPS = ("inputs", "output shape", "shared with", "trainable")  # on a narrow terminal
 
 
-def _rich_layer_table(summary: Summary):
-    """The layer table as a rich Table: the layout whenever a cell has to wrap."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=f"netc: {summary.name}", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, collapse_padding=True)
-    for col in COLUMNS:
-        wraps = col in _WRAPS
-        table.add_column(col, justify="right" if col in _RIGHT else "left", overflow="fold", no_wrap=not wraps,
-                         min_width=min(len(col), 9) if wraps else None)
-    for row in summary.inputs:
-        table.add_row(*(Text(cell) for cell in (row.name, input_kind(row), "", input_shape_text(row),
-                                                 "", "", "", "")), style="cyan")
-    if summary.inputs:
-        table.rows[len(summary.inputs) - 1].end_section = True
-    for row in summary.layers:
-        style = "dim" if row.trainable is False else ""
-        table.add_row(*(Text(cell) for cell in (row.name, row.op, ", ".join(row.inputs), shape_text(row.shape),
-                                                 params_text(row), shared_text(row), trainable_text(row),
-                                                 mult_adds_text(row))), style=style)
-    return table
-
-
 class _LayerTable:
-    """The layer table, written line by line when every cell fits on one line (always when piped).
+    """The layer table: rich's Table, or the same lines written directly when nothing wraps.
 
-    rich's Table lays out about a row per millisecond, minutes for a 100k-layer spec. When nothing
-    wraps its layout is simple, and this writes the same lines: columns as wide as their widest
-    cell, one space of padding between cells (none at the edges), a space as divider, a rule under
-    the header and a blank line after the inputs. Otherwise (a narrow terminal) rich's Table
-    (`_rich_layer_table`) lays it out.
+    rich's Table lays out about a row per millisecond, minutes for a 100k-layer spec. When every
+    cell fits on one line (always when piped) its layout is simple and written here: columns as
+    wide as their widest cell, one space of padding between cells (none at the edges), a space as
+    divider, a rule under the header and a blank line after the inputs. Otherwise (a narrow
+    terminal) rich's Table lays it out. tests/test_scale.py compares the two.
     """
 
     def __init__(self, summary: Summary):
-        self.summary = summary
         self.title = f"netc: {summary.name}"
         self.rows = table_rows(summary)
         self.styles = ["cyan"] * len(summary.inputs) + ["dim" if row.trainable is False else ""
                                                          for row in summary.layers]
         self.inputs = len(summary.inputs)
-        last = len(COLUMNS) - 1
-        self.pads = [0 if i == last else 1 for i in range(len(COLUMNS))]  # the right padding of each column
+        self.pads = [1] * (len(COLUMNS) - 1) + [0]  # right padding; collapsed between cells, none at the edge
         columns = [list(cells) for cells in zip(COLUMNS, *self.rows)]  # the header first
         self.widths = [max(map(len, cells)) for cells in columns]  # the widest text, without padding
-        self.words = [max(len(word) for cell in cells for word in cell.split()) for cells in columns]
+        self.words = [max(map(len, " ".join(cells).split())) for cells in columns]  # the longest word
         # ASCII text: a character is a terminal cell, so len() is the width rich measures
         self.ascii = self.title.isascii() and all("".join(cells).isascii() for cells in columns)
         self.width = sum(self.widths) + sum(self.pads) + len(COLUMNS) - 1  # dividers
 
+    def rich_table(self):
+        """The same table laid out by rich's Table, which wraps cells to fit a narrow terminal."""
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title=self.title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                      show_edge=False, pad_edge=False, collapse_padding=True)
+        for col in COLUMNS:
+            wraps = col in _WRAPS
+            table.add_column(col, justify="right" if col in _RIGHT else "left", overflow="fold", no_wrap=not wraps,
+                             min_width=min(len(col), 9) if wraps else None)
+        for row, style in zip(self.rows, self.styles):
+            table.add_row(*(Text(cell) for cell in row), style=style)
+        if self.inputs:
+            table.rows[self.inputs - 1].end_section = True
+        return table
+
     def _fits(self, options) -> bool:
-        """Whether rich's Table would draw this without wrapping anything, in its Unicode box."""
+        """Whether rich's Table would draw this without wrapping a cell, in its Unicode box."""
         return (self.ascii and self.width <= options.max_width and len(self.title) <= self.width
                 and not options.ascii_only and not options.legacy_windows)
 
@@ -513,7 +506,7 @@ class _LayerTable:
         from rich.measure import Measurement
 
         if not self._fits(options):
-            return Measurement.get(console, options, _rich_layer_table(self.summary))
+            return Measurement.get(console, options, self.rich_table())
         minimum = [max(word, min(len(col), 9) if col in _WRAPS else 0) + pad
                    for word, col, pad in zip(self.words, COLUMNS, self.pads)]
         return Measurement(sum(minimum) + len(COLUMNS) - 1, self.width)
@@ -522,27 +515,38 @@ class _LayerTable:
         from rich.segment import Segment
 
         if not self._fits(options):
-            yield _rich_layer_table(self.summary)
+            yield self.rich_table()
             return
         line = Segment.line()
         yield Segment(self.title.ljust(self.width), console.get_style("table.title"))
         yield line
-        yield Segment(self._line(COLUMNS), console.get_style("bold"))
+        yield from self._row(console, COLUMNS, "bold")
         yield line
         yield Segment("\u2500" * self.width)
         yield line
         for index, (row, style) in enumerate(zip(self.rows, self.styles)):
-            yield Segment(self._line(row), console.get_style(style) if style else None)
+            yield from self._row(console, row, style)
             yield line
             if index == self.inputs - 1 and index < len(self.rows) - 1:  # the end of the inputs section
                 yield Segment(" " * self.width)
                 yield line
 
-    def _line(self, cells) -> str:
-        parts = []
-        for cell, col, width, pad in zip(cells, COLUMNS, self.widths, self.pads):
-            parts.append((cell.rjust(width) if col in _RIGHT else cell.ljust(width)) + " " * pad)
-        return " ".join(parts)
+    def _row(self, console, cells, style: str):
+        """A row as rich's Table writes it: each cell and its padding in the row's style, plain dividers."""
+        from rich.segment import Segment
+
+        texts = [cell.rjust(width) if col in _RIGHT else cell.ljust(width)
+                 for cell, col, width in zip(cells, COLUMNS, self.widths)]
+        if console.color_system is None:  # no styles are written: the row as one segment is the same text
+            yield Segment(" ".join(text + " " * pad for text, pad in zip(texts, self.pads)))
+            return
+        style = console.get_style(style) if style else None
+        for i, (text, pad) in enumerate(zip(texts, self.pads)):
+            if i:
+                yield Segment(" ")  # the divider
+            yield Segment(text, style)
+            if pad:
+                yield Segment(" " * pad, style)
 
 
 # --------------------------------------------------------------------------- validation
@@ -611,13 +615,31 @@ def find_spec_files(patterns: list[str]) -> tuple[list[str], list[str]]:
     return files, unmatched
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector while one spec is read and reported.
+
+    A spec makes many objects and almost no garbage cycles (a dozen, whatever its size), but each
+    full collection walks every live object: with it on, a 100k-layer spec takes ~2x as long per layer
+    as a 1k-layer one. The collector runs again as before when the block ends.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def validate_file(path: str | Path) -> FileResult:
     """Load a spec and build its graph; every error found, never an exception."""
     from netc.graph import build_graph
     from netc.spec import load_spec
 
     try:
-        build_graph(load_spec(path))
+        with gc_paused():
+            build_graph(load_spec(path))
     except NetcError as exc:
         return FileResult(str(path), tuple(exc.diagnostics))
     return FileResult(str(path), ())

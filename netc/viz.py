@@ -32,8 +32,20 @@ CODE = "E-VIZ"
 DPI = 100
 GAP = "#dde3ec"  # between tiles (blue-gray)
 PADDING = "#f0c38e"  # cells of a receptive field outside the input (orange)
-PATCH_LAYERS = ("conv2d", "maxpool2d", "avgpool2d")  # ops whose geometry a receptive field composes
-PASS_THROUGH = ("relu", "sigmoid", "tanh", "dropout", "identity")  # element-wise: the field does not change
+
+
+def _window_ops() -> tuple[str, ...]:
+    """Ops whose geometry a receptive field composes (conv, pools)."""
+    from netc.ops.base import WINDOW, ops_in
+
+    return ops_in(WINDOW)
+
+
+def _field_ops() -> tuple[str, ...]:
+    """Ops a receptive field passes through: windows, and element-wise ops, which do not change it."""
+    from netc.ops.base import ELEMENTWISE, ops_in
+
+    return _window_ops() + ops_in(ELEMENTWISE)
 
 
 class VizError(NetcError):
@@ -307,7 +319,7 @@ def receptive_field(graph, layer: str, loaded=None) -> ReceptiveField:
     name = layer
     while name not in graph.inputs:
         node = graph.by_name[name]
-        if node.op not in PATCH_LAYERS + PASS_THROUGH or len(node.inputs) != 1:
+        if node.op not in _field_ops() or len(node.inputs) != 1:
             where = loaded.smap.locate(node.spec_path) if loaded is not None else Location()
             raise _error(f"cannot trace input patches through '{node.name}' ({node.op}): a patch is defined "
                          f"only along one path of conv, pool and element-wise layers from an image input",
@@ -322,7 +334,7 @@ def receptive_field(graph, layer: str, loaded=None) -> ReceptiveField:
                      "input patches need an image input [C, H, W]")
     size, jump, offset = [1, 1], [1, 1], [0, 0]
     for node in reversed(path):
-        if node.op in PATCH_LAYERS:
+        if node.op in _window_ops():
             kh, kw, sh, sw, ph, pw = conv_geometry(node.layer, graph.shape_of(node.inputs[0]))
             for axis, (k, s, p) in enumerate(((kh, sh, ph), (kw, sw, pw))):
                 size[axis] += (k - 1) * jump[axis]
@@ -367,7 +379,7 @@ def stored_tensor(plan, layer: str) -> tuple[str, str | None]:
     stores only the activation's output."""
     step = next(s for s in plan.steps if layer in s.covers)
     if step.output != layer and step.node.name == layer and step.act is not None:
-        return step.output, step.act
+        return step.output, step.act.op
     return layer, None
 
 
@@ -382,7 +394,7 @@ def plot_patches(loaded, weights: str | Path, layer: str, out: str | Path, which
     from netc.runtime.model import Model
 
     graph = build_graph(loaded)
-    node = _layer_node(loaded, graph, layer, PATCH_LAYERS + PASS_THROUGH, "layers with feature maps", maps=True)
+    node = _layer_node(loaded, graph, layer, _field_ops(), "layers with feature maps", maps=True)
     rf = receptive_field(graph, layer, loaded)
     train = load_dataset(loaded, "train")
     data = train if which == "train" else load_dataset(loaded, which, train.stats)

@@ -1,39 +1,29 @@
-"""Plain NumPy reference implementations of every netc op, loss and optimizer, in float64.
+"""The float64 NumPy oracle of test_ops.py, test_optim.py and test_sharing.py (STYLE.md section 12:
+stumpy's `tests/naive.py`, ONNX's `reference/ops`): losses, optimizers, and a whole network run
+layer by layer.
 
-The oracle of test_ops.py, test_optim.py and test_sharing.py (STYLE.md section 12:
-stumpy's `tests/naive.py`, ONNX's `reference/ops`). Written to be read, not to be
-fast, and independent of netc: nothing here imports it, so a bug shared by the
-compiler and its oracle cannot hide.
+Each op's own reference lives with the op (netc/ops/<family>.py, `OpDef.reference`): plain
+numpy, written to be read, sharing nothing with the compiler or its kernels, so a bug in the
+generated code cannot hide behind its oracle. Those references are themselves checked against
+finite differences (test_op_contract.py) and, where it is installed, PyTorch.
 
 Conventions:
 - n is the batch size; images are (n, C, H, W), feature vectors (n, F).
 - Parameters use PyTorch's layout: linear weight (O, I), conv weight (F, C, KH, KW).
-- Each op has a `<op>_forward` and a `<op>_backward`; a backward takes the gradient of
-  the op's output (`dy`) and returns the gradients of its inputs (and parameters).
 - Losses return (mean loss over the batch, gradient of that mean wrt their input).
 - Optimizers follow torch.optim: one step on one tensor, with a per-tensor `state` dict.
 
-At the end, `network_forward` / `network_backward` run a whole spec's layers (as a
-parsed YAML dict, not netc's pydantic model) by calling these functions one by one.
+`network_forward` / `network_backward` run a whole spec's layers (from the parsed YAML) by
+calling the op references one by one.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from netc.ops import REGISTRY
+
 # ============================================================================ helpers
-
-
-def pair(value) -> tuple[int, int]:
-    """k or [kh, kw] -> (kh, kw)."""
-    if isinstance(value, (list, tuple)):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
-
-
-def window_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a sliding window (floor mode, as PyTorch)."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -41,263 +31,6 @@ def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     out = np.zeros((len(labels), classes))
     out[np.arange(len(labels)), labels] = 1.0
     return out
-
-
-# ============================================================================ linear
-
-
-def linear_forward(x, w, b=None):
-    # x (n, I)  w (O, I)  b (O,) or None  ->  y (n, O)
-    y = x @ w.T
-    if b is not None:
-        y = y + b
-    return y
-
-
-def linear_backward(dy, x, w, has_bias=True):
-    # dy (n, O)  x (n, I)  w (O, I)  ->  dx (n, I), dw (O, I), db (O,) or None
-    dx = dy @ w
-    dw = dy.T @ x
-    db = dy.sum(axis=0) if has_bias else None
-    return dx, dw, db
-
-
-# ============================================================================ conv2d (cross-correlation)
-
-
-def conv2d_forward(x, w, b=None, stride=1, padding=0):
-    # x (n, C, H, W)  w (F, C, KH, KW)  b (F,) or None  ->  y (n, F, OH, OW)
-    sh, sw = pair(stride)
-    ph, pw = pair(padding)
-    n, _, h, width = x.shape
-    f, _, kh, kw = w.shape
-    oh, ow = window_out(h, kh, sh, ph), window_out(width, kw, sw, pw)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))  # (n, C, H+2ph, W+2pw), zeros around
-    y = np.zeros((n, f, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            window = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]  # (n, C, KH, KW)
-            y[:, :, i, j] = np.einsum("nckl,fckl->nf", window, w)
-    if b is not None:
-        y += b[None, :, None, None]
-    return y
-
-
-def conv2d_backward(dy, x, w, stride=1, padding=0, has_bias=True):
-    # dy (n, F, OH, OW)  x (n, C, H, W)  w (F, C, KH, KW)  ->  dx (n, C, H, W), dw (F, C, KH, KW), db (F,) or None
-    sh, sw = pair(stride)
-    ph, pw = pair(padding)
-    _, _, h, width = x.shape
-    _, _, kh, kw = w.shape
-    _, _, oh, ow = dy.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    dxp = np.zeros_like(xp)  # (n, C, H+2ph, W+2pw)
-    dw = np.zeros_like(w)
-    for i in range(oh):
-        for j in range(ow):
-            rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
-            g = dy[:, :, i, j]  # (n, F)
-            dw += np.einsum("nf,nckl->fckl", g, xp[:, :, rows, cols])
-            dxp[:, :, rows, cols] += np.einsum("nf,fckl->nckl", g, w)
-    dx = dxp[:, :, ph:ph + h, pw:pw + width]  # padding cells have no input to pass their gradient to
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
-    return dx, dw, db
-
-
-# ============================================================================ pooling
-
-
-def _pool_geometry(x_shape, kernel, stride, padding):
-    kh, kw = pair(kernel)
-    sh, sw = pair(kernel if stride is None else stride)
-    ph, pw = pair(padding)
-    _, _, h, width = x_shape
-    return kh, kw, sh, sw, ph, pw, window_out(h, kh, sh, ph), window_out(width, kw, sw, pw)
-
-
-def maxpool2d_forward(x, kernel, stride=None, padding=0):
-    # x (n, C, H, W)  ->  y (n, C, OH, OW); padding cells are -inf (they never win)
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x.shape, kernel, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    y = np.zeros(x.shape[:2] + (oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            y[:, :, i, j] = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].max(axis=(2, 3))
-    return y
-
-
-def maxpool2d_backward(dy, x, kernel, stride=None, padding=0):
-    # dy (n, C, OH, OW)  x (n, C, H, W)  ->  dx (n, C, H, W): each output's gradient goes to its
-    # window's maximum (the first one in row-major order on a tie)
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x.shape, kernel, stride, padding)
-    n, c, h, width = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
-    dxp = np.zeros_like(xp)
-    for s in range(n):
-        for ch in range(c):
-            for i in range(oh):
-                for j in range(ow):
-                    window = xp[s, ch, i * sh:i * sh + kh, j * sw:j * sw + kw]  # (KH, KW)
-                    wi, wj = np.unravel_index(np.argmax(window), window.shape)
-                    dxp[s, ch, i * sh + wi, j * sw + wj] += dy[s, ch, i, j]
-    return dxp[:, :, ph:ph + h, pw:pw + width]
-
-
-def _avgpool_counts(x_shape, kernel, stride, padding):
-    # (OH, OW): the number of real (non-padding) cells under each window
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x_shape, kernel, stride, padding)
-    real = np.pad(np.ones(x_shape[2:]), ((ph, ph), (pw, pw)))  # 1 on input cells, 0 on padding
-    counts = np.zeros((oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            counts[i, j] = real[i * sh:i * sh + kh, j * sw:j * sw + kw].sum()
-    return counts
-
-
-def avgpool2d_forward(x, kernel, stride=None, padding=0):
-    # x (n, C, H, W)  ->  y (n, C, OH, OW); padding cells are not counted (PyTorch count_include_pad=False)
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x.shape, kernel, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    counts = _avgpool_counts(x.shape, kernel, stride, padding)  # (OH, OW)
-    y = np.zeros(x.shape[:2] + (oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            y[:, :, i, j] = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw].sum(axis=(2, 3)) / counts[i, j]
-    return y
-
-
-def avgpool2d_backward(dy, x, kernel, stride=None, padding=0):
-    # dy (n, C, OH, OW)  x (n, C, H, W)  ->  dx (n, C, H, W): each output's gradient shared by its real cells
-    kh, kw, sh, sw, ph, pw, oh, ow = _pool_geometry(x.shape, kernel, stride, padding)
-    _, _, h, width = x.shape
-    counts = _avgpool_counts(x.shape, kernel, stride, padding)
-    dxp = np.zeros(x.shape[:2] + (h + 2 * ph, width + 2 * pw))
-    for i in range(oh):
-        for j in range(ow):
-            share = dy[:, :, i, j] / counts[i, j]  # (n, C)
-            dxp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw] += share[:, :, None, None]
-    return dxp[:, :, ph:ph + h, pw:pw + width]  # what landed on padding is dropped
-
-
-# ============================================================================ shape ops
-
-
-def flatten_forward(x):
-    # x (n, ...)  ->  y (n, prod(...))
-    return x.reshape(len(x), -1)
-
-
-def flatten_backward(dy, x_shape):
-    # dy (n, prod(...))  ->  dx (n, ...)
-    return dy.reshape(x_shape)
-
-
-def reshape_forward(x, shape):
-    # x (n, ...)  ->  y (n, *shape); one entry of shape may be -1
-    return x.reshape((len(x), *shape))
-
-
-def reshape_backward(dy, x_shape):
-    return dy.reshape(x_shape)
-
-
-def identity_forward(x):
-    return x.copy()
-
-
-def identity_backward(dy):
-    return dy.copy()
-
-
-def dropout_forward(x, p, training=False, rng=None):
-    # x (n, ...)  ->  y, mask (both like x); at eval (or p = 0) the identity
-    if not training or p == 0:
-        mask = np.ones_like(x)
-    else:
-        mask = (rng.random(x.shape) >= p) / (1 - p)  # inverted dropout: kept units scaled by 1/(1-p)
-    return x * mask, mask
-
-
-def dropout_backward(dy, mask):
-    return dy * mask
-
-
-# ============================================================================ activations
-
-
-def relu_forward(x):
-    return np.maximum(x, 0.0)
-
-
-def relu_backward(dy, x):
-    # dy, x (n, ...) -> dx; the derivative at exactly 0 is taken as 0 (as PyTorch)
-    return dy * (x > 0)
-
-
-def sigmoid_forward(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def sigmoid_backward(dy, y):
-    # y = sigmoid(x)
-    return dy * y * (1.0 - y)
-
-
-def tanh_forward(x):
-    return np.tanh(x)
-
-
-def tanh_backward(dy, y):
-    # y = tanh(x)
-    return dy * (1.0 - y * y)
-
-
-def softmax_forward(x):
-    # x (n, F) -> y (n, F), rows summing to 1
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def softmax_backward(dy, y):
-    # dy, y (n, F): dx_j = y_j * (dy_j - sum_k dy_k y_k)
-    return y * (dy - (dy * y).sum(axis=1, keepdims=True))
-
-
-def log_softmax_forward(x):
-    # x (n, F) -> y (n, F) = x - logsumexp(x)
-    m = x.max(axis=1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
-
-
-def log_softmax_backward(dy, y):
-    # dy, y (n, F): dx_j = dy_j - softmax_j * sum_k dy_k
-    return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
-
-
-# ============================================================================ merging
-
-
-def add_forward(*xs):
-    # each x (n, ...) of one shape -> their sum
-    total = np.zeros_like(xs[0])
-    for x in xs:
-        total = total + x
-    return total
-
-
-def add_backward(dy, count):
-    # every input gets the whole gradient
-    return [dy.copy() for _ in range(count)]
-
-
-def concat_forward(xs, axis):
-    # xs: (n, ...) agreeing on every axis but `axis` (counted without the batch dimension)
-    return np.concatenate(xs, axis=axis + 1)
-
-
-def concat_backward(dy, sizes, axis):
-    # dy (n, ...) -> one slice per input; sizes: each input's length along `axis`
-    return np.split(dy, np.cumsum(sizes)[:-1], axis=axis + 1)
 
 
 # ============================================================================ losses (mean over the batch)
@@ -315,7 +48,8 @@ def mse_loss(y, t):
 def cross_entropy_loss(z, labels):
     # z (n, K) logits, labels (n,)  ->  -mean log softmax(z)[label], dz = (softmax(z) - onehot) / n
     n, k = z.shape
-    logp = log_softmax_forward(z)
+    m = z.max(axis=1, keepdims=True)
+    logp = z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
     loss = -logp[np.arange(n), labels].mean()
     return loss, (np.exp(logp) - one_hot(labels, k)) / n
 
@@ -417,54 +151,62 @@ def param_owner(spec: dict, name: str) -> str:
     return name
 
 
-def _params(spec, weights, name, layer):
-    owner = param_owner(spec, name)
-    bias = weights.get(f"{owner}.bias") if layer.get("bias", True) else None
-    return owner, weights[f"{owner}.weight"], bias
+def op_forward(layer: dict, xs: list, params: dict | None = None):
+    """One op's reference forward, from its layer mapping (e.g. {"op": "tanh"})."""
+    return REGISTRY[layer["op"]].reference.forward(_layer(layer), xs, params or {})
+
+
+def op_backward(layer: dict, xs: list, dy, params: dict | None = None):
+    """(input gradients, parameter gradients) of one op's reference."""
+    y = op_forward(layer, xs, params)
+    return REGISTRY[layer["op"]].reference.backward(_layer(layer), xs, y, dy, params or {})
+
+
+def linear_forward(x, w, b=None):
+    return op_forward({"op": "linear", "out": w.shape[0], "bias": b is not None}, [x],
+                      {"weight": w} if b is None else {"weight": w, "bias": b})
+
+
+def linear_backward(dy, x, w, has_bias=True):
+    """(dx, dw, db or None)"""
+    params = {"weight": w, "bias": np.zeros(w.shape[0])} if has_bias else {"weight": w}
+    (dx,), grads = op_backward({"op": "linear", "out": w.shape[0], "bias": has_bias}, [x], dy, params)
+    return dx, grads["weight"], grads.get("bias")
+
+
+def tanh_forward(x):
+    return op_forward({"op": "tanh"}, [x])
+
+
+def tanh_backward(dy, y):
+    return dy * (1.0 - y * y)
+
+
+def _layer(layer: dict):
+    """The layer as its op's spec class validates it (defaults filled in), which op references read."""
+    return REGISTRY[layer["op"]].spec.model_validate(layer)
+
+
+def _params(spec, weights, name, layer) -> tuple[str, dict]:
+    """(owner, {"weight": array, ...}): the tensors of the layer's parameter owner that exist."""
+    owner = param_owner(spec, name) if name in _names(spec["layers"]) else name
+    found = {p: weights[f"{owner}.{p}"] for p in ("weight", "bias") if f"{owner}.{p}" in weights}
+    if not layer.get("bias", True):
+        found.pop("bias", None)
+    return owner, found
 
 
 def network_forward(spec: dict, weights: dict, arrays: dict) -> dict:
-    """Every tensor's value, evaluated layer by layer in spec order (dropout at eval: the identity).
+    """Every tensor's value, evaluated layer by layer in spec order by each op's numpy reference
+    (netc/ops/: `OpDef.reference`; dropout at eval: the identity).
 
     spec: the parsed YAML; weights: {"fc1.weight": array, ...}; arrays: the inputs, (n, *shape)."""
     values = {name: np.asarray(arrays[name], dtype=np.float64) for name, inp in spec["inputs"].items()
               if inp.get("dtype", "float32") == "float32"}
     for name, layer, refs in zip(_names(spec["layers"]), spec["layers"], _inputs_of(spec)):
-        xs = [values[r] for r in refs]
-        x = xs[0]
-        op = layer["op"]
-        if op == "linear":
-            _, w, b = _params(spec, weights, name, layer)
-            y = linear_forward(x, w, b)
-        elif op == "conv2d":
-            _, w, b = _params(spec, weights, name, layer)
-            y = conv2d_forward(x, w, b, layer.get("stride", 1), layer.get("padding", 0))
-        elif op == "maxpool2d":
-            y = maxpool2d_forward(x, layer["kernel"], layer.get("stride"), layer.get("padding", 0))
-        elif op == "avgpool2d":
-            y = avgpool2d_forward(x, layer["kernel"], layer.get("stride"), layer.get("padding", 0))
-        elif op == "flatten":
-            y = flatten_forward(x)
-        elif op == "reshape":
-            y = reshape_forward(x, layer["shape"])
-        elif op == "identity":
-            y = identity_forward(x)
-        elif op == "dropout":
-            y, _ = dropout_forward(x, layer.get("p", 0.5), training=False)
-        elif op in ("relu", "sigmoid", "tanh", "softmax", "log_softmax"):
-            y = FORWARD[op](x)
-        elif op == "add":
-            y = add_forward(*xs)
-        elif op == "concat":
-            y = concat_forward(xs, layer.get("axis", 0))
-        else:
-            raise NotImplementedError(op)
-        values[name] = y
+        _, params = _params(spec, weights, name, layer)
+        values[name] = REGISTRY[layer["op"]].reference.forward(_layer(layer), [values[r] for r in refs], params)
     return values
-
-
-FORWARD = {"relu": relu_forward, "sigmoid": sigmoid_forward, "tanh": tanh_forward, "softmax": softmax_forward,
-           "log_softmax": log_softmax_forward}
 
 
 def network_backward(spec: dict, weights: dict, arrays: dict, values: dict) -> tuple[float, dict]:
@@ -482,48 +224,11 @@ def network_backward(spec: dict, weights: dict, arrays: dict, values: dict) -> t
     for name, layer, refs in reversed(list(zip(_names(spec["layers"]), spec["layers"], _inputs_of(spec)))):
         if name not in dvalues:
             continue
-        dy = dvalues[name]
-        xs = [values[r] for r in refs]
-        x = xs[0]
-        op = layer["op"]
-        dxs = None
-        if op == "linear":
-            owner, w, b = _params(spec, weights, name, layer)
-            dx, dw, db = linear_backward(dy, x, w, b is not None)
-            dxs = [dx]
-        elif op == "conv2d":
-            owner, w, b = _params(spec, weights, name, layer)
-            dx, dw, db = conv2d_backward(dy, x, w, layer.get("stride", 1), layer.get("padding", 0), b is not None)
-            dxs = [dx]
-        if op in ("linear", "conv2d"):
-            add_grad(grads, f"{owner}.weight", dw)
-            if db is not None:
-                add_grad(grads, f"{owner}.bias", db)
-        elif op == "maxpool2d":
-            dxs = [maxpool2d_backward(dy, x, layer["kernel"], layer.get("stride"), layer.get("padding", 0))]
-        elif op == "avgpool2d":
-            dxs = [avgpool2d_backward(dy, x, layer["kernel"], layer.get("stride"), layer.get("padding", 0))]
-        elif op in ("flatten", "reshape"):
-            dxs = [flatten_backward(dy, x.shape)]
-        elif op == "identity":
-            dxs = [identity_backward(dy)]
-        elif op == "dropout":
-            dxs = [dropout_backward(dy, np.ones_like(x))]
-        elif op == "relu":
-            dxs = [relu_backward(dy, x)]
-        elif op == "sigmoid":
-            dxs = [sigmoid_backward(dy, values[name])]
-        elif op == "tanh":
-            dxs = [tanh_backward(dy, values[name])]
-        elif op == "softmax":
-            dxs = [softmax_backward(dy, values[name])]
-        elif op == "log_softmax":
-            dxs = [log_softmax_backward(dy, values[name])]
-        elif op == "add":
-            dxs = add_backward(dy, len(refs))
-        elif op == "concat":
-            axis = layer.get("axis", 0)
-            dxs = concat_backward(dy, [v.shape[axis + 1] for v in xs], axis)
+        owner, params = _params(spec, weights, name, layer)
+        dxs, dparams = REGISTRY[layer["op"]].reference.backward(
+            _layer(layer), [values[r] for r in refs], values[name], dvalues[name], params)
+        for pname, g in dparams.items():
+            add_grad(grads, f"{owner}.{pname}", g)
         for ref, dx in zip(refs, dxs):
             add_grad(dvalues, ref, dx)
     return float(loss), grads

@@ -65,6 +65,12 @@ def test_undefined_alias():
     check(one_error("netc: 1\nname: *nope\n"), "E-YAML", "undefined alias 'nope'", line=2, col=7)
 
 
+def test_a_tagged_value_that_does_not_parse_is_located():
+    """`!!bool maybe` made PyYAML's constructor raise a KeyError (a traceback before)."""
+    check(one_error("netc: 1\nname: !!bool maybe\n"), "E-YAML", "cannot read value: 'maybe'", line=2, col=7,
+          path="name")
+
+
 @pytest.mark.parametrize("text", ["", "\n\n   \n", "# only a comment\n", b""])
 def test_empty_file(text):
     check(one_error(text), "E-YAML", "the file is empty", line=1, col=1, hint="netc: 1")

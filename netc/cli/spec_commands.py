@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.measure import Measurement
 
 from netc import report
 from netc.cli.app import command, render_diagnostics, stderr_console, stdout_console
@@ -105,18 +103,19 @@ def inspect(
     from netc.graph import build_graph
     from netc.spec import load_spec
 
-    graph = build_graph(load_spec(spec), check_memory_for_batch=False)  # inspect shows the need instead
-    summary = report.summarize(graph, batch)
-    if format is InspectFormat.table:
-        _print_wide(report.summary_renderable(summary))
-    elif format is InspectFormat.json:
-        typer.echo(report.to_json(summary))
-    elif format is InspectFormat.markdown:
-        typer.echo(report.to_markdown(summary), nl=False)
-    elif format is InspectFormat.dot:
-        typer.echo(report.to_dot(summary), nl=False)
-    else:
-        typer.echo(report.to_mermaid(summary), nl=False)
+    with report.gc_paused():
+        graph = build_graph(load_spec(spec), check_memory_for_batch=False)  # inspect shows the need instead
+        summary = report.summarize(graph, batch)
+        if format is InspectFormat.table:
+            _print_wide(report.summary_renderable(summary))
+        elif format is InspectFormat.json:
+            typer.echo(report.to_json(summary))
+        elif format is InspectFormat.markdown:
+            typer.echo(report.to_markdown(summary), nl=False)
+        elif format is InspectFormat.dot:
+            typer.echo(report.to_dot(summary), nl=False)
+        else:
+            typer.echo(report.to_mermaid(summary), nl=False)
     if plan:  # imported here: the compiler pulls in Numba, which the other formats never need
         from netc.compiler import compile_graph
         from netc.compiler.describe import plan_renderable
@@ -125,12 +124,9 @@ def inspect(
 
 
 def _print_wide(renderable) -> None:
-    """Print at the terminal's width, or, when piped, as wide as the table needs (no wrapped cells)."""
-    console = stdout_console()
-    if not console.is_terminal:
-        width = Measurement.get(console, console.options.update_width(1000), renderable).maximum
-        console = Console(highlight=False, width=max(min(width, 1000), 80))
-    console.print(renderable)
+    """Print at the terminal's width, or, when piped, as wide as the table needs (stdout_console:
+    no wrapped cells, no trailing padding)."""
+    stdout_console().print(renderable)
 
 
 @command("schema")

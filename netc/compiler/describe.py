@@ -10,21 +10,7 @@ from rich.table import Table
 from netc.compiler import CompiledPlan
 from netc.compiler.cache import cache_dir, plan_key
 from netc.compiler.steps import should_inline_kernels, should_use_blas
-
-_KERNELS = {
-    "linear": ("linear_forward", "linear_backward"),
-    "conv2d": ("conv_forward (im2col + GEMM)", "conv_backward"),
-    "maxpool2d": ("maxpool_forward", "maxpool_backward"),
-    "avgpool2d": ("avgpool_forward", "avgpool_backward"),
-    "act": ("act_forward", "act_backward"),
-    "softmax": ("softmax_forward", "softmax_backward"),
-    "log_softmax": ("softmax_forward(log)", "softmax_backward(log)"),
-    "add": ("add_forward2", "grad_pass"),
-    "concat": ("concat_forward", "concat_backward"),
-    "dropout": ("dropout_forward", "dropout_backward"),
-    "alias": ("(view, no kernel)", "(view)"),
-}
-
+from netc.ops.base import REGISTRY
 
 def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     graph = plan.graph
@@ -32,10 +18,10 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     for column in ("#", "forward", "backward", "covers", "output", "notes"):
         kernels.add_column(column)
     for i, step in enumerate(plan.steps):
-        forward, backward = _KERNELS[step.kind]
+        forward, backward = REGISTRY[step.node.op].labels
         notes = []
-        if step.act:
-            notes.append(f"{step.act} fused in epilogue" if step.kind != "act" else step.act)
+        if step.act is not None and step.kind != "act":
+            notes.append(f"{step.act.op} fused in epilogue")
         if step.pool is not None:
             notes.append("2x2 max pool fused in epilogue")
         if step.kind == "conv2d":

@@ -68,7 +68,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
     optimizer = graph.spec.optimizer
     remaining = {}
     for step in steps:
-        if step.needs_grad and step.node.param_shapes and step.node.trainable and step.kind in ("linear", "conv2d"):
+        if step.needs_grad and step.node.param_shapes and step.node.trainable:
             remaining[step.node.param_owner] = remaining.get(step.node.param_owner, 0) + 1
     e = Emitter(graph, plan, needs_grad, views)
     e.acc(loss.grad_target)

@@ -11,12 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
-from netc.ops.base import numel
+from netc.ops.base import ACTIVATION, ALIAS, EPILOGUE, MONOTONE, REGISTRY
 from netc.ops.conv import conv_geometry
-
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-ALIASES = ("flatten", "reshape", "identity")  # outputs are views of their input
-PRODUCERS_WITH_EPILOGUE = ("linear", "conv2d")
 
 
 @dataclass
@@ -26,7 +22,7 @@ class Step:
     inputs: list[str]
     output: str  # the tensor this step produces
     covers: list[str]  # spec layers implemented by this step
-    act: str | None = None  # activation fused into the epilogue
+    act: Node | None = None  # the activation this step applies: fused into its epilogue, or itself
     pool: Node | None = None  # a 2x2 stride-2 max pool fused into a conv's epilogue (after act)
     backward: bool = True  # False when a fused loss computes this step's gradient itself
     needs_grad: bool = False  # set by mark_gradients
@@ -44,34 +40,36 @@ class LossStep:
 def lower(graph: Graph) -> list[Step]:
     steps = []
     for node in graph.nodes:
-        if node.op in ALIASES:
-            kind = "alias"
-        elif node.op in ACTIVATIONS:
-            kind = "act"
-        else:
-            kind = node.op
-        act = node.op if kind == "act" else None
-        steps.append(Step(kind, node, list(node.inputs), node.name, [node.name], act=act))
+        op = REGISTRY[node.op]
+        kind = "alias" if op.is_(ALIAS) else "act" if op.is_(ACTIVATION) else node.op
+        steps.append(Step(kind, node, list(node.inputs), node.name, [node.name],
+                          act=node if kind == "act" else None))
     return steps
 
 
 def fuse_activations(graph: Graph, steps: list[Step]) -> list[Step]:
-    """linear/conv followed by its only consumer relu/sigmoid/tanh -> one step with the activation in the epilogue."""
+    """A producer that takes an epilogue (linear, conv2d) whose only consumer is an activation whose
+    derivative follows from its output -> one step with the activation (and its parameter) in the epilogue."""
     fused: list[Step] = []
     absorbed: set[str] = set()
     for step in steps:
         if step.output in absorbed:
             continue
-        if step.kind in PRODUCERS_WITH_EPILOGUE and step.output != graph.loss_input:
+        if REGISTRY[step.node.op].is_(EPILOGUE) and step.kind != "act" and step.output != graph.loss_input:
             users = graph.consumers(step.output)
-            if len(users) == 1 and users[0].op in ACTIVATIONS:
+            if len(users) == 1 and _fusable_activation(users[0]):
                 activation = users[0]
-                step.act = activation.op
+                step.act = activation
                 step.output = activation.name
                 step.covers.append(activation.name)
                 absorbed.add(activation.name)
         fused.append(step)
     return fused
+
+
+def _fusable_activation(node: Node) -> bool:
+    op = REGISTRY[node.op]
+    return op.is_(ACTIVATION) and op.activation.from_output
 
 
 def is_halving_maxpool(graph: Graph, node: Node) -> bool:
@@ -87,7 +85,8 @@ def fuse_pooling(graph: Graph, steps: list[Step]) -> list[Step]:
     for step in steps:
         if step.output in absorbed:
             continue
-        if step.kind == "conv2d" and step.output != graph.loss_input:
+        monotone = step.act is None or REGISTRY[step.act.op].is_(MONOTONE)  # max and act must commute
+        if step.kind == "conv2d" and monotone and step.output != graph.loss_input:
             users = graph.consumers(step.output)
             if len(users) == 1 and is_halving_maxpool(graph, users[0]):
                 step.pool = users[0]
@@ -196,6 +195,3 @@ def verify(graph: Graph, steps: list[Step]) -> None:
         covered.extend(step.covers)
     assert sorted(covered) == sorted(n.name for n in graph.nodes), "every layer is covered by exactly one step"
 
-
-def per_sample(graph: Graph, tensor: str) -> int:
-    return numel(graph.shape_of(tensor))

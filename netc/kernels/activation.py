@@ -1,15 +1,20 @@
 """Element-wise activations, applied in place in producers' epilogues, and softmax."""
 
+import math
+
 import numpy as np
 
 from netc.jit import kernel
 
-NONE, RELU, SIGMOID, TANH = 0, 1, 2, 3
-CODES = {None: NONE, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH}
+# the codes of netc/ops/activation.py (each op's `Activation.code`); 0 is "no activation"
+NONE, RELU, SIGMOID, TANH, LEAKY_RELU, ELU, GELU, GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7
+_SQRT_2_OVER_PI = 0.7978845608028654
+_GELU_CUBIC = 0.044715
 
 
 @kernel
-def act_value(z, act):
+def act_value(z, act, alpha):
+    """act(z); alpha is the activation's parameter (leaky_relu's slope, elu's alpha)."""
     if act == RELU:
         return z if z > 0 else z * 0
     if act == SIGMOID:
@@ -20,51 +25,52 @@ def act_value(z, act):
         return e / (1 + e)
     if act == TANH:
         return np.tanh(z)
+    if act == LEAKY_RELU:
+        return z if z > 0 else z * alpha
+    if act == ELU:
+        return z if z > 0 else alpha * np.expm1(z)
+    if act == GELU:
+        return 0.5 * z * (1 + math.erf(z * 0.7071067811865476))
+    if act == GELU_TANH:
+        return 0.5 * z * (1 + np.tanh(_SQRT_2_OVER_PI * (z + _GELU_CUBIC * z * z * z)))
     return z
 
 
 @kernel
-def act_grad_from_output(y, act):
-    """d act / dz written in terms of the output y = act(z)."""
+def act_grad(v, act, alpha):
+    """d act / dz. For the activations that may fuse into an epilogue, v is the output y = act(z)
+    (all the backward keeps); for gelu, whose derivative needs z, v is the input z."""
     if act == RELU:
-        return 1 if y > 0 else 0
+        return 1 if v > 0 else 0
     if act == SIGMOID:
-        return y * (1 - y)
+        return v * (1 - v)
     if act == TANH:
-        return 1 - y * y
+        return 1 - v * v
+    if act == LEAKY_RELU:  # y > 0 exactly when z > 0 (slope >= 0); at 0, the slope (as PyTorch)
+        return 1 if v > 0 else alpha
+    if act == ELU:  # y = alpha (e^z - 1) for z <= 0, so dy/dz = alpha e^z = y + alpha
+        return 1 if v > 0 else v + alpha
+    if act == GELU:  # Phi(z) + z phi(z)
+        return 0.5 * (1 + math.erf(v * 0.7071067811865476)) + v * 0.3989422804014327 * np.exp(-0.5 * v * v)
+    if act == GELU_TANH:
+        inner = _SQRT_2_OVER_PI * (v + _GELU_CUBIC * v * v * v)
+        t = np.tanh(inner)
+        return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * v * v)
     return 1
 
 
 @kernel
-def act_forward(x, y, act):
+def act_forward(x, y, act, alpha):
     """y = act(x); x, y flat (size,)."""
     for i in range(x.size):
-        y[i] = act_value(x[i], act)
+        y[i] = act_value(x[i], act, alpha)
 
 
 @kernel
-def act_inplace(y, act):
-    """y = act(y); y flat."""
-    if act == NONE:
-        return
-    for i in range(y.size):
-        y[i] = act_value(y[i], act)
-
-
-@kernel
-def act_backward_inplace(dy, y, act):
-    """dy *= act'(z), with y = act(z); both flat. Fuses the activation's backward into the incoming gradient."""
-    if act == NONE:
-        return
+def act_backward(dy, v, dx, act, alpha, acc):
+    """dx (+)= dy * act'(z); all flat; v as in act_grad (the output, or gelu's input)."""
     for i in range(dy.size):
-        dy[i] *= act_grad_from_output(y[i], act)
-
-
-@kernel
-def act_backward(dy, y, dx, act, acc):
-    """dx (+)= dy * act'(z); all flat."""
-    for i in range(dy.size):
-        g = dy[i] * act_grad_from_output(y[i], act)
+        g = dy[i] * act_grad(v[i], act, alpha)
         if acc:
             dx[i] += g
         else:

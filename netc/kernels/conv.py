@@ -15,7 +15,7 @@ a fixed order once per step, so results do not depend on which thread ran what.
 from numba import prange
 
 from netc.jit import kernel, parallel_kernel
-from netc.kernels.activation import act_grad_from_output, act_value
+from netc.kernels.activation import act_grad, act_value
 from netc.kernels.blas import gemm
 
 @kernel
@@ -65,11 +65,11 @@ def col2im_add(cols, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @parallel_kernel
-def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # y = act(w @ im2col(x) + b), y (n, F, P); chunk t of the batch on core t (the loop body is the parallel
     # region itself: a chunk kernel called from it would be optimized twice, costing seconds of compile).
     # pooled: a 2x2 stride-2 max pool fused into the epilogue, y (n, F, OH//2 * OW//2) and arg (same shape)
-    # the conv position of each maximum; max and act commute, as every activation is non-decreasing.
+    # the conv position of each maximum; max and act commute, as only non-decreasing activations fuse with a pool.
     n = x.shape[0]
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
@@ -92,7 +92,7 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, C, H, 
                     bias = b[f] if has_bias else 0.0
                     if not pooled:
                         for p in range(positions):
-                            y[s0 + j, f, p] = act_value(buf[t, f, base + p] + bias, act)
+                            y[s0 + j, f, p] = act_value(buf[t, f, base + p] + bias, act, alpha)
                         continue
                     for qi in range(OH // 2):
                         for qj in range(pooled_w):
@@ -104,12 +104,12 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, C, H, 
                                 best, where = buf[t, f, base + p + OW], p + OW
                             if buf[t, f, base + p + OW + 1] > best:
                                 best, where = buf[t, f, base + p + OW + 1], p + OW + 1
-                            y[s0 + j, f, qi * pooled_w + qj] = act_value(best + bias, act)
+                            y[s0 + j, f, qi * pooled_w + qj] = act_value(best + bias, act, alpha)
                             arg[s0 + j, f, qi * pooled_w + qj] = where
 
 
 @parallel_kernel
-def conv_backward(x, w, y, dy, arg, pooled, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
+def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
                   cols, kept, dcols, buf, dwt, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W)  w, dw (F, K)  y, dy (n, F, P)  dx (n, C, H, W): weight gradients per chunk into dwt,
     # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples).
@@ -141,7 +141,7 @@ def conv_backward(x, w, y, dy, arg, pooled, act, dx, need_dx, acc_dx, dw, db, ne
                     for q in range(pooled_positions if pooled else positions):
                         grad = dy[s0 + j, f, q]
                         if act != 0:
-                            grad *= act_grad_from_output(y[s0 + j, f, q], act)
+                            grad *= act_grad(y[s0 + j, f, q], act, alpha)
                         buf[t, f, base + (arg[s0 + j, f, q] if pooled else q)] = grad
                         total += grad
                     dbt[t, f] += total

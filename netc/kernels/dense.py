@@ -1,12 +1,12 @@
 """linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work)."""
 
 from netc.jit import kernel
-from netc.kernels.activation import act_grad_from_output, act_value
+from netc.kernels.activation import act_grad, act_value
 from netc.kernels.blas import gemm
 
 
 @kernel
-def linear_forward(x, w, b, has_bias, y, act, blas):
+def linear_forward(x, w, b, has_bias, y, act, alpha, blas):
     # x (n, I)  w (O, I)  b (O,)  y (n, O)
     n, fan_in = x.shape
     out = w.shape[0]
@@ -15,25 +15,25 @@ def linear_forward(x, w, b, has_bias, y, act, blas):
         for s in range(n):
             for o in range(out):
                 z = y[s, o] + b[o] if has_bias else y[s, o]
-                y[s, o] = act_value(z, act)
+                y[s, o] = act_value(z, act, alpha)
     else:
         for s in range(n):
             for o in range(out):
                 z = b[o] if has_bias else 0.0
                 for i in range(fan_in):
                     z += x[s, i] * w[o, i]
-                y[s, o] = act_value(z, act)
+                y[s, o] = act_value(z, act, alpha)
 
 
 @kernel
-def linear_backward(x, w, y, dy, act, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, blas):
+def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, blas):
     # x (n, I)  w (O, I)  y, dy (n, O)  dx (n, I)  dw (O, I)  db (O,); acc_*: add to the gradient, not assign
     n, fan_in = x.shape
     out = w.shape[0]
     if act != 0:
         for s in range(n):
             for o in range(out):
-                dy[s, o] *= act_grad_from_output(y[s, o], act)
+                dy[s, o] *= act_grad(y[s, o], act, alpha)
     if need_dw:
         if has_bias:
             for o in range(out):

@@ -1,6 +1,6 @@
-"""Op registry; importing this package registers every op."""
+"""The op registry; importing this package registers every op, in the order the spec language lists them."""
 
-from netc.ops import activation, conv, dense, merge, shape  # noqa: F401  (registration)
+from netc.ops import dense, conv, shape, activation, softmax, dropout, merge  # noqa: F401  (registration)
 from netc.ops.base import REGISTRY, OpDef, OpShapeError
 
 __all__ = ["REGISTRY", "OpDef", "OpShapeError"]

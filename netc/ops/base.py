@@ -1,16 +1,37 @@
-"""The op registry: one `OpDef` per spec op, keyed by the same name.
+"""The op contract and its registry: one `OpDef` per spec op, keyed by the same name.
 
-An OpDef holds the op's shape rule, its parameter shapes (PyTorch layout),
-its multiply-accumulate count and, for the compiler, its kernel emitters.
+An op module (netc/ops/<family>.py) is the single home of everything about its ops:
+
+- `spec`: the pydantic layer class (`op: Literal[...]`), from which netc.spec builds the language;
+- `infer`, `params`, `macs`: shape rule, parameter shapes (PyTorch layout), multiply-adds;
+- `categories`: what passes ask about it (see the constants below), defined once;
+- `activation`: for activations, the kernel code and the parameter the epilogue carries;
+- `kernels`, `forward`, `backward`, `labels`: the compiled kernels it calls, the emitters that
+  write those calls into a plan (structured calls on the compiler's Emitter), and what
+  `netc inspect --plan` calls them;
+- `onnx`: the ONNX nodes it exports to;
+- `reference`: a plain float64 numpy forward and backward, the oracle of the tests.
+
+The compiler, export, viz and the tests ask the registry; no list of op names lives elsewhere.
 Shape helpers are small and shared (ONNX `shape_inference.h` style).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 Shape = tuple[int, ...]
+
+# categories (tinygrad's GroupOp): what an op is, asked by the passes that care
+ALIAS = "alias"  # its output is a view of its input: no kernel, no gradient step
+ACTIVATION = "activation"  # element-wise, one input; may fuse into a producer's epilogue
+EPILOGUE = "epilogue"  # takes a fused activation (and, conv2d, a 2x2 max pool) in its epilogue
+ELEMENTWISE = "elementwise"  # one input, output[i] depends on input[i] only: receptive fields pass through
+MONOTONE = "monotone"  # non-decreasing: commutes with max pooling
+TRAIN_MODE = "train_mode"  # behaves differently while training (dropout)
+WINDOW = "window"  # a sliding window over [C, H, W]: receptive fields compose through it
+CATEGORIES = (ALIAS, ACTIVATION, EPILOGUE, ELEMENTWISE, MONOTONE, TRAIN_MODE, WINDOW)
 
 
 class OpShapeError(Exception):
@@ -25,14 +46,58 @@ class OpShapeError(Exception):
 
 
 @dataclass(frozen=True)
+class Activation:
+    """How an activation runs inside the shared activation kernels.
+
+    `code(layer)` selects its branch in netc.kernels.activation; `alpha(layer)` is its one
+    parameter (a slope, a scale; 0.0 when it has none). `from_output`: its derivative is a
+    function of its output alone, so it may fuse into an epilogue that keeps only the output;
+    otherwise (gelu) it runs as its own step and its backward reads the input."""
+
+    code: Callable
+    alpha: Callable = lambda layer: 0.0
+    from_output: bool = True
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Plain numpy, float64, written to be read: `forward(layer, xs, params) -> y` and
+    `backward(layer, xs, y, dy, params) -> (dxs, dparams)`. `layer` is the validated layer (its
+    spec class, defaults filled in), `params` its tensors by name ("weight"), batches first.
+    Independent of the compiler and its kernels: the oracle of tests/reference.py."""
+
+    forward: Callable
+    backward: Callable
+
+
+def _no_params(layer, shapes) -> dict:
+    return {}
+
+
+def _no_macs(layer, shapes, out) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
 class OpDef:
     name: str
-    min_inputs: int
-    max_inputs: int | None  # None: no upper bound
+    spec: type  # the pydantic layer class
     infer: Callable  # (layer, [in_shape, ...]) -> out_shape
-    params: Callable = lambda layer, shapes: {}  # -> {"weight": shape, "bias": shape}
-    macs: Callable = lambda layer, shapes, out: 0  # multiply-accumulates per sample
-    elementwise: bool = False  # an activation that can fuse into its producer
+    reference: Reference
+    onnx: Callable  # (OnnxContext, node) -> None: adds the node's ONNX nodes
+    labels: tuple[str, str]  # forward and backward as `inspect --plan` names them
+    min_inputs: int = 1
+    max_inputs: int | None = 1  # None: no upper bound
+    params: Callable = _no_params  # -> {"weight": shape, "bias": shape}
+    macs: Callable = _no_macs  # multiply-accumulates per sample
+    categories: frozenset = frozenset()
+    activation: Activation | None = None
+    kernels: dict = field(default_factory=dict)  # kernel module -> names its emitters call
+    forward: Callable | None = None  # (emitter, step) -> None; None for aliases
+    backward: Callable | None = None  # (emitter, step) -> None
+
+    def is_(self, category: str) -> bool:
+        return category in self.categories
 
 
 REGISTRY: dict[str, OpDef] = {}
@@ -40,8 +105,15 @@ REGISTRY: dict[str, OpDef] = {}
 
 def register(op: OpDef) -> OpDef:
     assert op.name not in REGISTRY, op.name
+    unknown = set(op.categories) - set(CATEGORIES)
+    assert not unknown, f"{op.name}: unknown categories {unknown}"
     REGISTRY[op.name] = op
     return op
+
+
+def ops_in(category: str) -> tuple[str, ...]:
+    """Names of the ops in a category, in registry order."""
+    return tuple(name for name, op in REGISTRY.items() if category in op.categories)
 
 
 def numel(shape: Shape) -> int:
@@ -62,7 +134,7 @@ def same_as_input(layer, shapes: list[Shape]) -> Shape:
     return shapes[0]
 
 
-def need_rank(shape: Shape, rank: int, what: str, hint: str = "") -> None:
+def need_rank(shape: Shape, rank: int, hint: str = "") -> None:
     if len(shape) != rank:
         raise OpShapeError(f"needs a rank-{rank} input, got {list(shape)}", hint=hint)
 

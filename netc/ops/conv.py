@@ -1,10 +1,57 @@
-"""conv2d, maxpool2d, avgpool2d over [C, H, W] inputs."""
+"""conv2d, maxpool2d, avgpool2d, global_avgpool2d: sliding windows over [C, H, W] inputs."""
 
-from netc.ops.base import OpDef, OpShapeError, conv_out, need_rank, pair, register
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field
+
+from netc.ops.base import EPILOGUE, WINDOW, OpDef, OpShapeError, Reference, conv_out, need_rank, pair, register
+from netc.spec.base import Layer, NonNegInt, Pair, ParamLayer, PosInt
+
+_Padding = NonNegInt | Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]
 
 
-def conv_geometry(layer, shape):
-    """(kh, kw, sh, sw, ph, pw) of a conv or pool layer."""
+class Conv2d(ParamLayer):
+    """2-D convolution (cross-correlation) over [C, H, W]; W shaped [filters, C, kh, kw]."""
+
+    op: Literal["conv2d"]
+    filters: PosInt = Field(description="Number of output channels.")
+    kernel: PosInt | Pair = Field(description="Kernel size: k or [kh, kw].")
+    stride: PosInt | Pair = Field(1, description="Stride: s or [sh, sw].")
+    padding: _Padding = Field(0, description="Zero padding on each side: p or [ph, pw].")
+
+
+class _Pool(Layer):
+    kernel: PosInt | Pair = Field(description="Window size: k or [kh, kw].")
+    stride: PosInt | Pair | None = Field(None, description="Stride; defaults to the kernel size.")
+    padding: _Padding = Field(0, description="Padding on each side (ignored cells never win a max / count in an average).")
+
+
+class MaxPool2d(_Pool):
+    """Max pooling over [C, H, W]."""
+
+    op: Literal["maxpool2d"]
+
+
+class AvgPool2d(_Pool):
+    """Average pooling over [C, H, W] (padding cells are not counted)."""
+
+    op: Literal["avgpool2d"]
+
+
+class GlobalAvgPool2d(Layer):
+    """The mean of each channel over its whole map: [C, H, W] -> [C, 1, 1] (PyTorch's AdaptiveAvgPool2d(1))."""
+
+    op: Literal["global_avgpool2d"]
+
+
+def conv_geometry(layer, shape) -> tuple[int, int, int, int, int, int]:
+    """(kh, kw, sh, sw, ph, pw) of a window op reading `shape` [C, H, W]."""
+    if layer.op == "global_avgpool2d":
+        _, h, w = shape
+        return h, w, h, w, 0, 0
     kh, kw = pair(layer.kernel)
     stride = layer.stride if layer.stride is not None else layer.kernel
     sh, sw = pair(stride)
@@ -12,8 +59,29 @@ def conv_geometry(layer, shape):
     return kh, kw, sh, sw, ph, pw
 
 
+def conv_dims(node, in_shape) -> dict:
+    """Every size a conv/pool kernel needs, by the names the kernels use."""
+    c, h, w = in_shape
+    kh, kw, sh, sw, ph, pw = conv_geometry(node.layer, in_shape)
+    oh, ow = node.shape[1], node.shape[2]
+    dims = dict(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)
+    if node.op == "conv2d":
+        dims["F"] = node.layer.filters
+    return dims
+
+
+_DIMS = ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW")
+
+
+def _sizes(e, d: dict, keys=_DIMS) -> dict:
+    return {k: e.size(d[k]) for k in keys}
+
+
+# ----------------------------------------------------------------------------- shape rules
+
+
 def _window_out(layer, shape, what):
-    need_rank(shape, 3, what, "conv and pool layers read [channels, height, width]")
+    need_rank(shape, 3, "conv and pool layers read [channels, height, width]")
     _, h, w = shape
     kh, kw, sh, sw, ph, pw = conv_geometry(layer, shape)
     if kh > h + 2 * ph or kw > w + 2 * pw:
@@ -52,17 +120,222 @@ def _pool_infer(layer, shapes):
     return (shape[0], oh, ow)
 
 
-CONV2D = register(OpDef("conv2d", 1, 1, _conv_infer, _conv_params, _conv_macs))
-MAXPOOL2D = register(OpDef("maxpool2d", 1, 1, _pool_infer))
-AVGPOOL2D = register(OpDef("avgpool2d", 1, 1, _pool_infer))
+# ----------------------------------------------------------------------------- emitters
 
 
-def conv_dims(node, in_shape) -> dict:
-    """Every size a conv/pool kernel needs, by the names the kernels use."""
-    c, h, w = in_shape
-    kh, kw, sh, sw, ph, pw = conv_geometry(node.layer, in_shape)
-    oh, ow = node.shape[1], node.shape[2]
-    dims = dict(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)
-    if node.op == "conv2d":
-        dims["F"] = node.layer.filters
-    return dims
+def _conv_forward(e, step):
+    node = step.node
+    d = conv_dims(node, e.graph.shape_of(step.inputs[0]))
+    rows = d["C"] * d["KH"] * d["KW"]
+    dims, arg = e.conv_output(step, d)
+    cols, kept, buf = e.conv_scratch(step, d)
+    e.call("conv_forward", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+           w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
+           has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
+           pooled=e.flag(step.pool is not None), cols=cols, kept=kept, buf=buf, act=e.act_code(step),
+           alpha=e.act_alpha(step), **_sizes(e, d))
+
+
+def _conv_backward(e, step):
+    node, x = step.node, step.inputs[0]
+    d = conv_dims(node, e.graph.shape_of(x))
+    rows = d["C"] * d["KH"] * d["KW"]
+    need_dx, need_dw = e.needs_grad[x], node.trainable
+    x_view = e.val(x, (d["C"], d["H"], d["W"]))
+    w_view = e.param(node, "weight", (d["F"], rows))
+    dims, arg = e.conv_output(step, d)
+    cols, kept, dcols, buf, dwt, dbt = e.conv_scratch(step, d, backward=True)
+    e.call("conv_backward", x=x_view, w=w_view, y=e.val(step.output, dims), dy=e.grad(step.output, dims), arg=arg,
+           pooled=e.flag(step.pool is not None), act=e.act_code(step), alpha=e.act_alpha(step),
+           dx=e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, need_dx=e.flag(need_dx),
+           acc_dx=e.acc(x) if need_dx else e.flag(False),
+           dw=e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, db=e.pgrad(node, "bias"),
+           need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
+           has_bias=e.flag("bias" in node.param_shapes), cols=cols, kept=kept, dcols=dcols, buf=buf, dwt=dwt,
+           dbt=dbt, **_sizes(e, d))
+
+
+def _maxpool_forward(e, step):
+    d = conv_dims(step.node, e.graph.shape_of(step.inputs[0]))
+    out = (d["C"], d["OH"], d["OW"])
+    e.call("maxpool_forward", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])), y=e.val(step.output, out),
+           arg=e.ints(step.output, out), **_sizes(e, d))
+
+
+def _maxpool_backward(e, step):
+    x = step.inputs[0]
+    if not e.needs_grad[x]:
+        return
+    d = conv_dims(step.node, e.graph.shape_of(x))
+    out = (d["C"], d["OH"], d["OW"])
+    e.call("maxpool_backward", dy=e.grad(step.output, out), arg=e.ints(step.output, out),
+           dx=e.grad(x, (d["C"], d["H"], d["W"])), acc=e.acc(x), **_sizes(e, d, ("C", "H", "W", "OH", "OW")))
+
+
+def _avgpool_forward(e, step):
+    d = conv_dims(step.node, e.graph.shape_of(step.inputs[0]))
+    e.call("avgpool_forward", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+           y=e.val(step.output, (d["C"], d["OH"], d["OW"])), **_sizes(e, d))
+
+
+def _avgpool_backward(e, step):
+    x = step.inputs[0]
+    if not e.needs_grad[x]:
+        return
+    d = conv_dims(step.node, e.graph.shape_of(x))
+    e.call("avgpool_backward", dy=e.grad(step.output, (d["C"], d["OH"], d["OW"])),
+           dx=e.grad(x, (d["C"], d["H"], d["W"])), acc=e.acc(x), **_sizes(e, d))
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+
+def _window_attributes(ctx, node) -> dict:
+    kh, kw, sh, sw, ph, pw = conv_geometry(node.layer, ctx.shape_of(node.inputs[0]))
+    return dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw])
+
+
+def _conv_onnx(ctx, node):
+    inputs = [node.inputs[0], ctx.param(node, "weight")] + ([ctx.param(node, "bias")] if "bias" in node.param_shapes else [])
+    ctx.add("Conv", inputs, node, **_window_attributes(ctx, node))
+
+
+def _maxpool_onnx(ctx, node):
+    ctx.add("MaxPool", node.inputs, node, **_window_attributes(ctx, node))
+
+
+def _avgpool_onnx(ctx, node):
+    ctx.add("AveragePool", node.inputs, node, count_include_pad=0, **_window_attributes(ctx, node))
+
+
+def _global_avgpool_onnx(ctx, node):
+    ctx.add("GlobalAveragePool", node.inputs, node)
+
+
+# ----------------------------------------------------------------------------- references (numpy, float64)
+
+
+def _ref_geometry(layer, x_shape):
+    """(kh, kw, sh, sw, ph, pw, oh, ow) of the layer on a batch of shape x_shape (n, C, H, W)."""
+    _, _, h, w = x_shape
+    if layer.op == "global_avgpool2d":
+        return h, w, h, w, 0, 0, 1, 1
+    kh, kw = pair(layer.kernel)
+    sh, sw = pair(layer.kernel if layer.stride is None else layer.stride)
+    ph, pw = pair(layer.padding)
+    return kh, kw, sh, sw, ph, pw, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+def _conv_ref_forward(layer, xs, params):
+    # x (n, C, H, W)  w (F, C, KH, KW)  b (F,)  ->  y (n, F, OH, OW)
+    x, w = xs[0], params["weight"]
+    kh, kw, sh, sw, ph, pw, oh, ow = _ref_geometry(layer, x.shape)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    y = np.zeros((len(x), w.shape[0], oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            y[:, :, i, j] = np.einsum("nckl,fckl->nf", xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw], w)
+    return y + params["bias"][None, :, None, None] if "bias" in params else y
+
+
+def _conv_ref_backward(layer, xs, y, dy, params):
+    # dy (n, F, OH, OW) -> dx (n, C, H, W), dw (F, C, KH, KW), db (F,)
+    x, w = xs[0], params["weight"]
+    kh, kw, sh, sw, ph, pw, oh, ow = _ref_geometry(layer, x.shape)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(oh):
+        for j in range(ow):
+            rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+            dw += np.einsum("nf,nckl->fckl", dy[:, :, i, j], xp[:, :, rows, cols])
+            dxp[:, :, rows, cols] += np.einsum("nf,fckl->nckl", dy[:, :, i, j], w)
+    grads = {"weight": dw}
+    if "bias" in params:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    return [dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]], grads
+
+
+def _windows(layer, x, fill):
+    """Each output position's window of the padded input: yields (i, j, window (n, C, KH, KW), slices)."""
+    kh, kw, sh, sw, ph, pw, oh, ow = _ref_geometry(layer, x.shape)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    for i in range(oh):
+        for j in range(ow):
+            rows, cols = slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+            yield i, j, xp[:, :, rows, cols], (rows, cols)
+
+
+def _maxpool_ref_forward(layer, xs, params):
+    x = xs[0]
+    *_, oh, ow = _ref_geometry(layer, x.shape)
+    y = np.zeros(x.shape[:2] + (oh, ow))
+    for i, j, window, _ in _windows(layer, x, -np.inf):  # padding never wins
+        y[:, :, i, j] = window.max(axis=(2, 3))
+    return y
+
+
+def _maxpool_ref_backward(layer, xs, y, dy, params):
+    # each output's gradient goes to its window's maximum (the first in row-major order on a tie)
+    x = xs[0]
+    kh, kw, sh, sw, ph, pw, oh, ow = _ref_geometry(layer, x.shape)
+    dxp = np.zeros(x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw))
+    for i, j, window, (rows, cols) in _windows(layer, x, -np.inf):
+        flat = window.reshape(window.shape[0], window.shape[1], -1).argmax(axis=2)  # (n, C)
+        wi, wj = np.unravel_index(flat, (kh, kw))
+        n_idx, c_idx = np.indices(flat.shape)
+        np.add.at(dxp, (n_idx, c_idx, rows.start + wi, cols.start + wj), dy[:, :, i, j])
+    return [dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]], {}
+
+
+def _avg_counts(layer, x_shape):
+    """(OH, OW): real (non-padding) cells under each window (PyTorch count_include_pad=False)."""
+    real = np.ones((1, 1) + tuple(x_shape[2:]))
+    *_, oh, ow = _ref_geometry(layer, x_shape)
+    counts = np.zeros((oh, ow))
+    for i, j, window, _ in _windows(layer, real, 0.0):
+        counts[i, j] = window.sum()
+    return counts
+
+
+def _avgpool_ref_forward(layer, xs, params):
+    x = xs[0]
+    counts = _avg_counts(layer, x.shape)
+    y = np.zeros(x.shape[:2] + counts.shape)
+    for i, j, window, _ in _windows(layer, x, 0.0):
+        y[:, :, i, j] = window.sum(axis=(2, 3)) / counts[i, j]
+    return y
+
+
+def _avgpool_ref_backward(layer, xs, y, dy, params):
+    x = xs[0]
+    kh, kw, sh, sw, ph, pw, oh, ow = _ref_geometry(layer, x.shape)
+    counts = _avg_counts(layer, x.shape)
+    dxp = np.zeros(x.shape[:2] + (x.shape[2] + 2 * ph, x.shape[3] + 2 * pw))
+    for i, j, _, (rows, cols) in _windows(layer, x, 0.0):
+        dxp[:, :, rows, cols] += (dy[:, :, i, j] / counts[i, j])[:, :, None, None]
+    return [dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]]], {}  # what landed on padding is dropped
+
+
+# ----------------------------------------------------------------------------- the ops
+
+_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_backward")}
+_AVG_KERNELS = {"netc.kernels.conv": ("avgpool_forward", "avgpool_backward")}
+
+CONV2D = register(OpDef(
+    "conv2d", Conv2d, _conv_infer, Reference(_conv_ref_forward, _conv_ref_backward), _conv_onnx,
+    ("conv_forward (im2col + GEMM)", "conv_backward"), params=_conv_params, macs=_conv_macs,
+    categories=frozenset({EPILOGUE, WINDOW}), kernels=_CONV_KERNELS, forward=_conv_forward, backward=_conv_backward))
+MAXPOOL2D = register(OpDef(
+    "maxpool2d", MaxPool2d, _pool_infer, Reference(_maxpool_ref_forward, _maxpool_ref_backward), _maxpool_onnx,
+    ("maxpool_forward", "maxpool_backward"), categories=frozenset({WINDOW}),
+    kernels={"netc.kernels.conv": ("maxpool_forward", "maxpool_backward")}, forward=_maxpool_forward,
+    backward=_maxpool_backward))
+AVGPOOL2D = register(OpDef(
+    "avgpool2d", AvgPool2d, _pool_infer, Reference(_avgpool_ref_forward, _avgpool_ref_backward), _avgpool_onnx,
+    ("avgpool_forward", "avgpool_backward"), categories=frozenset({WINDOW}), kernels=_AVG_KERNELS,
+    forward=_avgpool_forward, backward=_avgpool_backward))
+# the average pool's kernels with the whole map as its window
+GLOBAL_AVGPOOL2D = register(OpDef(
+    "global_avgpool2d", GlobalAvgPool2d, _pool_infer, Reference(_avgpool_ref_forward, _avgpool_ref_backward),
+    _global_avgpool_onnx, ("avgpool_forward (whole map)", "avgpool_backward"), categories=frozenset({WINDOW}),
+    kernels=_AVG_KERNELS, forward=_avgpool_forward, backward=_avgpool_backward))

@@ -1,6 +1,27 @@
 """Ops with several inputs: add, concat."""
 
-from netc.ops.base import OpDef, OpShapeError, register
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from netc.ops.base import OpDef, OpShapeError, Reference, numel, register
+from netc.spec.base import Layer, NonNegInt
+
+
+class Add(Layer):
+    """Element-wise sum of two or more tensors of the same shape."""
+
+    op: Literal["add"]
+
+
+class Concat(Layer):
+    """Concatenation of two or more tensors along a feature axis."""
+
+    op: Literal["concat"]
+    axis: NonNegInt = Field(0, description="Axis without the batch dimension (0 = channels/features).")
 
 
 def _add(layer, shapes):
@@ -30,5 +51,72 @@ def _concat(layer, shapes):
     return tuple(out)
 
 
-ADD = register(OpDef("add", 2, None, _add))
-CONCAT = register(OpDef("concat", 2, None, _concat))
+# ----------------------------------------------------------------------------- emitters
+
+
+def _add_forward(e, step):
+    e.call("add_forward2", a=e.val(step.inputs[0]), b=e.val(step.inputs[1]), y=e.val(step.output))
+    for extra in step.inputs[2:]:
+        e.call("add_into", a=e.val(extra), y=e.val(step.output))
+
+
+def _add_backward(e, step):
+    for tensor in step.inputs:  # each input with its own need for a gradient
+        if e.needs_grad[tensor]:
+            e.call("grad_pass", dy=e.grad(step.output), dx=e.grad(tensor), acc=e.acc(tensor))
+
+
+def _concat_out_dims(e, step) -> tuple:
+    shape = e.graph.shape_of(step.output)
+    axis = step.node.layer.axis
+    return numel(shape[:axis]), numel(shape[axis:])
+
+
+def _concat_parts(e, step):
+    """(tensor, offset inside each outer row of the output, view dims) for each input."""
+    axis = step.node.layer.axis
+    offset = 0
+    for tensor in step.inputs:
+        shape = e.graph.shape_of(tensor)
+        dims = (numel(shape[:axis]), numel(shape[axis:]))
+        yield tensor, offset, dims
+        offset += dims[1]
+
+
+def _concat_forward(e, step):
+    for tensor, offset, dims in _concat_parts(e, step):
+        e.call("concat_forward", x=e.val(tensor, dims), y=e.val(step.output, _concat_out_dims(e, step)),
+               offset=e.size(offset))
+
+
+def _concat_backward(e, step):
+    for tensor, offset, dims in _concat_parts(e, step):
+        if e.needs_grad[tensor]:
+            e.call("concat_backward", dy=e.grad(step.output, _concat_out_dims(e, step)), dx=e.grad(tensor, dims),
+                   offset=e.size(offset), acc=e.acc(tensor))
+
+
+def _add_onnx(ctx, node):
+    ctx.add("Add" if len(node.inputs) == 2 else "Sum", node.inputs, node)
+
+
+def _concat_onnx(ctx, node):
+    ctx.add("Concat", node.inputs, node, axis=node.layer.axis + 1)
+
+
+def _concat_ref_backward(layer, xs, y, dy, params):
+    axis = layer.axis + 1  # counted without the batch dimension
+    return np.split(dy, np.cumsum([x.shape[axis] for x in xs])[:-1], axis=axis), {}
+
+
+_MISC = "netc.kernels.misc"
+ADD = register(OpDef(
+    "add", Add, _add, Reference(lambda layer, xs, params: sum(xs[1:], xs[0].copy()),
+                                lambda layer, xs, y, dy, params: ([dy.copy() for _ in xs], {})),
+    _add_onnx, ("add_forward2", "grad_pass"), min_inputs=2, max_inputs=None,
+    kernels={_MISC: ("add_forward2", "add_into", "grad_pass")}, forward=_add_forward, backward=_add_backward))
+CONCAT = register(OpDef(
+    "concat", Concat, _concat,
+    Reference(lambda layer, xs, params: np.concatenate(xs, axis=layer.axis + 1), _concat_ref_backward),
+    _concat_onnx, ("concat_forward", "concat_backward"), min_inputs=2, max_inputs=None,
+    kernels={_MISC: ("concat_forward", "concat_backward")}, forward=_concat_forward, backward=_concat_backward))

@@ -1,6 +1,35 @@
-"""Ops that move data without arithmetic: flatten, reshape, identity, dropout."""
+"""Ops that move no data: flatten, reshape, identity. Their outputs are views of their inputs
+(category ALIAS): no kernel runs and gradients flow through the same memory."""
 
-from netc.ops.base import OpDef, OpShapeError, numel, register, same_as_input
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, Strict
+
+from netc.ops.base import ALIAS, ELEMENTWISE, OpDef, OpShapeError, Reference, numel, register, same_as_input
+from netc.spec.base import Layer
+
+
+class Flatten(Layer):
+    """Flattens everything but the batch dimension."""
+
+    op: Literal["flatten"]
+
+
+class Reshape(Layer):
+    """Reshapes (batch dimension excluded); one entry may be -1."""
+
+    op: Literal["reshape"]
+    shape: Annotated[list[Annotated[int, Strict(), Field(ge=-1)]], Field(min_length=1)] = Field(
+        description="Target shape without the batch dimension."
+    )
+
+
+class Identity(Layer):
+    """Passes its input through."""
+
+    op: Literal["identity"]
 
 
 def _flatten(layer, shapes):
@@ -27,7 +56,31 @@ def _reshape(layer, shapes):
     return tuple(target)
 
 
-FLATTEN = register(OpDef("flatten", 1, 1, _flatten))
-RESHAPE = register(OpDef("reshape", 1, 1, _reshape))
-IDENTITY = register(OpDef("identity", 1, 1, same_as_input))
-DROPOUT = register(OpDef("dropout", 1, 1, same_as_input))
+def _reshape_onnx(ctx, node):
+    import numpy as np
+
+    shape = ctx.initializer(f"{node.name}.shape", np.array([0, *node.shape], np.int64))  # 0: keep the batch
+    ctx.add("Reshape", [node.inputs[0], shape], node)
+
+
+# a view: the reference reshapes, its backward reshapes the gradient back
+_VIEW = Reference(lambda layer, xs, params: xs[0].reshape(len(xs[0]), *_ref_shape(layer, xs[0])),
+                  lambda layer, xs, y, dy, params: ([dy.reshape(xs[0].shape)], {}))
+
+
+def _ref_shape(layer, x) -> tuple:
+    if layer.op == "reshape":
+        return tuple(layer.shape)
+    if layer.op == "flatten":
+        return (-1,)
+    return x.shape[1:]
+
+
+_LABELS = ("(view, no kernel)", "(view)")
+FLATTEN = register(OpDef("flatten", Flatten, _flatten, _VIEW,
+                         lambda ctx, node: ctx.add("Flatten", node.inputs, node, axis=1), _LABELS,
+                         categories=frozenset({ALIAS})))
+RESHAPE = register(OpDef("reshape", Reshape, _reshape, _VIEW, _reshape_onnx, _LABELS, categories=frozenset({ALIAS})))
+IDENTITY = register(OpDef("identity", Identity, same_as_input, _VIEW,
+                          lambda ctx, node: ctx.add("Identity", node.inputs, node), _LABELS,
+                          categories=frozenset({ALIAS, ELEMENTWISE})))

@@ -2,9 +2,9 @@
 
 The file is composed into PyYAML nodes (no object construction), then walked
 into plain dicts/lists/scalars while recording the line and column of each
-spec path. libyaml's parser reads plain ASCII files where PyYAML has it (7x
-faster); any file it fails on is read again by the pure-Python parser, whose
-errors are the ones reported. Hostile input is refused early: size, nesting
+spec path. libyaml's parser reads the file where PyYAML has it (7x faster);
+a file it fails on, or where the two could differ, is read by the pure-Python
+parser, whose errors are the ones reported. Hostile input is refused early: size, nesting
 depth and the number of nodes after alias expansion are bounded, duplicate
 keys are errors, and only the standard scalar tags are accepted.
 """
@@ -102,14 +102,14 @@ class _Loader(_DepthLimit, yaml.SafeLoader):
     """The pure-Python loader: every error netc reports, with its message and mark, comes from it."""
 
 
-# Where libyaml and PyYAML are known to read a file differently, PyYAML alone reads it: non-ASCII
-# text (BOM, Unicode line breaks), tabs, `?` (libyaml allows it inside flow scalars), a block scalar
-# header followed by anything but a space or line break (libyaml allows `>#`).
-_UNLIKE = re.compile(r"[^\x00-\x7f]|[\t?]|[|>][-+0-9]*[^-+0-9 \r\n]")
+# Text that libyaml and PyYAML may read differently, left to PyYAML alone: a BOM, Unicode line
+# breaks, tabs, a block scalar header followed by anything but a space or a line break (libyaml
+# allows `>#`). _FastLoader refuses the rest it meets: see compose_scalar_node.
+_UNLIKE = re.compile(r"[\ufeff\x85\u2028\u2029\t]|[|>][-+0-9]*[^-+0-9 \r\n]")
 
 
 class _Unlike(Exception):
-    """The fast path met something the two parsers mark differently."""
+    """The fast path met something the two parsers read or mark differently."""
 
 
 if getattr(yaml, "__with_libyaml__", False):
@@ -132,8 +132,10 @@ if getattr(yaml, "__with_libyaml__", False):
             return node
 
         def compose_scalar_node(self, anchor):
+            # plain scalars the two differ on: an omitted value (libyaml marks it at the next token), a `?`
+            # inside (libyaml reads `{a: b?}`, PyYAML refuses a `?` in a plain scalar within [] and {})
             event = self.peek_event()
-            if not event.style and not event.value:  # an omitted value: libyaml marks it at the next token
+            if not event.style and (not event.value or "?" in event.value):
                 raise _Unlike
             return super().compose_scalar_node(anchor)
 else:  # PyYAML built without libyaml
@@ -141,15 +143,15 @@ else:  # PyYAML built without libyaml
 
 
 def _expanded_size(node: yaml.Node, sizes: dict) -> int:
-    """The nodes _Walker would visit (keys included, aliases expanded), each distinct node sized once."""
+    """The nodes _Walker would visit (keys included, aliases expanded), each collection sized once."""
+    if isinstance(node, yaml.ScalarNode):
+        return 1
     if id(node) not in sizes:
+        children = node.value  # a sequence's items, or a mapping's (key, value) pairs
         if isinstance(node, yaml.MappingNode):
-            children = [child for pair in node.value for child in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = node.value
-        else:
-            children = []
-        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+            children = [child for pair in children for child in pair]
+        sizes[id(node)] = 1 + sum(1 if isinstance(child, yaml.ScalarNode) else _expanded_size(child, sizes)
+                                  for child in children)
     return sizes[id(node)]
 
 
@@ -183,7 +185,7 @@ class _Walker:
             return node.value  # what SafeConstructor.construct_yaml_str returns, without its overhead
         try:
             return self.loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        except (yaml.YAMLError, ValueError, OverflowError, KeyError) as exc:  # KeyError: `!!bool maybe`
             raise _error("E-YAML", f"cannot read value: {exc}", self.file, node.start_mark, path) from None
 
     def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict:

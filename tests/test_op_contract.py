@@ -1,0 +1,183 @@
+"""The op contract: every registered op carries every part of it, the registry and the spec
+language agree, and every op's numpy reference is right (finite differences in float64, and
+PyTorch where it is installed). Nothing here compiles a plan.
+
+A new op fails here until it has its sample below, so it is checked like every other."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+
+import numpy as np
+import pytest
+
+from netc.compiler.codegen import KERNEL_MODULES
+from netc.ops.base import ACTIVATION, ALIAS, CATEGORIES, EPILOGUE, REGISTRY, OpDef
+from netc.spec import models
+
+# op -> (layer mapping, input shapes without the batch, parameter shapes): one instance of each op
+SAMPLES = {
+    "linear": ({"op": "linear", "out": 5}, [(4,)], {"weight": (5, 4), "bias": (5,)}),
+    "conv2d": ({"op": "conv2d", "filters": 3, "kernel": [3, 2], "stride": [2, 1], "padding": [1, 1]},
+               [(2, 5, 6)], {"weight": (3, 2, 3, 2), "bias": (3,)}),
+    "maxpool2d": ({"op": "maxpool2d", "kernel": [3, 2], "stride": [2, 1], "padding": [1, 1]}, [(2, 5, 6)], {}),
+    "avgpool2d": ({"op": "avgpool2d", "kernel": [3, 2], "stride": [2, 1], "padding": [1, 1]}, [(2, 5, 6)], {}),
+    "global_avgpool2d": ({"op": "global_avgpool2d"}, [(3, 4, 5)], {}),
+    "flatten": ({"op": "flatten"}, [(2, 3, 4)], {}),
+    "reshape": ({"op": "reshape", "shape": [4, -1]}, [(2, 3, 4)], {}),
+    "identity": ({"op": "identity"}, [(4,)], {}),
+    "relu": ({"op": "relu"}, [(6,)], {}),
+    "sigmoid": ({"op": "sigmoid"}, [(6,)], {}),
+    "tanh": ({"op": "tanh"}, [(6,)], {}),
+    "leaky_relu": ({"op": "leaky_relu", "negative_slope": 0.2}, [(6,)], {}),
+    "elu": ({"op": "elu", "alpha": 0.7}, [(6,)], {}),
+    "gelu": ({"op": "gelu"}, [(6,)], {}),
+    "softmax": ({"op": "softmax"}, [(5,)], {}),
+    "log_softmax": ({"op": "log_softmax"}, [(5,)], {}),
+    "dropout": ({"op": "dropout", "p": 0.3}, [(6,)], {}),
+    "add": ({"op": "add", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
+    "concat": ({"op": "concat", "in": ["a", "b"], "axis": 1}, [(2, 3, 2), (2, 1, 2)], {}),
+}
+# variants whose reference takes another path
+VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {})]
+
+
+def test_registry_and_spec_union_agree():
+    union = typing.get_args(typing.get_args(models.LayerSpec)[0])
+    assert [cls for cls in union] == [op.spec for op in REGISTRY.values()]
+    for name, op in REGISTRY.items():
+        assert typing.get_args(op.spec.model_fields["op"].annotation) == (name,), name
+    schema = models.Spec.model_json_schema()
+    listed = {item["properties"]["op"]["const"] for item in schema["$defs"].values()
+              if "op" in item.get("properties", {}) and "const" in item["properties"]["op"]}
+    assert set(REGISTRY) <= listed, "every op is in the JSON Schema"
+
+
+def test_every_op_has_a_sample():
+    assert set(SAMPLES) == set(REGISTRY), "add the new op to SAMPLES (and check it in test_ops.py)"
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_op_carries_its_whole_contract(name):
+    op: OpDef = REGISTRY[name]
+    assert op.spec.__doc__ and op.spec.__doc__.strip(), f"{name}: its spec class needs a docstring"
+    for field, info in op.spec.model_fields.items():
+        assert field == "op" or info.description, f"{name}.{field} has no description"
+    assert set(op.categories) <= set(CATEGORIES)
+    assert callable(op.infer) and callable(op.onnx) and callable(op.reference.forward)
+    assert callable(op.reference.backward)
+    assert len(op.labels) == 2 and all(op.labels)
+    if op.is_(ALIAS):
+        assert op.forward is None and op.backward is None and not op.kernels
+        return
+    assert callable(op.forward) and callable(op.backward), f"{name}: emitters"
+    assert op.kernels, f"{name}: lists its kernels"
+    for module, kernels in op.kernels.items():
+        loaded = importlib.import_module(module)
+        for kernel in kernels:
+            assert hasattr(loaded, kernel), f"{name}: {module}.{kernel} does not exist"
+            assert kernel in KERNEL_MODULES[module], f"{name}: {kernel} is not imported by plans"
+    if op.is_(ACTIVATION):
+        assert op.activation is not None
+        layer = op.spec.model_validate(SAMPLES[name][0])
+        assert op.activation.code(layer) > 0 and isinstance(op.activation.alpha(layer), float)
+    if op.is_(EPILOGUE):
+        assert "act" in inspect.signature(_kernel(op, 0)).parameters, f"{name}: its kernel takes an epilogue"
+
+
+def _kernel(op, index):
+    module, names = next(iter(op.kernels.items()))
+    function = getattr(importlib.import_module(module), names[index])
+    return getattr(function, "py_func", function)
+
+
+def _random_case(name, layer, shapes, params, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=(3, *shape)) for shape in shapes]
+    values = {p: rng.normal(size=shape) for p, shape in params.items()}
+    op = REGISTRY[layer["op"]]
+    return op, op.spec.model_validate(layer), xs, values
+
+
+def _numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        saved = x[i]
+        x[i] = saved + eps
+        up = f()
+        x[i] = saved - eps
+        down = f()
+        x[i] = saved
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+CASES = [(name, *SAMPLES[name]) for name in SAMPLES] + VARIANTS
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_reference_backward_matches_finite_differences(case):
+    """Each op's numpy reference: its backward against central differences of its forward (float64)."""
+    name, layer_map, shapes, params = case
+    op, layer, xs, values = _random_case(name, layer_map, shapes, params)
+    y = op.reference.forward(layer, xs, values)
+    dy = np.random.default_rng(1).normal(size=y.shape)  # loss = sum(dy * y): its gradient wrt y is dy
+    dxs, dparams = op.reference.backward(layer, xs, y, dy, values)
+    assert set(dparams) == set(values)
+    loss = lambda: float(np.sum(dy * op.reference.forward(layer, xs, values)))  # noqa: E731
+    for x, exact in zip(xs, dxs):
+        np.testing.assert_allclose(exact, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    for pname, exact in dparams.items():
+        np.testing.assert_allclose(exact, _numeric_grad(loss, values[pname]), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_reference_output_shape_follows_the_shape_rule(case):
+    name, layer_map, shapes, params = case
+    op, layer, xs, values = _random_case(name, layer_map, shapes, params)
+    assert op.reference.forward(layer, xs, values).shape[1:] == tuple(op.infer(layer, shapes))
+    assert {p: tuple(s) for p, s in op.params(layer, shapes).items()} == params
+
+
+def _torch_twin(name, layer, F):
+    """PyTorch's function for the op (None where netc's op has no single twin)."""
+    table = {
+        "linear": lambda x, w, b: F.linear(x, w, b),
+        "conv2d": lambda x, w, b: F.conv2d(x, w, b, stride=tuple(layer.stride), padding=tuple(layer.padding)),
+        "maxpool2d": lambda x: F.max_pool2d(x, tuple(layer.kernel), tuple(layer.stride), tuple(layer.padding)),
+        "avgpool2d": lambda x: F.avg_pool2d(x, tuple(layer.kernel), tuple(layer.stride), tuple(layer.padding),
+                                            count_include_pad=False),
+        "global_avgpool2d": lambda x: F.adaptive_avg_pool2d(x, 1),
+        "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
+        "leaky_relu": lambda x: F.leaky_relu(x, layer.negative_slope),
+        "elu": lambda x: F.elu(x, layer.alpha),
+        "gelu": lambda x: F.gelu(x, approximate=layer.approximate),
+        "gelu_tanh": lambda x: F.gelu(x, approximate=layer.approximate),
+        "softmax": lambda x: F.softmax(x, dim=1), "log_softmax": lambda x: F.log_softmax(x, dim=1),
+    }
+    return table.get(name)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
+def test_reference_agrees_with_pytorch(case):
+    """Where PyTorch is installed: each op's reference forward and backward against PyTorch's."""
+    torch = pytest.importorskip("torch")
+    name, layer_map, shapes, params = case
+    op, layer, xs, values = _random_case(name, layer_map, shapes, params)
+    twin = _torch_twin(name, layer, torch.nn.functional)
+    if twin is None:
+        pytest.skip(f"{name}: a view or a merge, checked by finite differences")
+    arrays = xs + [values[p] for p in ("weight", "bias") if p in values]
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out = twin(*tensors)
+    y = op.reference.forward(layer, xs, values)
+    np.testing.assert_allclose(out.detach().numpy(), y, rtol=1e-10, atol=1e-12)
+    dy = np.random.default_rng(2).normal(size=y.shape)
+    out.backward(torch.tensor(dy))
+    dxs, dparams = op.reference.backward(layer, xs, y, dy, values)
+    expected = list(dxs) + [dparams[p] for p in ("weight", "bias") if p in values]
+    for tensor, grad in zip(tensors, expected):
+        np.testing.assert_allclose(tensor.grad.numpy(), grad, rtol=1e-10, atol=1e-12)
