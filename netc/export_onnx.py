@@ -6,15 +6,12 @@
 The ONNX graph computes what `Model.predict` returns: the tensor the loss reads
 (logits for cross_entropy, log-probabilities for nll, ...), for a dynamic batch `N`.
 Inputs are the spec's float inputs under their own names, [N, *shape], float32;
-tensors keep netc's layout (NCHW, row-major flatten), so every op maps one to one:
+tensors keep netc's layout (NCHW, row-major flatten). Each op's mapping lives with the op
+(netc/ops/<family>.py, `OpDef.onnx`), written through `OnnxContext`: linear -> Gemm, conv2d -> Conv,
+leaky_relu -> LeakyRelu, gelu -> Gelu (opset 20 and later), batchnorm2d -> BatchNormalization with
+the running statistics, local2d -> Conv with one-hot filters + Einsum, and so on.
 
-    linear -> Gemm(transB=1)   conv2d -> Conv        maxpool2d/avgpool2d -> MaxPool/AveragePool
-    flatten -> Flatten(1)      reshape -> Reshape    relu/sigmoid/tanh -> Relu/Sigmoid/Tanh
-    softmax/log_softmax -> Softmax/LogSoftmax(axis=1)  add -> Add (Sum for 3+)  concat -> Concat(axis+1)
-    dropout/identity -> Identity
-
-Average pooling never counts padding (count_include_pad=0), as netc's kernel; max pooling
-pads with -inf in both. Shared layers read the owner's initializers. Weights are exported
+Shared layers read the owner's initializers. Weights are exported
 as float32 whatever the plan's dtype. `onnx` is an optional dependency, imported lazily:
 `pip install 'netc[onnx]'`.
 """
@@ -68,6 +65,7 @@ def check_weights(graph, weights: dict[str, np.ndarray], where: str = "<weights>
     """Every parameter tensor of the graph must be in `weights` with its shape; returns the names of
     tensors in `weights` that the graph does not use."""
     wanted = {f"{node.name}.{p}": tuple(shape) for node in graph.owners for p, shape in node.param_shapes.items()}
+    wanted.update({f"{node.name}.{name}": tuple(t.shape) for node in graph.nodes for name, t in node.state.items()})
     missing = [name for name in wanted if name not in weights]
     different = [f"{name} {list(np.shape(weights[name]))} (needs {list(shape)})"
                  for name, shape in wanted.items() if name in weights and tuple(np.shape(weights[name])) != shape]
@@ -99,8 +97,9 @@ class OnnxContext:
     """What an op's `onnx` mapping writes with (netc/ops/): the nodes, the initializers (parameters
     of sharers read the owner's tensor, each written once) and the opset."""
 
-    def __init__(self, graph, weights: dict[str, np.ndarray], opset: int, helper, numpy_helper):
+    def __init__(self, graph, weights: dict[str, np.ndarray], opset: int, helper, numpy_helper, locate=None):
         self.graph, self.weights, self.opset = graph, weights, opset
+        self.locate = locate or (lambda path: Location(graph.spec.name))  # spec path -> file:line:col
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes: list = []
         self.initializers: list = []
@@ -119,6 +118,11 @@ class OnnxContext:
         key = f"{node.param_owner}.{pname}"
         return self.initializer(key, np.asarray(self.weights[key], np.float32))
 
+    def state(self, node, name: str) -> str:
+        """One of the node's state tensors (running statistics), from the checkpoint."""
+        key = f"{node.name}.{name}"
+        return self.initializer(key, np.asarray(self.weights[key], np.float32))
+
     def add(self, op_type: str, inputs: list[str], node, **attributes) -> None:
         """One ONNX node computing the netc node's output."""
         self.nodes.append(self.helper.make_node(op_type, list(inputs), [node.name], name=node.name, **attributes))
@@ -126,12 +130,14 @@ class OnnxContext:
     def need_opset(self, opset: int, node, why: str) -> None:
         if self.opset < opset:
             raise _error(f"layer '{node.name}' ({node.op}) needs opset {opset} or later: {why}",
-                         self.graph.spec.name, f"export with --opset {max(opset, DEFAULT_OPSET)}",
+                         self.locate(node.spec_path), f"export with --opset {max(opset, DEFAULT_OPSET)}",
                          f"layers[{node.index}]")
 
 
-def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET, where: str = "<weights>"):
-    """The graph as an `onnx.ModelProto` with `weights` as initializers (checked by onnx.checker)."""
+def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET, where: str = "<weights>",
+               locate=None):
+    """The graph as an `onnx.ModelProto` with `weights` as initializers (checked by onnx.checker);
+    `locate` (spec path -> Location) points errors at the spec file."""
     from netc import __version__
     from netc.compiler.module import float_inputs
     from netc.ops import REGISTRY
@@ -147,7 +153,7 @@ def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET
     output = graph.loss_input
     needed = _needed(graph, output)
 
-    ctx = OnnxContext(graph, weights, opset, helper, numpy_helper)
+    ctx = OnnxContext(graph, weights, opset, helper, numpy_helper, locate)
     for node in graph.nodes:
         if node.name in needed:
             REGISTRY[node.op].onnx(ctx, node)
@@ -181,7 +187,7 @@ def export_onnx(loaded, weights: str | Path, out: str | Path, opset: int = DEFAU
     graph = build_graph(loaded)
     values = load_weights(weights)
     ignored = check_weights(graph, values, str(weights))
-    model = onnx_model(graph, values, opset, str(weights))
+    model = onnx_model(graph, values, opset, str(weights), loaded.smap.locate)
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import glob
+import re
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ class LayerRow:
     trainable: bool | None  # None when the layer has no parameters
     lr_mult: float
     mult_adds: int  # per sample
+    state: int = 0  # elements of state tensors (running statistics): kept, checkpointed, never trained
 
     @property
     def counted(self) -> bool:
@@ -76,6 +78,7 @@ class Summary:
     total_params: int  # shared tensors counted once
     trainable_params: int
     frozen_params: int
+    state_count: int  # elements of state tensors (running statistics), not parameters
     mult_adds: int  # per sample
     batch: int
     dtype: str
@@ -118,6 +121,7 @@ def summarize(graph, batch: int | None = None) -> Summary:
             trainable=node.trainable if node.param_shapes else None,
             lr_mult=node.lr_mult,
             mult_adds=node.macs,
+            state=sum(numel(t.shape) for t in node.state.values()),
         )
         for node in graph.nodes
     )
@@ -133,6 +137,7 @@ def summarize(graph, batch: int | None = None) -> Summary:
         total_params=graph.param_count(),
         trainable_params=graph.param_count(trainable=True),
         frozen_params=graph.param_count(trainable=False),
+        state_count=graph.state_count(),
         mult_adds=graph.macs,
         batch=batch,
         dtype=spec.train.dtype,
@@ -208,6 +213,8 @@ def totals_lines(summary: Summary) -> list[tuple[str, str, str]]:
          "shared tensors counted once" if summary.has_sharing else ""),
         ("Trainable params", count_text(summary.trainable_params), ""),
         ("Frozen params", count_text(summary.frozen_params), "trainable: false" if summary.frozen_params else ""),
+        *([("State (not trained)", count_text(summary.state_count), "running statistics, checkpointed")]
+          if summary.state_count else []),
         ("Mult-adds per sample", f"{si_text(summary.mult_adds)} ({count_text(summary.mult_adds)})",
          f"x{summary.batch} = {si_text(summary.mult_adds * summary.batch)} per batch"),
         ("Activation memory", human_bytes(summary.activation_bytes),
@@ -231,13 +238,24 @@ def footnotes(summary: Summary) -> list[str]:
 
 
 COLUMNS = ("layer", "op", "inputs", "output shape", "params", "shared with", "trainable", "mult-adds")
+STATE_COLUMN = "state"  # after "params", in specs with state tensors only
+
+
+def layer_columns(summary: Summary) -> tuple[str, ...]:
+    if not summary.state_count:
+        return COLUMNS
+    at = COLUMNS.index("params") + 1
+    return COLUMNS[:at] + (STATE_COLUMN,) + COLUMNS[at:]
 
 
 def table_rows(summary: Summary) -> list[tuple[str, ...]]:
-    """One text row per input and layer, in the order of COLUMNS."""
-    rows = [(row.name, input_kind(row), "", input_shape_text(row), "", "", "", "") for row in summary.inputs]
+    """One text row per input and layer, in the order of layer_columns(summary)."""
+    with_state = bool(summary.state_count)
+    rows = [(row.name, input_kind(row), "", input_shape_text(row), "", *([""] if with_state else []), "", "", "")
+            for row in summary.inputs]
     rows += [
-        (row.name, row.op, ", ".join(row.inputs), shape_text(row.shape), params_text(row), shared_text(row),
+        (row.name, row.op, ", ".join(row.inputs), shape_text(row.shape), params_text(row),
+         *([count_text(row.state) if row.state else "--"] if with_state else []), shared_text(row),
          trainable_text(row), mult_adds_text(row))
         for row in summary.layers
     ]
@@ -274,6 +292,7 @@ def summary_dict(summary: Summary) -> dict:
                 "trainable": row.trainable,
                 "lr_mult": row.lr_mult,
                 "mult_adds": row.mult_adds,
+                "state": row.state,
             }
             for row in summary.layers
         ],
@@ -282,6 +301,7 @@ def summary_dict(summary: Summary) -> dict:
             "params": summary.total_params,
             "trainable_params": summary.trainable_params,
             "frozen_params": summary.frozen_params,
+            "state": summary.state_count,
             "mult_adds_per_sample": summary.mult_adds,
         },
         "memory": {
@@ -314,9 +334,9 @@ def to_markdown(summary: Summary) -> str:
     lines = [f"### {summary.name}", ""]
     if summary.description:
         lines += [summary.description, ""]
-    lines.append("| " + " | ".join(COLUMNS) + " |")
-    right = {"params", "mult-adds"}
-    lines.append("|" + "|".join("---:" if col in right else "---" for col in COLUMNS) + "|")
+    lines.append("| " + " | ".join(layer_columns(summary)) + " |")
+    right = set(_RIGHT)
+    lines.append("|" + "|".join("---:" if col in right else "---" for col in layer_columns(summary)) + "|")
     for row in table_rows(summary):
         lines.append("| " + " | ".join(_md_cell(cell) for cell in row) + " |")
     lines.append("")
@@ -451,7 +471,7 @@ def summary_renderable(summary: Summary):
     return Group(_LayerTable(summary), Text(""), totals, Text(""), *notes)
 
 
-_RIGHT = ("params", "mult-adds")
+_RIGHT = ("params", STATE_COLUMN, "mult-adds")
 _WRAPS = ("inputs", "output shape", "shared with", "trainable")  # on a narrow terminal
 
 
@@ -467,17 +487,18 @@ class _LayerTable:
 
     def __init__(self, summary: Summary):
         self.title = f"netc: {summary.name}"
+        self.columns = layer_columns(summary)
         self.rows = table_rows(summary)
         self.styles = ["cyan"] * len(summary.inputs) + ["dim" if row.trainable is False else ""
                                                          for row in summary.layers]
         self.inputs = len(summary.inputs)
-        self.pads = [1] * (len(COLUMNS) - 1) + [0]  # right padding; collapsed between cells, none at the edge
-        columns = [list(cells) for cells in zip(COLUMNS, *self.rows)]  # the header first
+        self.pads = [1] * (len(self.columns) - 1) + [0]  # right padding; collapsed between cells, none at the edge
+        columns = [list(cells) for cells in zip(self.columns, *self.rows)]  # the header first
         self.widths = [max(map(len, cells)) for cells in columns]  # the widest text, without padding
         self.words = [max(map(len, " ".join(cells).split())) for cells in columns]  # the longest word
         # ASCII text: a character is a terminal cell, so len() is the width rich measures
         self.ascii = self.title.isascii() and all("".join(cells).isascii() for cells in columns)
-        self.width = sum(self.widths) + sum(self.pads) + len(COLUMNS) - 1  # dividers
+        self.width = sum(self.widths) + sum(self.pads) + len(self.columns) - 1  # dividers
 
     def rich_table(self):
         """The same table laid out by rich's Table, which wraps cells to fit a narrow terminal."""
@@ -487,7 +508,7 @@ class _LayerTable:
 
         table = Table(title=self.title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
                       show_edge=False, pad_edge=False, collapse_padding=True)
-        for col in COLUMNS:
+        for col in self.columns:
             wraps = col in _WRAPS
             table.add_column(col, justify="right" if col in _RIGHT else "left", overflow="fold", no_wrap=not wraps,
                              min_width=min(len(col), 9) if wraps else None)
@@ -508,8 +529,8 @@ class _LayerTable:
         if not self._fits(options):
             return Measurement.get(console, options, self.rich_table())
         minimum = [max(word, min(len(col), 9) if col in _WRAPS else 0) + pad
-                   for word, col, pad in zip(self.words, COLUMNS, self.pads)]
-        return Measurement(sum(minimum) + len(COLUMNS) - 1, self.width)
+                   for word, col, pad in zip(self.words, self.columns, self.pads)]
+        return Measurement(sum(minimum) + len(self.columns) - 1, self.width)
 
     def __rich_console__(self, console, options):
         from rich.segment import Segment
@@ -520,7 +541,7 @@ class _LayerTable:
         line = Segment.line()
         yield Segment(self.title.ljust(self.width), console.get_style("table.title"))
         yield line
-        yield from self._row(console, COLUMNS, "bold")
+        yield from self._row(console, self.columns, "bold")
         yield line
         yield Segment("\u2500" * self.width)
         yield line
@@ -536,7 +557,7 @@ class _LayerTable:
         from rich.segment import Segment
 
         texts = [cell.rjust(width) if col in _RIGHT else cell.ljust(width)
-                 for cell, col, width in zip(cells, COLUMNS, self.widths)]
+                 for cell, col, width in zip(cells, self.columns, self.widths)]
         if console.color_system is None:  # no styles are written: the row as one segment is the same text
             yield Segment(" ".join(text + " " * pad for text, pad in zip(texts, self.pads)))
             return
@@ -645,20 +666,36 @@ def validate_file(path: str | Path) -> FileResult:
     return FileResult(str(path), ())
 
 
-def validation_summary(results: list[FileResult]) -> str:
-    """'9 specs: 8 valid, 1 invalid (3 errors)'"""
+_SPEC_KEY = re.compile(rb"^netc[ \t]*:", re.MULTILINE)
+
+
+def is_spec_file(path: str | Path) -> bool:
+    """A YAML file with a top-level `netc:` key (a text check: a spec that does not parse still counts).
+    A file that cannot be read counts too, so that validating it reports why."""
+    try:
+        return bool(_SPEC_KEY.search(Path(path).read_bytes()))
+    except OSError:
+        return True
+
+
+def validation_summary(results: list[FileResult], skipped: int = 0) -> str:
+    """'9 specs: 8 valid, 1 invalid (3 errors)', and '; 2 YAML files without netc: skipped'"""
     total = len(results)
     invalid = sum(not r.valid for r in results)
     errors = sum(len(r.diagnostics) for r in results)
     text = f"{total} spec{'s' if total != 1 else ''}: {total - invalid} valid, {invalid} invalid"
     if errors:
         text += f" ({errors} error{'s' if errors != 1 else ''})"
+    if skipped:
+        text += f"; {skipped} YAML file{'s' if skipped != 1 else ''} without 'netc:' skipped"
     return text
 
 
-def validation_dict(results: list[FileResult]) -> dict:
+def validation_dict(results: list[FileResult], skipped: list[str] | None = None) -> dict:
     invalid = sum(not r.valid for r in results)
+    skipped = skipped or []
     return {
+        "skipped": skipped,
         "files": [
             {"file": r.file, "valid": r.valid, "errors": [d.as_dict() for d in r.diagnostics]} for r in results
         ],
@@ -667,7 +704,7 @@ def validation_dict(results: list[FileResult]) -> dict:
             "valid": len(results) - invalid,
             "invalid": invalid,
             "errors": sum(len(r.diagnostics) for r in results),
-            "text": validation_summary(results),
+            "text": validation_summary(results, len(skipped)),
         },
     }
 

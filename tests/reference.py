@@ -196,7 +196,8 @@ def _params(spec, weights, name, layer) -> tuple[str, dict]:
     return owner, found
 
 
-def network_forward(spec: dict, weights: dict, arrays: dict) -> dict:
+def network_forward(spec: dict, weights: dict, arrays: dict, training: bool = False,
+                    states: dict | None = None) -> dict:
     """Every tensor's value, evaluated layer by layer in spec order by each op's numpy reference
     (netc/ops/: `OpDef.reference`; dropout at eval: the identity).
 
@@ -205,11 +206,29 @@ def network_forward(spec: dict, weights: dict, arrays: dict) -> dict:
               if inp.get("dtype", "float32") == "float32"}
     for name, layer, refs in zip(_names(spec["layers"]), spec["layers"], _inputs_of(spec)):
         _, params = _params(spec, weights, name, layer)
-        values[name] = REGISTRY[layer["op"]].reference.forward(_layer(layer), [values[r] for r in refs], params)
+        xs = [values[r] for r in refs]
+        values[name] = REGISTRY[layer["op"]].reference.forward(_layer(layer), xs, params,
+                                                                **_mode(layer, xs, weights, name, training, states))
     return values
 
 
-def network_backward(spec: dict, weights: dict, arrays: dict, values: dict) -> tuple[float, dict]:
+def _mode(layer: dict, xs: list, weights: dict, name: str, training: bool = False, states: dict | None = None) -> dict:
+    """The mode of ops that have one (evaluation by default) and their state tensors: from `states`
+    (name -> {tensor: array}, kept across calls so a training forward's updates can be read), else
+    from `weights` (a state_dict), else as a new model starts them (batch norm: mean 0, variance 1)."""
+    op = REGISTRY[layer["op"]]
+    if not op.reference.modes:
+        return {}
+    states = {} if states is None else states
+    if name not in states:
+        tensors = op.state(_layer(layer), [x.shape[1:] for x in xs])
+        states[name] = {key: np.asarray(weights.get(f"{name}.{key}", np.full(t.shape, t.initial)), np.float64)
+                        for key, t in tensors.items()}
+    return {"training": training, "state": states[name]}
+
+
+def network_backward(spec: dict, weights: dict, arrays: dict, values: dict, training: bool = False,
+                     states: dict | None = None) -> tuple[float, dict]:
     """(mean loss, gradient of every parameter tensor by owner name): the loss's gradient
     pushed back layer by layer in reverse spec order; a tensor read by several layers
     (or shared parameters used by several layers) sums the contributions."""
@@ -225,8 +244,9 @@ def network_backward(spec: dict, weights: dict, arrays: dict, values: dict) -> t
         if name not in dvalues:
             continue
         owner, params = _params(spec, weights, name, layer)
+        xs = [values[r] for r in refs]
         dxs, dparams = REGISTRY[layer["op"]].reference.backward(
-            _layer(layer), [values[r] for r in refs], values[name], dvalues[name], params)
+            _layer(layer), xs, values[name], dvalues[name], params, **_mode(layer, xs, weights, name, training, states))
         for pname, g in dparams.items():
             add_grad(grads, f"{owner}.{pname}", g)
         for ref, dx in zip(refs, dxs):
@@ -234,9 +254,12 @@ def network_backward(spec: dict, weights: dict, arrays: dict, values: dict) -> t
     return float(loss), grads
 
 
-def network_loss_and_gradients(spec: dict, weights: dict, arrays: dict) -> tuple[float, np.ndarray, dict]:
-    """(mean loss, the loss input's value (what Model.predict returns, flattened per sample), parameter gradients)."""
-    values = network_forward(spec, weights, arrays)
-    loss, grads = network_backward(spec, weights, arrays, values)
+def network_loss_and_gradients(spec: dict, weights: dict, arrays: dict, training: bool = False,
+                               states: dict | None = None) -> tuple[float, np.ndarray, dict]:
+    """(mean loss, the loss input's value (what Model.predict returns, flattened per sample), parameter gradients).
+    `training`: ops with a mode in training mode (batch statistics); their updated state lands in `states`."""
+    states = {} if states is None else states
+    values = network_forward(spec, weights, arrays, training, states)
+    loss, grads = network_backward(spec, weights, arrays, values, training, states)
     scores = values[spec["loss"]["input"]]
     return loss, scores.reshape(len(scores), -1), grads

@@ -140,7 +140,7 @@ def test_inspect_finetune_shows_frozen_params():
 
     data = json.loads(invoke("inspect", SPECS / "finetune.yaml", "-f", "json").stdout)
     assert data["totals"] == {"params": 50826, "trainable_params": 1290, "frozen_params": 49536,
-                              "mult_adds_per_sample": 50432}
+                              "state": 0, "mult_adds_per_sample": 50432}
     assert {row["name"]: row["trainable"] for row in data["layers"]} == {
         "fc1": False, "relu1": None, "fc2": False, "relu2": None, "head": True}
 
@@ -364,3 +364,22 @@ def test_schema_unwritable_output(tmp_path):
     result = invoke("schema", "--output", tmp_path / "missing-dir" / "s.json")
     assert result.exit_code == 1
     assert "error[E-FILE]" in result.stderr
+
+
+def test_only_specs_skips_yaml_without_a_netc_key(tmp_path):
+    """What the pre-commit hook runs over every staged YAML file of a repository."""
+    (tmp_path / "ci.yml").write_text("on: [push]\njobs: {}\n")
+    (tmp_path / "broken.yaml").write_text("netc: 1\nname: b\ninputs: {x: {shape: [2]}}\nlayers:\n  - {op: rleu}\n")
+    (tmp_path / "good.yaml").write_text((SPECS / "xor.yaml").read_text())
+    strict = runner.invoke(app, ["validate", str(tmp_path)])
+    assert strict.exit_code == 1 and "ci.yml" in strict.output  # without the flag, every YAML is a spec
+    result = runner.invoke(app, ["validate", "--only-specs", "-v", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "unknown op 'rleu'" in result.output
+    assert f"skipped {tmp_path / 'ci.yml'} (no 'netc:' key)" in result.output
+    assert "2 specs: 1 valid, 1 invalid (2 errors); 1 YAML file without 'netc:' skipped" in result.output
+    only_other = runner.invoke(app, ["validate", "--only-specs", str(tmp_path / "ci.yml")])
+    assert only_other.exit_code == 0, only_other.output
+    assert "0 specs: 0 valid, 0 invalid; 1 YAML file without 'netc:' skipped" in only_other.output
+    data = json.loads(runner.invoke(app, ["validate", "--only-specs", "-f", "json", str(tmp_path)]).stdout)
+    assert data["skipped"] == [str(tmp_path / "ci.yml")] and data["summary"]["specs"] == 2

@@ -112,6 +112,34 @@ def test_every_op_round_trips(tmp_path):
     assert onnx.helper.get_attribute_value(next(a for a in average.attribute if a.name == "count_include_pad")) == 0
 
 
+LOCAL = """
+netc: 1
+name: local
+inputs:
+  img: {shape: [2, 9, 8]}
+  y: {shape: [], dtype: int64, classes: 4}
+layers:
+  - {name: l1, op: local2d, filters: 3, kernel: [3, 2], stride: 2}
+  - {name: a1, op: relu}
+  - {name: l2, op: local2d, in: a1, filters: 2, kernel: 2, bias: false}
+  - {name: l3, op: local2d, in: a1, filters: 2, kernel: 2, bias: false, share: l2}
+  - {name: both, op: add, in: [l2, l3]}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 4}
+loss: {op: cross_entropy, input: fc, target: y}
+"""
+
+
+def test_local2d_round_trips(tmp_path):
+    """local2d has no ONNX op: Conv with one-hot filters unfolds the windows, Einsum applies each position's
+    weights, Add its biases; the one-hot filters of one geometry and a shared layer's weights are written once."""
+    proto, result = _round_trip(load_spec_text(LOCAL, "local.yaml"), tmp_path, count=5)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Conv") == 3 and ops.count("Einsum") == 3 and ops.count("Add") == 2
+    assert sorted(result.initializers) == ["fc.bias", "fc.weight", "l1.bias", "l1.weight", "l2.weight",
+                                           "local2d.unfold.2x3x2", "local2d.unfold.3x2x2"]
+
+
 def test_export_refuses_a_checkpoint_of_another_spec(tmp_path):
     xor = load_spec(SPECS / "xor.yaml")
     weights = Model(build_graph(xor)).get_weights()
@@ -142,3 +170,81 @@ def test_cli_export(tmp_path):
                                  "-o", str(tmp_path / "lenet.onnx")])
     assert result.exit_code == 1
     assert "error[E-EXPORT]: the checkpoint does not fit lenet" in result.stderr
+
+
+# the parametrised activations and global average pooling: leaky_relu fused into a linear epilogue,
+# elu into a conv epilogue with a 2x2 max pool after it, gelu exact and tanh as their own steps (fc2 and
+# fc3 start large: the gelus read |x| ~ 1-3, where the exact and tanh forms differ by up to 5e-4)
+NEW_OPS = """
+netc: 1
+name: new_ops
+inputs:
+  img: {shape: [2, 8, 8]}
+  y: {shape: [], dtype: int64, classes: 4}
+layers:
+  - {name: c1, op: conv2d, filters: 3, kernel: 3, padding: 1}
+  - {name: e1, op: elu, alpha: 0.7}
+  - {name: p1, op: maxpool2d, kernel: 2}
+  - {name: c2, op: conv2d, filters: 5, kernel: 3, padding: 1}
+  - {name: gap, op: global_avgpool2d}
+  - {name: flat, op: flatten}
+  - {name: fc1, op: linear, out: 12}
+  - {name: lr1, op: leaky_relu, negative_slope: 0.2}
+  - {name: fc2, op: linear, out: 10, weight_init: {type: normal, std: 4.0}}
+  - {name: g_tanh, op: gelu, approximate: tanh}
+  - {name: fc3, op: linear, out: 8, weight_init: {type: normal, std: 1.0}}
+  - {name: g_exact, op: gelu}
+  - {name: fc4, op: linear, out: 4}
+loss: {op: cross_entropy, input: fc4, target: y}
+"""
+
+
+def _attribute(node, name):
+    return onnx.helper.get_attribute_value(next(a for a in node.attribute if a.name == name))
+
+
+def test_new_activations_and_global_avgpool_round_trip(tmp_path):
+    from netc.compiler import compile_graph
+
+    loaded = load_spec_text(NEW_OPS, "new_ops.yaml")
+    # Model.predict runs the fused plan: elu (+ the 2x2 max pool) in c1's epilogue, leaky_relu in fc1's,
+    # the two gelus as their own steps; ONNX has one node per layer
+    steps = {step.node.name: step for step in compile_graph(build_graph(loaded), 4).steps}
+    assert steps["c1"].act.op == "elu" and steps["c1"].pool.name == "p1"
+    assert steps["fc1"].act.op == "leaky_relu"
+    assert steps["g_tanh"].kind == "act" and steps["g_exact"].kind == "act"
+    proto, _ = _round_trip(loaded, tmp_path)
+    by_name = {n.name: n for n in proto.graph.node}
+    assert [n.op_type for n in proto.graph.node] == ["Conv", "Elu", "MaxPool", "Conv", "GlobalAveragePool", "Flatten",
+                                                     "Gemm", "LeakyRelu", "Gemm", "Gelu", "Gemm", "Gelu", "Gemm"]
+    assert _attribute(by_name["e1"], "alpha") == pytest.approx(0.7)
+    assert _attribute(by_name["lr1"], "alpha") == pytest.approx(0.2)
+    assert _attribute(by_name["g_tanh"], "approximate") == b"tanh"
+    assert _attribute(by_name["g_exact"], "approximate") == b"none"
+
+
+def test_gelu_needs_opset_20(tmp_path):
+    loaded = load_spec_text(NEW_OPS, "new_ops.yaml")
+    checkpoint = tmp_path / "w.safetensors"
+    save_checkpoint(checkpoint, _random_weights(Model(build_graph(loaded)), 1))
+    # 20 is the first opset with Gelu: it exports and runs
+    result = export_onnx(loaded, checkpoint, tmp_path / "m20.onnx", opset=20)
+    assert onnx.load(str(result.path)).opset_import[0].version == 20
+    ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    # 19 names the first gelu layer and the opset it needs, and writes nothing
+    with pytest.raises(NetcError) as info:
+        export_onnx(loaded, checkpoint, tmp_path / "m19.onnx", opset=19)
+    (diag,) = info.value.diagnostics
+    assert diag.code == "E-EXPORT"
+    assert diag.message == "layer 'g_tanh' (gelu) needs opset 20 or later: ONNX has Gelu from opset 20"
+    assert diag.path == "layers[9]" and "--opset 21" in diag.hint
+    assert not (tmp_path / "m19.onnx").exists()
+    spec = tmp_path / "new_ops.yaml"
+    spec.write_text(NEW_OPS.lstrip("\n"), encoding="utf-8")
+    result = runner.invoke(app, ["export", str(spec), "--weights", str(checkpoint), "-o", str(tmp_path / "cli.onnx"),
+                                 "--opset", "19"])
+    assert result.exit_code == 1
+    assert ("error[E-EXPORT]: layer 'g_tanh' (gelu) needs opset 20 or later: ONNX has Gelu from opset 20 "
+            "(at layers[9])") in result.stderr
+    assert "hint: export with --opset 21" in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "cli.onnx").exists()

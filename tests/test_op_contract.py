@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from netc.compiler.codegen import KERNEL_MODULES
-from netc.ops.base import ACTIVATION, ALIAS, CATEGORIES, EPILOGUE, REGISTRY, OpDef
+from netc.ops.base import ACTIVATION, ALIAS, CATEGORIES, EPILOGUE, REGISTRY, OpDef, pair
 from netc.spec import models
 
 # op -> (layer mapping, input shapes without the batch, parameter shapes): one instance of each op
@@ -25,6 +25,11 @@ SAMPLES = {
     "maxpool2d": ({"op": "maxpool2d", "kernel": [3, 2], "stride": [2, 1], "padding": [1, 1]}, [(2, 5, 6)], {}),
     "avgpool2d": ({"op": "avgpool2d", "kernel": [3, 2], "stride": [2, 1], "padding": [1, 1]}, [(2, 5, 6)], {}),
     "global_avgpool2d": ({"op": "global_avgpool2d"}, [(3, 4, 5)], {}),
+    "batchnorm1d": ({"op": "batchnorm1d", "momentum": 0.2}, [(4,)], {"weight": (4,), "bias": (4,)}),
+    "batchnorm2d": ({"op": "batchnorm2d", "eps": 1e-3}, [(3, 2, 3)], {"weight": (3,), "bias": (3,)}),
+    # OH = (5 - 3) // 2 + 1 = 2, OW = (6 - 2) // 1 + 1 = 5, K = 2 * 3 * 2 = 12
+    "local2d": ({"op": "local2d", "filters": 3, "kernel": [3, 2], "stride": [2, 1]}, [(2, 5, 6)],
+                {"weight": (2, 5, 3, 12), "bias": (3, 2, 5)}),
     "flatten": ({"op": "flatten"}, [(2, 3, 4)], {}),
     "reshape": ({"op": "reshape", "shape": [4, -1]}, [(2, 3, 4)], {}),
     "identity": ({"op": "identity"}, [(4,)], {}),
@@ -41,7 +46,8 @@ SAMPLES = {
     "concat": ({"op": "concat", "in": ["a", "b"], "axis": 1}, [(2, 3, 2), (2, 1, 2)], {}),
 }
 # variants whose reference takes another path
-VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {})]
+VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
+            ("batchnorm1d_sequence", {"op": "batchnorm1d", "affine": False}, [(3, 4)], {})]
 
 
 def test_registry_and_spec_union_agree():
@@ -101,6 +107,20 @@ def _random_case(name, layer, shapes, params, seed=0):
     return op, op.spec.model_validate(layer), xs, values
 
 
+def _modes(op, layer, shapes, training: bool) -> dict:
+    """The keyword arguments of a reference with a train/eval mode: the mode, and state tensors
+    (running statistics made up, so that evaluation is not the identity)."""
+    if not op.reference.modes:
+        return {}
+    rng = np.random.default_rng(5)
+    state = {name: rng.uniform(0.5, 1.5, t.shape) if name == "running_var" else rng.normal(size=t.shape)
+             for name, t in op.state(layer, shapes).items()}
+    return {"training": training, "state": state}
+
+
+MODES = [pytest.param(True, id="train"), pytest.param(False, id="eval")]
+
+
 def _numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     g = np.zeros_like(x)
     for i in np.ndindex(x.shape):
@@ -117,16 +137,26 @@ def _numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 CASES = [(name, *SAMPLES[name]) for name in SAMPLES] + VARIANTS
 
 
+@pytest.mark.parametrize("training", MODES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
-def test_reference_backward_matches_finite_differences(case):
-    """Each op's numpy reference: its backward against central differences of its forward (float64)."""
+def test_reference_backward_matches_finite_differences(case, training):
+    """Each op's numpy reference: its backward against central differences of its forward (float64),
+    in training and in evaluation mode (the same for ops without one)."""
     name, layer_map, shapes, params = case
     op, layer, xs, values = _random_case(name, layer_map, shapes, params)
-    y = op.reference.forward(layer, xs, values)
+    if not op.reference.modes and not training:
+        pytest.skip("no train/eval mode")
+    modes = _modes(op, layer, shapes, training)
+
+    def forward():
+        fresh = {**modes, "state": dict(modes["state"])} if modes else {}  # a training forward updates state
+        return op.reference.forward(layer, xs, values, **fresh)
+
+    y = forward()
     dy = np.random.default_rng(1).normal(size=y.shape)  # loss = sum(dy * y): its gradient wrt y is dy
-    dxs, dparams = op.reference.backward(layer, xs, y, dy, values)
+    dxs, dparams = op.reference.backward(layer, xs, y, dy, values, **modes)
     assert set(dparams) == set(values)
-    loss = lambda: float(np.sum(dy * op.reference.forward(layer, xs, values)))  # noqa: E731
+    loss = lambda: float(np.sum(dy * forward()))  # noqa: E731
     for x, exact in zip(xs, dxs):
         np.testing.assert_allclose(exact, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
     for pname, exact in dparams.items():
@@ -137,7 +167,8 @@ def test_reference_backward_matches_finite_differences(case):
 def test_reference_output_shape_follows_the_shape_rule(case):
     name, layer_map, shapes, params = case
     op, layer, xs, values = _random_case(name, layer_map, shapes, params)
-    assert op.reference.forward(layer, xs, values).shape[1:] == tuple(op.infer(layer, shapes))
+    y = op.reference.forward(layer, xs, values, **_modes(op, layer, shapes, True))
+    assert y.shape[1:] == tuple(op.infer(layer, shapes))
     assert {p: tuple(s) for p, s in op.params(layer, shapes).items()} == params
 
 
@@ -150,14 +181,28 @@ def _torch_twin(name, layer, F):
         "avgpool2d": lambda x: F.avg_pool2d(x, tuple(layer.kernel), tuple(layer.stride), tuple(layer.padding),
                                             count_include_pad=False),
         "global_avgpool2d": lambda x: F.adaptive_avg_pool2d(x, 1),
+        "local2d": lambda x, w, b=None: _torch_local2d(x, w, b, layer, F),
         "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
         "leaky_relu": lambda x: F.leaky_relu(x, layer.negative_slope),
         "elu": lambda x: F.elu(x, layer.alpha),
         "gelu": lambda x: F.gelu(x, approximate=layer.approximate),
         "gelu_tanh": lambda x: F.gelu(x, approximate=layer.approximate),
         "softmax": lambda x: F.softmax(x, dim=1), "log_softmax": lambda x: F.log_softmax(x, dim=1),
+        "batchnorm1d": lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=layer.eps),
+        "batchnorm2d": lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=layer.eps),
+        "batchnorm1d_sequence": lambda x: F.batch_norm(x, None, None, training=True, eps=layer.eps),
     }
     return table.get(name)
+
+
+def _torch_local2d(x, w, b, layer, F):
+    """local2d in PyTorch (which has no LocallyConnected2d): unfold the windows, one [F, K] product per position."""
+    import torch
+
+    oh, ow, f, k = w.shape
+    patches = F.unfold(x, pair(layer.kernel), stride=pair(layer.stride))  # (n, K, OH*OW), K in (c, ki, kj) order
+    y = torch.einsum("nkl,lfk->nfl", patches, w.reshape(oh * ow, f, k)).reshape(len(x), f, oh, ow)
+    return y if b is None else y + b
 
 
 @pytest.mark.torch
@@ -173,11 +218,11 @@ def test_reference_agrees_with_pytorch(case):
     arrays = xs + [values[p] for p in ("weight", "bias") if p in values]
     tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
     out = twin(*tensors)
-    y = op.reference.forward(layer, xs, values)
+    y = op.reference.forward(layer, xs, values, **_modes(op, layer, shapes, True))
     np.testing.assert_allclose(out.detach().numpy(), y, rtol=1e-10, atol=1e-12)
     dy = np.random.default_rng(2).normal(size=y.shape)
     out.backward(torch.tensor(dy))
-    dxs, dparams = op.reference.backward(layer, xs, y, dy, values)
+    dxs, dparams = op.reference.backward(layer, xs, y, dy, values, **_modes(op, layer, shapes, True))
     expected = list(dxs) + [dparams[p] for p in ("weight", "bias") if p in values]
     for tensor, grad in zip(tensors, expected):
         np.testing.assert_allclose(tensor.grad.numpy(), grad, rtol=1e-10, atol=1e-12)

@@ -178,6 +178,23 @@ SPECS = {
           - {name: fc4, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc4, target: label}
     """,
+    # local2d (unshared weights): stride 2, non-square kernel, bias, leaky_relu fused into its epilogue,
+    # reading the graph input (no dx); then a bias-free local2d and a second one sharing its weights, both
+    # reading act1 (its gradient and the shared weight gradient are written once, then added to)
+    "local": """
+        inputs:
+          x: {shape: [2, 7, 6]}
+          LABEL
+        layers:
+          - {name: local1, op: local2d, filters: 3, kernel: [3, 2], stride: 2, BIAS}
+          - {name: act1, op: leaky_relu, negative_slope: 0.2}
+          - {name: local2, op: local2d, in: act1, filters: 2, kernel: [2, 1], bias: false}
+          - {name: local3, op: local2d, in: act1, filters: 2, kernel: [2, 1], bias: false, share: local2}
+          - {name: both, op: add, in: [local2, local3]}
+          - {name: flat, op: flatten}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
     # skip connections from a graph input: the FIRST input of add and of concat needs no gradient,
     # the second does (act1 and skip)
     "skip": """
@@ -288,6 +305,7 @@ PATHS = {
     "shape_nll": ({"fc1": None, "fc2": None}, ["tanh"], "nll_after_log_softmax"),
     "activations": ({"conv1": "elu", "conv2": None, "fc1": "leaky_relu", "fc2": None, "fc3": None}, ["gelu2", "gelu3"],
                     "cross_entropy"),
+    "local": ({"local1": "leaky_relu", "local2": None, "local3": None, "fc": None}, [], "cross_entropy"),
 }
 
 

@@ -4,7 +4,8 @@ Each spec is translated into a torch nn.Module by a small generic translator tha
 netc's Graph (one torch module per parameter owner, registered under the layer's name, so
 the state_dict keys are exactly netc's `fc1.weight`; a `share:` layer calls its owner's
 module, so the tensor is one torch parameter and its gradient is summed by autograd).
-LeNet and the siamese net are also written out by hand, as a check on the translator.
+LeNet, the siamese net and new-ops (with nn.ELU, nn.LeakyReLU, nn.GELU, nn.AdaptiveAvgPool2d) are
+also written out by hand, as a check on the translator.
 
 Compared: the loss and every gradient of one random float32 batch, a few optimizer steps
 (train_epoch with a fixed order vs a torch.optim loop), and a netc checkpoint loaded with
@@ -106,7 +107,38 @@ optimizer: {type: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.
 train: {batch: 8, seed: 0}
 """
 
-INLINE = {"adam-mlp": ADAM_MLP, "kitchen": KITCHEN, "regress": REGRESS}
+# the parametrised activations and global average pooling: elu fused with its conv and the 2x2 max
+# pool after it, leaky_relu fused into fc1, gelu (tanh, then exact) as their own steps; Adam.
+# fc2 and fc3 start large so that the gelus read |x| ~ 1-3, where the exact and the tanh forms differ
+# by up to 5e-4 (a swapped form fails the tests; near 0 they agree to 1e-6)
+NEW_OPS = """
+netc: 1
+name: new_ops
+inputs:
+  image: {shape: [2, 8, 8]}
+  label: {shape: [], dtype: int64, classes: 5}
+layers:
+  - {name: conv1, op: conv2d, filters: 4, kernel: 3, padding: 1, bias_init: {type: normal, std: 0.1}}
+  - {name: elu1, op: elu, alpha: 0.7}
+  - {name: pool1, op: maxpool2d, kernel: 2}
+  - {name: conv2, op: conv2d, filters: 6, kernel: 3, padding: 1, bias_init: {type: normal, std: 0.1}}
+  - {name: gap, op: global_avgpool2d}
+  - {name: flat, op: flatten}
+  - {name: fc1, op: linear, out: 16, bias_init: {type: uniform, low: -0.2, high: 0.2}}
+  - {name: leaky1, op: leaky_relu, negative_slope: 0.2}
+  - {name: fc2, op: linear, out: 12, weight_init: {type: normal, std: 4.0},
+     bias_init: {type: uniform, low: -0.2, high: 0.2}}
+  - {name: gelu2, op: gelu, approximate: tanh}
+  - {name: fc3, op: linear, out: 10, weight_init: {type: normal, std: 1.0},
+     bias_init: {type: uniform, low: -0.2, high: 0.2}}
+  - {name: gelu3, op: gelu}
+  - {name: fc4, op: linear, out: 5}
+loss: {op: cross_entropy, input: fc4, target: label}
+optimizer: {type: adam, lr: 0.01, weight_decay: 0.001}
+train: {batch: 8, seed: 0}
+"""
+
+INLINE = {"adam-mlp": ADAM_MLP, "kitchen": KITCHEN, "regress": REGRESS, "new-ops": NEW_OPS}
 
 
 # ============================================================================ netc side
@@ -203,6 +235,14 @@ class Translated(nn.Module):
                 y = torch.sigmoid(x)
             elif op == "tanh":
                 y = torch.tanh(x)
+            elif op == "leaky_relu":
+                y = F.leaky_relu(x, layer.negative_slope)
+            elif op == "elu":
+                y = F.elu(x, layer.alpha)
+            elif op == "gelu":
+                y = F.gelu(x, approximate=layer.approximate)
+            elif op == "global_avgpool2d":
+                y = F.adaptive_avg_pool2d(x, 1)
             elif op == "softmax":
                 y = F.softmax(x, dim=1)
             elif op == "log_softmax":
@@ -298,12 +338,37 @@ class HandSiamese(nn.Module):
         return self.head(torch.cat([a, b], dim=1))
 
 
-HAND = {"lenet": HandLeNet, "siamese": HandSiamese}
+class HandNewOps(nn.Module):
+    """new-ops written with torch's modules: nn.ELU, nn.LeakyReLU, nn.GELU, nn.AdaptiveAvgPool2d."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.elu1 = nn.ELU(alpha=0.7)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Linear(6, 16)
+        self.leaky1 = nn.LeakyReLU(negative_slope=0.2)
+        self.fc2 = nn.Linear(16, 12)
+        self.gelu2 = nn.GELU(approximate="tanh")
+        self.fc3 = nn.Linear(12, 10)
+        self.gelu3 = nn.GELU()
+        self.fc4 = nn.Linear(10, 5)
+
+    def forward(self, inputs):
+        x = self.gap(self.conv2(self.pool1(self.elu1(self.conv1(inputs["image"])))))
+        x = self.gelu2(self.fc2(self.leaky1(self.fc1(x.flatten(1)))))
+        return self.fc4(self.gelu3(self.fc3(x)))
+
+
+HAND = {"lenet": HandLeNet, "siamese": HandSiamese, "new-ops": HandNewOps}
 
 
 # ============================================================================ 1. loss and gradients
 
-GRADIENT_SPECS = ["seed-mlp", "lenet", "siamese", "residual", "digits-cnn", "seed-cnn", "kitchen", "regress"]
+GRADIENT_SPECS = ["seed-mlp", "lenet", "siamese", "residual", "digits-cnn", "seed-cnn", "kitchen", "regress",
+                  "new-ops"]
 
 
 @pytest.mark.parametrize("name", GRADIENT_SPECS)
@@ -484,3 +549,89 @@ def test_conv_checkpoint_loads_into_torch(tmp_path, name):
     module.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
     for key, value in module.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), model.get_weights()[key])
+
+
+# ============================================================================ 4. the parametrised activations
+
+
+def test_new_ops_take_the_fused_paths():
+    """What the new-ops tests exercise (no Numba): elu + the 2x2 max pool in conv1's epilogue, leaky_relu
+    in fc1's, the gelus as their own steps (their backward reads the input)."""
+    from netc.compiler import compile_graph
+
+    steps = {step.node.name: step for step in compile_graph(graph_of("new-ops"), N).steps}
+    assert steps["conv1"].act.op == "elu" and steps["conv1"].pool.name == "pool1"
+    assert steps["fc1"].act.op == "leaky_relu"
+    assert steps["gelu2"].kind == "act" and steps["gelu3"].kind == "act"
+    assert all(steps[name].act is None for name in ("conv2", "fc2", "fc3", "fc4"))
+
+
+def test_new_ops_five_adam_steps_match_torch_modules():
+    """new-ops against HandNewOps (nn.ELU, nn.LeakyReLU, nn.GELU, nn.AdaptiveAvgPool2d): five Adam steps,
+    the last on a partial batch, then the loss and gradients of the trained weights."""
+    name = "new-ops"
+    graph = graph_of(name)
+    model = reset(name)
+    weights = model.get_weights()
+    module = torch_twin(name, weights, HandNewOps())
+    count = 5 * N - 3
+    arrays = random_batch(graph, count, seed=10)
+    order = np.random.default_rng(11).permutation(count)
+
+    result = model.train_epoch(model.prepare(arrays), order=order, seed=0)
+    assert result.batches == 5 and not result.diverged and model.step == 5
+
+    optimizer = torch_optimizer(graph, module)
+    module.train()
+    t = to_torch(arrays)
+    losses = []
+    for b in range(5):
+        idx = torch.from_numpy(order[b * N:(b + 1) * N])
+        batch = {k: v[idx] for k, v in t.items()}
+        target = batch.pop(graph.loss_target)
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch_loss(graph, module(batch), target)
+        loss.backward()
+        optimizer.step()
+        losses.append((loss.item(), len(idx)))
+    assert [n for _, n in losses] == [N, N, N, N, N - 3]
+
+    assert_close(name, result.loss, sum(value * n for value, n in losses) / count, "mean training loss of the epoch")
+    trained = model.get_weights()
+    state = module.state_dict()
+    assert set(state) == set(trained)
+    for key in sorted(state):
+        assert np.abs(trained[key] - weights[key]).max() > 1e-3, f"{key} barely moved: 5 steps test nothing"
+        assert_close(name, trained[key], state[key].numpy(), f"{key} after 5 steps")
+
+    # and from the trained weights: loss, every gradient and the outputs
+    check = random_batch(graph, N, seed=12)
+    loss, grads = model.loss_and_gradients(check)
+    t_loss, t_grads, t_out = torch_loss_and_gradients(name, module, check)
+    assert_close(name, loss, t_loss, "loss after 5 steps")
+    assert set(grads) == set(t_grads)
+    for key in sorted(t_grads):
+        assert_close(name, grads[key], t_grads[key], f"gradient of {key} after 5 steps")
+    assert_close(name, model.predict(check), t_out, "outputs after 5 steps")
+
+
+def test_new_ops_checkpoint_loads_into_torch_modules(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    name = "new-ops"
+    graph = graph_of(name)
+    model = reset(name)
+    model.train_epoch(model.prepare(random_batch(graph, 2 * N, seed=13)), order=np.arange(2 * N), seed=0)
+    weights = model.get_weights()
+    path = tmp_path / "new_ops.safetensors"
+    save_checkpoint(path, weights)
+
+    module = HandNewOps()
+    result = module.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    for key, value in module.state_dict().items():
+        assert value.dtype == torch.float32
+        np.testing.assert_array_equal(value.numpy(), weights[key])
+    arrays = random_batch(graph, N, seed=14)
+    with torch.no_grad():
+        out = module.eval()(to_torch({k: v for k, v in arrays.items() if k != graph.loss_target})).numpy()
+    assert_close(name, model.predict(arrays), out, "outputs after loading the checkpoint")

@@ -168,6 +168,8 @@ def gradcheck_command(
     entries: Annotated[int, typer.Option(min=1, help="Entries checked per tensor (sampled when larger).")] = 30,
     tolerance: Annotated[float, typer.Option(help="Largest accepted relative error.")] = 1e-6,
     seed: Annotated[int, typer.Option(help="Seed of the data and the sampled entries.")] = 0,
+    training: Annotated[bool, typer.Option("--training", help="Check in training mode (batch statistics, dropout "
+                                                                 "masks from --seed) instead of evaluation mode.")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
 ) -> None:
     """Central finite differences in float64 against the compiled backward pass; exit 1 above --tolerance."""
@@ -175,7 +177,7 @@ def gradcheck_command(
     from netc.runtime.gradcheck import gradcheck
 
     graph = build_graph(load_spec(spec))
-    results = gradcheck(graph, count=samples, max_entries=entries, seed=seed, tolerance=tolerance)
+    results = gradcheck(graph, count=samples, max_entries=entries, seed=seed, tolerance=tolerance, training=training)
     failed = [r for r in results if r.max_rel_error > tolerance]
     if format == OutputFormat.json:
         stdout_console().print_json(json.dumps({"tolerance": tolerance, "ok": not failed, "tensors": [

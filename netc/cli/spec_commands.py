@@ -43,7 +43,10 @@ def validate(
         ValidateFormat,
         typer.Option("--format", "-f", help="text; json (one document); github (workflow annotations)."),
     ] = ValidateFormat.text,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the valid files.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list the valid (and skipped) files.")] = False,
+    only_specs: Annotated[bool, typer.Option(
+        "--only-specs", help="Skip YAML files without a top-level `netc:` key (CI configs, compose, k8s files), "
+                             "as a pre-commit hook over a whole repository needs.")] = False,
 ) -> None:
     """Check specs without data: schema, references, shapes, sharing, loss.
 
@@ -57,15 +60,17 @@ def validate(
     if not files:
         err.print("error: no spec files to validate", style="bold red", markup=False)
         raise typer.Exit(2)
+    skipped = [path for path in files if only_specs and not report.is_spec_file(path)]
+    files = [path for path in files if path not in skipped]
     results = [report.validate_file(path) for path in files]
     out = stdout_console()
     if format is ValidateFormat.json:
-        typer.echo(json.dumps(report.validation_dict(results), indent=2))
+        typer.echo(json.dumps(report.validation_dict(results, skipped), indent=2))
     elif format is ValidateFormat.github:
         for result in results:
             for diag in result.diagnostics:
                 typer.echo(report.github_annotation(diag))
-        typer.echo(report.validation_summary(results))
+        typer.echo(report.validation_summary(results, len(skipped)))
     else:
         for result in results:
             if result.valid:
@@ -73,8 +78,11 @@ def validate(
                     out.print(f"ok      {result.file}", style="green", markup=False, soft_wrap=True)
             else:
                 render_diagnostics(result.diagnostics)
+        if verbose:
+            for path in skipped:
+                out.print(f"skipped {path} (no 'netc:' key)", style="dim", markup=False, soft_wrap=True)
         all_valid = all(result.valid for result in results)
-        out.print(report.validation_summary(results), style="bold green" if all_valid else "bold red",
+        out.print(report.validation_summary(results, len(skipped)), style="bold green" if all_valid else "bold red",
                   markup=False, soft_wrap=True)
     if not all(result.valid for result in results):
         raise typer.Exit(1)

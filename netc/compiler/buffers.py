@@ -5,10 +5,12 @@
 - A/D: activations and their gradients, `batch` rows per tensor; views
   (flatten, reshape, identity) reuse their input's region;
 - I: integer storage (max-pool argmax);
+- T: state tensors (running statistics, counters): kept and checkpointed, never trained;
 - W: per-step scratch (im2col columns, GEMM outputs, per-chunk weight
   gradients of the parallel convolutions), reused by every step; after it, the
   im2col columns each trainable conv keeps from its forward to its backward
-  (each within steps.KEEP_BUDGET).
+  (each within steps.KEEP_BUDGET), and the per-batch values other ops keep for
+  their backward (a batch norm's batch mean and 1/std).
 Nothing is allocated per step: the runtime allocates the arenas once.
 """
 
@@ -18,8 +20,8 @@ from dataclasses import dataclass, field
 
 from netc.compiler.steps import LossStep, Step, conv_group, keep_columns, parallel_chunks
 from netc.graph.ir import Graph
+from netc.ops.base import REGISTRY, numel
 from netc.ops.conv import conv_dims
-from netc.ops.base import numel
 
 
 @dataclass
@@ -44,6 +46,9 @@ class BufferPlan:
     w_size: int = 0
     alias_root: dict[str, str] = field(default_factory=dict)
     kept_cols: dict[str, int] = field(default_factory=dict)  # conv step output -> offset in W of its columns
+    state: dict[str, dict[str, Region]] = field(default_factory=dict)  # layer -> {"running_mean": Region} in T
+    state_size: int = 0
+    saved: dict[tuple[str, str], Region] = field(default_factory=dict)  # (layer, name) -> region in W
 
     def root(self, tensor: str) -> str:
         while tensor in self.alias_root:
@@ -61,6 +66,12 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
             plan.params[node.name][pname] = Region(offset, numel(shape))
             offset += numel(shape)
     plan.param_size = offset
+    offset = 0
+    for node in graph.nodes:  # state tensors: never shared, never trained
+        for name, tensor in node.state.items():
+            plan.state.setdefault(node.name, {})[name] = Region(offset, numel(tensor.shape))
+            offset += numel(tensor.shape)
+    plan.state_size = offset
 
     def take_a(size: int) -> Region:
         region = Region(plan.a_size, size)
@@ -98,6 +109,11 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
             if keep_columns(k, positions, batch, plan.chunks):
                 plan.kept_cols[step.output] = plan.w_size
                 plan.w_size += numel(kept_cols_shape(d, batch, plan.chunks))
+    for step in steps:  # what an op's forward keeps for its backward (one batch's worth)
+        node = step.node
+        for name, size in REGISTRY[node.op].saved(node.layer, [graph.shape_of(t) for t in node.inputs]).items():
+            plan.saved[(node.name, name)] = Region(plan.w_size, size)
+            plan.w_size += size
     return plan
 
 

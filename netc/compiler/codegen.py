@@ -168,17 +168,28 @@ class Emitter:
         return self.views.ref(arena, offset, dims or (region.per_sample,))
 
     def param(self, node, pname: str, dims: tuple = ()) -> str:
-        if pname not in self.plan.params[node.param_owner]:
+        if pname not in self.plan.params.get(node.param_owner, {}):
             return self.views.ref("P", 0, (0,))  # no bias: an empty array keeps the kernel's types
         return self._param_view("P", node, pname, dims)
 
     def pgrad(self, node, pname: str, dims: tuple = ()) -> str:
-        if pname not in self.plan.params[node.param_owner]:
+        if pname not in self.plan.params.get(node.param_owner, {}):
             return self.views.ref("G", 0, (0,))
         return self._param_view("G", node, pname, dims)
 
     def state(self, node, pname: str, slot: int) -> str:
+        """An optimizer slot of a parameter (momentum, Adam's moments)."""
         return self._param_view("S", node, pname, (), slot)
+
+    def state_tensor(self, node, name: str, dims: tuple = ()) -> str:
+        """One of the op's own state tensors (running statistics, counters) in T."""
+        region = self.plan.state[node.name][name]
+        return self.views.ref("T", region.offset, dims or (max(region.per_sample, 1),))
+
+    def saved(self, node, name: str) -> str:
+        """Values an op's forward keeps for its backward (one batch's), in W."""
+        region = self.plan.saved[(node.name, name)]
+        return self.views.ref("W", region.offset, (region.per_sample,))
 
     # -- the memory of a parallel convolution (see buffers.conv_scratch) ----------------------
     def conv_output(self, step: Step, d: dict) -> tuple[tuple, str]:

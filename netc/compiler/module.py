@@ -62,7 +62,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
         emit_backward(e, step)
         if len(e.lines) > before:
             e.lines.insert(before, f"    # {' + '.join(step.covers)}")
-    function("backward(V, n)", e.lines, "gradients of every trainable parameter into G")
+    function("backward(V, n, training)", e.lines, "gradients of every trainable parameter into G")
 
     # ... and, for the epoch loop, with each parameter's update fused right after its last gradient
     optimizer = graph.spec.optimizer
@@ -176,6 +176,6 @@ def generate_timing_source(plan) -> str:
     for i, step in reversed(list(enumerate(plan.steps))):
         backward.lines = []
         emit_backward(backward, step)
-        out += ["", "", "@plan_function", f"def bwd_{i}(V, n):", *(backward.lines or ["    pass"])]
+        out += ["", "", "@plan_function", f"def bwd_{i}(V, n, training):", *(backward.lines or ["    pass"])]
     assert len(views.entries) == known, "the timing module must use the plan's own views"
     return "\n".join(out) + "\n"

@@ -39,6 +39,10 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
         _infer_shapes(ordered, by_name, inputs, labels, errors)
         _check_loss(spec, by_name, inputs, errors)
         _check_reachability(spec, ordered, by_name, inputs, errors)
+        shape_of = lambda ref: inputs[ref] if ref in inputs else by_name[ref].shape  # noqa: E731
+        for problem, node in batch_problems(ordered, shape_of, spec.train.batch):
+            path = ("layers", node.index) + ((problem.field,) if problem.field else ())
+            errors.add(problem.code, f"{node.op} '{node.name}': {problem.message}", path, problem.hint)
     if errors.diagnostics:
         raise SpecErrors(errors.diagnostics)
     graph = Graph(spec, inputs, ordered, spec.loss.input, spec.loss.target)
@@ -201,6 +205,7 @@ def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, label_inp
             node.shape = tuple(opdef.infer(node.layer, in_shapes))
             node.param_shapes = {k: tuple(v) for k, v in opdef.params(node.layer, in_shapes).items()}
             node.macs = opdef.macs(node.layer, in_shapes, node.shape)
+            node.state = opdef.state(node.layer, in_shapes)
         except OpShapeError as exc:
             path = ("layers", node.index) + ((exc.field,) if exc.field else ())
             errors.add(exc.code, f"{node.op} '{node.name}': {exc.message}", path, exc.hint)
@@ -217,6 +222,18 @@ def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, label_inp
 
 def _shapes_text(params: dict) -> str:
     return ", ".join(f"{k} {list(v)}" for k, v in params.items())
+
+
+def batch_problems(nodes: list[Node], shape_of, batch: int) -> list[tuple[OpShapeError, Node]]:
+    """What a training batch of `batch` samples rules out (batch norm needs two values per channel)."""
+    problems = []
+    for node in nodes:
+        check = REGISTRY[node.op].check_batch
+        if check is not None and node.shape is not None:
+            found = check(node.layer, [shape_of(ref) for ref in node.inputs], batch)
+            if found is not None:
+                problems.append((found, node))
+    return problems
 
 
 def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> None:

@@ -16,6 +16,7 @@ class Node:
     inputs: list[str]
     shape: Shape | None = None  # output shape without batch; None when inference failed
     param_shapes: dict[str, Shape] = field(default_factory=dict)  # e.g. {"weight": (10, 500)}
+    state: dict = field(default_factory=dict)  # state tensors by name: ops.base.StateTensor (running statistics)
     owner: str | None = None  # the layer whose parameters this one uses (share), or None
     trainable: bool = True
     lr_mult: float = 1.0
@@ -68,6 +69,10 @@ class Graph:
             if trainable is None or node.trainable == trainable
             for shape in node.param_shapes.values()
         )
+
+    def state_count(self) -> int:
+        """Elements of state tensors (kept and checkpointed, never trained)."""
+        return sum(numel(t.shape) for node in self.nodes for t in node.state.values())
 
     @property
     def macs(self) -> int:

@@ -29,7 +29,7 @@ ACTIVATION = "activation"  # element-wise, one input; may fuse into a producer's
 EPILOGUE = "epilogue"  # takes a fused activation (and, conv2d, a 2x2 max pool) in its epilogue
 ELEMENTWISE = "elementwise"  # one input, output[i] depends on input[i] only: receptive fields pass through
 MONOTONE = "monotone"  # non-decreasing: commutes with max pooling
-TRAIN_MODE = "train_mode"  # behaves differently while training (dropout)
+TRAIN_MODE = "train_mode"  # behaves differently while training (dropout, batch norm)
 WINDOW = "window"  # a sliding window over [C, H, W]: receptive fields compose through it
 CATEGORIES = (ALIAS, ACTIVATION, EPILOGUE, ELEMENTWISE, MONOTONE, TRAIN_MODE, WINDOW)
 
@@ -60,14 +60,28 @@ class Activation:
 
 
 @dataclass(frozen=True)
+class StateTensor:
+    """A tensor an op keeps and checkpoints but never trains (role "state": running statistics,
+    counters), named as PyTorch names it (`bn1.running_mean`)."""
+
+    shape: Shape
+    initial: float = 0.0
+    dtype: str = "float"  # "float": the plan's dtype; "int64": stored as a float, checkpointed as int64
+
+
+@dataclass(frozen=True)
 class Reference:
     """Plain numpy, float64, written to be read: `forward(layer, xs, params) -> y` and
     `backward(layer, xs, y, dy, params) -> (dxs, dparams)`. `layer` is the validated layer (its
     spec class, defaults filled in), `params` its tensors by name ("weight"), batches first.
-    Independent of the compiler and its kernels: the oracle of tests/reference.py."""
+    Independent of the compiler and its kernels: the oracle of tests/reference.py.
+
+    Ops with a train/eval mode (`modes`) also take `training` and `state` (their state tensors by
+    name) as keyword arguments; a training forward updates `state` in place, as the plan does."""
 
     forward: Callable
     backward: Callable
+    modes: bool = False
 
 
 def _no_params(layer, shapes) -> dict:
@@ -76,6 +90,10 @@ def _no_params(layer, shapes) -> dict:
 
 def _no_macs(layer, shapes, out) -> int:
     return 0
+
+
+def _nothing(layer, shapes) -> dict:
+    return {}
 
 
 @dataclass(frozen=True)
@@ -88,13 +106,17 @@ class OpDef:
     labels: tuple[str, str]  # forward and backward as `inspect --plan` names them
     min_inputs: int = 1
     max_inputs: int | None = 1  # None: no upper bound
-    params: Callable = _no_params  # -> {"weight": shape, "bias": shape}
+    params: Callable = _no_params  # -> {"weight": shape, "bias": shape}: role parameter (trained)
+    state: Callable = _nothing  # -> {"running_mean": StateTensor}: role state (kept, checkpointed, not trained)
+    saved: Callable = _nothing  # -> {"mean": elements}: per-batch values the forward keeps for the backward
     macs: Callable = _no_macs  # multiply-accumulates per sample
     categories: frozenset = frozenset()
     activation: Activation | None = None
     kernels: dict = field(default_factory=dict)  # kernel module -> names its emitters call
     forward: Callable | None = None  # (emitter, step) -> None; None for aliases
     backward: Callable | None = None  # (emitter, step) -> None
+    check_batch: Callable | None = None  # (layer, in_shapes, batch) -> OpShapeError | None: what a batch size rules out
+    fans: Callable | None = None  # weight shape -> (fan_in, fan_out) where PyTorch's [out, in, *kernel] rule does not fit
 
     def is_(self, category: str) -> bool:
         return category in self.categories

@@ -20,7 +20,8 @@ from netc.errors import Diagnostic, Location, RunError
 
 
 def _serialised(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
-    return save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+    # np.require keeps 0-d tensors 0-d (num_batches_tracked); np.ascontiguousarray would make them [1]
+    return save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None,

@@ -39,17 +39,23 @@ def relative_error(numeric: float, exact: float) -> float:
 
 
 def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: int = 4, eps: float = 1e-6,
-              max_entries: int = 30, seed: int = 0, tolerance: float = 1e-6) -> list[TensorCheck]:
+              max_entries: int = 30, seed: int = 0, tolerance: float = 1e-6,
+              training: bool = False) -> list[TensorCheck]:
     """Compare the analytic gradient of every trainable tensor with central differences
     (sampling `max_entries` entries of large tensors).
 
     An entry above `tolerance` is measured again with steps 10x and 100x smaller: a step
-    that crosses a ReLU or max-pool kink does not survive that, a wrong gradient does."""
+    that crosses a ReLU or max-pool kink does not survive that, a wrong gradient does.
+
+    `training`: in training mode (batch norm on batch statistics, dropout masks drawn from
+    `seed`, the same for every evaluation); the state a training forward updates (running
+    statistics) is restored after every evaluation, so each sees the same network."""
     if arrays is None:
         arrays = random_batch(graph, count, seed)
     count = len(next(iter(arrays.values())))
     model = Model(graph, dtype="float64", batch=count, seed=seed)
-    _, analytic = model.loss_and_gradients(arrays)
+    evaluate = _evaluator(model, arrays, training, seed)
+    _, analytic = evaluate()
     weights = model.param_views(model.P)
     rng = np.random.default_rng(seed + 1)
     results = []
@@ -60,7 +66,7 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
         for i in picks:
             exact = grad.reshape(-1)[i]
             for step in (eps, eps / 10, eps / 100):
-                numeric = _central_difference(model, arrays, flat, i, step)
+                numeric = _central_difference(evaluate, flat, i, step)
                 if relative_error(numeric, exact) <= tolerance:
                     break
             worst_rel = max(worst_rel, relative_error(numeric, exact))
@@ -69,11 +75,24 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
     return results
 
 
-def _central_difference(model: Model, arrays, flat: np.ndarray, i: int, step: float) -> float:
+def _evaluator(model: Model, arrays, training: bool, seed: int):
+    """(loss, gradients) of the model as it stands, leaving its state tensors as they were."""
+
+    def evaluate():
+        state = model.T.copy()
+        try:
+            return model.loss_and_gradients(arrays, training=training, seed=seed)
+        finally:
+            model.T[...] = state
+
+    return evaluate
+
+
+def _central_difference(evaluate, flat: np.ndarray, i: int, step: float) -> float:
     saved = flat[i]
     flat[i] = saved + step
-    up, _ = model.loss_and_gradients(arrays)
+    up, _ = evaluate()
     flat[i] = saved - step
-    down, _ = model.loss_and_gradients(arrays)
+    down, _ = evaluate()
     flat[i] = saved
     return (up - down) / (2 * step)

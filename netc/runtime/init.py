@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netc.ops.base import numel
+from netc.ops.base import REGISTRY, numel
 from netc.spec.models import XavierUniform
 
 
@@ -16,8 +16,8 @@ def fans(shape: tuple) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
-def sample(init, shape: tuple, rng: np.random.Generator) -> np.ndarray:
-    fan_in, fan_out = fans(shape)
+def sample(init, shape: tuple, rng: np.random.Generator, fan_rule=None) -> np.ndarray:
+    fan_in, fan_out = (fan_rule or fans)(shape)
     kind = init.type
     if kind in ("xavier_uniform", "glorot_uniform", "xavier", "glorot"):
         bound = init.gain * np.sqrt(6.0 / (fan_in + fan_out))
@@ -55,5 +55,6 @@ def initial_values(graph, seed: int) -> dict[str, np.ndarray]:
                 if init is None:
                     values[f"{node.name}.{pname}"] = np.zeros(shape)
                     continue
-            values[f"{node.name}.{pname}"] = sample(init, shape, rng)
+            fan_rule = REGISTRY[node.op].fans if pname == "weight" else None  # an op's own layout (local2d)
+            values[f"{node.name}.{pname}"] = sample(init, shape, rng, fan_rule)
     return values

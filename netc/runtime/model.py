@@ -66,10 +66,14 @@ class Model:
         self.I = np.zeros(max(b.i_size, 1), np.int32)
         self.W = np.zeros(b.w_size, self.dtype)
         self.L = np.zeros(self.batch, np.int64)
+        self.T = np.zeros(max(b.state_size, 1), self.dtype)  # state tensors: running statistics, counters
         self.V = self.plan.make_views({"P": self.P, "G": self.G, "S": self.S, "A": self.A, "D": self.D,
-                                       "I": self.I, "W": self.W, "L": self.L})
+                                       "I": self.I, "W": self.W, "L": self.L, "T": self.T})
         self.step = 0  # optimizer steps taken (Adam's bias correction)
-        self.set_weights(initial_values(graph, graph.spec.train.seed if seed is None else seed), strict=True)
+        values = initial_values(graph, graph.spec.train.seed if seed is None else seed)
+        values.update({f"{node.name}.{name}": np.full(tensor.shape, tensor.initial)
+                       for node in graph.nodes for name, tensor in node.state.items()})
+        self.set_weights(values, strict=True)
 
     # ------------------------------------------------------------------ parameters
     def param_views(self, arena: np.ndarray) -> dict[str, np.ndarray]:
@@ -81,13 +85,36 @@ class Model:
                 views[f"{node.name}.{pname}"] = arena[region.offset:region.offset + region.per_sample].reshape(shape)
         return views
 
+    def state_views(self) -> dict[str, np.ndarray]:
+        """Named views (`bn1.running_mean`, shaped as PyTorch) of the state tensors in T."""
+        views = {}
+        for node, tensors in self.plan.buffers.state.items():
+            for name, region in tensors.items():
+                shape = self.graph.by_name[node].state[name].shape
+                views[f"{node}.{name}"] = self.T[region.offset:region.offset + region.per_sample].reshape(shape)
+        return views
+
+    def _state_tensor(self, name: str):
+        node, tensor = name.rsplit(".", 1)
+        return self.graph.by_name[node].state[tensor]
+
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of every parameter tensor, named like a PyTorch state_dict."""
         return {name: view.copy() for name, view in self.param_views(self.P).items()}
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Copies of every state tensor (running statistics as the plan's dtype, counters as int64)."""
+        return {name: view.astype(np.int64) if self._state_tensor(name).dtype == "int64" else view.copy()
+                for name, view in self.state_views().items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and state under PyTorch's names: what a checkpoint holds, and what
+        `module.load_state_dict(..., strict=True)` takes."""
+        return {**self.get_weights(), **self.get_state()}
+
     def set_weights(self, values: dict[str, np.ndarray], strict: bool = False) -> LoadReport:
-        """Load matching tensors by name and shape; report what matched (transfer learning)."""
-        views = self.param_views(self.P)
+        """Load matching tensors (parameters and state) by name and shape; report what matched."""
+        views = {**self.param_views(self.P), **self.state_views()}
         report = LoadReport([], [], [], [])
         for name, view in views.items():
             if name not in values:
@@ -220,8 +247,12 @@ class Model:
             prepared["__labels__"] = np.zeros(prepared["__count__"], np.int64)
         return self.evaluate(prepared).scores
 
-    def loss_and_gradients(self, arrays: dict[str, np.ndarray]) -> tuple[float, dict[str, np.ndarray]]:
-        """Mean loss on one batch (up to `batch` samples, dropout off) and the gradient of every trainable tensor."""
+    def loss_and_gradients(self, arrays: dict[str, np.ndarray], training: bool = False,
+                           seed: int = 0) -> tuple[float, dict[str, np.ndarray]]:
+        """Mean loss on one batch (up to `batch` samples) and the gradient of every trainable tensor.
+        Evaluation mode by default (dropout off, batch norm on running statistics); `training=True`
+        uses batch statistics (and updates the running ones: snapshot `T` around it to undo that)
+        and draws dropout masks from `seed`."""
         prepared = self.prepare(arrays)
         n = prepared["__count__"]
         if n > self.batch:
@@ -229,9 +260,10 @@ class Model:
         self.stage(prepared, n)
         prepare_threads(self.blas_threads)
         m = self.plan.module
-        m.forward(self.V, n, False)
+        m.seed_rng(seed)
+        m.forward(self.V, n, training)
         value, _ = m.loss(self.V, n, True)
-        m.backward(self.V, n)
+        m.backward(self.V, n, training)
         return float(value), self.gradients()
 
     def stage(self, prepared: dict, n: int) -> None:

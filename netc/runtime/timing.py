@@ -80,7 +80,7 @@ def time_plan(graph: Graph, batch: int | None = None, iterations: int = 20, warm
             loss_t.append(time.perf_counter() - t)
         for i in reversed(range(len(steps))):
             t = time.perf_counter()
-            bwd[i](V, n)
+            bwd[i](V, n, False)
             if keep:
                 backward_t[i].append(time.perf_counter() - t)
     call = float(np.median(overhead))

@@ -23,6 +23,7 @@ import yaml
 
 from netc.errors import Diagnostic, Location, RunError
 from netc.graph import build_graph
+from netc.graph.build import batch_problems
 from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
 from netc.runtime.data import load_dataset, load_train_eval
 from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
@@ -94,6 +95,7 @@ class Trainer:
         self.spec = self.loaded.spec
         self.graph = build_graph(self.loaded)
         self.train_data, self.eval_data = load_train_eval(self.loaded)  # every data error at once
+        self._check_last_batch()
         self.resume = resume
         self.init = init
         self.on_progress = on_progress or (lambda *args: None)
@@ -107,6 +109,17 @@ class Trainer:
         self.run_dir = self.folder.path
         if resume and (overrides is None or overrides.epochs is None):
             self._keep_the_runs_epochs()
+
+    def _check_last_batch(self) -> None:
+        """An epoch's last batch may be smaller than the others: refuse one that batch norm cannot train on."""
+        last = len(self.train_data) % self.spec.train.batch
+        if not last:
+            return
+        for problem, node in batch_problems(self.graph.nodes, self.graph.shape_of, last):
+            raise _run_error(f"the last batch of every epoch holds {last} sample(s) ({len(self.train_data)} samples, "
+                             f"batch {self.spec.train.batch}): {node.op} '{node.name}': {problem.message}",
+                             self.loaded.file, "choose a batch size that leaves more than one sample over, "
+                             "or set data.train.limit")
 
     def _keep_the_runs_epochs(self) -> None:
         """A resumed run trains to the epoch count it was started with (`--epochs` may change it)."""
@@ -250,7 +263,7 @@ class Trainer:
     def _save(self, epoch: int, chunk: int) -> None:
         progress = {"epoch": epoch, "chunk": chunk, "step": self.model.step}
         with guarded_write(self.run_dir / "last.safetensors", "the checkpoint"):
-            save_checkpoint(self.run_dir / "last.safetensors", self.model.get_weights(),
+            save_checkpoint(self.run_dir / "last.safetensors", self.model.state_dict(),
                             self.model.optimizer_state(), progress)
         if self._resumed_spec is not None:  # the new epoch count, once the resumed run has a checkpoint
             with guarded_write(self.run_dir / "spec.yaml", "the resolved spec"):
