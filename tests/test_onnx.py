@@ -248,3 +248,40 @@ def test_gelu_needs_opset_20(tmp_path):
             "(at layers[9])") in result.stderr
     assert "hint: export with --opset 21" in result.stderr
     assert "Traceback" not in result.output and not (tmp_path / "cli.onnx").exists()
+
+
+# layernorm -> LayerNormalization (opset 17) with axis = -normalized: the rows of a map (axis -1), a whole
+# [C, H, W] map without affine (axis -3, a Scale of ones), the features of a linear
+LAYERNORM = """
+netc: 1
+name: layernorm
+inputs:
+  img: {shape: [2, 6, 5]}
+  y: {shape: [], dtype: int64, classes: 4}
+layers:
+  - {name: ln0, op: layernorm, weight_init: {type: uniform, low: 0.5, high: 1.5}}
+  - {name: c1, op: conv2d, filters: 3, kernel: 3, padding: 1}
+  - {name: ln1, op: layernorm, normalized: 3, affine: false, eps: 0.001}
+  - {name: flat, op: flatten}
+  - {name: fc1, op: linear, out: 8}
+  - {name: ln2, op: layernorm}
+  - {name: fc2, op: linear, out: 4}
+loss: {op: cross_entropy, input: fc2, target: y}
+"""
+
+
+def test_layernorm_round_trips_and_needs_opset_17(tmp_path):
+    loaded = load_spec_text(LAYERNORM, "layernorm.yaml")
+    proto, result = _round_trip(loaded, tmp_path)
+    norms = {n.name: n for n in proto.graph.node if n.op_type == "LayerNormalization"}
+    assert {name: _attribute(node, "axis") for name, node in norms.items()} == {"ln0": -1, "ln1": -3, "ln2": -1}
+    assert _attribute(norms["ln1"], "epsilon") == pytest.approx(0.001)
+    assert list(norms["ln0"].input) == ["img", "ln0.weight", "ln0.bias"]
+    assert list(norms["ln1"].input) == ["c1", "ln1.ones"]
+    assert "ln1.ones" in result.initializers
+    with pytest.raises(NetcError) as info:
+        export_onnx(loaded, tmp_path / "w.safetensors", tmp_path / "m16.onnx", opset=16)
+    (diag,) = info.value.diagnostics
+    assert diag.message == ("layer 'ln0' (layernorm) needs opset 17 or later: "
+                            "ONNX has LayerNormalization from opset 17") and diag.path == "layers[0]"
+    assert not (tmp_path / "m16.onnx").exists()

@@ -27,6 +27,8 @@ SAMPLES = {
     "global_avgpool2d": ({"op": "global_avgpool2d"}, [(3, 4, 5)], {}),
     "batchnorm1d": ({"op": "batchnorm1d", "momentum": 0.2}, [(4,)], {"weight": (4,), "bias": (4,)}),
     "batchnorm2d": ({"op": "batchnorm2d", "eps": 1e-3}, [(3, 2, 3)], {"weight": (3,), "bias": (3,)}),
+    # rows of [3, 2, 4] normalised over their last two dims [2, 4] (R = 3, D = 8)
+    "layernorm": ({"op": "layernorm", "normalized": 2, "eps": 1e-3}, [(3, 2, 4)], {"weight": (2, 4), "bias": (2, 4)}),
     # OH = (5 - 3) // 2 + 1 = 2, OW = (6 - 2) // 1 + 1 = 5, K = 2 * 3 * 2 = 12
     "local2d": ({"op": "local2d", "filters": 3, "kernel": [3, 2], "stride": [2, 1]}, [(2, 5, 6)],
                 {"weight": (2, 5, 3, 12), "bias": (3, 2, 5)}),
@@ -47,7 +49,8 @@ SAMPLES = {
 }
 # variants whose reference takes another path
 VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
-            ("batchnorm1d_sequence", {"op": "batchnorm1d", "affine": False}, [(3, 4)], {})]
+            ("batchnorm1d_sequence", {"op": "batchnorm1d", "affine": False}, [(3, 4)], {}),
+            ("layernorm_plain", {"op": "layernorm", "affine": False}, [(5,)], {})]
 
 
 def test_registry_and_spec_union_agree():
@@ -191,6 +194,8 @@ def _torch_twin(name, layer, F):
         "batchnorm1d": lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=layer.eps),
         "batchnorm2d": lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True, eps=layer.eps),
         "batchnorm1d_sequence": lambda x: F.batch_norm(x, None, None, training=True, eps=layer.eps),
+        "layernorm": lambda x, w, b: F.layer_norm(x, tuple(w.shape), w, b, eps=layer.eps),
+        "layernorm_plain": lambda x: F.layer_norm(x, tuple(x.shape[x.ndim - layer.normalized:]), eps=layer.eps),
     }
     return table.get(name)
 

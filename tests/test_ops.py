@@ -209,6 +209,27 @@ SPECS = {
           - {name: fc2, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc2, target: label}
     """,
+    # layernorm of the graph input's rows (R = 2*4 rows of D = 5, no dx), of a conv's whole [C, H, W] map
+    # (normalized: 3) with relu after it (not fused: layernorm has no epilogue), and of a linear's features
+    # without affine, whose input fc1 is also read by add (its gradient written once, then added to)
+    "layernorm": """
+        inputs:
+          x: {shape: [2, 4, 5]}
+          LABEL
+        layers:
+          - {name: ln0, op: layernorm, weight_init: {type: uniform, low: 0.5, high: 1.5}, BIAS}
+          - {name: conv1, op: conv2d, filters: 3, kernel: 3, padding: 1, BIAS}
+          - {name: ln1, op: layernorm, normalized: 3, eps: 0.001, BIAS,
+             weight_init: {type: uniform, low: 0.5, high: 1.5}}
+          - {name: relu1, op: relu}
+          - {name: flat, op: flatten}
+          - {name: fc1, op: linear, out: 6, BIAS}
+          - {name: ln2, op: layernorm, affine: false}
+          - {name: tanh2, op: tanh}
+          - {name: skip, op: add, in: [fc1, tanh2]}
+          - {name: fc2, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc2, target: label}
+    """,
 }
 
 def case_params(names=None):
@@ -306,6 +327,7 @@ PATHS = {
     "activations": ({"conv1": "elu", "conv2": None, "fc1": "leaky_relu", "fc2": None, "fc3": None}, ["gelu2", "gelu3"],
                     "cross_entropy"),
     "local": ({"local1": "leaky_relu", "local2": None, "local3": None, "fc": None}, [], "cross_entropy"),
+    "layernorm": ({"conv1": None, "fc1": None, "fc2": None}, ["relu1", "tanh2"], "cross_entropy"),
 }
 
 

@@ -111,7 +111,7 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
                 plan.w_size += numel(kept_cols_shape(d, batch, plan.chunks))
     for step in steps:  # what an op's forward keeps for its backward (one batch's worth)
         node = step.node
-        for name, size in REGISTRY[node.op].saved(node.layer, [graph.shape_of(t) for t in node.inputs]).items():
+        for name, size in REGISTRY[node.op].saved(node.layer, [graph.shape_of(t) for t in node.inputs], batch).items():
             plan.saved[(node.name, name)] = Region(plan.w_size, size)
             plan.w_size += size
     return plan

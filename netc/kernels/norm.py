@@ -1,4 +1,5 @@
-"""Batch normalization over (n, C, S) views: S is 1 for feature vectors, L for sequences, H*W for maps."""
+"""Batch normalization over (n, C, S) views: S is 1 for feature vectors, L for sequences, H*W for maps.
+Layer normalization over (n, R, D) views: each of a sample's R rows normalised over its D elements."""
 
 import numpy as np
 
@@ -71,3 +72,60 @@ def batchnorm_backward(x, dy, dx, gamma, dgamma, dbeta, affine, mean, invstd, tr
                     else:
                         value = g * dy[i, ch, j]
                     dx[i, ch, j] = dx[i, ch, j] + value if acc_dx else value
+
+
+@kernel
+def layernorm_forward(x, y, gamma, beta, affine, mean, invstd, eps):
+    # x, y (n, R, D)  gamma, beta (D,) (empty without affine)  mean, invstd (>= n*R,): row r of sample i
+    # at i*R + r, kept for the backward. Biased variance, as PyTorch; no running statistics.
+    n, r, d = x.shape
+    for i in range(n):
+        for row in range(r):
+            total = 0.0
+            for j in range(d):
+                total += x[i, row, j]
+            mu = total / d
+            squares = 0.0
+            for j in range(d):
+                diff = x[i, row, j] - mu
+                squares += diff * diff
+            inv = 1.0 / np.sqrt(squares / d + eps)
+            k = i * r + row
+            mean[k] = mu
+            invstd[k] = inv
+            for j in range(d):
+                xhat = (x[i, row, j] - mu) * inv
+                y[i, row, j] = xhat * gamma[j] + beta[j] if affine else xhat
+
+
+@kernel
+def layernorm_backward(x, dy, dx, gamma, dgamma, dbeta, affine, mean, invstd, need_dx, acc_dx, need_dw, acc_dw):
+    # x, dy, dx (n, R, D)  gamma, dgamma, dbeta (D,)  mean, invstd (>= n*R,) as the forward kept them.
+    # Per row, with g = dy * gamma: dx = invstd (g - mean(g) - xhat mean(g xhat));
+    # dgamma = sum over samples and rows of dy xhat, dbeta of dy.
+    n, r, d = x.shape
+    if need_dw and affine and not acc_dw:
+        for j in range(d):
+            dgamma[j] = 0.0
+            dbeta[j] = 0.0
+    for i in range(n):
+        for row in range(r):
+            k = i * r + row
+            mu, inv = mean[k], invstd[k]
+            sum_g = 0.0
+            sum_g_xhat = 0.0
+            for j in range(d):
+                xhat = (x[i, row, j] - mu) * inv
+                g = dy[i, row, j] * gamma[j] if affine else dy[i, row, j]
+                sum_g += g
+                sum_g_xhat += g * xhat
+                if need_dw and affine:
+                    dgamma[j] += dy[i, row, j] * xhat
+                    dbeta[j] += dy[i, row, j]
+            if need_dx:
+                mean_g, mean_g_xhat = sum_g / d, sum_g_xhat / d
+                for j in range(d):
+                    xhat = (x[i, row, j] - mu) * inv
+                    g = dy[i, row, j] * gamma[j] if affine else dy[i, row, j]
+                    value = inv * (g - mean_g - xhat * mean_g_xhat)
+                    dx[i, row, j] = dx[i, row, j] + value if acc_dx else value

@@ -96,6 +96,10 @@ def _nothing(layer, shapes) -> dict:
     return {}
 
 
+def _no_saved(layer, shapes, batch) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class OpDef:
     name: str
@@ -108,7 +112,7 @@ class OpDef:
     max_inputs: int | None = 1  # None: no upper bound
     params: Callable = _no_params  # -> {"weight": shape, "bias": shape}: role parameter (trained)
     state: Callable = _nothing  # -> {"running_mean": StateTensor}: role state (kept, checkpointed, not trained)
-    saved: Callable = _nothing  # -> {"mean": elements}: per-batch values the forward keeps for the backward
+    saved: Callable = _no_saved  # (layer, shapes, batch) -> {"mean": elements}: what the forward keeps for the backward
     macs: Callable = _no_macs  # multiply-accumulates per sample
     categories: frozenset = frozenset()
     activation: Activation | None = None

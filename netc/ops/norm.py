@@ -1,7 +1,11 @@
 """batchnorm1d and batchnorm2d (PyTorch's BatchNorm1d/2d): normalise each channel by the batch's
 statistics while training, by running statistics in evaluation. Their running statistics are
 state tensors (`bn1.running_mean`, `bn1.running_var`, `bn1.num_batches_tracked`): checkpointed
-under PyTorch's names, never trained; gamma and beta (`weight`, `bias`) are parameters."""
+under PyTorch's names, never trained; gamma and beta (`weight`, `bias`) are parameters.
+
+layernorm (PyTorch's LayerNorm): normalise each sample over its trailing dims by its own
+statistics, the same in training and evaluation (no state); `weight` and `bias` are shaped like
+the normalised dims."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 from pydantic import Field, Strict
 
 from netc.ops.base import TRAIN_MODE, OpDef, OpShapeError, Reference, StateTensor, numel, register
-from netc.spec.base import Bool, ConstantInit, Initializer, Layer, NonNegFloat, PosFloat, ZerosInit
+from netc.spec.base import Bool, ConstantInit, Initializer, Layer, NonNegFloat, PosFloat, PosInt, ZerosInit
 
 
 class _BatchNorm(Layer):
@@ -68,8 +72,8 @@ def _state(layer, shapes):
             "num_batches_tracked": StateTensor((), 0.0, "int64")}
 
 
-def _saved(layer, shapes):
-    channels = shapes[0][0]
+def _saved(layer, shapes, batch):
+    channels = shapes[0][0]  # one mean and 1/std per channel, whatever the batch
     return {"mean": channels, "invstd": channels}
 
 
@@ -179,3 +183,118 @@ def _batchnorm(name, spec) -> OpDef:
 
 BATCHNORM1D = _batchnorm("batchnorm1d", BatchNorm1d)
 BATCHNORM2D = _batchnorm("batchnorm2d", BatchNorm2d)
+
+
+# ============================================================================= layernorm
+
+
+class LayerNorm(Layer):
+    """Layer normalization (PyTorch's LayerNorm): each sample normalised over its last `normalized`
+    dims by its own mean and variance, the same in training and evaluation."""
+
+    op: Literal["layernorm"]
+    normalized: PosInt = Field(1, description="How many trailing dims to normalise over: 1 (the last) by default, "
+                                              "3 for a whole [C, H, W] map. PyTorch's normalized_shape is those dims.")
+    eps: PosFloat = Field(1e-5, description="Added to the variance before its square root.")
+    affine: Bool = Field(True, description="Learn a scale (weight) and shift (bias) per normalised element, "
+                                           "shaped like the normalised dims (PyTorch's elementwise_affine).")
+    trainable: Bool = Field(True, description="False freezes the weight and bias.")
+    lr_mult: NonNegFloat = Field(1.0, description="Multiplier on the optimizer's learning rate for weight and bias.")
+    weight_init: Initializer = Field(ConstantInit(type="constant", value=1.0),
+                                     description="Initializer of the weight; default ones.")
+    bias_init: Initializer = Field(ZerosInit(type="zeros"), description="Initializer of the bias; default zeros.")
+
+
+def _ln_infer(layer, shapes):
+    (shape,) = shapes
+    if layer.normalized > len(shape):
+        raise OpShapeError(f"normalises the last {layer.normalized} dims of a rank-{len(shape)} input {list(shape)}",
+                           field="normalized", hint=f"normalized: {len(shape)} at most (the whole sample)")
+    return shape
+
+
+def _ln_split(layer, shape) -> tuple:
+    """(R, D): the rows (leading, not normalised dims) of one sample, and the elements each normalises."""
+    cut = len(shape) - layer.normalized
+    return numel(shape[:cut]), numel(shape[cut:])
+
+
+def _ln_normalised(layer, shape) -> tuple:
+    """The normalised dims of one sample: PyTorch's normalized_shape, and the shape of weight and bias."""
+    return tuple(shape[len(shape) - layer.normalized:])
+
+
+def _ln_params(layer, shapes):
+    normalised = _ln_normalised(layer, shapes[0])
+    return {"weight": normalised, "bias": normalised} if layer.affine else {}
+
+
+def _ln_saved(layer, shapes, batch):
+    rows, _ = _ln_split(layer, shapes[0])  # one mean and 1/std per row of every sample
+    return {"mean": batch * rows, "invstd": batch * rows}
+
+
+def _ln_forward(e, step):
+    node = step.node
+    dims = _ln_split(node.layer, e.graph.shape_of(step.inputs[0]))
+    e.call("layernorm_forward", x=e.val(step.inputs[0], dims), y=e.val(step.output, dims),
+           gamma=e.param(node, "weight"), beta=e.param(node, "bias"), affine=e.flag("weight" in node.param_shapes),
+           mean=e.saved(node, "mean"), invstd=e.saved(node, "invstd"), eps=e.number(node.layer.eps))
+
+
+def _ln_backward(e, step):
+    node, x = step.node, step.inputs[0]
+    dims = _ln_split(node.layer, e.graph.shape_of(x))
+    affine = "weight" in node.param_shapes
+    need_dx, need_dw = e.needs_grad[x], affine and node.trainable
+    x_view = e.val(x, dims)
+    e.call("layernorm_backward", x=x_view, dy=e.grad(step.output, dims), dx=e.grad(x, dims) if need_dx else x_view,
+           gamma=e.param(node, "weight"), dgamma=e.pgrad(node, "weight"), dbeta=e.pgrad(node, "bias"),
+           affine=e.flag(affine), mean=e.saved(node, "mean"), invstd=e.saved(node, "invstd"),
+           need_dx=e.flag(need_dx), acc_dx=e.acc(x) if need_dx else e.flag(False), need_dw=e.flag(need_dw),
+           acc_dw=e.pacc(node) if need_dw else e.flag(False))
+
+
+def _ln_onnx(ctx, node):
+    """LayerNormalization (opset 17): `axis` is the first normalised axis of [N, *shape], counted from the end."""
+    ctx.need_opset(17, node, "ONNX has LayerNormalization from opset 17")
+    if "weight" in node.param_shapes:
+        inputs = [node.inputs[0], ctx.param(node, "weight"), ctx.param(node, "bias")]
+    else:  # Scale is not optional in ONNX; B is
+        ones = np.ones(_ln_normalised(node.layer, ctx.shape_of(node.inputs[0])), np.float32)
+        inputs = [node.inputs[0], ctx.initializer(f"{node.name}.ones", ones)]
+    ctx.add("LayerNormalization", inputs, node, axis=-int(node.layer.normalized), epsilon=float(node.layer.eps))
+
+
+def _ln_axes(layer, x) -> tuple:
+    """The normalised axes of x (n, *shape): its last `normalized`."""
+    return tuple(range(x.ndim - layer.normalized, x.ndim))
+
+
+def _ln_ref_forward(layer, xs, params):
+    x = xs[0]
+    axes = _ln_axes(layer, x)
+    mean, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + layer.eps)
+    if "weight" in params:
+        y = y * params["weight"] + params["bias"]  # (*normalised) broadcasts over the leading axes
+    return y
+
+
+def _ln_ref_backward(layer, xs, y, dy, params):
+    x = xs[0]
+    axes = _ln_axes(layer, x)
+    leading = tuple(range(x.ndim - layer.normalized))  # the batch and the rows: what weight and bias sum over
+    invstd = 1.0 / np.sqrt(x.var(axis=axes, keepdims=True) + layer.eps)
+    xhat = (x - x.mean(axis=axes, keepdims=True)) * invstd
+    grads = {"weight": (dy * xhat).sum(axis=leading), "bias": dy.sum(axis=leading)} if "weight" in params else {}
+    dxhat = dy * params["weight"] if "weight" in params else dy
+    dx = invstd * (dxhat - dxhat.mean(axis=axes, keepdims=True) - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True))
+    return [dx], grads
+
+
+LAYERNORM = register(OpDef(
+    "layernorm", LayerNorm, _ln_infer, Reference(_ln_ref_forward, _ln_ref_backward), _ln_onnx,
+    ("layernorm_forward", "layernorm_backward"), params=_ln_params, saved=_ln_saved,
+    kernels={"netc.kernels.norm": ("layernorm_forward", "layernorm_backward")}, forward=_ln_forward,
+    backward=_ln_backward))
