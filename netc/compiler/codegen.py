@@ -4,8 +4,10 @@ plain int64 and booleans, so one compiled kernel serves all layers).
 
 Each op writes its own calls (its OpDef's `forward` and `backward` emitters, in
 netc/ops/) through the `Emitter` below, by name: `e.call("linear_forward", x=..., w=...)`;
-the names are checked against the kernel's signature. Kernel bodies are never spliced:
-they live, readable, in netc/kernels/.
+the names are checked against the kernel's signature and written out as keywords. The arrays
+are named after what they hold (`conv1_weight`, `pool1_out`, `flat_grad`): each function binds
+the views it uses once at its top, `conv1_weight = V[4]  # P: conv1.weight [20, 25]` (ViewTable).
+Kernel bodies are never spliced: they live, readable, in netc/kernels/.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import itertools
+import keyword
+import re
 
 from netc.compiler.buffers import BufferPlan, conv_scratch, kept_cols_shape
 from netc.compiler.steps import LossStep, Step, should_use_blas
@@ -67,23 +72,99 @@ def lit(value) -> str:
     return str(int(value))
 
 
+# what each arena holds: the name and description of a view given none (see ViewTable.ref)
+_ARENA_HOLDS = {"P": ("param", "parameters"), "G": ("param_grad", "parameter gradients"),
+                "S": ("slot", "optimizer state"), "A": ("value", "values"), "D": ("grad", "gradients"),
+                "I": ("ints", "argmax indices"), "W": ("scratch", "scratch"), "L": ("labels", "labels"),
+                "T": ("state", "state tensors")}
+_BATCH_ARENAS = "ADIL"  # views with the batch as first dimension
+
+# names the generated module uses besides the views: its imports, functions and their arguments
+_RESERVED = {name for names in KERNEL_MODULES.values() for name in names} | {
+    "np", "B", "I64", "plan_function", "min", "range", "V", "n", "training", "need_grad",
+    "forward", "loss", "backward", "epoch", "noop"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# the optimizer slots of each parameter (in S), named as the update kernels name them
+_SLOTS = {"sgd": ("velocity",), "rmsprop": ("square_avg", "buf"), "adam": ("m", "v")}
+
+
+# Keyword calls up to this many arguments (see Emitter.call); a call is wrapped at _WIDTH characters
+# (the epoch loop indents the bodies by up to 8 more).
+MAX_KEYWORDS = 30
+_WIDTH = 112
+
+
+def _wrap(head: str, items: list[str]) -> list[str]:
+    """`head(a, b, ...)` as lines of about _WIDTH characters, continued under the first item;
+    a head starting with `#` makes every line a comment."""
+    opening = f"    {head}("
+    pad = ("    #" if head.startswith("#") else "") + " " * (len(opening) - (5 if head.startswith("#") else 0))
+    lines, line = [], opening
+    for i, item in enumerate(items):
+        piece = item + (", " if i < len(items) - 1 else ")")
+        if line not in (opening, pad) and len(line) + len(piece.rstrip()) > _WIDTH:
+            lines.append(line.rstrip())
+            line = pad
+        line += piece
+    lines.append(line)
+    return lines
+
+
 class ViewTable:
     """Every array view the generated code uses, made once per plan (not per step):
     reshaping inside the hot loop costs a call into Numba's runtime per view.
     Entry k is (arena, offset, shape); batch views have the plan's batch as first
-    dimension and the generated code slices their first n rows."""
+    dimension and the generated code slices their first n rows.
 
-    def __init__(self, batch: int):
+    Each view gets a name in the generated code, made from what it holds (`fc1_weight`,
+    `conv1_out`, `flat_grad`) and unique in the plan; a function binds the names it uses at
+    its top, with what they hold and their shape (`fc1_weight = V[5]  # P: fc1.weight [500, 800]`).
+    One entry may hold different things in turn (arena offsets are reused): each gets its own name."""
+
+    def __init__(self, batch: int, reserved: tuple[str, ...] = ()):
         self.batch = batch
         self.entries: list[tuple[str, int, tuple]] = []
         self._index: dict[tuple, int] = {}
+        self.names: dict[str, tuple[int, str]] = {}  # name -> (entry, what it holds)
+        self._named: dict[tuple[int, str], str] = {}  # (entry, what it holds) -> name
+        self.reserved = set(_RESERVED) | set(reserved)  # the generated module's other names
 
-    def ref(self, arena: str, offset: int, shape: tuple) -> str:
+    def ref(self, arena: str, offset: int, shape: tuple, name: str | None = None, about: str | None = None) -> str:
+        """The name of a view: `name` (made unique) for the entry (arena, offset, shape) holding `about`."""
         key = (arena, offset, tuple(shape))
         if key not in self._index:
             self._index[key] = len(self.entries)
             self.entries.append(key)
-        return f"V[{self._index[key]}]"
+        k = self._index[key]
+        about = about or _ARENA_HOLDS[arena][1]
+        if (k, about) not in self._named:
+            base = name or _ARENA_HOLDS[arena][0]
+            # a tensor seen in another shape is told apart by it: `pool1_out` [64, 20, 144], `pool1_out_20x12x12`
+            dims = "x".join(str(size) for size in (shape[1:] if arena in _BATCH_ARENAS else shape)) or "0"
+            candidates = itertools.chain([base, f"{base}_{dims}"], (f"{base}_{dims}_{i}" for i in itertools.count(2)))
+            unique = next(c for c in candidates if c not in self.names and c not in self.reserved
+                          and not keyword.iskeyword(c))
+            self._named[(k, about)] = unique
+            self.names[unique] = (k, about)
+        return self._named[(k, about)]
+
+    def bindings(self, lines: list[str], indent: str = "    ") -> list[str]:
+        """`name = V[k]  # arena: what it holds [shape]` for every view name the code lines use
+        (comments aside), in order of first use."""
+        used: dict[str, None] = {}
+        for line in lines:
+            for word in _IDENTIFIER.findall(line.split("#", 1)[0]):
+                if word in self.names:
+                    used[word] = None
+        heads = [f"{name} = V[{self.names[name][0]}]" for name in used]
+        width = max((len(head) for head in heads), default=0)
+        out = []
+        for head, name in zip(heads, used):
+            k, about = self.names[name]
+            arena, _, shape = self.entries[k]
+            out.append(f"{indent}{head.ljust(width)}  # {arena}: {about} {list(shape)}")
+        return out
 
 
 class Emitter:
@@ -99,11 +180,18 @@ class Emitter:
 
     def call(self, kernel: str, **arguments) -> None:
         """A kernel call, its arguments given by the kernel's parameter names (checked, in order).
-        Written positionally: Numba cannot take more than 30 keyword arguments (CPython passes
-        them as a dict)."""
+        Written with keywords: Numba matches them at compile time, and the plan's machine code is the
+        same as with positional arguments (same compile time). CPython passes more than 15 keyword
+        arguments as a dict (CALL_FUNCTION_EX), which Numba 0.68 turns back into a call (checked with
+        conv_backward's 33); a kernel of more than MAX_KEYWORDS parameters is still written positionally,
+        under a comment naming them, as older Numba releases may not."""
         expected = kernel_parameters(kernel)
         assert tuple(arguments) == expected, f"{kernel}: arguments {tuple(arguments)}, parameters {expected}"
-        self.lines.append(f"    {kernel}({', '.join(str(a) for a in arguments.values())})")
+        if len(arguments) <= MAX_KEYWORDS:
+            self.lines += _wrap(kernel, [f"{name}={value}" for name, value in arguments.items()])
+        else:
+            self.lines += _wrap(f"# {kernel}", list(arguments))
+            self.lines += _wrap(kernel, [str(value) for value in arguments.values()])
 
     # -- literals --------------------------------------------------------------------------
     size = staticmethod(size)
@@ -135,68 +223,100 @@ class Emitter:
         self.lines.append("    " + text)
 
     # -- views into the arenas ------------------------------------------------------------
-    def _batch_view(self, arena: str, offset: int, size: int, dims: tuple) -> str:
+    # Each view is named after what it holds (ViewTable.ref): `conv1_out`, `flat_grad`, `fc1_weight`.
+    def _batch_view(self, arena: str, offset: int, size: int, dims: tuple, name: str | None = None,
+                    about: str | None = None) -> str:
         batch = self.plan.batch
         # the first n rows; with a batch of one, n is always 1 and the slice (a new array) is skipped
         rows = "" if batch == 1 else ("[:n]" if dims else f"[:n * {size}]")
         if not dims:  # flat, for element-wise kernels
-            return f"{self.views.ref(arena, offset, (batch * size,))}{rows}"
-        return f"{self.views.ref(arena, offset, (batch, *dims))}{rows}"
+            return f"{self.views.ref(arena, offset, (batch * size,), name, about)}{rows}"
+        return f"{self.views.ref(arena, offset, (batch, *dims), name, about)}{rows}"
+
+    def _tensor_about(self, tensor: str, gradient: bool = False) -> str:
+        """`input image`, `fc1 output`, `gradient of fc1`; `flat output (a view of pool2)` for an alias."""
+        if gradient:
+            about = f"gradient of {tensor}"
+        else:
+            about = f"input {tensor}" if tensor in self.graph.inputs else f"{tensor} output"
+        root = self.plan.root(tensor)
+        return about if root == tensor else f"{about} (a view of {root})"
 
     def val(self, tensor: str, dims: tuple = ()) -> str:
         region = self.plan.values[self.plan.root(tensor)]
-        return self._batch_view("A", region.offset, region.per_sample, dims)
+        name = (f"{tensor}_in" if tensor in self.graph.inputs else f"{tensor}_out") + ("" if dims else "_flat")
+        return self._batch_view("A", region.offset, region.per_sample, dims, name, self._tensor_about(tensor))
 
     def grad(self, tensor: str, dims: tuple = ()) -> str:
         region = self.plan.grads[self.plan.root(tensor)]
-        return self._batch_view("D", region.offset, region.per_sample, dims)
+        name = f"{tensor}_grad" + ("" if dims else "_flat")
+        return self._batch_view("D", region.offset, region.per_sample, dims, name, self._tensor_about(tensor, True))
 
     def mask(self, tensor: str) -> str:
         region = self.plan.masks[tensor]
-        return self._batch_view("A", region.offset, region.per_sample, ())
+        return self._batch_view("A", region.offset, region.per_sample, (), f"{tensor}_mask", f"mask of {tensor}")
 
     def ints(self, tensor: str, dims: tuple) -> str:
         region = self.plan.ints[tensor]
-        return self._batch_view("I", region.offset, region.per_sample, dims)
+        return self._batch_view("I", region.offset, region.per_sample, dims, f"{tensor}_argmax",
+                                f"argmax of {tensor}")
 
-    def labels(self) -> str:
-        return f"{self.views.ref('L', 0, (self.plan.batch,))}[:n]"
+    def labels(self, rows: bool = True) -> str:
+        """The labels staged for the batch (its first n rows, or all of them with rows=False)."""
+        label = next((name for name, inp in self.graph.spec.inputs.items() if inp.dtype == "int64"), "label")
+        view = self.views.ref("L", 0, (self.plan.batch,), f"{label}_in", f"input {label} (labels)")
+        return f"{view}[:n]" if rows else view
 
-    def _param_view(self, arena: str, node, pname: str, dims: tuple, slot: int = 0) -> str:
+    def _param_view(self, arena: str, node, pname: str, dims: tuple, slot: int = 0, name: str | None = None,
+                    about: str | None = None) -> str:
         region = self.plan.params[node.param_owner][pname]
         offset = slot * self.plan.param_size + region.offset
-        return self.views.ref(arena, offset, dims or (region.per_sample,))
+        return self.views.ref(arena, offset, dims or (region.per_sample,), name, about)
+
+    def _param_name(self, node, pname: str, dims: tuple) -> str:
+        """`fc1_weight`; `fc1_weight_flat` when a tensor of several dimensions is seen flat."""
+        flat = not dims and len(node.param_shapes[pname]) > 1
+        return f"{node.param_owner}_{pname}" + ("_flat" if flat else "")
 
     def param(self, node, pname: str, dims: tuple = ()) -> str:
         if pname not in self.plan.params.get(node.param_owner, {}):
-            return self.views.ref("P", 0, (0,))  # no bias: an empty array keeps the kernel's types
-        return self._param_view("P", node, pname, dims)
+            # no bias: an empty array keeps the kernel's types
+            return self.views.ref("P", 0, (0,), f"no_{pname}", f"empty (no {pname})")
+        return self._param_view("P", node, pname, dims, 0, self._param_name(node, pname, dims),
+                                f"{node.param_owner}.{pname}")
 
     def pgrad(self, node, pname: str, dims: tuple = ()) -> str:
         if pname not in self.plan.params.get(node.param_owner, {}):
-            return self.views.ref("G", 0, (0,))
-        return self._param_view("G", node, pname, dims)
+            return self.views.ref("G", 0, (0,), f"no_{pname}_grad", f"empty (no {pname})")
+        return self._param_view("G", node, pname, dims, 0, self._param_name(node, pname, dims) + "_grad",
+                                f"gradient of {node.param_owner}.{pname}")
 
     def state(self, node, pname: str, slot: int) -> str:
         """An optimizer slot of a parameter (momentum, Adam's moments)."""
-        return self._param_view("S", node, pname, (), slot)
+        optimizer = self.graph.spec.optimizer.type
+        slots = _SLOTS.get(optimizer, ())
+        slot_name = slots[slot] if slot < len(slots) else f"slot{slot}"
+        return self._param_view("S", node, pname, (), slot, f"{node.param_owner}_{pname}_{slot_name}",
+                                f"{optimizer} {slot_name} of {node.param_owner}.{pname}")
 
     def state_tensor(self, node, name: str, dims: tuple = ()) -> str:
         """One of the op's own state tensors (running statistics, counters) in T."""
         region = self.plan.state[node.name][name]
-        return self.views.ref("T", region.offset, dims or (max(region.per_sample, 1),))
+        return self.views.ref("T", region.offset, dims or (max(region.per_sample, 1),), f"{node.name}_{name}",
+                              f"{node.name}.{name}")
 
     def saved(self, node, name: str) -> str:
         """Values an op's forward keeps for its backward (one batch's), in W."""
         region = self.plan.saved[(node.name, name)]
-        return self.views.ref("W", region.offset, (region.per_sample,))
+        return self.views.ref("W", region.offset, (region.per_sample,), f"{node.name}_{name}",
+                              f"{node.name} {name}, kept from forward to backward")
 
     # -- the memory of a parallel convolution (see buffers.conv_scratch) ----------------------
     def conv_output(self, step: Step, d: dict) -> tuple[tuple, str]:
         """A conv step's output dims, (F, OH*OW) or with a fused 2x2 max pool (F, OH/2*OW/2), and the
         view of the pool's argmax (without a pool, an empty one keeps the kernel's types)."""
         if step.pool is None:
-            return (d["F"], d["OH"] * d["OW"]), self.views.ref("I", 0, (0, 0, 0))
+            return (d["F"], d["OH"] * d["OW"]), self.views.ref("I", 0, (0, 0, 0), "no_argmax", "empty (no pool)")
         dims = (d["F"], (d["OH"] // 2) * (d["OW"] // 2))
         return dims, self.ints(step.output, dims)
 
@@ -204,14 +324,23 @@ class Emitter:
         """Views of W: the columns and whether they are kept for the backward, then (backward only)
         the column gradients, then buf (and dwt, dbt)."""
         layout, _ = conv_scratch(d, self.plan.batch, self.plan.chunks)
-        work = self.views.ref("W", *layout["work"])
+        conv = step.node.name
+
+        def scratch(region: str, name: str, about: str) -> str:
+            return self.views.ref("W", *layout[region], f"{conv}_{name}", f"{about} of {conv} (scratch, per chunk)")
+
         offset = self.plan.kept_cols.get(step.output)
-        cols = work if offset is None else self.views.ref("W", offset, kept_cols_shape(d, self.plan.batch,
-                                                                                        self.plan.chunks))
+        if offset is None:
+            cols = scratch("work", "cols", "im2col columns")
+        else:
+            cols = self.views.ref("W", offset, kept_cols_shape(d, self.plan.batch, self.plan.chunks), f"{conv}_cols",
+                                  f"im2col columns of {conv}, kept from forward to backward")
         views = [cols, lit(offset is not None)]
         if backward:
-            views.append(work)
-        views += [self.views.ref("W", *layout[name]) for name in (("buf", "dwt", "dbt") if backward else ("buf",))]
+            views += [scratch("work", "dcols", "column gradients"), scratch("buf", "buf", "GEMM buffer"),
+                      scratch("dwt", "dwt", "weight gradients"), scratch("dbt", "dbt", "bias gradients")]
+        else:
+            views.append(scratch("buf", "buf", "GEMM buffer"))
         return views
 
     # -- gradient bookkeeping ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Assembles the generated plan module: forward, loss and backward (for the Python
 API and gradcheck), and the compiled epoch loop, which writes out forward, loss and
-backward with the optimizer updates fused in."""
+backward with the optimizer updates fused in. Every function opens by binding the views
+its body uses to named locals (ViewTable.bindings)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def label_input(graph: Graph) -> str | None:
 def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
                     header: str) -> tuple[str, ViewTable]:
     """The module's source, and the table of views its functions take as `V`."""
-    views = ViewTable(plan.batch)
+    views = ViewTable(plan.batch, reserved=_epoch_names(graph))
     out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
@@ -34,7 +35,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
 
     def function(signature: str, body: list[str], comment: str) -> None:
         out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
-        out.extend(body or ["    pass"])
+        out.extend(views.bindings(body) + body or ["    pass"])
 
     def step_comment(e: Emitter, step: Step) -> None:
         e.line(f"# {' + '.join(step.covers)}")
@@ -89,14 +90,25 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
     return "\n".join(out) + "\n", views
 
 
-def _stage(graph: Graph, plan: BufferPlan, views: ViewTable) -> list[str]:
+def _epoch_signature(graph: Graph) -> list[str]:
+    xs = [f"X_{name}" for name in float_inputs(graph)]
+    return ["V", *xs, "Y", "order", "count", "batch", "train", "lr", "step0", "seed", "losses", "corrects", "confusion",
+            "scores_out"]
+
+
+def _epoch_names(graph: Graph) -> tuple[str, ...]:
+    """The epoch loop's arguments and locals, which no view may be named."""
+    return (*_epoch_signature(graph), "training", "need_grad", "batches", "b", "start", "n", "value", "correct",
+            "step", "scores")
+
+
+def _stage(graph: Graph, e: Emitter) -> list[str]:
     lines = []
     for name in float_inputs(graph):
-        region = plan.values[name]
-        rows = views.ref("A", region.offset, (plan.batch, numel(graph.inputs[name])))
-        lines.append(f"        stage_rows(X_{name}, order, start, n, {rows}[:n])")
+        rows = e.val(name, (numel(graph.inputs[name]),))
+        lines.append(f"        stage_rows(X_{name}, order, start, n, {rows})")
     if label_input(graph):
-        lines.append(f"        stage_labels(Y, order, start, n, {views.ref('L', 0, (plan.batch,))})")
+        lines.append(f"        stage_labels(Y, order, start, n, {e.labels(rows=False)})")
     return lines
 
 
@@ -110,20 +122,12 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bod
     a function calls, so each level of calls adds seconds to a cold compile (LeNet-5: ~10 s)."""
     loss_line = bodies["loss"][-1].strip()
     assert len(bodies["loss"]) == 1 and loss_line.startswith("return "), "the loss body is one return"
-    xs = ", ".join(f"X_{name}" for name in float_inputs(graph))
-    k = numel(graph.shape_of(loss.input))
-    region = plan.values[plan.root(loss.input)]
-    scores = f"{views.ref('A', region.offset, (plan.batch, k))}[:n]"
-    labels = f"{views.ref('L', 0, (plan.batch,))}[:n]"
+    e = Emitter(graph, plan, {}, views)  # the loop's own views: staging, scores, labels
+    stage = _stage(graph, e)
+    scores = e.val(loss.input, (numel(graph.shape_of(loss.input)),))
     has_labels = label_input(graph) is not None
-    confusion = f"        confusion_add(scores, {labels}, confusion)" if has_labels and loss.kind != "mse" else ""
-    lines = [
-        "", "", "# one pass over `count` samples inside compiled code: training (train=True: shuffled by `order`,",
-        "# updates after every batch) or evaluation (scores and the confusion matrix [true, predicted]).",
-        "# `train` is a runtime flag, so one compiled loop serves both. Returns the batches done:",
-        "# fewer when the loss stops being finite (that batch's update is not applied).",
-        "@plan_function",
-        f"def epoch(V, {xs}, Y, order, count, batch, train, lr, step0, seed, losses, corrects, confusion, scores_out):",
+    confusion = f"        confusion_add(scores, {e.labels()}, confusion)" if has_labels and loss.kind != "mse" else ""
+    body = [
         "    seed_rng(seed)",
         "    training = train",
         "    need_grad = train",
@@ -131,7 +135,7 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bod
         "    for b in range(batches):",
         "        start = b * batch",
         "        n = min(batch, count - start)",
-        *_stage(graph, plan, views),
+        *stage,
         "        # forward",
         *_indent(bodies["forward"], 1),
         "        # loss",
@@ -148,9 +152,13 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bod
         "            copy_rows(scores, scores_out, start)",
     ]
     if confusion:
-        lines.append("    " + confusion)
-    lines.append("    return batches")
-    return lines
+        body.append("    " + confusion)
+    body.append("    return batches")
+    return ["", "", "# one pass over `count` samples inside compiled code: training (train=True: shuffled by `order`,",
+            "# updates after every batch) or evaluation (scores and the confusion matrix [true, predicted]).",
+            "# `train` is a runtime flag, so one compiled loop serves both. Returns the batches done:",
+            "# fewer when the loss stops being finite (that batch's update is not applied).",
+            "@plan_function", f"def epoch({', '.join(_epoch_signature(graph))}):", *views.bindings(body), *body]
 
 
 def generate_timing_source(plan) -> str:
@@ -163,19 +171,23 @@ def generate_timing_source(plan) -> str:
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]
+
+    def function(signature: str, body: list[str]) -> None:
+        out.extend(["", "", "@plan_function", f"def {signature}:", *(views.bindings(body) + body or ["    pass"])])
+
     forward = Emitter(graph, plan.buffers, plan.needs_grad, views)
     for i, step in enumerate(plan.steps):
         forward.lines = []
         emit_forward(forward, step)
-        out += ["", "", "@plan_function", f"def fwd_{i}(V, n, training):", *(forward.lines or ["    pass"])]
+        function(f"fwd_{i}(V, n, training)", forward.lines)
     loss = Emitter(graph, plan.buffers, plan.needs_grad, views)
     emit_loss(loss, plan.loss, label_input(graph) == plan.loss.target)
-    out += ["", "", "@plan_function", "def loss(V, n, need_grad):", *loss.lines]
+    function("loss(V, n, need_grad)", loss.lines)
     backward = Emitter(graph, plan.buffers, plan.needs_grad, views)
     backward.acc(plan.loss.grad_target)
     for i, step in reversed(list(enumerate(plan.steps))):
         backward.lines = []
         emit_backward(backward, step)
-        out += ["", "", "@plan_function", f"def bwd_{i}(V, n, training):", *(backward.lines or ["    pass"])]
+        function(f"bwd_{i}(V, n, training)", backward.lines)
     assert len(views.entries) == known, "the timing module must use the plan's own views"
     return "\n".join(out) + "\n"
