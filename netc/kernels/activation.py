@@ -14,7 +14,10 @@ _GELU_CUBIC = 0.044715
 
 @kernel
 def act_value(z, act, alpha):
-    """act(z); alpha is the activation's parameter (leaky_relu's slope, elu's alpha)."""
+    """act(z); alpha is the activation's parameter (leaky_relu's slope, elu's alpha). Small on
+    purpose, so that it inlines into the epilogue loops; the parametrised activations are apart."""
+    if act == NONE:
+        return z
     if act == RELU:
         return z if z > 0 else z * 0
     if act == SIGMOID:
@@ -25,6 +28,11 @@ def act_value(z, act, alpha):
         return e / (1 + e)
     if act == TANH:
         return np.tanh(z)
+    return _act_parametrised(z, act, alpha)
+
+
+@kernel
+def _act_parametrised(z, act, alpha):
     if act == LEAKY_RELU:
         return z if z > 0 else z * alpha
     if act == ELU:
@@ -33,7 +41,7 @@ def act_value(z, act, alpha):
         return 0.5 * z * (1 + math.erf(z * 0.7071067811865476))
     if act == GELU_TANH:
         return 0.5 * z * (1 + np.tanh(_SQRT_2_OVER_PI * (z + _GELU_CUBIC * z * z * z)))
-    return z
+    return z * 1.0
 
 
 @kernel

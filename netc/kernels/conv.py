@@ -15,7 +15,7 @@ a fixed order once per step, so results do not depend on which thread ran what.
 from numba import prange
 
 from netc.jit import kernel, parallel_kernel
-from netc.kernels.activation import act_grad, act_value
+from netc.kernels.activation import RELU, act_grad, act_value
 from netc.kernels.blas import gemm
 
 @kernel
@@ -91,8 +91,13 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha,
                 for f in range(filters):
                     bias = b[f] if has_bias else 0.0
                     if not pooled:
-                        for p in range(positions):
-                            y[s0 + j, f, p] = act_value(buf[t, f, base + p] + bias, act, alpha)
+                        if act == RELU:  # a loop of its own: vectorised (see dense.bias_act)
+                            for p in range(positions):
+                                v = buf[t, f, base + p] + bias
+                                y[s0 + j, f, p] = v if v > 0 else v * 0
+                        else:
+                            for p in range(positions):
+                                y[s0 + j, f, p] = act_value(buf[t, f, base + p] + bias, act, alpha)
                         continue
                     for qi in range(OH // 2):
                         for qj in range(pooled_w):
@@ -104,7 +109,9 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha,
                                 best, where = buf[t, f, base + p + OW], p + OW
                             if buf[t, f, base + p + OW + 1] > best:
                                 best, where = buf[t, f, base + p + OW + 1], p + OW + 1
-                            y[s0 + j, f, qi * pooled_w + qj] = act_value(best + bias, act, alpha)
+                            v = best + bias
+                            y[s0 + j, f, qi * pooled_w + qj] = (v if v > 0 else v * 0) if act == RELU else \
+                                act_value(v, act, alpha)
                             arg[s0 + j, f, qi * pooled_w + qj] = where
 
 
