@@ -13,14 +13,18 @@ def linear_forward(x, w, b, has_bias, y, act, alpha, blas):
     if blas:
         gemm(False, True, n, out, fan_in, x, 0, fan_in, w, 0, fan_in, 0.0, y, 0, out)
         bias_act(y, b, has_bias, act, alpha)
-    else:
+    else:  # the activation applied to z before it is stored (rounded to y's type)
         for s in range(n):
             for o in range(out):
                 z = b[o] if has_bias else 0.0
                 for i in range(fan_in):
                     z += x[s, i] * w[o, i]
-                y[s, o] = z
-        bias_act(y, b, False, act, alpha)
+                if act == NONE:
+                    y[s, o] = z
+                elif act == RELU:
+                    y[s, o] = z if z > 0 else z * 0
+                else:
+                    y[s, o] = act_value(z, act, alpha)
 
 
 @kernel
