@@ -26,6 +26,20 @@ from netc.ops import REGISTRY
 # ============================================================================ helpers
 
 
+def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() wrt every entry of x (changed in place, then restored)."""
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        saved = x[i]
+        x[i] = saved + eps
+        up = f()
+        x[i] = saved - eps
+        down = f()
+        x[i] = saved
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
 def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     # labels (n,) int -> (n, classes) float64
     out = np.zeros((len(labels), classes))

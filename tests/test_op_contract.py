@@ -12,6 +12,7 @@ import typing
 
 import numpy as np
 import pytest
+from reference import numeric_grad
 
 from netc.compiler.codegen import KERNEL_MODULES
 from netc.ops.base import ACTIVATION, ALIAS, CATEGORIES, EPILOGUE, REGISTRY, OpDef, pair
@@ -124,18 +125,6 @@ def _modes(op, layer, shapes, training: bool) -> dict:
 MODES = [pytest.param(True, id="train"), pytest.param(False, id="eval")]
 
 
-def _numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        saved = x[i]
-        x[i] = saved + eps
-        up = f()
-        x[i] = saved - eps
-        down = f()
-        x[i] = saved
-        g[i] = (up - down) / (2 * eps)
-    return g
-
 
 CASES = [(name, *SAMPLES[name]) for name in SAMPLES] + VARIANTS
 
@@ -161,9 +150,9 @@ def test_reference_backward_matches_finite_differences(case, training):
     assert set(dparams) == set(values)
     loss = lambda: float(np.sum(dy * forward()))  # noqa: E731
     for x, exact in zip(xs, dxs):
-        np.testing.assert_allclose(exact, _numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(exact, numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
     for pname, exact in dparams.items():
-        np.testing.assert_allclose(exact, _numeric_grad(loss, values[pname]), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(exact, numeric_grad(loss, values[pname]), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])

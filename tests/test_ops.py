@@ -285,20 +285,6 @@ def trainable_names(name: str) -> set[str]:
 # ---------------------------------------------------------------------------------- the oracle itself
 
 
-def numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar f() wrt every entry of x (changed in place, then restored)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        saved = x[i]
-        x[i] = saved + eps
-        up = f()
-        x[i] = saved - eps
-        down = f()
-        x[i] = saved
-        g[i] = (up - down) / (2 * eps)
-    return g
-
-
 @pytest.mark.parametrize("loss", ["mse", "mse_labels", "cross_entropy", "nll"])
 def test_reference_losses_match_finite_differences(loss):
     rng = np.random.default_rng(2)
@@ -309,7 +295,7 @@ def test_reference_losses_match_finite_differences(loss):
     if loss == "nll":
         y = y - np.log(np.exp(y).sum(axis=1, keepdims=True))  # log-probabilities
     _, exact = fn(y, target)
-    numeric = numeric_grad(lambda: fn(y, target)[0], y)
+    numeric = ref.numeric_grad(lambda: fn(y, target)[0], y)
     np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-9)
 
 

@@ -132,7 +132,7 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
 
 def test_runs_started_together_get_distinct_folders(tmp_path):
     claim = ("import sys; from pathlib import Path; from netc.runtime.rundir import RunFolder; "
-             "print(RunFolder.new_numbered(Path('runs'), 'net', 'net').path)")
+             "print(RunFolder.new_numbered(Path('runs'), 'net').path)")
     processes = [subprocess.Popen([sys.executable, "-c", claim], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
                  for _ in range(6)]
     folders = [p.communicate(timeout=120)[0].strip() for p in processes]

@@ -65,7 +65,7 @@ class RunFolder:
         self._handle = None
 
     @classmethod
-    def new_numbered(cls, root: Path, name: str, spec_name: str) -> "RunFolder":
+    def new_numbered(cls, root: Path, name: str) -> "RunFolder":
         """root/name, or root/name-2, -3, ...: the first that this process creates."""
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,7 @@ class RunFolder:
                 raise run_error(f"cannot create the run folder {candidate}: {_why(exc)}", candidate,
                                 "choose a writable folder with --run-dir") from None
             folder = cls(candidate)
-            folder._lock_and_mark(spec_name)
+            folder._lock_and_mark(name)
             return folder
 
     @classmethod

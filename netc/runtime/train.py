@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from netc.errors import Diagnostic, Location, RunError
+from netc.errors import RunError
 from netc.graph import build_graph
 from netc.graph.build import batch_problems
 from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
@@ -77,10 +77,6 @@ def resolved_spec_text(loaded: LoadedSpec) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _run_error(message: str, where: str, hint: str = "") -> RunError:
-    return run_error(message, where, hint)
-
-
 class Trainer:
     """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`,
     `on_epoch(record)`, `on_init(load_report)` and `on_resume(run_dir, epoch, epochs)` let the CLI
@@ -116,7 +112,7 @@ class Trainer:
         if not last:
             return
         for problem, node in batch_problems(self.graph.nodes, self.graph.shape_of, last):
-            raise _run_error(f"the last batch of every epoch holds {last} sample(s) ({len(self.train_data)} samples, "
+            raise run_error(f"the last batch of every epoch holds {last} sample(s) ({len(self.train_data)} samples, "
                              f"batch {self.spec.train.batch}): {node.op} '{node.name}': {problem.message}",
                              self.loaded.file, "choose a batch size that leaves more than one sample over, "
                              "or set data.train.limit")
@@ -139,12 +135,12 @@ class Trainer:
             if folder is None or not (found / "last.safetensors").exists():
                 if folder is not None:
                     folder.release()
-                raise _run_error("nothing to resume: no checkpoint found", str(found or root / self.spec.name),
+                raise run_error("nothing to resume: no checkpoint found", str(found or root / self.spec.name),
                                  "start a run without --resume first")
             return folder
         if run_dir is not None:
             return RunFolder.given(run_dir, self.spec.name, force)
-        return RunFolder.new_numbered(root, self.spec.name, self.spec.name)
+        return RunFolder.new_numbered(root, self.spec.name)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:
@@ -254,7 +250,7 @@ class Trainer:
         batch_index = start // self.spec.train.batch + result.batches + 1
         kept = self.run_dir / "last.safetensors"
         where = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written yet"
-        raise _run_error(
+        raise run_error(
             f"training diverged: the loss became {result.loss} at epoch {epoch + 1}, batch {batch_index}; "
             f"stopped before applying that update ({where})", str(self.run_dir),
             "lower the learning rate (--lr), normalise the data, or use a smaller init")
@@ -273,7 +269,7 @@ class Trainer:
     def _restore(self, spec_text: str) -> tuple[int, int]:
         saved = (self.run_dir / "spec.yaml").read_text() if (self.run_dir / "spec.yaml").exists() else ""
         if _without_epochs(saved) != _without_epochs(spec_text):
-            raise _run_error("the spec (or an override) changed since this run started", str(self.run_dir),
+            raise run_error("the spec (or an override) changed since this run started", str(self.run_dir),
                              "resume with the same spec and options (only --epochs may change)")
         weights, state, progress = load_state(self.run_dir / "last.safetensors")
         self._truncate_metrics(int(progress["epoch"]))
@@ -307,11 +303,11 @@ class Trainer:
             if report.mismatched:
                 shapes = "; ".join(f"{name}: checkpoint {list(got)} vs model {list(want)}"
                                    for name, want, got in report.mismatched)
-                raise _run_error(f"no tensor of the checkpoint fits the model: the names match but the shapes "
+                raise run_error(f"no tensor of the checkpoint fits the model: the names match but the shapes "
                                  f"differ ({shapes})", source,
                                  "was the checkpoint trained with other layer sizes? load it into a spec with "
                                  "the same shapes, or pick the layers that fit with init.layers")
-            raise _run_error("no tensor of the checkpoint matches the model", source,
+            raise run_error("no tensor of the checkpoint matches the model", source,
                              f"the model has: {', '.join(report.missing)}")
         return report
 
@@ -336,5 +332,5 @@ def evaluate_checkpoint(loaded: LoadedSpec, weights: str | Path, which: str = "e
     report = model.set_weights(load_weights(weights))
     if report.missing or report.mismatched:
         missing = ", ".join(report.missing + [m[0] for m in report.mismatched])
-        raise _run_error(f"the checkpoint does not fit the spec (missing or different: {missing})", str(weights))
+        raise run_error(f"the checkpoint does not fit the spec (missing or different: {missing})", str(weights))
     return model.evaluate(model.prepare(data.arrays))
