@@ -48,8 +48,9 @@ class Network:
     def train(self, runs_root: str | Path = "runs", **overrides):
         """Train as `netc train` does (run folder, checkpoints); overrides: epochs, lr, batch, seed."""
         from netc.runtime.train import Overrides, Trainer
+        from netc.viz import save_run_curves
 
-        return Trainer(self.loaded, Overrides(**overrides), runs_root=Path(runs_root)).run()
+        return Trainer(self.loaded, Overrides(**overrides), runs_root=Path(runs_root), on_finish=save_run_curves).run()
 
 
 def load(path: str | Path) -> Network:

@@ -139,7 +139,6 @@ def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET
     """The graph as an `onnx.ModelProto` with `weights` as initializers (checked by onnx.checker);
     `locate` (spec path -> Location) points errors at the spec file."""
     from netc import __version__
-    from netc.compiler.module import float_inputs
     from netc.ops import REGISTRY
 
     onnx = _onnx()
@@ -159,10 +158,11 @@ def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET
             REGISTRY[node.op].onnx(ctx, node)
     nodes, initializers = ctx.nodes, ctx.initializers
 
-    def value(name: str, shape) -> object:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape])
+    def value(name: str, shape, kind=TensorProto.FLOAT) -> object:
+        return helper.make_tensor_value_info(name, kind, ["N", *shape])
 
-    inputs = [value(name, graph.inputs[name]) for name in float_inputs(graph)]
+    inputs = [value(name, graph.inputs[name]) for name in graph.float_inputs]
+    inputs += [value(name, graph.inputs[name], TensorProto.INT64) for name in graph.index_inputs]
     outputs = [value(output, graph.shape_of(output))]
     body = helper.make_graph(nodes, graph.spec.name, inputs, outputs, initializers)
     opsets = [helper.make_opsetid("", opset)]
@@ -180,7 +180,6 @@ def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET
 def export_onnx(loaded, weights: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) -> ExportResult:
     """`netc export`: build the spec's graph, load the checkpoint, write `out` (.onnx)."""
     from netc.graph import build_graph
-    from netc.compiler.module import float_inputs
     from netc.runtime.checkpoint import load_weights
 
     _onnx()  # the missing package is the first thing to say
@@ -197,6 +196,7 @@ def export_onnx(loaded, weights: str | Path, out: str | Path, opset: int = DEFAU
     except OSError as exc:
         raise _error(f"cannot write the model: {exc.strerror or exc}", out) from None
     output = graph.loss_input
-    return ExportResult(out, opset, {name: ["N", *graph.inputs[name]] for name in float_inputs(graph)}, output,
+    inputs = {name: ["N", *graph.inputs[name]] for name in graph.float_inputs + graph.index_inputs}
+    return ExportResult(out, opset, inputs, output,
                         ["N", *graph.shape_of(output)], len(model.graph.node),
                         [i.name for i in model.graph.initializer], ignored)

@@ -148,7 +148,7 @@ def _names(layers: list[dict]) -> list[str]:
 
 def _inputs_of(spec: dict) -> list[list[str]]:
     """Each layer's input tensors (default: the previous layer, or the first float input)."""
-    previous = next(name for name, inp in spec["inputs"].items() if inp.get("dtype", "float32") == "float32")
+    previous = next((name for name, inp in spec["inputs"].items() if inp.get("dtype", "float32") == "float32"), None)
     result = []
     for name, layer in zip(_names(spec["layers"]), spec["layers"]):
         refs = layer.get("in", previous)
@@ -218,6 +218,8 @@ def network_forward(spec: dict, weights: dict, arrays: dict, training: bool = Fa
     spec: the parsed YAML; weights: {"fc1.weight": array, ...}; arrays: the inputs, (n, *shape)."""
     values = {name: np.asarray(arrays[name], dtype=np.float64) for name, inp in spec["inputs"].items()
               if inp.get("dtype", "float32") == "float32"}
+    values.update({name: np.asarray(arrays[name], dtype=np.int64) for name, inp in spec["inputs"].items()
+                   if "indices" in inp})  # what an embedding looks up
     for name, layer, refs in zip(_names(spec["layers"]), spec["layers"], _inputs_of(spec)):
         _, params = _params(spec, weights, name, layer)
         xs = [values[r] for r in refs]

@@ -19,7 +19,7 @@ from netc.compiler import compile_graph
 from netc.errors import SpecErrors
 from netc.graph import build_graph
 from netc.ops import REGISTRY
-from netc.ops.base import TRAIN_MODE
+from netc.ops.base import TRAIN_MODE, PlanFacts, Saved
 from netc.runtime.model import Model
 from netc.spec import load_spec_text
 
@@ -89,11 +89,13 @@ def test_shape_rule_tensors_and_saved_values():
     assert node.state == {}
     assert not REGISTRY["layernorm"].is_(TRAIN_MODE)
     # one mean and one 1/std per row (3 per sample) of every sample of the batch
-    assert REGISTRY["layernorm"].saved(node.layer, [(3, 4, 5)], 7) == {"mean": 21, "invstd": 21}
+    saved = REGISTRY["layernorm"].saved(node.layer, [(3, 4, 5)], PlanFacts(batch=7, chunks=1))
+    assert saved == {"mean": Saved(21), "invstd": Saved(21)}
     assert _validate("{name: ln, op: layernorm, affine: false}", "[6]").by_name["ln"].param_shapes == {}
     plan = compile_graph(graph(), N)  # no Numba: the plan's saved regions in W
-    assert plan.buffers.saved[("ln_rows", "mean")].per_sample == N * 2 * 6
-    assert plan.buffers.saved[("ln1", "invstd")].per_sample == N
+    assert plan.buffers.saved[("ln_rows", "mean")][1].per_sample == N * 2 * 6
+    assert plan.buffers.saved[("ln1", "invstd")][0] == "W"  # one batch's worth, after the shared scratch
+    assert plan.buffers.saved[("ln1", "invstd")][1].per_sample == N
 
 
 def test_normalising_more_dims_than_the_input_has_is_located():
@@ -241,15 +243,16 @@ DROPOUT = dedent("""
 """).lstrip()
 
 
-def _region(model: Model, buffers: dict, tensor: str, n: int) -> np.ndarray:
-    """A copy of the first n samples of a tensor's region of A, one row per sample."""
-    region = buffers[tensor]
+def _region(model: Model, region, n: int) -> np.ndarray:
+    """A copy of the first n samples of a region of A, one row per sample."""
     return model.A[region.offset:region.offset + n * region.per_sample].reshape(n, region.per_sample).copy()
 
 
 def _mask(model: Model, n: int) -> np.ndarray:
     """The mask the plan's dropout drew in its last forward (0 or 1/(1-p) per element)."""
-    return _region(model, model.plan.buffers.masks, "drop", n)
+    arena, region = model.plan.buffers.saved[("drop", "mask")]
+    assert arena == "A"
+    return _region(model, region, n)
 
 
 def _reference_with_mask(weights: dict, data: dict, mask: np.ndarray):
@@ -283,7 +286,7 @@ def test_dropout_train_mode_matches_the_reference():
 
     loss, grads = model.loss_and_gradients(data, training=True, seed=3)
     mask = _mask(model, N)
-    scores = _region(model, model.plan.buffers.values, model.plan.buffers.root("fc2"), N)
+    scores = _region(model, model.plan.buffers.values[model.plan.buffers.root("fc2")], N)
     assert mask.shape == (N, 64)
     assert set(np.unique(mask)) == {0.0, 1 / (1 - p)}
     assert abs(np.mean(mask == 0) - p) < 0.08  # 512 draws: p's standard error is ~0.022

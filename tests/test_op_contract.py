@@ -15,7 +15,7 @@ import pytest
 from reference import numeric_grad
 
 from netc.compiler.codegen import KERNEL_MODULES
-from netc.ops.base import ACTIVATION, ALIAS, CATEGORIES, EPILOGUE, REGISTRY, OpDef, pair
+from netc.ops.base import ACTIVATION, ALIAS, CATEGORIES, EPILOGUE, INDEXED, REGISTRY, OpDef, numel, pair
 from netc.spec import models
 
 # op -> (layer mapping, input shapes without the batch, parameter shapes): one instance of each op
@@ -33,6 +33,8 @@ SAMPLES = {
     # OH = (5 - 3) // 2 + 1 = 2, OW = (6 - 2) // 1 + 1 = 5, K = 2 * 3 * 2 = 12
     "local2d": ({"op": "local2d", "filters": 3, "kernel": [3, 2], "stride": [2, 1]}, [(2, 5, 6)],
                 {"weight": (2, 5, 3, 12), "bias": (3, 2, 5)}),
+    # indices [2, 3] into a table of 7 rows of 4: [2, 3, 4]
+    "embedding": ({"op": "embedding", "num": 7, "dim": 4}, [(2, 3)], {"weight": (7, 4)}),
     "flatten": ({"op": "flatten"}, [(2, 3, 4)], {}),
     "reshape": ({"op": "reshape", "shape": [4, -1]}, [(2, 3, 4)], {}),
     "identity": ({"op": "identity"}, [(4,)], {}),
@@ -51,7 +53,8 @@ SAMPLES = {
 # variants whose reference takes another path
 VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
             ("batchnorm1d_sequence", {"op": "batchnorm1d", "affine": False}, [(3, 4)], {}),
-            ("layernorm_plain", {"op": "layernorm", "affine": False}, [(5,)], {})]
+            ("layernorm_plain", {"op": "layernorm", "affine": False}, [(5,)], {}),
+            ("embedding_padding", {"op": "embedding", "num": 5, "dim": 3, "padding_idx": 2}, [(6,)], {"weight": (5, 3)})]
 
 
 def test_registry_and_spec_union_agree():
@@ -104,11 +107,18 @@ def _kernel(op, index):
 
 
 def _random_case(name, layer, shapes, params, seed=0):
+    """Inputs (3 samples) and parameters drawn at random; an INDEXED op reads every row of its table
+    (so each gets a gradient), the padding row among them."""
     rng = np.random.default_rng(seed)
-    xs = [rng.normal(size=(3, *shape)) for shape in shapes]
-    values = {p: rng.normal(size=shape) for p, shape in params.items()}
     op = REGISTRY[layer["op"]]
-    return op, op.spec.model_validate(layer), xs, values
+    validated = op.spec.model_validate(layer)
+    if op.is_(INDEXED):
+        rows = op.rows(validated)
+        xs = [rng.permutation(np.arange(3 * numel(shape)) % rows).reshape(3, *shape) for shape in shapes]
+    else:
+        xs = [rng.normal(size=(3, *shape)) for shape in shapes]
+    values = {p: rng.normal(size=shape) for p, shape in params.items()}
+    return op, validated, xs, values
 
 
 def _modes(op, layer, shapes, training: bool) -> dict:
@@ -148,11 +158,17 @@ def test_reference_backward_matches_finite_differences(case, training):
     dy = np.random.default_rng(1).normal(size=y.shape)  # loss = sum(dy * y): its gradient wrt y is dy
     dxs, dparams = op.reference.backward(layer, xs, y, dy, values, **modes)
     assert set(dparams) == set(values)
+    assert len(dxs) == (0 if op.is_(INDEXED) else len(xs)), "no gradient flows into indices"
     loss = lambda: float(np.sum(dy * forward()))  # noqa: E731
     for x, exact in zip(xs, dxs):
         np.testing.assert_allclose(exact, numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    constant = op.constant(layer) if op.constant else {}
     for pname, exact in dparams.items():
-        np.testing.assert_allclose(exact, numeric_grad(loss, values[pname]), rtol=1e-6, atol=1e-8)
+        numeric = numeric_grad(loss, values[pname])
+        if pname in constant:  # entries never trained (a padding row): zero, whatever the difference says
+            assert np.all(exact[constant[pname]] == 0) and np.any(numeric[constant[pname]] != 0)
+            numeric[constant[pname]] = 0.0
+        np.testing.assert_allclose(exact, numeric, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
@@ -185,6 +201,8 @@ def _torch_twin(name, layer, F):
         "batchnorm1d_sequence": lambda x: F.batch_norm(x, None, None, training=True, eps=layer.eps),
         "layernorm": lambda x, w, b: F.layer_norm(x, tuple(w.shape), w, b, eps=layer.eps),
         "layernorm_plain": lambda x: F.layer_norm(x, tuple(x.shape[x.ndim - layer.normalized:]), eps=layer.eps),
+        "embedding": lambda idx, w: F.embedding(idx, w),
+        "embedding_padding": lambda idx, w: F.embedding(idx, w, padding_idx=layer.padding_idx),
     }
     return table.get(name)
 
@@ -210,7 +228,7 @@ def test_reference_agrees_with_pytorch(case):
     if twin is None:
         pytest.skip(f"{name}: a view or a merge, checked by finite differences")
     arrays = xs + [values[p] for p in ("weight", "bias") if p in values]
-    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    tensors = [torch.tensor(a, requires_grad=a.dtype.kind == "f") for a in arrays]  # indices take no gradient
     out = twin(*tensors)
     y = op.reference.forward(layer, xs, values, **_modes(op, layer, shapes, True))
     np.testing.assert_allclose(out.detach().numpy(), y, rtol=1e-10, atol=1e-12)
@@ -218,5 +236,5 @@ def test_reference_agrees_with_pytorch(case):
     out.backward(torch.tensor(dy))
     dxs, dparams = op.reference.backward(layer, xs, y, dy, values, **_modes(op, layer, shapes, True))
     expected = list(dxs) + [dparams[p] for p in ("weight", "bias") if p in values]
-    for tensor, grad in zip(tensors, expected):
+    for tensor, grad in zip([t for t in tensors if t.requires_grad], expected, strict=True):
         np.testing.assert_allclose(tensor.grad.numpy(), grad, rtol=1e-10, atol=1e-12)

@@ -418,17 +418,18 @@ def test_conv_chunks_groups_and_kept_columns(monkeypatch, name, keep, chunks, gr
     second group's columns start at an offset, the last group may be partial); the im2col columns
     kept from forward to backward, or unrolled again. (The other tests run one chunk per core, a
     whole chunk per GEMM, and kept columns.)"""
-    from netc.compiler import buffers, steps
+    from netc.compiler import buffers
+    from netc.ops import conv
 
     k, positions = {"conv": (18, 12), "convpool": (18, 64)}[name]  # conv1: K = 2*3*3, its output positions
     monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: chunks)
-    monkeypatch.setattr(steps, "COLS_BUDGET", group * k * positions)
-    monkeypatch.setattr(steps, "KEEP_BUDGET", steps.KEEP_BUDGET if keep else 0)
+    monkeypatch.setattr(conv, "COLS_BUDGET", group * k * positions)
+    monkeypatch.setattr(conv, "KEEP_BUDGET", conv.KEEP_BUDGET if keep else 0)
     model = Model(graph_of(name), dtype="float64", batch=N, seed=0)
     assert model.plan.buffers.chunks == chunks
     assert ("W", 0, (chunks, k, group * positions)) in model.plan.views.entries  # conv1's scratch columns
-    kept = {"conv": ["conv2", "tanh1"], "convpool": ["pool1", "pool2"]}[name]  # by the step's output
-    assert sorted(model.plan.buffers.kept_cols) == (kept if keep else [])
+    kept = sorted(layer for layer, what in model.plan.buffers.saved if what == "cols")
+    assert kept == (["conv1", "conv2"] if keep else [])
     for count in (N, N - 1, 1):
         arrays = {key: value[:count] for key, value in arrays_of(name).items()}
         expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), model.get_weights(), arrays)

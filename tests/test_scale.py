@@ -18,6 +18,7 @@ from netc import report
 from netc.cli.app import app
 from netc.errors import SpecErrors
 from netc.graph import build_graph
+from netc.report.table import _LayerTable
 from netc.spec import load_spec, load_spec_text, yamlload
 
 runner = CliRunner(env={"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "COLUMNS": None})
@@ -117,7 +118,7 @@ def test_layer_table_written_directly_matches_rich(spec):
     from rich.console import Console
 
     loaded = load_spec_text(chain(41)) if spec == "chain" else load_spec(SPECS / spec)
-    table = report._LayerTable(report.summarize(build_graph(loaded, check_memory_for_batch=False)))
+    table = _LayerTable(report.summarize(build_graph(loaded, check_memory_for_batch=False)))
 
     def printed(renderable, width, color):
         console = Console(file=io.StringIO(), width=width, force_terminal=color is not None, color_system=color,

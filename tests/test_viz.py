@@ -1,4 +1,4 @@
-"""Pictures (netc/viz.py and `netc viz`/`plot`/`eval --plot`): every picture rendered from real
+"""Pictures (netc/viz/ and `netc viz`/`plot`/`eval --plot`): every picture rendered from real
 runs of digits-cnn and xor, checked as PNG files; receptive fields against a brute-force oracle;
 the CLI commands and their errors through the real typer app."""
 
@@ -55,8 +55,8 @@ def check_png(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
 def runs(tmp_path_factory):
     """A short digits-cnn run and an xor run (each writes curves.png when it ends)."""
     root = tmp_path_factory.mktemp("runs")
-    cnn = Trainer(load_spec(CNN), Overrides(epochs=2), runs_root=root).run()
-    xor = Trainer(load_spec(XOR), Overrides(epochs=20), runs_root=root).run()
+    cnn = Trainer(load_spec(CNN), Overrides(epochs=2), runs_root=root, on_finish=viz.save_run_curves).run()
+    xor = Trainer(load_spec(XOR), Overrides(epochs=20), runs_root=root, on_finish=viz.save_run_curves).run()
     return {"cnn": cnn.run_dir, "xor": xor.run_dir}
 
 
@@ -100,7 +100,7 @@ def test_curves_errors_and_the_quiet_hook(tmp_path):
     with pytest.raises(NetcError) as info:
         viz.plot_curves(tmp_path)
     assert info.value.diagnostics[0].location.line == 2
-    assert viz.save_run_curves(tmp_path / "missing") is None  # the Trainer's hook never raises
+    assert viz.save_run_curves(tmp_path / "missing") is None  # `netc train`'s on_finish hook never raises
     assert not (tmp_path / "curves.png").exists()
 
 
@@ -294,6 +294,13 @@ def test_confusion_matrix_picture(runs, tmp_path):
     with pytest.raises(NetcError, match="no confusion matrix") as info:
         viz.confusion_picture(mse, EvalResult(0.1, None, 4, None), "eval", tmp_path / "mse.png")
     assert info.value.diagnostics[0].location.line == 16
+
+
+def test_the_runtime_never_imports_the_pictures():
+    """Training reports its end through Trainer(on_finish=...); the CLI draws curves.png there."""
+    for path in (ROOT / "netc" / "runtime").rglob("*.py"):
+        text = path.read_text()
+        assert "netc.viz" not in text and "from netc import viz" not in text, path
 
 
 def test_pictures_never_touch_pyplot_or_a_screen(tmp_path):

@@ -51,6 +51,7 @@ def train(
 
     from netc.runtime.rundir import RUN_FILES
     from netc.runtime.train import Overrides, Trainer
+    from netc.viz import save_run_curves
 
     out = stdout_console()
     log = not out.is_terminal  # a pipe or a log file: plain lines instead of a live progress bar
@@ -91,7 +92,7 @@ def train(
 
     trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
                       init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init,
-                      on_resume=on_resume, force=force)
+                      on_resume=on_resume, force=force, on_finish=save_run_curves)
     with progress:
         if log and not quiet:
             progress.console.print(f"preparing the compiled plan of '{trainer.spec.name}' "

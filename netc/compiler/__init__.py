@@ -11,7 +11,7 @@ from netc.compiler import steps as passes
 from netc.compiler.buffers import BufferPlan, plan_buffers
 from netc.compiler.cache import load_module
 from netc.compiler.codegen import ViewTable
-from netc.compiler.module import generate_source
+from netc.compiler.module import Bodies, generate_source
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
 
@@ -32,6 +32,7 @@ class CompiledPlan:
     needs_grad: dict[str, bool]
     source: str
     views: ViewTable
+    bodies: Bodies  # every step's kernel calls (the timing module reuses them)
     _module: object = None
     path: str = ""
 
@@ -64,5 +65,5 @@ def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = Tru
     needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
     buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
     header = f"netc plan for '{graph.spec.name}', batch {batch}. Generated: edits are overwritten."
-    source, views = generate_source(graph, steps, loss, buffers, needs_grad, header)
-    return CompiledPlan(graph, steps, loss, buffers, needs_grad, source, views)
+    source, views, bodies = generate_source(graph, steps, loss, buffers, needs_grad, header)
+    return CompiledPlan(graph, steps, loss, buffers, needs_grad, source, views, bodies)

@@ -19,7 +19,7 @@ import itertools
 import keyword
 import re
 
-from netc.compiler.buffers import BufferPlan, conv_scratch, kept_cols_shape
+from netc.compiler.buffers import BufferPlan
 from netc.compiler.steps import LossStep, Step, should_use_blas
 from netc.graph.ir import Graph
 from netc.ops.base import REGISTRY, numel
@@ -75,7 +75,7 @@ def lit(value) -> str:
 # what each arena holds: the name and description of a view given none (see ViewTable.ref)
 _ARENA_HOLDS = {"P": ("param", "parameters"), "G": ("param_grad", "parameter gradients"),
                 "S": ("slot", "optimizer state"), "A": ("value", "values"), "D": ("grad", "gradients"),
-                "I": ("ints", "argmax indices"), "W": ("scratch", "scratch"), "L": ("labels", "labels"),
+                "I": ("ints", "integers"), "W": ("scratch", "scratch"), "L": ("labels", "labels"),
                 "T": ("state", "state tensors")}
 _BATCH_ARENAS = "ADIL"  # views with the batch as first dimension
 
@@ -252,18 +252,15 @@ class Emitter:
         name = f"{tensor}_grad" + ("" if dims else "_flat")
         return self._batch_view("D", region.offset, region.per_sample, dims, name, self._tensor_about(tensor, True))
 
-    def mask(self, tensor: str) -> str:
-        region = self.plan.masks[tensor]
-        return self._batch_view("A", region.offset, region.per_sample, (), f"{tensor}_mask", f"mask of {tensor}")
-
-    def ints(self, tensor: str, dims: tuple) -> str:
-        region = self.plan.ints[tensor]
-        return self._batch_view("I", region.offset, region.per_sample, dims, f"{tensor}_argmax",
-                                f"argmax of {tensor}")
+    def indices(self, tensor: str, dims: tuple = ()) -> str:
+        """An index input as staged in I (int32), [n, *dims]."""
+        region = self.plan.indices[tensor]
+        return self._batch_view("I", region.offset, region.per_sample, dims, f"{tensor}_in",
+                                f"input {tensor} (indices)")
 
     def labels(self, rows: bool = True) -> str:
         """The labels staged for the batch (its first n rows, or all of them with rows=False)."""
-        label = next((name for name, inp in self.graph.spec.inputs.items() if inp.dtype == "int64"), "label")
+        label = self.graph.label_input or "label"
         view = self.views.ref("L", 0, (self.plan.batch,), f"{label}_in", f"input {label} (labels)")
         return f"{view}[:n]" if rows else view
 
@@ -305,43 +302,26 @@ class Emitter:
         return self.views.ref("T", region.offset, dims or (max(region.per_sample, 1),), f"{node.name}_{name}",
                               f"{node.name}.{name}")
 
-    def saved(self, node, name: str) -> str:
-        """Values an op's forward keeps for its backward (one batch's), in W."""
-        region = self.plan.saved[(node.name, name)]
-        return self.views.ref("W", region.offset, (region.per_sample,), f"{node.name}_{name}",
-                              f"{node.name} {name}, kept from forward to backward")
+    def saved(self, node, name: str, dims: tuple = (), about: str | None = None) -> str:
+        """An array the op of `node` keeps from forward to backward (its OpDef's `saved`): batch
+        rows (in A or I) seen as [n, *dims] (flat without dims), or one batch's worth in W (flat, or
+        shaped `dims`)."""
+        arena, region = self.plan.saved[(node.name, name)]
+        about = f"{node.name} {about or name}, kept from forward to backward"
+        if arena in _BATCH_ARENAS:
+            return self._batch_view(arena, region.offset, region.per_sample, dims, f"{node.name}_{name}", about)
+        return self.views.ref(arena, region.offset, dims or (region.per_sample,), f"{node.name}_{name}", about)
 
-    # -- the memory of a parallel convolution (see buffers.conv_scratch) ----------------------
-    def conv_output(self, step: Step, d: dict) -> tuple[tuple, str]:
-        """A conv step's output dims, (F, OH*OW) or with a fused 2x2 max pool (F, OH/2*OW/2), and the
-        view of the pool's argmax (without a pool, an empty one keeps the kernel's types)."""
-        if step.pool is None:
-            return (d["F"], d["OH"] * d["OW"]), self.views.ref("I", 0, (0, 0, 0), "no_argmax", "empty (no pool)")
-        dims = (d["F"], (d["OH"] // 2) * (d["OW"] // 2))
-        return dims, self.ints(step.output, dims)
+    def has_saved(self, node, name: str) -> bool:
+        return (node.name, name) in self.plan.saved
 
-    def conv_scratch(self, step: Step, d: dict, backward: bool = False) -> list[str]:
-        """Views of W: the columns and whether they are kept for the backward, then (backward only)
-        the column gradients, then buf (and dwt, dbt)."""
-        layout, _ = conv_scratch(d, self.plan.batch, self.plan.chunks)
-        conv = step.node.name
+    def scratch(self, offset: int, shape: tuple, name: str, about: str) -> str:
+        """A view of the scratch all steps share (W from offset 0; the op's `scratch` sized it)."""
+        return self.views.ref("W", offset, shape, name, about)
 
-        def scratch(region: str, name: str, about: str) -> str:
-            return self.views.ref("W", *layout[region], f"{conv}_{name}", f"{about} of {conv} (scratch, per chunk)")
-
-        offset = self.plan.kept_cols.get(step.output)
-        if offset is None:
-            cols = scratch("work", "cols", "im2col columns")
-        else:
-            cols = self.views.ref("W", offset, kept_cols_shape(d, self.plan.batch, self.plan.chunks), f"{conv}_cols",
-                                  f"im2col columns of {conv}, kept from forward to backward")
-        views = [cols, lit(offset is not None)]
-        if backward:
-            views += [scratch("work", "dcols", "column gradients"), scratch("buf", "buf", "GEMM buffer"),
-                      scratch("dwt", "dwt", "weight gradients"), scratch("dbt", "dbt", "bias gradients")]
-        else:
-            views.append(scratch("buf", "buf", "GEMM buffer"))
-        return views
+    def empty(self, arena: str, shape: tuple, name: str, about: str) -> str:
+        """An empty array of an arena's type: keeps a kernel's types where an argument is unused."""
+        return self.views.ref(arena, 0, shape, name, f"empty ({about})")
 
     # -- gradient bookkeeping ------------------------------------------------------------
     def acc(self, tensor: str) -> str:

@@ -9,7 +9,8 @@ from rich.table import Table
 
 from netc.compiler import CompiledPlan
 from netc.compiler.cache import cache_dir, plan_key
-from netc.compiler.steps import should_inline_kernels, should_use_blas
+from netc.compiler.codegen import Emitter
+from netc.compiler.steps import should_inline_kernels
 from netc.ops.base import REGISTRY
 
 def plan_renderable(plan: CompiledPlan, show_source: bool = True):
@@ -17,6 +18,7 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     kernels = Table(title=f"plan for '{graph.spec.name}' (batch {plan.buffers.batch})")
     for column in ("#", "forward", "backward", "covers", "output", "notes"):
         kernels.add_column(column)
+    e = Emitter(graph, plan.buffers, plan.needs_grad, plan.views)  # what the op's notes ask (BLAS or loops)
     for i, step in enumerate(plan.steps):
         forward, backward = REGISTRY[step.node.op].labels
         notes = []
@@ -24,11 +26,7 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
             notes.append(f"{step.act.op} fused in epilogue")
         if step.pool is not None:
             notes.append("2x2 max pool fused in epilogue")
-        if step.kind == "conv2d":
-            notes.append(f"{plan.buffers.chunks} parallel chunks of the batch")
-        if step.kind == "linear":
-            out, fan_in = step.node.param_shapes["weight"]
-            notes.append("BLAS" if should_use_blas(plan.buffers.batch, fan_in, out) else "loops")
+        notes += REGISTRY[step.node.op].notes(e, step)
         if not step.backward:
             backward = f"(in {plan.loss.kind})"
         elif not step.needs_grad:
@@ -45,11 +43,13 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     for column in ("arena", "elements", "holds"):
         arenas.add_column(column)
     arenas.add_row("P / G", f"{b.param_size:,}", "parameters / their gradients (shared tensors once)")
-    arenas.add_row("A", f"{b.a_size:,}", f"inputs, layer outputs, dropout masks ({b.batch} rows each; views reuse)")
+    arenas.add_row("A", f"{b.a_size:,}", f"inputs, layer outputs, per-sample arrays ops keep (dropout masks); "
+                   f"{b.batch} rows each, views reuse")
     arenas.add_row("D", f"{b.d_size:,}", "gradients of the tensors that need one")
-    arenas.add_row("I", f"{b.i_size:,}", "max-pool argmax")
-    arenas.add_row("W", f"{b.w_size:,}", "scratch (im2col columns, GEMM outputs, per-chunk weight gradients), "
-                   "then the im2col columns convs keep from forward to backward")
+    arenas.add_row("I", f"{b.i_size:,}", f"integer arrays ops keep (max-pool argmax), {b.batch} rows each")
+    arenas.add_row("T", f"{b.state_size:,}", "state tensors (running statistics): kept, checkpointed, not trained")
+    arenas.add_row("W", f"{b.w_size:,}", "scratch shared by every step (im2col columns, GEMM outputs, per-chunk weight "
+                   "gradients), then what ops keep from forward to backward (kept columns, batch statistics)")
     arenas.add_row("V", f"{len(plan.views.entries)} views", "made once per plan and passed to every function")
     inlined = should_inline_kernels(graph, b.batch)
     parts = [kernels, arenas,

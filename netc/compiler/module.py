@@ -5,6 +5,8 @@ its body uses to named locals (ViewTable.bindings)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from netc.compiler.buffers import BufferPlan
 from netc.compiler.codegen import KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_forward, emit_loss, emit_update
 from netc.compiler.steps import LossStep, Step, should_inline_kernels
@@ -12,17 +14,80 @@ from netc.graph.ir import Graph
 from netc.ops.base import numel
 
 
-def float_inputs(graph: Graph) -> list[str]:
-    return [name for name, inp in graph.spec.inputs.items() if inp.dtype == "float32"]
+@dataclass
+class Bodies:
+    """Every step's kernel calls, written once by its op's emitters. The plan's functions (forward,
+    backward, the epoch loop) and the timing module's per-step functions are put together from
+    them, so all of them run the same calls with the same gradient flags."""
+
+    forward: list[list[str]]  # per step, in step order
+    loss: list[str]  # one line: `return <loss kernel>(...)`
+    backward: list[list[str]]  # per step (same index; empty when it has no gradient to compute)
+    updates: dict[int, list[str]]  # step index -> the optimizer updates written after its backward
+
+    def comment(self, steps: list[Step], i: int) -> str:
+        return f"    # {' + '.join(steps[i].covers)}"
+
+    def forward_body(self, steps: list[Step]) -> list[str]:
+        lines = []
+        for i, step in enumerate(steps):
+            if step.kind != "alias":
+                lines.append(self.comment(steps, i))
+            lines += self.forward[i]
+        return lines
+
+    def backward_body(self, steps: list[Step], with_updates: bool) -> list[str]:
+        """In reverse step order; `with_updates`: each parameter's update right after its last
+        gradient (the epoch loop), else gradients only (gradcheck, the Python API)."""
+        lines = []
+        for i in reversed(range(len(steps))):
+            if self.backward[i]:
+                lines += [self.comment(steps, i), *self.backward[i]]
+            if with_updates:
+                lines += self.updates.get(i, [])
+        return lines
 
 
-def label_input(graph: Graph) -> str | None:
-    return next((name for name, inp in graph.spec.inputs.items() if inp.dtype == "int64"), None)
+def emit_bodies(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
+                views: ViewTable) -> Bodies:
+    e = Emitter(graph, plan, needs_grad, views)
+    forward = []
+    for step in steps:
+        e.lines = []
+        emit_forward(e, step)
+        forward.append(e.lines)
+    e = Emitter(graph, plan, needs_grad, views)
+    emit_loss(e, loss, graph.label_input == loss.target)
+    loss_lines = e.lines
+    e = Emitter(graph, plan, needs_grad, views)
+    e.acc(loss.grad_target)  # the loss wrote it
+    backward: list[list[str]] = [[] for _ in steps]
+    for i in reversed(range(len(steps))):
+        e.lines = []
+        emit_backward(e, steps[i])
+        backward[i] = e.lines
+    # each owner's update goes after the last (in backward order) step that adds to its gradients
+    optimizer = graph.spec.optimizer
+    remaining: dict[str, int] = {}
+    for step in steps:
+        if step.needs_grad and step.node.param_shapes and step.node.trainable:
+            remaining[step.node.param_owner] = remaining.get(step.node.param_owner, 0) + 1
+    updates: dict[int, list[str]] = {}
+    for i in reversed(range(len(steps))):
+        owner = steps[i].node.param_owner
+        if owner in remaining and steps[i].node.trainable and steps[i].needs_grad:
+            remaining[owner] -= 1
+            if remaining[owner] == 0:
+                e = Emitter(graph, plan, needs_grad, views)
+                e.line(f"# {optimizer.type} update of {owner}")
+                emit_update(e, graph.by_name[owner], optimizer)
+                updates[i] = e.lines
+    return Bodies(forward, loss_lines, backward, updates)
 
 
 def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
-                    header: str) -> tuple[str, ViewTable]:
-    """The module's source, and the table of views its functions take as `V`."""
+                    header: str) -> tuple[str, ViewTable, Bodies]:
+    """The module's source, the table of views its functions take as `V`, and the steps' bodies."""
     views = ViewTable(plan.batch, reserved=_epoch_names(graph))
     out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
@@ -37,61 +102,17 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
         out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
         out.extend(views.bindings(body) + body or ["    pass"])
 
-    def step_comment(e: Emitter, step: Step) -> None:
-        e.line(f"# {' + '.join(step.covers)}")
-
-    # forward
-    e = Emitter(graph, plan, needs_grad, views)
-    for step in steps:
-        if step.kind != "alias":
-            step_comment(e, step)
-        emit_forward(e, step)
-    function("forward(V, n, training)", e.lines, "forward pass of n samples staged in A")
-    bodies = {"forward": e.lines}
-
-    # loss
-    e = Emitter(graph, plan, needs_grad, views)
-    emit_loss(e, loss, label_input(graph) == loss.target)
-    function("loss(V, n, need_grad)", e.lines, f"{loss.kind}: (mean loss, correct) and its gradient")
-    bodies["loss"] = e.lines
-
-    # backward: gradients only (gradcheck, the Python API) ...
-    e = Emitter(graph, plan, needs_grad, views)
-    e.acc(loss.grad_target)  # the loss wrote it
-    for step in reversed(steps):
-        before = len(e.lines)
-        emit_backward(e, step)
-        if len(e.lines) > before:
-            e.lines.insert(before, f"    # {' + '.join(step.covers)}")
-    function("backward(V, n, training)", e.lines, "gradients of every trainable parameter into G")
-
-    # ... and, for the epoch loop, with each parameter's update fused right after its last gradient
-    optimizer = graph.spec.optimizer
-    remaining = {}
-    for step in steps:
-        if step.needs_grad and step.node.param_shapes and step.node.trainable:
-            remaining[step.node.param_owner] = remaining.get(step.node.param_owner, 0) + 1
-    e = Emitter(graph, plan, needs_grad, views)
-    e.acc(loss.grad_target)
-    for step in reversed(steps):
-        before = len(e.lines)
-        emit_backward(e, step)
-        if len(e.lines) > before:
-            e.lines.insert(before, f"    # {' + '.join(step.covers)}")
-        owner = step.node.param_owner
-        if owner in remaining and step.node.trainable and step.needs_grad:
-            remaining[owner] -= 1
-            if remaining[owner] == 0:
-                e.line(f"# {optimizer.type} update of {owner}")
-                emit_update(e, graph.by_name[owner], optimizer)
-    bodies["backward_update"] = e.lines  # written out in the epoch loop only
-
-    out.extend(_loops(graph, plan, loss, views, bodies))
-    return "\n".join(out) + "\n", views
+    bodies = emit_bodies(graph, steps, loss, plan, needs_grad, views)
+    function("forward(V, n, training)", bodies.forward_body(steps), "forward pass of n samples staged in A")
+    function("loss(V, n, need_grad)", bodies.loss, f"{loss.kind}: (mean loss, correct) and its gradient")
+    function("backward(V, n, training)", bodies.backward_body(steps, with_updates=False),
+             "gradients of every trainable parameter into G")
+    out.extend(_loops(graph, plan, loss, views, steps, bodies))
+    return "\n".join(out) + "\n", views, bodies
 
 
 def _epoch_signature(graph: Graph) -> list[str]:
-    xs = [f"X_{name}" for name in float_inputs(graph)]
+    xs = [f"X_{name}" for name in graph.float_inputs + graph.index_inputs]
     return ["V", *xs, "Y", "order", "count", "batch", "train", "lr", "step0", "seed", "losses", "corrects", "confusion",
             "scores_out"]
 
@@ -104,10 +125,13 @@ def _epoch_names(graph: Graph) -> tuple[str, ...]:
 
 def _stage(graph: Graph, e: Emitter) -> list[str]:
     lines = []
-    for name in float_inputs(graph):
+    for name in graph.float_inputs:
         rows = e.val(name, (numel(graph.inputs[name]),))
         lines.append(f"        stage_rows(X_{name}, order, start, n, {rows})")
-    if label_input(graph):
+    for name in graph.index_inputs:
+        rows = e.indices(name, (numel(graph.inputs[name]),))
+        lines.append(f"        stage_rows(X_{name}, order, start, n, {rows})")
+    if graph.label_input:
         lines.append(f"        stage_labels(Y, order, start, n, {e.labels(rows=False)})")
     return lines
 
@@ -116,16 +140,16 @@ def _indent(lines: list[str], levels: int) -> list[str]:
     return ["    " * levels + line for line in lines]
 
 
-def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bodies: dict[str, list[str]]) -> list[str]:
+def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, steps: list[Step], bodies: Bodies) -> list[str]:
     """The epoch loop, with the bodies of forward, loss and backward (with the updates) written
     out in it rather than called: Numba re-optimizes and re-generates the machine code of every function
     a function calls, so each level of calls adds seconds to a cold compile (LeNet-5: ~10 s)."""
-    loss_line = bodies["loss"][-1].strip()
-    assert len(bodies["loss"]) == 1 and loss_line.startswith("return "), "the loss body is one return"
+    loss_line = bodies.loss[-1].strip()
+    assert len(bodies.loss) == 1 and loss_line.startswith("return "), "the loss body is one return"
     e = Emitter(graph, plan, {}, views)  # the loop's own views: staging, scores, labels
     stage = _stage(graph, e)
     scores = e.val(loss.input, (numel(graph.shape_of(loss.input)),))
-    has_labels = label_input(graph) is not None
+    has_labels = graph.label_input is not None
     confusion = f"        confusion_add(scores, {e.labels()}, confusion)" if has_labels and loss.kind != "mse" else ""
     body = [
         "    seed_rng(seed)",
@@ -137,7 +161,7 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bod
         "        n = min(batch, count - start)",
         *stage,
         "        # forward",
-        *_indent(bodies["forward"], 1),
+        *_indent(bodies.forward_body(steps), 1),
         "        # loss",
         "        value, correct = " + loss_line[len("return "):],
         "        losses[b] = value",
@@ -146,7 +170,7 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bod
         "            if not np.isfinite(value):",
         "                return b",
         "            step = step0 + b + 1",
-        *_indent(bodies["backward_update"], 2),
+        *_indent(bodies.backward_body(steps, with_updates=True), 2),
         "        else:",
         f"            scores = {scores}",
         "            copy_rows(scores, scores_out, start)",
@@ -162,10 +186,9 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, bod
 
 
 def generate_timing_source(plan) -> str:
-    """A companion module for `netc time`: one function per step, forward and backward, emitted
-    by the same emitters in the same order as the plan (so gradient flags and views agree)."""
+    """A companion module for `netc time`: one function per step, forward and backward, with the
+    plan's own step bodies (so gradient flags and views agree)."""
     graph, views = plan.graph, plan.views
-    known = len(views.entries)
     out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
            "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
     for module, names in KERNEL_MODULES.items():
@@ -175,19 +198,9 @@ def generate_timing_source(plan) -> str:
     def function(signature: str, body: list[str]) -> None:
         out.extend(["", "", "@plan_function", f"def {signature}:", *(views.bindings(body) + body or ["    pass"])])
 
-    forward = Emitter(graph, plan.buffers, plan.needs_grad, views)
-    for i, step in enumerate(plan.steps):
-        forward.lines = []
-        emit_forward(forward, step)
-        function(f"fwd_{i}(V, n, training)", forward.lines)
-    loss = Emitter(graph, plan.buffers, plan.needs_grad, views)
-    emit_loss(loss, plan.loss, label_input(graph) == plan.loss.target)
-    function("loss(V, n, need_grad)", loss.lines)
-    backward = Emitter(graph, plan.buffers, plan.needs_grad, views)
-    backward.acc(plan.loss.grad_target)
-    for i, step in reversed(list(enumerate(plan.steps))):
-        backward.lines = []
-        emit_backward(backward, step)
-        function(f"bwd_{i}(V, n, training)", backward.lines)
-    assert len(views.entries) == known, "the timing module must use the plan's own views"
+    for i, lines in enumerate(plan.bodies.forward):
+        function(f"fwd_{i}(V, n, training)", lines)
+    function("loss(V, n, need_grad)", plan.bodies.loss)
+    for i in reversed(range(len(plan.steps))):
+        function(f"bwd_{i}(V, n, training)", plan.bodies.backward[i])
     return "\n".join(out) + "\n"

@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
-from netc.ops.base import ACTIVATION, ALIAS, EPILOGUE, MONOTONE, REGISTRY
-from netc.ops.conv import conv_geometry
+from netc.ops.base import ACTIVATION, ALIAS, BLAS, EPILOGUE, MONOTONE, PARALLEL, POOL_EPILOGUE, REGISTRY
 
 
 @dataclass
@@ -72,23 +71,26 @@ def _fusable_activation(node: Node) -> bool:
     return op.is_(ACTIVATION) and op.activation.from_output
 
 
-def is_halving_maxpool(graph: Graph, node: Node) -> bool:
-    return node.op == "maxpool2d" and conv_geometry(node.layer, graph.shape_of(node.inputs[0])) == (2, 2, 2, 2, 0, 0)
+def _fuses_as_pool(graph: Graph, node: Node) -> bool:
+    fits = REGISTRY[node.op].fuses_as_pool
+    return fits is not None and fits(node.layer, graph.shape_of(node.inputs[0]))
 
 
 def fuse_pooling(graph: Graph, steps: list[Step]) -> list[Step]:
     """conv (+ activation) whose only consumer is a 2x2 stride-2 max pool -> one step that pools in its
     epilogue: the conv's full-size output is never stored, and its backward gathers each pooled
-    gradient straight to the conv position of the maximum (`arg`)."""
+    gradient straight to the conv position of the maximum (`arg`). Which producers and pools: the
+    POOL_EPILOGUE category and `fuses_as_pool` of the op contract."""
     fused: list[Step] = []
     absorbed: set[str] = set()
     for step in steps:
         if step.output in absorbed:
             continue
         monotone = step.act is None or REGISTRY[step.act.op].is_(MONOTONE)  # max and act must commute
-        if step.kind == "conv2d" and monotone and step.output != graph.loss_input:
+        takes_pool = step.kind != "act" and REGISTRY[step.node.op].is_(POOL_EPILOGUE)
+        if takes_pool and monotone and step.output != graph.loss_input:
             users = graph.consumers(step.output)
-            if len(users) == 1 and is_halving_maxpool(graph, users[0]):
+            if len(users) == 1 and _fuses_as_pool(graph, users[0]):
                 step.pool = users[0]
                 step.output = users[0].name
                 step.covers.append(users[0].name)
@@ -143,38 +145,15 @@ def parallel_chunks(batch: int) -> int:
     return max(1, min(cores(), batch))
 
 
-COLS_BUDGET = 1 << 20  # im2col elements per chunk and GEMM (4 MiB in float32)
-
-
-def conv_group(k: int, positions: int, batch: int, chunks: int) -> int:
-    """Samples per GEMM in a conv chunk: as many as fit COLS_BUDGET, split evenly over the chunk.
-    Wider GEMMs run nearer BLAS peak: seed-cnn's conv2 is a 128x1600 by 1600x100 product per
-    sample, and 6 samples per GEMM took its training step from ~52 to ~44 ms."""
-    chunk = -(-batch // chunks)
-    fit = max(1, min(chunk, COLS_BUDGET // (k * positions)))
-    groups = -(-chunk // fit)
-    return -(-chunk // groups)
-
-
-KEEP_BUDGET = 1 << 23  # im2col elements each conv may keep from forward to backward (32 MiB in float32)
-
-
-def keep_columns(k: int, positions: int, batch: int, chunks: int) -> bool:
-    """Keep a conv's im2col columns from forward to backward (its weight gradient reads them,
-    rather than unrolling the input again: LeNet-5 went from 12,465 to 15,216 samples/s) when
-    they fit KEEP_BUDGET; larger convs unroll twice into shared scratch."""
-    return chunks * -(-batch // chunks) * k * positions <= KEEP_BUDGET
-
-
 def blas_threads(graph: Graph, batch: int) -> int:
     """BLAS threads for a plan. Convolutions run in Numba parallel regions, one chunk of the
     batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
     thread pools spinning against each other cost milliseconds per switch on two cores. Plans
     without them use every core when some GEMM is large enough that splitting it pays (50 M
     multiply-adds), else one (see netc.jit.prepare_threads)."""
-    if any(node.op == "conv2d" for node in graph.nodes):
+    if any(REGISTRY[node.op].is_(PARALLEL) for node in graph.nodes):
         return 1
-    largest = max((batch * node.macs for node in graph.nodes if node.op == "linear"), default=0)
+    largest = max((batch * node.macs for node in graph.nodes if REGISTRY[node.op].is_(BLAS)), default=0)
     return cores() if largest >= 50_000_000 else 1
 
 

@@ -12,6 +12,7 @@ from netc.errors import Diagnostic, SpecErrors, did_you_mean, path_text
 from netc.graph.ir import Graph, Node
 from netc.graph.memory import check_memory
 from netc.ops import REGISTRY, OpShapeError
+from netc.ops.base import INDEXED, ops_in
 from netc.spec.load import LoadedSpec
 from netc.spec.models import layer_name
 
@@ -35,8 +36,7 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
     if ordered is not None:
         by_name = {node.name: node for node in ordered}  # one index for every pass below
         _resolve_shares(ordered, by_name, errors)
-        labels = {name for name, inp in spec.inputs.items() if inp.dtype == "int64"}
-        _infer_shapes(ordered, by_name, inputs, labels, errors)
+        _infer_shapes(ordered, by_name, inputs, spec.inputs, errors)
         _check_loss(spec, by_name, inputs, errors)
         _check_reachability(spec, ordered, by_name, inputs, errors)
         shape_of = lambda ref: inputs[ref] if ref in inputs else by_name[ref].shape  # noqa: E731
@@ -187,18 +187,42 @@ def _resolve_shares(nodes: list[Node], by_name: dict[str, Node], errors: _Collec
         node.trainable, node.lr_mult = owner.trainable, owner.lr_mult
 
 
-def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, label_inputs: set[str],
+def _index_problem(node: Node, input_specs: dict) -> tuple[str, str, str] | None:
+    """(code, message, hint) when a layer reads integers it should not, or floats where it needs
+    indices: labels are only the loss's; index inputs are only INDEXED ops' (an embedding)."""
+    opdef = REGISTRY[node.op]
+    for ref in node.inputs:
+        inp = input_specs.get(ref)
+        if inp is not None and inp.classes is not None:
+            return ("E-TYPE", f"{node.op} '{node.name}' reads the integer label input '{ref}'",
+                    "labels are only read by the loss; feed a float input")
+        if inp is not None and inp.indices is not None and not opdef.is_(INDEXED):
+            return ("E-TYPE", f"{node.op} '{node.name}' reads the index input '{ref}'",
+                    f"index inputs are read by {' or '.join(ops_in(INDEXED))} layers, which turn indices into vectors")
+    if opdef.is_(INDEXED):
+        ref = node.inputs[0]
+        inp = input_specs.get(ref)
+        if inp is None or inp.indices is None:
+            return ("E-TYPE", f"{node.op} '{node.name}' reads '{ref}', which holds floats, not indices",
+                    f"read an index input, e.g. `tokens: {{shape: [8], dtype: int64, indices: {opdef.rows(node.layer)}}}`")
+        if inp.indices > opdef.rows(node.layer):
+            return ("E-SHAPE", f"{node.op} '{node.name}' has {opdef.rows(node.layer)} rows but input '{ref}' holds "
+                    f"indices up to {inp.indices - 1}", f"raise the layer's rows or lower `inputs.{ref}.indices`")
+    return None
+
+
+def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, input_specs: dict,
                   errors: _Collector) -> None:
     shapes = dict(inputs)
     for node in nodes:
         in_shapes = [shapes.get(ref) for ref in node.inputs]
         if any(s is None for s in in_shapes):
             continue  # an earlier error; do not report its consequences
-        labels = [ref for ref in node.inputs if ref in label_inputs]
-        if labels:
-            errors.add("E-TYPE", f"{node.op} '{node.name}' reads the integer label input '{labels[0]}'",
-                       ("layers", node.index, "in") if node.layer.inputs is not None else ("layers", node.index),
-                       "labels are only read by the loss; feed a float input")
+        problem = _index_problem(node, input_specs)
+        if problem:
+            code, message, hint = problem
+            errors.add(code, message,
+                       ("layers", node.index, "in") if node.layer.inputs is not None else ("layers", node.index), hint)
             continue
         opdef = REGISTRY[node.op]
         try:
@@ -250,6 +274,10 @@ def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> N
     if shape is None:
         return
     target = spec.inputs[loss.target]
+    if target.indices is not None:
+        errors.add("E-LOSS", f"loss target '{loss.target}' is an index input (`indices`), not a target",
+                   ("loss", "target"), "a class label is `{shape: [], dtype: int64, classes: N}`")
+        return
     if loss.op in ("cross_entropy", "nll"):
         if target.dtype != "int64":
             errors.add("E-LOSS", f"{loss.op} needs an int64 label target, '{loss.target}' is {target.dtype}",

@@ -53,6 +53,21 @@ class Graph:
             return self.inputs[tensor]
         return self.by_name[tensor].shape
 
+    @property
+    def float_inputs(self) -> list[str]:
+        """The inputs holding float features, in spec order (staged as the plan's dtype)."""
+        return [name for name, inp in self.spec.inputs.items() if inp.dtype == "float32"]
+
+    @property
+    def label_input(self) -> str | None:
+        """The input holding class labels (int64 with `classes`), if any."""
+        return next((name for name, inp in self.spec.inputs.items() if inp.classes is not None), None)
+
+    @property
+    def index_inputs(self) -> list[str]:
+        """The inputs holding int64 indices (`indices`: what an embedding reads), in spec order."""
+        return [name for name, inp in self.spec.inputs.items() if inp.indices is not None]
+
     def consumers(self, tensor: str) -> list[Node]:
         """The nodes that read `tensor`, in topological order."""
         return list(self._consumers.get(tensor, ()))

@@ -31,7 +31,13 @@ ELEMENTWISE = "elementwise"  # one input, output[i] depends on input[i] only: re
 MONOTONE = "monotone"  # non-decreasing: commutes with max pooling
 TRAIN_MODE = "train_mode"  # behaves differently while training (dropout, batch norm)
 WINDOW = "window"  # a sliding window over [C, H, W]: receptive fields compose through it
-CATEGORIES = (ALIAS, ACTIVATION, EPILOGUE, ELEMENTWISE, MONOTONE, TRAIN_MODE, WINDOW)
+FILTERS = "filters"  # its "weight" is a bank of 2-D filters [out, in, kh, kw] shared across positions: drawable
+POOL_EPILOGUE = "pool_epilogue"  # takes a following max pool that `fuses_as_pool` into its epilogue (conv2d)
+PARALLEL = "parallel"  # runs in Numba parallel regions, a chunk of the batch per core: BLAS must stay single-threaded
+BLAS = "blas"  # one GEMM over the batch: BLAS may split a large one over the cores
+INDEXED = "indexed"  # reads an int64 index input (no gradient flows into it): `rows` says how many it can look up
+CATEGORIES = (ALIAS, ACTIVATION, EPILOGUE, ELEMENTWISE, MONOTONE, TRAIN_MODE, WINDOW, FILTERS, POOL_EPILOGUE,
+              PARALLEL, BLAS, INDEXED)
 
 
 class OpShapeError(Exception):
@@ -70,6 +76,26 @@ class StateTensor:
 
 
 @dataclass(frozen=True)
+class PlanFacts:
+    """What the buffer planner tells an op about the plan it is part of."""
+
+    batch: int
+    chunks: int  # parallel chunks of the batch in a PARALLEL op (one per core)
+    trains: bool = True  # the step computes this op's parameter gradients
+
+
+@dataclass(frozen=True)
+class Saved:
+    """An array an op's forward keeps for its backward. `rows`: `elements` per sample, one row per
+    sample of the batch (a dropout mask; with `ints`, a max pool's argmax); otherwise `elements` in
+    all, one batch's worth (a batch norm's mean and 1/std; a conv's kept im2col columns)."""
+
+    elements: int
+    rows: bool = False
+    ints: bool = False
+
+
+@dataclass(frozen=True)
 class Reference:
     """Plain numpy, float64, written to be read: `forward(layer, xs, params) -> y` and
     `backward(layer, xs, y, dy, params) -> (dxs, dparams)`. `layer` is the validated layer (its
@@ -96,8 +122,16 @@ def _nothing(layer, shapes) -> dict:
     return {}
 
 
-def _no_saved(layer, shapes, batch) -> dict:
+def _no_saved(layer, shapes, facts) -> dict:
     return {}
+
+
+def _no_scratch(layer, shapes, facts) -> int:
+    return 0
+
+
+def _no_notes(e, step) -> list:
+    return []
 
 
 @dataclass(frozen=True)
@@ -112,7 +146,8 @@ class OpDef:
     max_inputs: int | None = 1  # None: no upper bound
     params: Callable = _no_params  # -> {"weight": shape, "bias": shape}: role parameter (trained)
     state: Callable = _nothing  # -> {"running_mean": StateTensor}: role state (kept, checkpointed, not trained)
-    saved: Callable = _no_saved  # (layer, shapes, batch) -> {"mean": elements}: what the forward keeps for the backward
+    saved: Callable = _no_saved  # (layer, shapes, PlanFacts) -> {"mean": Saved}: what the forward keeps for the backward
+    scratch: Callable = _no_scratch  # (layer, shapes, PlanFacts) -> elements of scratch shared by every step
     macs: Callable = _no_macs  # multiply-accumulates per sample
     categories: frozenset = frozenset()
     activation: Activation | None = None
@@ -121,6 +156,11 @@ class OpDef:
     backward: Callable | None = None  # (emitter, step) -> None
     check_batch: Callable | None = None  # (layer, in_shapes, batch) -> OpShapeError | None: what a batch size rules out
     fans: Callable | None = None  # weight shape -> (fan_in, fan_out) where PyTorch's [out, in, *kernel] rule does not fit
+    fuses_as_pool: Callable | None = None  # (layer, in_shape) -> True: runs in a POOL_EPILOGUE producer's epilogue
+    notes: Callable = _no_notes  # (emitter, step) -> what `netc inspect --plan` says of a step ("BLAS")
+    rows: Callable | None = None  # INDEXED ops: layer -> the rows of its table (indices must lie below)
+    initialised: Callable | None = None  # (layer, {"weight": array}) -> None: fixes initial values in place
+    constant: Callable | None = None  # layer -> {"weight": index}: entries never trained (a padding row); gradcheck skips them
 
     def is_(self, category: str) -> bool:
         return category in self.categories

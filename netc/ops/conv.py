@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from netc.ops.base import EPILOGUE, WINDOW, OpDef, OpShapeError, Reference, conv_out, need_rank, pair, register
+from netc.ops.base import (EPILOGUE, FILTERS, PARALLEL, POOL_EPILOGUE, WINDOW, OpDef, OpShapeError, Reference, Saved,
+                           conv_out, need_rank, numel, pair, register)
 from netc.spec.base import Layer, NonNegInt, Pair, ParamLayer, PosInt
 
 _Padding = NonNegInt | Annotated[list[NonNegInt], Field(min_length=2, max_length=2)]
@@ -61,12 +62,16 @@ def conv_geometry(layer, shape) -> tuple[int, int, int, int, int, int]:
 
 def conv_dims(node, in_shape) -> dict:
     """Every size a conv/pool kernel needs, by the names the kernels use."""
+    return layer_dims(node.layer, in_shape)
+
+
+def layer_dims(layer, in_shape) -> dict:
     c, h, w = in_shape
-    kh, kw, sh, sw, ph, pw = conv_geometry(node.layer, in_shape)
-    oh, ow = node.shape[1], node.shape[2]
+    kh, kw, sh, sw, ph, pw = conv_geometry(layer, in_shape)
+    oh, ow = conv_out(h, kh, sh, ph), conv_out(w, kw, sw, pw)
     dims = dict(C=c, H=h, W=w, KH=kh, KW=kw, SH=sh, SW=sw, PH=ph, PW=pw, OH=oh, OW=ow)
-    if node.op == "conv2d":
-        dims["F"] = node.layer.filters
+    if layer.op == "conv2d":
+        dims["F"] = layer.filters
     return dims
 
 
@@ -120,6 +125,108 @@ def _pool_infer(layer, shapes):
     return (shape[0], oh, ow)
 
 
+# ----------------------------------------------------------------------------- memory
+# A conv runs in a Numba parallel region, one chunk of the batch per core (see netc/kernels/conv.py).
+
+COLS_BUDGET = 1 << 20  # im2col elements per chunk and GEMM (4 MiB in float32)
+
+
+def conv_group(k: int, positions: int, batch: int, chunks: int) -> int:
+    """Samples per GEMM in a conv chunk: as many as fit COLS_BUDGET, split evenly over the chunk.
+    Wider GEMMs run nearer BLAS peak: seed-cnn's conv2 is a 128x1600 by 1600x100 product per
+    sample, and 6 samples per GEMM took its training step from ~52 to ~44 ms."""
+    chunk = -(-batch // chunks)
+    fit = max(1, min(chunk, COLS_BUDGET // (k * positions)))
+    groups = -(-chunk // fit)
+    return -(-chunk // groups)
+
+
+KEEP_BUDGET = 1 << 23  # im2col elements each conv may keep from forward to backward (32 MiB in float32)
+
+
+def keep_columns(k: int, positions: int, batch: int, chunks: int) -> bool:
+    """Keep a conv's im2col columns from forward to backward (its weight gradient reads them,
+    rather than unrolling the input again: LeNet-5 went from 12,465 to 15,216 samples/s) when
+    they fit KEEP_BUDGET; larger convs unroll twice into shared scratch."""
+    return chunks * -(-batch // chunks) * k * positions <= KEEP_BUDGET
+
+
+def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
+    """(T, K, chunk*P): every sample's im2col columns, by chunk."""
+    return chunks, d["C"] * d["KH"] * d["KW"], -(-batch // chunks) * d["OH"] * d["OW"]
+
+
+def conv_scratch(d: dict, batch: int, chunks: int) -> tuple[dict[str, tuple[int, tuple]], int]:
+    """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
+    im2col columns (or their gradients) and the GEMM output / gathered gradient for G samples at
+    a time, and the chunk's weight and bias gradients."""
+    k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
+    width = conv_group(k, positions, batch, chunks) * positions
+    layout, offset = {}, 0
+    for name, shape in (("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
+                        ("dwt", (chunks, filters, k)), ("dbt", (chunks, filters))):
+        layout[name] = (offset, shape)
+        offset += numel(shape)
+    return layout, offset
+
+
+def _conv_scratch(layer, shapes, facts):
+    return conv_scratch(layer_dims(layer, shapes[0]), facts.batch, facts.chunks)[1]
+
+
+def _conv_saved(layer, shapes, facts):
+    """The im2col columns a training conv keeps from forward to backward, when they fit."""
+    d = layer_dims(layer, shapes[0])
+    if not facts.trains or not keep_columns(d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], facts.batch, facts.chunks):
+        return {}
+    return {"cols": Saved(numel(kept_cols_shape(d, facts.batch, facts.chunks)))}
+
+
+def _maxpool_saved(layer, shapes, facts):
+    return {"argmax": Saved(numel(_pool_infer(layer, shapes)), rows=True, ints=True)}  # flat index of each maximum
+
+
+def _halving(layer, in_shape) -> bool:
+    """A 2x2 stride-2 max pool without padding: the one a conv can run in its epilogue."""
+    return conv_geometry(layer, in_shape) == (2, 2, 2, 2, 0, 0)
+
+
+def _conv_views(e, step, d, backward=False) -> list[str]:
+    """The conv kernels' memory: its columns (kept from forward to backward, or scratch) and whether
+    they are kept, then (backward only) the column gradients, then buf (and dwt, dbt)."""
+    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks)
+    conv = step.node.name
+
+    def scratch(region: str, name: str, about: str) -> str:
+        return e.scratch(*layout[region], f"{conv}_{name}", f"{about} of {conv} (scratch, per chunk)")
+
+    kept = e.has_saved(step.node, "cols")
+    if kept:
+        cols = e.saved(step.node, "cols", kept_cols_shape(d, e.plan.batch, e.plan.chunks), "im2col columns")
+    else:
+        cols = scratch("work", "cols", "im2col columns")
+    views = [cols, e.flag(kept)]
+    if backward:
+        views += [scratch("work", "dcols", "column gradients"), scratch("buf", "buf", "GEMM buffer"),
+                  scratch("dwt", "dwt", "weight gradients"), scratch("dbt", "dbt", "bias gradients")]
+    else:
+        views.append(scratch("buf", "buf", "GEMM buffer"))
+    return views
+
+
+def _conv_output(e, step, d) -> tuple[tuple, str]:
+    """A conv step's output dims, (F, OH*OW) or with a fused 2x2 max pool (F, OH/2*OW/2), and the
+    view of the pool's argmax (without a pool, an empty one keeps the kernel's types)."""
+    if step.pool is None:
+        return (d["F"], d["OH"] * d["OW"]), e.empty("I", (0, 0, 0), "no_argmax", "no pool")
+    dims = (d["F"], (d["OH"] // 2) * (d["OW"] // 2))
+    return dims, e.saved(step.pool, "argmax", dims)
+
+
+def _conv_notes(e, step):
+    return [f"{e.plan.chunks} parallel chunks of the batch"]
+
+
 # ----------------------------------------------------------------------------- emitters
 
 
@@ -127,8 +234,8 @@ def _conv_forward(e, step):
     node = step.node
     d = conv_dims(node, e.graph.shape_of(step.inputs[0]))
     rows = d["C"] * d["KH"] * d["KW"]
-    dims, arg = e.conv_output(step, d)
-    cols, kept, buf = e.conv_scratch(step, d)
+    dims, arg = _conv_output(e, step, d)
+    cols, kept, buf = _conv_views(e, step, d)
     e.call("conv_forward", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
            w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
            has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
@@ -143,8 +250,8 @@ def _conv_backward(e, step):
     need_dx, need_dw = e.needs_grad[x], node.trainable
     x_view = e.val(x, (d["C"], d["H"], d["W"]))
     w_view = e.param(node, "weight", (d["F"], rows))
-    dims, arg = e.conv_output(step, d)
-    cols, kept, dcols, buf, dwt, dbt = e.conv_scratch(step, d, backward=True)
+    dims, arg = _conv_output(e, step, d)
+    cols, kept, dcols, buf, dwt, dbt = _conv_views(e, step, d, backward=True)
     e.call("conv_backward", x=x_view, w=w_view, y=e.val(step.output, dims), dy=e.grad(step.output, dims), arg=arg,
            pooled=e.flag(step.pool is not None), act=e.act_code(step), alpha=e.act_alpha(step),
            dx=e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, need_dx=e.flag(need_dx),
@@ -159,7 +266,7 @@ def _maxpool_forward(e, step):
     d = conv_dims(step.node, e.graph.shape_of(step.inputs[0]))
     out = (d["C"], d["OH"], d["OW"])
     e.call("maxpool_forward", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])), y=e.val(step.output, out),
-           arg=e.ints(step.output, out), **_sizes(e, d))
+           arg=e.saved(step.node, "argmax", out), **_sizes(e, d))
 
 
 def _maxpool_backward(e, step):
@@ -168,7 +275,7 @@ def _maxpool_backward(e, step):
         return
     d = conv_dims(step.node, e.graph.shape_of(x))
     out = (d["C"], d["OH"], d["OW"])
-    e.call("maxpool_backward", dy=e.grad(step.output, out), arg=e.ints(step.output, out),
+    e.call("maxpool_backward", dy=e.grad(step.output, out), arg=e.saved(step.node, "argmax", out),
            dx=e.grad(x, (d["C"], d["H"], d["W"])), acc=e.acc(x), **_sizes(e, d, ("C", "H", "W", "OH", "OW")))
 
 
@@ -324,12 +431,13 @@ _AVG_KERNELS = {"netc.kernels.conv": ("avgpool_forward", "avgpool_backward")}
 CONV2D = register(OpDef(
     "conv2d", Conv2d, _conv_infer, Reference(_conv_ref_forward, _conv_ref_backward), _conv_onnx,
     ("conv_forward (im2col + GEMM)", "conv_backward"), params=_conv_params, macs=_conv_macs,
-    categories=frozenset({EPILOGUE, WINDOW}), kernels=_CONV_KERNELS, forward=_conv_forward, backward=_conv_backward))
+    categories=frozenset({EPILOGUE, WINDOW, FILTERS, POOL_EPILOGUE, PARALLEL}), kernels=_CONV_KERNELS,
+    forward=_conv_forward, backward=_conv_backward, saved=_conv_saved, scratch=_conv_scratch, notes=_conv_notes))
 MAXPOOL2D = register(OpDef(
     "maxpool2d", MaxPool2d, _pool_infer, Reference(_maxpool_ref_forward, _maxpool_ref_backward), _maxpool_onnx,
     ("maxpool_forward", "maxpool_backward"), categories=frozenset({WINDOW}),
     kernels={"netc.kernels.conv": ("maxpool_forward", "maxpool_backward")}, forward=_maxpool_forward,
-    backward=_maxpool_backward))
+    backward=_maxpool_backward, saved=_maxpool_saved, fuses_as_pool=_halving))
 AVGPOOL2D = register(OpDef(
     "avgpool2d", AvgPool2d, _pool_infer, Reference(_avgpool_ref_forward, _avgpool_ref_backward), _avgpool_onnx,
     ("avgpool_forward", "avgpool_backward"), categories=frozenset({WINDOW}), kernels=_AVG_KERNELS,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from netc.ops.base import EPILOGUE, OpDef, OpShapeError, Reference, register
+from netc.ops.base import BLAS, EPILOGUE, OpDef, OpShapeError, Reference, register
 from netc.spec.base import ParamLayer, PosInt
 
 
@@ -63,6 +63,11 @@ def _backward(e, step):
            has_bias=e.flag("bias" in node.param_shapes), blas=e.flag(e.use_blas(fan_in, out)))
 
 
+def _notes(e, step):
+    out, fan_in = step.node.param_shapes["weight"]
+    return ["BLAS" if e.use_blas(fan_in, out) else "loops"]
+
+
 def _onnx(ctx, node):
     inputs = [node.inputs[0], ctx.param(node, "weight")] + ([ctx.param(node, "bias")] if "bias" in node.param_shapes else [])
     ctx.add("Gemm", inputs, node, transB=1)
@@ -87,5 +92,6 @@ def _ref_backward(layer, xs, y, dy, params):
 
 LINEAR = register(OpDef(
     "linear", Linear, _infer, Reference(_ref_forward, _ref_backward), _onnx,
-    ("linear_forward", "linear_backward"), params=_params, macs=_macs, categories=frozenset({EPILOGUE}),
-    kernels={"netc.kernels.dense": ("linear_forward", "linear_backward")}, forward=_forward, backward=_backward))
+    ("linear_forward", "linear_backward"), params=_params, macs=_macs, categories=frozenset({EPILOGUE, BLAS}),
+    kernels={"netc.kernels.dense": ("linear_forward", "linear_backward")}, forward=_forward, backward=_backward,
+    notes=_notes))

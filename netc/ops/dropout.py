@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, Strict
 
-from netc.ops.base import ELEMENTWISE, TRAIN_MODE, OpDef, Reference, register, same_as_input
+from netc.ops.base import ELEMENTWISE, TRAIN_MODE, OpDef, Reference, Saved, numel, register, same_as_input
 from netc.spec.base import Layer
 
 
@@ -18,15 +18,20 @@ class Dropout(Layer):
     p: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.5, description="Drop probability.")
 
 
+def _saved(layer, shapes, facts):
+    return {"mask": Saved(numel(shapes[0]), rows=True)}  # 0 or 1/(1-p) per element: the backward's factor
+
+
 def _forward(e, step):
-    e.call("dropout_forward", x=e.val(step.inputs[0]), y=e.val(step.output), mask=e.mask(step.output),
+    e.call("dropout_forward", x=e.val(step.inputs[0]), y=e.val(step.output), mask=e.saved(step.node, "mask"),
            p=e.number(step.node.layer.p), training="training")
 
 
 def _backward(e, step):
     x = step.inputs[0]
     if e.needs_grad[x]:
-        e.call("dropout_backward", dy=e.grad(step.output), mask=e.mask(step.output), dx=e.grad(x), acc=e.acc(x))
+        e.call("dropout_backward", dy=e.grad(step.output), mask=e.saved(step.node, "mask"), dx=e.grad(x),
+               acc=e.acc(x))
 
 
 def _ref_forward(layer, xs, params, mask=None):
@@ -41,5 +46,5 @@ def _ref_backward(layer, xs, y, dy, params, mask=None):
 DROPOUT = register(OpDef(
     "dropout", Dropout, same_as_input, Reference(_ref_forward, _ref_backward),
     lambda ctx, node: ctx.add("Identity", node.inputs, node), ("dropout_forward", "dropout_backward"),
-    categories=frozenset({ELEMENTWISE, TRAIN_MODE}),
+    categories=frozenset({ELEMENTWISE, TRAIN_MODE}), saved=_saved,
     kernels={"netc.kernels.misc": ("dropout_forward", "dropout_backward")}, forward=_forward, backward=_backward))

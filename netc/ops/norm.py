@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field, Strict
 
-from netc.ops.base import TRAIN_MODE, OpDef, OpShapeError, Reference, StateTensor, numel, register
+from netc.ops.base import TRAIN_MODE, OpDef, OpShapeError, Reference, Saved, StateTensor, numel, register
 from netc.spec.base import Bool, ConstantInit, Initializer, Layer, NonNegFloat, PosFloat, PosInt, ZerosInit
 
 
@@ -72,9 +72,9 @@ def _state(layer, shapes):
             "num_batches_tracked": StateTensor((), 0.0, "int64")}
 
 
-def _saved(layer, shapes, batch):
+def _saved(layer, shapes, facts):
     channels = shapes[0][0]  # one mean and 1/std per channel, whatever the batch
-    return {"mean": channels, "invstd": channels}
+    return {"mean": Saved(channels), "invstd": Saved(channels)}
 
 
 def _view(shape) -> tuple:
@@ -229,9 +229,9 @@ def _ln_params(layer, shapes):
     return {"weight": normalised, "bias": normalised} if layer.affine else {}
 
 
-def _ln_saved(layer, shapes, batch):
+def _ln_saved(layer, shapes, facts):
     rows, _ = _ln_split(layer, shapes[0])  # one mean and 1/std per row of every sample
-    return {"mean": batch * rows, "invstd": batch * rows}
+    return {"mean": Saved(facts.batch * rows), "invstd": Saved(facts.batch * rows)}
 
 
 def _ln_forward(e, step):

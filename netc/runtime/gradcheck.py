@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netc.graph.ir import Graph
+from netc.ops.base import REGISTRY
 from netc.runtime.model import Model
 
 
@@ -21,12 +22,14 @@ class TensorCheck:
 
 
 def random_batch(graph: Graph, count: int, seed: int) -> dict[str, np.ndarray]:
-    """Inputs drawn from N(0, 1) and labels uniform over the classes."""
+    """Inputs drawn from N(0, 1), labels uniform over the classes, indices uniform over [0, indices)."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for name, inp in graph.spec.inputs.items():
-        if inp.dtype == "int64":
+        if inp.classes is not None:
             arrays[name] = rng.integers(0, inp.classes, count)
+        elif inp.indices is not None:
+            arrays[name] = rng.integers(0, inp.indices, (count, *inp.shape))
         else:
             arrays[name] = rng.normal(size=(count, *inp.shape))
     return arrays
@@ -61,7 +64,8 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
     results = []
     for name, grad in analytic.items():
         flat = weights[name].reshape(-1)
-        picks = np.arange(flat.size) if flat.size <= max_entries else rng.choice(flat.size, max_entries, replace=False)
+        entries = _trained_entries(graph, name, weights[name].shape)
+        picks = entries if entries.size <= max_entries else rng.choice(entries, max_entries, replace=False)
         worst_rel = worst_abs = 0.0
         for i in picks:
             exact = grad.reshape(-1)[i]
@@ -73,6 +77,20 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
             worst_abs = max(worst_abs, abs(numeric - exact))
         results.append(TensorCheck(name, name.rsplit(".", 1)[0], len(picks), flat.size, worst_rel, worst_abs))
     return results
+
+
+def _trained_entries(graph: Graph, name: str, shape: tuple) -> np.ndarray:
+    """Flat indices of a tensor's entries, less those its op keeps constant (an embedding's padding
+    row: its finite difference is not zero, but by definition it gets no gradient)."""
+    owner, pname = name.rsplit(".", 1)
+    node = graph.by_name[owner]
+    entries = np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)
+    constant = REGISTRY[node.op].constant
+    if constant is None or pname not in constant(node.layer):
+        return entries.reshape(-1)
+    keep = np.ones(shape, bool)
+    keep[constant(node.layer)[pname]] = False
+    return entries[keep]
 
 
 def _evaluator(model: Model, arrays, training: bool, seed: int):

@@ -57,4 +57,8 @@ def initial_values(graph, seed: int) -> dict[str, np.ndarray]:
                     continue
             fan_rule = REGISTRY[node.op].fans if pname == "weight" else None  # an op's own layout (local2d)
             values[f"{node.name}.{pname}"] = sample(init, shape, rng, fan_rule)
+        fix = REGISTRY[node.op].initialised  # an op's own rule (an embedding's padding row starts at zero)
+        if fix is not None:
+            own = {pname: values[f"{node.name}.{pname}"] for pname in node.param_shapes}
+            fix(node.layer, own)
     return values

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from netc.compiler import CompiledPlan, compile_graph
-from netc.compiler.module import float_inputs, label_input
 from netc.compiler.steps import blas_threads
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
@@ -155,7 +154,7 @@ class Model:
         """Float inputs as (N, features) arrays of the plan's dtype, labels as int64."""
         prepared = {}
         count = None
-        for name in float_inputs(self.graph):
+        for name in self.graph.float_inputs:
             if name not in arrays:
                 raise DataError(Diagnostic("E-DATA", f"no data for input '{name}'", Location("<data>"),
                                            hint=f"provide arrays for: {', '.join(self.graph.inputs)}"))
@@ -167,7 +166,10 @@ class Model:
                                            Location("<data>")))
             prepared[name] = np.ascontiguousarray(x.reshape(len(x), size), dtype=self.dtype)
             count = len(x) if count is None else count
-        label = label_input(self.graph)
+        for name in self.graph.index_inputs:
+            prepared[name] = self._index_array(name, arrays)
+            count = len(prepared[name]) if count is None else count
+        label = self.graph.label_input
         if label is not None:
             y = np.asarray(arrays.get(label, np.zeros(0)))
             prepared["__labels__"] = np.ascontiguousarray(y, dtype=np.int64)
@@ -176,14 +178,35 @@ class Model:
         prepared["__count__"] = count
         return prepared
 
+    def _index_array(self, name: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """An index input as (N, positions) int64, every index checked to lie in [0, indices)."""
+        if name not in arrays:
+            raise DataError(Diagnostic("E-DATA", f"no data for input '{name}'", Location("<data>"),
+                                       hint=f"provide arrays for: {', '.join(self.graph.inputs)}"))
+        x = np.asarray(arrays[name])
+        size, limit = numel(self.graph.inputs[name]), self.graph.spec.inputs[name].indices
+        if x.ndim == 0 or x[0].size != size or x.dtype.kind not in "iub":
+            raise DataError(Diagnostic("E-DATA", f"input '{name}' expects integer indices of shape "
+                                       f"{list(self.graph.inputs[name])} per sample, got a {x.dtype} array of shape "
+                                       f"{list(x.shape)}", Location("<data>")))
+        flat = np.ascontiguousarray(x.reshape(len(x), size), dtype=np.int64)
+        bad = (flat < 0) | (flat >= limit)
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            raise DataError(Diagnostic("E-DATA", f"sample {row}: index {int(flat[row][bad[row]][0])} of input "
+                                       f"'{name}' is outside [0, {limit})", Location("<data>"),
+                                       hint=f"inputs.{name}.indices is {limit}"))
+        return flat
+
     def _xs(self, prepared) -> list[np.ndarray]:
-        return [prepared[name] for name in float_inputs(self.graph)]
+        return [prepared[name] for name in self.graph.float_inputs + self.graph.index_inputs]
 
     # ------------------------------------------------------------------ compiled entry points
     def warm_up(self) -> bool:
         """Compile (or load from the on-disk cache) the plan's epoch loop, doing no work; True when
         Numba compiled it (nothing usable in the cache)."""
-        empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in float_inputs(self.graph)}
+        empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in self.graph.float_inputs}
+        empty.update({name: np.zeros((0, numel(self.graph.inputs[name])), np.int64) for name in self.graph.index_inputs})
         empty["__labels__"] = np.zeros(0, np.int64)
         empty["__count__"] = 0
         self._epoch(empty, np.zeros(0, np.int64), True, 0.0, 0)
@@ -243,7 +266,7 @@ class Model:
     def predict(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Outputs of the layer the loss reads (logits, log-probabilities, ...) for every sample."""
         prepared = self.prepare(arrays)
-        if not len(prepared["__labels__"]) and label_input(self.graph):
+        if not len(prepared["__labels__"]) and self.graph.label_input:
             prepared["__labels__"] = np.zeros(prepared["__count__"], np.int64)
         return self.evaluate(prepared).scores
 
@@ -269,9 +292,12 @@ class Model:
     def stage(self, prepared: dict, n: int) -> None:
         """Copy the first n samples of prepared data into the plan's input buffers (for direct calls)."""
         values = self.plan.buffers.values
-        for name in float_inputs(self.graph):
+        for name in self.graph.float_inputs:
             region = values[name]
             self.A[region.offset:region.offset + n * region.per_sample] = prepared[name][:n].ravel()
+        for name in self.graph.index_inputs:
+            region = self.plan.buffers.indices[name]
+            self.I[region.offset:region.offset + n * region.per_sample] = prepared[name][:n].ravel()
         labels = prepared["__labels__"]
         if len(labels):
             self.L[:n] = labels[:n]

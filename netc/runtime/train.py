@@ -80,13 +80,15 @@ def resolved_spec_text(loaded: LoadedSpec) -> str:
 class Trainer:
     """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`,
     `on_epoch(record)`, `on_init(load_report)` and `on_resume(run_dir, epoch, epochs)` let the CLI
-    draw progress. The run folder is claimed and locked here, after the data has loaded, and
-    released when `run()` returns (or the process ends)."""
+    draw progress, and `on_finish(run_dir)` runs when the epochs end, finished or interrupted (the CLI
+    draws curves.png there; it must not raise, so that it never costs a run). The run folder is claimed
+    and locked here, after the data has loaded, and released when `run()` returns (or the process ends)."""
 
     def __init__(self, loaded: LoadedSpec, overrides: Overrides | None = None, runs_root: Path = Path("runs"),
                  run_dir: Path | None = None, resume: bool = False, init: str | None = None,
                  on_progress: Callable | None = None, on_epoch: Callable | None = None,
-                 on_init: Callable | None = None, on_resume: Callable | None = None, force: bool = False):
+                 on_init: Callable | None = None, on_resume: Callable | None = None, force: bool = False,
+                 on_finish: Callable[[Path], object] | None = None):
         self.loaded = apply_overrides(loaded, overrides or Overrides())
         self.spec = self.loaded.spec
         self.graph = build_graph(self.loaded)
@@ -98,6 +100,7 @@ class Trainer:
         self.on_epoch = on_epoch or (lambda record: None)
         self.on_init = on_init or (lambda report: None)
         self.on_resume = on_resume or (lambda *args: None)
+        self.on_finish = on_finish or (lambda run_dir: None)
         self.model = Model(self.graph)
         self.interrupted = False
         self._resumed_spec: str | None = None  # written with the resumed run's first checkpoint
@@ -185,8 +188,7 @@ class Trainer:
                     break
         finally:
             signal.signal(signal.SIGINT, previous)
-        from netc.viz import save_run_curves  # curves.png; never raises, so a plotting failure never costs a run
-        save_run_curves(self.run_dir)
+        self.on_finish(self.run_dir)
         return result
 
     def _on_interrupt(self, signum, frame) -> None:

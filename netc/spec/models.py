@@ -202,18 +202,27 @@ class InputSpec(Model):
     shape: Annotated[list[PosInt], Field(max_length=8)] = Field(
         description="Shape without the batch dimension; [] for a scalar (e.g. a class label)."
     )
-    dtype: Literal["float32", "int64"] = Field("float32", description="int64 for class labels.")
+    dtype: Literal["float32", "int64"] = Field(
+        "float32", description="int64 for class labels (with `classes`) and indices (with `indices`).")
     classes: Annotated[int, Strict(), Field(ge=2)] | None = Field(
         None, description="Number of classes of an integer label input."
+    )
+    indices: Annotated[int, Strict(), Field(ge=1)] | None = Field(
+        None, description="An integer index input (what an embedding reads): its values lie in [0, indices)."
     )
 
     @model_validator(mode="after")
     def _labels(self):
-        if self.dtype == "int64" and self.classes is None:
-            raise ValueError("an int64 input needs `classes` (the number of classes)")
+        if self.dtype == "int64" and self.classes is None and self.indices is None:
+            raise ValueError("an int64 input needs `classes` (a label: the number of classes) or `indices` "
+                             "(an index input: values lie in [0, indices))")
         if self.dtype == "float32" and self.classes is not None:
             raise ValueError("`classes` is only for int64 label inputs")
-        if self.dtype == "int64" and self.shape != []:
+        if self.dtype == "float32" and self.indices is not None:
+            raise ValueError("`indices` is only for int64 index inputs")
+        if self.classes is not None and self.indices is not None:
+            raise ValueError("an int64 input is a label (`classes`) or an index input (`indices`), not both")
+        if self.classes is not None and self.shape != []:
             raise ValueError("an int64 label input has shape [] (one class index per sample)")
         return self
 

@@ -24,7 +24,11 @@ def bind_pair(x: np.ndarray, y: np.ndarray, inputs: dict[str, m.InputSpec], orig
               source: str) -> dict[str, np.ndarray]:
     """{float input: x, int64 input: y}; x reshaped to the input's shape when the element count matches."""
     floats = [n for n, i in inputs.items() if i.dtype == "float32"]
-    ints = [n for n, i in inputs.items() if i.dtype == "int64"]
+    ints = [n for n, i in inputs.items() if i.classes is not None]
+    indexed = [n for n, i in inputs.items() if i.indices is not None]
+    if indexed:
+        origin.fail(f"the {source} source gives one feature array and one label array, but the spec has "
+                    f"index input{'s' if len(indexed) > 1 else ''} {', '.join(indexed)}", _MULTI_HINT)
     if len(floats) != 1 or len(ints) > 1:
         parts = []
         if len(floats) != 1:
@@ -67,10 +71,13 @@ def same_length(arrays: dict[str, np.ndarray], origin: Origin) -> dict[str, np.n
 
 
 def validate(arrays: dict[str, np.ndarray], inputs: dict[str, m.InputSpec], origin: Origin):
-    """Each input's array checked and converted: float32 C-contiguous features, int64 (N,) labels."""
+    """Each input's array checked and converted: float32 C-contiguous features, int64 (N,) labels,
+    int64 (N, *shape) indices."""
     out = {}
     for name, inp in inputs.items():
-        if inp.dtype == "int64":
+        if inp.indices is not None:
+            out[name] = _check_indices(name, arrays[name], inp, origin)
+        elif inp.dtype == "int64":
             out[name] = _check_labels(name, arrays[name], inp, origin)
         else:
             out[name] = _check_features(name, arrays[name], inp, origin)
@@ -142,3 +149,24 @@ def _check_labels(name: str, a: np.ndarray, inp: m.InputSpec, origin: Origin) ->
                     f"labels are class indices 0..{classes - 1}; fix the data or raise inputs.{name}.classes",
                     name, i)
     return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _check_indices(name: str, a: np.ndarray, inp: m.InputSpec, origin: Origin) -> np.ndarray:
+    want, found = tuple(inp.shape), a.shape[1:]
+    if not _fits(found, want):
+        origin.fail(f"index input '{name}' expects samples of shape {list(want)} but {origin.desc} has shape "
+                    f"{list(found)} (array {list(a.shape)})", f"set `inputs.{name}.shape` to {list(found)}", name)
+    if a.dtype.kind not in "biu":
+        origin.fail(f"index input '{name}' needs integer indices but {origin.desc} holds {a.dtype} data",
+                    "store the indices as integers, e.g. tokens.astype(np.int64)", name)
+    n, limit = a.shape[0], inp.indices
+    flat = a.reshape(n, -1)
+    bad = (flat < 0) | (flat >= limit)
+    if bad.any():
+        i = int(np.argmax(bad.any(axis=1)))
+        j = int(np.argmax(bad[i]))
+        origin.fail(f"{origin.row(i)}: index {int(flat[i, j])} (position {j}) of input '{name}' is outside "
+                    f"[0, {limit}) (inputs.{name}.indices is {limit})",
+                    f"indices are rows of the table 0..{limit - 1}; fix the data or raise inputs.{name}.indices "
+                    "(and the embedding's num)", name, i)
+    return np.ascontiguousarray(a.reshape((n,) + want), dtype=np.int64)
