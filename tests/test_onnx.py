@@ -174,7 +174,8 @@ def test_cli_export(tmp_path):
 
 # the parametrised activations and global average pooling: leaky_relu fused into a linear epilogue,
 # elu into a conv epilogue with a 2x2 max pool after it, gelu exact and tanh as their own steps (fc2 and
-# fc3 start large: the gelus read |x| ~ 1-3, where the exact and tanh forms differ by up to 5e-4)
+# fc3 start large: the gelus read |x| ~ 1-3, where the exact and tanh forms differ by up to 5e-4); silu as
+# Sigmoid and Mul (ONNX has Swish only from opset 24)
 NEW_OPS = """
 netc: 1
 name: new_ops
@@ -194,6 +195,7 @@ layers:
   - {name: g_tanh, op: gelu, approximate: tanh}
   - {name: fc3, op: linear, out: 8, weight_init: {type: normal, std: 1.0}}
   - {name: g_exact, op: gelu}
+  - {name: sw, op: silu}
   - {name: fc4, op: linear, out: 4}
 loss: {op: cross_entropy, input: fc4, target: y}
 """
@@ -212,11 +214,13 @@ def test_new_activations_and_global_avgpool_round_trip(tmp_path):
     steps = {step.node.name: step for step in compile_graph(build_graph(loaded), 4).steps}
     assert steps["c1"].act.op == "elu" and steps["c1"].pool.name == "p1"
     assert steps["fc1"].act.op == "leaky_relu"
-    assert steps["g_tanh"].kind == "act" and steps["g_exact"].kind == "act"
+    assert steps["g_tanh"].kind == "act" and steps["g_exact"].kind == "act" and steps["sw"].kind == "act"
     proto, _ = _round_trip(loaded, tmp_path)
     by_name = {n.name: n for n in proto.graph.node}
     assert [n.op_type for n in proto.graph.node] == ["Conv", "Elu", "MaxPool", "Conv", "GlobalAveragePool", "Flatten",
-                                                     "Gemm", "LeakyRelu", "Gemm", "Gelu", "Gemm", "Gelu", "Gemm"]
+                                                     "Gemm", "LeakyRelu", "Gemm", "Gelu", "Gemm", "Gelu", "Sigmoid",
+                                                     "Mul", "Gemm"]
+    assert list(by_name["sw"].input) == ["g_exact", "sw.sigmoid"]
     assert _attribute(by_name["e1"], "alpha") == pytest.approx(0.7)
     assert _attribute(by_name["lr1"], "alpha") == pytest.approx(0.2)
     assert _attribute(by_name["g_tanh"], "approximate") == b"tanh"

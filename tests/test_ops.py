@@ -157,7 +157,8 @@ SPECS = {
     """,
     # the parametrised activations: leaky_relu fused into a linear epilogue (BLAS path) and elu into a
     # conv epilogue with a fused 2x2 max pool (both monotone); gelu (exact, then tanh) as their own
-    # steps, whose backward reads their input; global average pooling of a map into [C, 1, 1]
+    # steps, whose backward reads their input, and silu after the first; global average pooling of a map
+    # into [C, 1, 1]
     "activations": """
         inputs:
           x: {shape: [2, 6, 6]}
@@ -173,6 +174,7 @@ SPECS = {
           - {name: leaky1, op: leaky_relu, negative_slope: 0.2}
           - {name: fc2, op: linear, out: 6, BIAS}
           - {name: gelu2, op: gelu}
+          - {name: silu2, op: silu}
           - {name: fc3, op: linear, out: 5, BIAS}
           - {name: gelu3, op: gelu, approximate: tanh}
           - {name: fc4, op: linear, out: 3, BIAS}
@@ -310,7 +312,7 @@ PATHS = {
     "pool": ({"conv": None, "mix": "tanh"}, ["relu", "sig"], "mse"),
     "convpool": ({"conv1": "relu", "conv2": "sigmoid", "fc": None}, [], "cross_entropy"),
     "shape_nll": ({"fc1": None, "fc2": None}, ["tanh"], "nll_after_log_softmax"),
-    "activations": ({"conv1": "elu", "conv2": None, "fc1": "leaky_relu", "fc2": None, "fc3": None}, ["gelu2", "gelu3"],
+    "activations": ({"conv1": "elu", "conv2": None, "fc1": "leaky_relu", "fc2": None, "fc3": None}, ["gelu2", "silu2", "gelu3"],
                     "cross_entropy"),
     "local": ({"local1": "leaky_relu", "local2": None, "local3": None, "fc": None}, [], "cross_entropy"),
     "layernorm": ({"conv1": None, "fc1": None, "fc2": None}, ["relu1", "tanh2"], "cross_entropy"),

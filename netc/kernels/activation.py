@@ -7,7 +7,7 @@ import numpy as np
 from netc.jit import kernel
 
 # the codes of netc/ops/activation.py (each op's `Activation.code`); 0 is "no activation"
-NONE, RELU, SIGMOID, TANH, LEAKY_RELU, ELU, GELU, GELU_TANH = 0, 1, 2, 3, 4, 5, 6, 7
+NONE, RELU, SIGMOID, TANH, LEAKY_RELU, ELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _SQRT_2_OVER_PI = 0.7978845608028654
 _GELU_CUBIC = 0.044715
 
@@ -41,7 +41,18 @@ def _act_parametrised(z, act, alpha):
         return 0.5 * z * (1 + math.erf(z * 0.7071067811865476))
     if act == GELU_TANH:
         return 0.5 * z * (1 + np.tanh(_SQRT_2_OVER_PI * (z + _GELU_CUBIC * z * z * z)))
+    if act == SILU:
+        return z * _sigmoid(z)
     return z * 1.0
+
+
+@kernel
+def _sigmoid(z):
+    # two branches keep exp from overflowing
+    if z >= 0:
+        return 1 / (1 + np.exp(-z))
+    e = np.exp(z)
+    return e / (1 + e)
 
 
 @kernel
@@ -64,6 +75,9 @@ def act_grad(v, act, alpha):
         inner = _SQRT_2_OVER_PI * (v + _GELU_CUBIC * v * v * v)
         t = np.tanh(inner)
         return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * v * v)
+    if act == SILU:  # s(z) (1 + z (1 - s(z))), from the input z
+        s = _sigmoid(v)
+        return s * (1 + v * (1 - s))
     return 1
 
 

@@ -57,6 +57,12 @@ class Gelu(Layer):
     approximate: Literal["none", "tanh"] = Field("none", description="none (exact, with erf) or tanh.")
 
 
+class Silu(Layer):
+    """x * sigmoid(x) (PyTorch's SiLU, Keras's swish)."""
+
+    op: Literal["silu"]
+
+
 # ----------------------------------------------------------------------------- emitters (shared)
 
 
@@ -83,6 +89,13 @@ def _onnx_simple(name: str, **attributes):
 def _onnx_gelu(ctx, node):
     ctx.need_opset(20, node, "ONNX has Gelu from opset 20")
     ctx.add("Gelu", node.inputs, node, approximate=node.layer.approximate)
+
+
+def _onnx_silu(ctx, node):
+    # ONNX has Swish only from opset 24: x * Sigmoid(x), which every runtime runs
+    gate = f"{node.name}.sigmoid"
+    ctx.nodes.append(ctx.helper.make_node("Sigmoid", node.inputs, [gate], name=gate))
+    ctx.add("Mul", [node.inputs[0], gate], node)
 
 
 # ----------------------------------------------------------------------------- references (numpy, float64)
@@ -122,6 +135,8 @@ _LEAKY = _elementwise(lambda layer, x: np.where(x > 0, x, x * layer.negative_slo
 _ELU = _elementwise(lambda layer, x: np.where(x > 0, x, layer.alpha * np.expm1(np.minimum(x, 0.0))),
                     lambda layer, x, y: np.where(x > 0, 1.0, layer.alpha * np.exp(np.minimum(x, 0.0))))
 _GELU = _elementwise(_gelu, _gelu_grad)
+_SILU = _elementwise(lambda layer, x: x * _sigmoid(layer, x),
+                     lambda layer, x, y: _sigmoid(layer, x) * (1.0 + x * (1.0 - _sigmoid(layer, x))))
 
 
 # ----------------------------------------------------------------------------- the ops
@@ -149,3 +164,5 @@ ELU = _activation("elu", Elu, 5, _ELU, _onnx_simple("Elu", alpha=lambda layer: f
 # gelu's derivative needs its input, so it never fuses into an epilogue; exact (6) and tanh (7) forms
 GELU = _activation("gelu", Gelu, lambda layer: 7 if layer.approximate == "tanh" else 6, _GELU, _onnx_gelu,
                    monotone=False, from_output=False)
+# silu's derivative needs its input too, and it dips below zero before rising: its own step, not monotone
+SILU = _activation("silu", Silu, 8, _SILU, _onnx_silu, monotone=False, from_output=False)
