@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
-from netc.ops.base import ACTIVATION, ALIAS, BLAS, EPILOGUE, MONOTONE, PARALLEL, POOL_EPILOGUE, REGISTRY
+from netc.ops.base import (ACTIVATION, ALIAS, BLAS, EPILOGUE, LOG_PROBABILITIES, MONOTONE, PARALLEL, POOL_EPILOGUE,
+                           REGISTRY)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def lower_loss(graph: Graph, steps: list[Step]) -> LossStep:
         return LossStep("mse_onehot" if target_is_label else "mse", loss.input, loss.input, loss.target)
     # nll: the graph checks guarantee its input is a log_softmax that nothing else reads (E-LOSS, E-DEAD)
     producer = graph.by_name[loss.input]
-    assert producer.op == "log_softmax" and not graph.consumers(loss.input), "nll always follows log_softmax"
+    assert REGISTRY[producer.op].is_(LOG_PROBABILITIES) and not graph.consumers(loss.input), "nll follows log_softmax"
     step = next(s for s in steps if s.output == loss.input)
     step.backward = False
     return LossStep("nll_after_log_softmax", loss.input, producer.inputs[0], loss.target, [producer.name])

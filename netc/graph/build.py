@@ -12,7 +12,7 @@ from netc.errors import Diagnostic, SpecErrors, did_you_mean, path_text
 from netc.graph.ir import Graph, Node
 from netc.graph.memory import check_memory
 from netc.ops import REGISTRY, OpShapeError
-from netc.ops.base import INDEXED, ops_in
+from netc.ops.base import INDEXED, LOG_PROBABILITIES, PROBABILITIES, ops_in
 from netc.spec.load import LoadedSpec
 from netc.spec.models import layer_name
 
@@ -286,10 +286,11 @@ def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> N
             errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
                        f"'{loss.target}' has {target.classes} classes", ("loss", "input"),
                        f"the last layer should produce [{target.classes}] values (one per class)")
-        if loss.op == "nll" and by_name[loss.input].op != "log_softmax":
+        producer = REGISTRY[by_name[loss.input].op]
+        if loss.op == "nll" and not producer.is_(LOG_PROBABILITIES):
             errors.add("E-LOSS", f"nll reads log-probabilities but '{loss.input}' is a {by_name[loss.input].op}",
                        ("loss", "input"), "add `{op: log_softmax}` before the loss, or use cross_entropy on logits")
-        if loss.op == "cross_entropy" and by_name[loss.input].op in ("softmax", "log_softmax"):
+        if loss.op == "cross_entropy" and producer.is_(PROBABILITIES):
             errors.add("E-LOSS", f"cross_entropy applies softmax itself but '{loss.input}' is a "
                        f"{by_name[loss.input].op}", ("loss", "input"),
                        "feed the logits (the layer before), or use nll after log_softmax")

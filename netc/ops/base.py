@@ -36,8 +36,10 @@ POOL_EPILOGUE = "pool_epilogue"  # takes a following max pool that `fuses_as_poo
 PARALLEL = "parallel"  # runs in Numba parallel regions, a chunk of the batch per core: BLAS must stay single-threaded
 BLAS = "blas"  # one GEMM over the batch: BLAS may split a large one over the cores
 INDEXED = "indexed"  # reads an int64 index input (no gradient flows into it): `rows` says how many it can look up
+PROBABILITIES = "probabilities"  # gives (log-)probabilities: cross_entropy, which applies softmax itself, refuses them
+LOG_PROBABILITIES = "log_probabilities"  # gives log-probabilities: what nll reads (and fuses with)
 CATEGORIES = (ALIAS, ACTIVATION, EPILOGUE, ELEMENTWISE, MONOTONE, TRAIN_MODE, WINDOW, FILTERS, POOL_EPILOGUE,
-              PARALLEL, BLAS, INDEXED)
+              PARALLEL, BLAS, INDEXED, PROBABILITIES, LOG_PROBABILITIES)
 
 
 class OpShapeError(Exception):

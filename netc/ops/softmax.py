@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from netc.ops.base import OpDef, OpShapeError, Reference, register
+from netc.ops.base import LOG_PROBABILITIES, PROBABILITIES, OpDef, OpShapeError, Reference, register
 from netc.spec.base import Layer
 
 
@@ -66,7 +66,7 @@ _KERNELS = {"netc.kernels.activation": ("softmax_forward", "softmax_backward")}
 
 SOFTMAX = register(OpDef("softmax", Softmax, _feature_vector, _SOFTMAX, _onnx("Softmax"),
                          ("softmax_forward", "softmax_backward"), kernels=_KERNELS, forward=_forward,
-                         backward=_backward))
+                         backward=_backward, categories=frozenset({PROBABILITIES})))
 LOG_SOFTMAX = register(OpDef("log_softmax", LogSoftmax, _feature_vector, _LOG_SOFTMAX, _onnx("LogSoftmax"),
                              ("softmax_forward(log)", "softmax_backward(log)"), kernels=_KERNELS, forward=_forward,
-                             backward=_backward))
+                             backward=_backward, categories=frozenset({PROBABILITIES, LOG_PROBABILITIES})))
