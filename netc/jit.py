@@ -37,6 +37,13 @@ def plan_function(fn):
     return _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn))
 
 
+def python_glue(fn):
+    """A function of a plan's Python tier: the generated glue runs as Python, calling the compiled
+    kernels (which are cached on disk), so a new plan starts without compiling anything but the
+    kernels it is the first to use."""
+    return fn
+
+
 def _cached(dispatcher):
     """Numba's disk cache, moved to netc's cache folder and checked on load (netc.codecache)."""
     use_netc_cache(dispatcher)

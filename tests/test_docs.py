@@ -136,7 +136,8 @@ def commands(block: Block) -> list[tuple[str, list[str]]]:
 MASKS = [
     (re.compile(r"\d+(?:\.\d+)? (s|ms)\b"), r"<t> \1"),
     (re.compile(r"\d[\d,]* samples/s"), "<n> samples/s"),
-    (re.compile(r"plan (?:compiled|loaded from the cache) in"), "plan compiled or loaded from the cache in"),
+    (re.compile(r"plan (?:compiled|loaded from the cache|started on the Python tier) in"),
+     "plan compiled or loaded from the cache in"),
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?"), "<date>"),
     (re.compile(r"/netc-cache-\d+\b"), "/netc-cache-<uid>"),  # the fallback cache of a user (codecache)
 ]

@@ -24,6 +24,12 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class Tier(str, Enum):
+    auto = "auto"
+    fused = "fused"
+    python = "python"
+
+
 def _plural(count: int, word: str) -> str:
     return word if count == 1 else word + "s"
 
@@ -45,6 +51,9 @@ def train(
     force: Annotated[bool, typer.Option(help="Write into a --run-dir that is not a netc run folder (never over "
                                              "files netc did not write).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final summary.")] = False,
+    tier: Annotated[Tier, typer.Option(help="auto: the fused loop when compiled, else start on the Python tier "
+                                           "while it compiles in the background; fused: compile it first; "
+                                           "python: never compile glue. Same numbers in every tier.")] = Tier.auto,
 ) -> None:
     """Train a spec: progress, eval each epoch, checkpoints and metrics in a run folder."""
     import time
@@ -92,7 +101,7 @@ def train(
 
     trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
                       init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init,
-                      on_resume=on_resume, force=force, on_finish=save_run_curves)
+                      on_resume=on_resume, force=force, on_finish=save_run_curves, tier=tier.value)
     with progress:
         if log and not quiet:
             progress.console.print(f"preparing the compiled plan of '{trainer.spec.name}' "
@@ -100,8 +109,15 @@ def train(
         started = time.perf_counter()
         compiled = trainer.model.warm_up()
         if not quiet and (log or compiled):
-            how = "compiled" if compiled else "loaded from the cache"
-            progress.console.print(f"plan {how} in {time.perf_counter() - started:.1f} s")
+            seconds = time.perf_counter() - started
+            if trainer.model.tier == "python":
+                progress.console.print(f"plan started on the Python tier in {seconds:.1f} s")
+                if trainer.model.compiles_in_background:
+                    progress.console.print("its fused loop compiles in the background (once per plan); "
+                                           "the run moves to it when it is ready")
+            else:
+                how = "compiled" if compiled else "loaded from the cache"
+                progress.console.print(f"plan {how} in {seconds:.1f} s")
         result = trainer.run()
     if result.interrupted:
         stderr_console().print(f"interrupted: saved {result.run_dir / 'last.safetensors'}; "

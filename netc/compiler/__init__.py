@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netc.compiler import steps as passes
 from netc.compiler.buffers import BufferPlan, plan_buffers
-from netc.compiler.cache import load_module
+from netc.compiler.cache import load_module, module_path
 from netc.compiler.codegen import ViewTable
-from netc.compiler.module import Bodies, generate_source
+from netc.compiler.module import FUSED, PYTHON, Bodies, generate_source
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
 
@@ -30,11 +30,17 @@ class CompiledPlan:
     loss: LossStep
     buffers: BufferPlan
     needs_grad: dict[str, bool]
-    source: str
+    sources: dict[str, str]  # tier -> the generated module's source (FUSED, PYTHON)
     views: ViewTable
     bodies: Bodies  # every step's kernel calls (the timing module reuses them)
-    _module: object = None
+    tier: str = FUSED  # which source `module` runs
+    _modules: dict = field(default_factory=dict)
     path: str = ""
+
+    @property
+    def source(self) -> str:
+        """The fused tier's source: what `netc inspect --plan` shows."""
+        return self.sources[FUSED]
 
     def make_views(self, arenas: dict) -> tuple:
         """The `V` tuple of the generated functions: numpy views into the arenas, made once."""
@@ -43,11 +49,15 @@ class CompiledPlan:
 
     @property
     def module(self):
-        """The generated module (imported on first use; Numba compiles or loads each function on first call)."""
-        if self._module is None:
-            self._module, path = load_module(self.source)
+        """The generated module of the current tier (imported on first use; in the fused tier Numba
+        compiles or loads each function on its first call)."""
+        if self.tier not in self._modules:
+            self._modules[self.tier], path = load_module(self.sources[self.tier])
             self.path = str(path)
-        return self._module
+        return self._modules[self.tier]
+
+    def module_path(self, tier: str = FUSED):
+        return module_path(self.sources[tier])
 
 
 def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = True) -> CompiledPlan:
@@ -65,5 +75,5 @@ def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = Tru
     needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
     buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
     header = f"netc plan for '{graph.spec.name}', batch {batch}. Generated: edits are overwritten."
-    source, views, bodies = generate_source(graph, steps, loss, buffers, needs_grad, header)
-    return CompiledPlan(graph, steps, loss, buffers, needs_grad, source, views, bodies)
+    sources, views, bodies = generate_source(graph, steps, loss, buffers, needs_grad, header)
+    return CompiledPlan(graph, steps, loss, buffers, needs_grad, sources, views, bodies)

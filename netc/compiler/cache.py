@@ -27,6 +27,11 @@ def plan_key(source: str) -> str:
     return hashlib.sha256((code_digest() + source).encode()).hexdigest()[:20]
 
 
+def module_path(source: str) -> Path:
+    """Where the module of this source lives (written or not)."""
+    return cache_dir() / f"netc_plan_{plan_key(source)}.py"
+
+
 def load_module(source: str):
     """Write (when missing or different) and import the generated module; returns (module, path)."""
     key = plan_key(source)

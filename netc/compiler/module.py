@@ -13,6 +13,10 @@ from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
 from netc.ops.base import numel
 
+# the two tiers of a plan: its functions compiled by Numba (the fused epoch loop), or the same
+# functions run as Python over the compiled kernels (starts at once; see netc.runtime.model)
+FUSED, PYTHON = "fused", "python"
+
 
 @dataclass
 class Bodies:
@@ -85,18 +89,28 @@ def emit_bodies(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPla
     return Bodies(forward, loss_lines, backward, updates)
 
 
-def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
-                    header: str) -> tuple[str, ViewTable, Bodies]:
-    """The module's source, the table of views its functions take as `V`, and the steps' bodies."""
-    views = ViewTable(plan.batch, reserved=_epoch_names(graph))
-    out: list[str] = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
+def _header(header: str, tiny: bool, tier: str) -> list[str]:
+    """The module's imports. The fused tier compiles its functions (`plan_function`), inlining every
+    kernel into a tiny plan; the Python tier runs the same functions as Python over the compiled
+    kernels (`python_glue`), so it starts without compiling any glue."""
+    glue = "plan_function" if tier == FUSED else "python_glue as plan_function"
+    out = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64",
+           "", f"from netc.jit import {glue}"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
-    tiny = should_inline_kernels(graph, plan.batch)
-    if tiny:
+    if tiny and tier == FUSED:
         out += ["", "# a tiny plan: every kernel inlined into the functions below (see should_inline_kernels)"]
         out += [f"{name} = {name}.inlined" for names in KERNEL_MODULES.values() for name in names]
     out.append("")
+    return out
+
+
+def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
+                    header: str) -> tuple[dict[str, str], ViewTable, Bodies]:
+    """The module's source for each tier ({FUSED: ..., PYTHON: ...}: the same functions, compiled or
+    run as Python), the table of views its functions take as `V`, and the steps' bodies."""
+    views = ViewTable(plan.batch, reserved=_epoch_names(graph))
+    out: list[str] = []
 
     def function(signature: str, body: list[str], comment: str) -> None:
         out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
@@ -108,7 +122,10 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
     function("backward(V, n, training)", bodies.backward_body(steps, with_updates=False),
              "gradients of every trainable parameter into G")
     out.extend(_loops(graph, plan, loss, views, steps, bodies))
-    return "\n".join(out) + "\n", views, bodies
+    tiny = should_inline_kernels(graph, plan.batch)
+    sources = {tier: "\n".join(_header(f"{header} {tier.capitalize()} tier.", tiny, tier) + out) + "\n"
+               for tier in (FUSED, PYTHON)}
+    return sources, views, bodies
 
 
 def _epoch_signature(graph: Graph) -> list[str]:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netc.compiler import CompiledPlan, compile_graph
+from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
+from netc.compiler import background as fused_compile
 from netc.compiler.steps import blas_threads
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
@@ -45,15 +46,33 @@ class LoadReport:
     mismatched: list[tuple[str, tuple, tuple]]  # name, model shape, given shape
 
 
+TIERS = ("auto", FUSED, PYTHON)
+
+
 class Model:
-    """A spec's graph compiled for one dtype and a maximum batch size."""
+    """A spec's graph compiled for one dtype and a maximum batch size.
+
+    `tier`: FUSED runs the plan's functions compiled by Numba (the first run of a plan compiles them:
+    seconds); PYTHON runs the same functions as Python over the compiled kernels (starts at once;
+    as fast as fused for batches of real size, slower for tiny steps); "auto" takes the fused tier
+    when it was compiled on this machine, else starts on the Python tier and, with `background`,
+    compiles the fused epoch loop in another process and moves to it once it is ready. The tiers
+    give the same numbers to the bit."""
 
     def __init__(self, graph: Graph, dtype: str | None = None, batch: int | None = None, seed: int | None = None,
-                 fuse_pools: bool = True):
+                 fuse_pools: bool = True, tier: str = FUSED, background: bool = False):
+        assert tier in TIERS, tier
         self.graph = graph
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
         self.batch = batch or graph.spec.train.batch
         self.plan: CompiledPlan = compile_graph(graph, self.batch, fuse_pools)
+        self._auto = tier == "auto"
+        self._fused_path = self.plan.module_path(FUSED)
+        if self._auto:
+            tier = FUSED if fused_compile.ready(self._fused_path, self.dtype.name) else PYTHON
+        self.plan.tier = tier
+        self._background = background and self._auto and tier == PYTHON and fused_compile.enabled()
+        self._compiling = None  # the background compile of the fused tier, once started
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
@@ -202,14 +221,36 @@ class Model:
         return [prepared[name] for name in self.graph.float_inputs + self.graph.index_inputs]
 
     # ------------------------------------------------------------------ compiled entry points
+    @property
+    def tier(self) -> str:
+        return self.plan.tier
+
+    @property
+    def compiles_in_background(self) -> bool:
+        """Whether the fused tier is being (or will be, at the first epoch) compiled by another process."""
+        return self.plan.tier == PYTHON and (self._background or
+                                             (self._compiling is not None and self._compiling.poll() is None))
+
+    def _upgrade(self) -> None:
+        """Move to the fused tier once it is compiled (by our background process or another run)."""
+        if self.plan.tier != PYTHON or not self._auto:
+            return
+        if self._compiling is not None and self._compiling.poll() is None:
+            return  # still compiling
+        if fused_compile.ready(self._fused_path, self.dtype.name):
+            self.plan.tier = FUSED
+            self._compiling = None
+
     def warm_up(self) -> bool:
         """Compile (or load from the on-disk cache) the plan's epoch loop, doing no work; True when
-        Numba compiled it (nothing usable in the cache)."""
+        Numba compiled it (nothing usable in the cache). The Python tier compiles nothing here."""
         empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in self.graph.float_inputs}
         empty.update({name: np.zeros((0, numel(self.graph.inputs[name])), np.int64) for name in self.graph.index_inputs})
         empty["__labels__"] = np.zeros(0, np.int64)
         empty["__count__"] = 0
         self._epoch(empty, np.zeros(0, np.int64), True, 0.0, 0)
+        if self.plan.tier == PYTHON:
+            return False
         return sum(self.plan.module.epoch.stats.cache_misses.values()) > 0
 
     def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr: float, seed: int,
@@ -224,9 +265,13 @@ class Model:
         if scores is None:
             scores = np.zeros((0, numel(self.graph.shape_of(self.plan.loss.input))), self.dtype)
         prepare_threads(self.blas_threads)
-        done = self.plan.module.epoch(
-            self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
-            self.batch, train, float(lr), self.step, seed, losses, corrects, confusion, scores)
+        args = (self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
+                self.batch, train, float(lr), self.step, seed, losses, corrects, confusion, scores)
+        self._upgrade()
+        if self._background and self._compiling is None and self.plan.tier == PYTHON:
+            self._compiling = fused_compile.start(self._fused_path, self.plan.sources[FUSED], self.dtype.name, args)
+            self._background = False  # one try per model
+        done = self.plan.module.epoch(*args)
         return done, losses[:batches], corrects[:batches]
 
     def _batch_sizes(self, count: int, batches: int) -> np.ndarray:

@@ -81,14 +81,15 @@ class Trainer:
     """Trains one spec; `on_progress(epoch, batches_done, batches_total, loss, accuracy, samples_per_s)`,
     `on_epoch(record)`, `on_init(load_report)` and `on_resume(run_dir, epoch, epochs)` let the CLI
     draw progress, and `on_finish(run_dir)` runs when the epochs end, finished or interrupted (the CLI
-    draws curves.png there; it must not raise, so that it never costs a run). The run folder is claimed
+    draws curves.png there; it must not raise, so that it never costs a run). `tier` is the Model's
+    ("auto", "fused" or "python"; the numbers are the same in every tier). The run folder is claimed
     and locked here, after the data has loaded, and released when `run()` returns (or the process ends)."""
 
     def __init__(self, loaded: LoadedSpec, overrides: Overrides | None = None, runs_root: Path = Path("runs"),
                  run_dir: Path | None = None, resume: bool = False, init: str | None = None,
                  on_progress: Callable | None = None, on_epoch: Callable | None = None,
                  on_init: Callable | None = None, on_resume: Callable | None = None, force: bool = False,
-                 on_finish: Callable[[Path], object] | None = None):
+                 on_finish: Callable[[Path], object] | None = None, tier: str = "auto"):
         self.loaded = apply_overrides(loaded, overrides or Overrides())
         self.spec = self.loaded.spec
         self.graph = build_graph(self.loaded)
@@ -101,7 +102,8 @@ class Trainer:
         self.on_init = on_init or (lambda report: None)
         self.on_resume = on_resume or (lambda *args: None)
         self.on_finish = on_finish or (lambda run_dir: None)
-        self.model = Model(self.graph)
+        # "auto": the fused plan when it is compiled, else the Python tier while it compiles (Model)
+        self.model = Model(self.graph, tier=tier, background=True)
         self.interrupted = False
         self._resumed_spec: str | None = None  # written with the resumed run's first checkpoint
         self.folder = self._claim_run_dir(runs_root, run_dir, force)

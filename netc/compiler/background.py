@@ -1,0 +1,76 @@
+"""The fused tier of a plan, compiled in a process of its own while the run starts on the Python tier.
+
+`start(...)` writes the epoch loop's argument types (Numba types, pickled) next to the fused module
+and starts `python -m netc.compiler.background <module> <dtype>`, which imports the module,
+compiles its `epoch` for exactly those types (Numba writes the machine code to its disk cache) and
+then writes the marker `ready(...)` looks for. A run swaps to the fused tier at its next epoch once
+the marker is there; the next run of the same plan starts on it. Both tiers run the same kernels in
+the same order and give the same numbers to the bit (tests/test_tiers.py).
+
+Nothing here is needed for correctness: a failed or killed compile leaves no marker, and the
+plan stays on (or starts again from) the Python tier.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+BACKGROUND_ENV = "NETC_BACKGROUND_COMPILE"  # "0": never start a background compile
+
+
+def _beside(module_path: Path, dtype: str, suffix: str) -> Path:
+    """`netc_plan_<key>.<dtype>.<suffix>` next to the module `netc_plan_<key>.py`."""
+    return module_path.with_name(f"{module_path.stem}.{dtype}.{suffix}")
+
+
+def ready(module_path: Path, dtype: str) -> bool:
+    """Whether the fused epoch loop of this module and dtype was compiled on this machine."""
+    return _beside(module_path, dtype, "fused").exists()
+
+
+def enabled() -> bool:
+    return os.environ.get(BACKGROUND_ENV, "1") != "0"
+
+
+def start(module_path: Path, source: str, dtype: str, args: tuple) -> subprocess.Popen | None:
+    """Start compiling the fused epoch for the types of `args`; None when it cannot start (a
+    read-only cache, no process to spare): the run goes on on the Python tier."""
+    from numba import typeof
+
+    from netc.codecache import cache_root
+
+    try:
+        module_path.parent.mkdir(parents=True, exist_ok=True)
+        if not module_path.exists() or module_path.read_text() != source:
+            tmp = module_path.with_name(f"{module_path.name}.{os.getpid()}.tmp")
+            tmp.write_text(source)
+            os.replace(tmp, module_path)
+        types = _beside(module_path, dtype, "types")
+        tmp = types.with_name(f"{types.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(tuple(typeof(a) for a in args)))
+        os.replace(tmp, types)
+        env = {**os.environ, "NETC_CACHE_DIR": str(cache_root())}  # the cache this process reads
+        return subprocess.Popen([sys.executable, "-m", "netc.compiler.background", str(module_path), dtype],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=env, start_new_session=True)  # a Ctrl-C of the run does not stop it
+    except OSError:
+        return None
+
+
+def _compile(module_path: Path, dtype: str) -> None:
+    from netc.compiler.cache import load_module
+
+    module, _ = load_module(module_path.read_text())
+    module.epoch.compile(pickle.loads(_beside(module_path, dtype, "types").read_bytes()))
+    marker = _beside(module_path, dtype, "fused")
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text("compiled\n")
+    os.replace(tmp, marker)
+
+
+if __name__ == "__main__":
+    _compile(Path(sys.argv[1]), sys.argv[2])

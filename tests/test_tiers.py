@@ -1,0 +1,156 @@
+"""The two tiers of a plan (netc.compiler.module: FUSED, PYTHON) give the same numbers to the bit, so
+a run may start on the Python tier and move to the fused loop at any epoch; `auto` takes the fused
+tier once a background process has compiled it (netc.compiler.background)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netc.compiler import FUSED, PYTHON
+from netc.compiler import background as fused_compile
+from netc.graph import build_graph
+from netc.runtime.data import load_train_eval
+from netc.runtime.model import Model
+from netc.spec import load_spec, load_spec_text
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+pytestmark = pytest.mark.compiled
+
+# a tiny plan (kernels inlined into the fused loop), dropout + conv with a fused pool, batch norm's
+# running statistics, sharing, a residual sum: each trained for two epochs in each tier
+CASES = ["xor", "digits-cnn", "digits-cnn-bn", "siamese", "residual"]
+
+
+def _data(name: str, loaded, count: int = 300) -> dict:
+    if name in ("siamese", "residual"):  # their data are files: random arrays of the inputs' shapes
+        rng = np.random.default_rng(0)
+        return {key: rng.integers(0, inp.classes, count) if inp.classes else rng.normal(size=(count, *inp.shape))
+                for key, inp in loaded.spec.inputs.items()}
+    train, _ = load_train_eval(loaded)
+    return {key: value[:count] for key, value in train.arrays.items()}
+
+
+def _train(name: str, tiers: list[str]) -> tuple[list, dict, dict]:
+    """Per-epoch results, weights and state after one epoch in each of `tiers`, in turn."""
+    loaded = load_spec(SPECS / f"{name}.yaml")
+    model = Model(build_graph(loaded), seed=0, tier=tiers[0])
+    prepared = model.prepare(_data(name, loaded))
+    results = []
+    for epoch, tier in enumerate(tiers):
+        model.plan.tier = tier
+        order = np.random.default_rng(epoch).permutation(prepared["__count__"])
+        result = model.train_epoch(prepared, order, seed=epoch)
+        results.append((result.loss, result.accuracy, result.batches))
+        assert model.plan.module.__name__.startswith("netc_plan_")
+    return results, model.get_weights(), model.get_state()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_the_tiers_give_the_same_numbers_to_the_bit(name):
+    fused = _train(name, [FUSED, FUSED])
+    python = _train(name, [PYTHON, PYTHON])
+    mixed = _train(name, [PYTHON, FUSED])  # what `auto` does when the fused loop is ready after an epoch
+    for other in (python, mixed):
+        assert other[0] == fused[0], "losses and accuracies"
+        for key in fused[1]:
+            np.testing.assert_array_equal(other[1][key], fused[1][key], err_msg=key)
+        for key in fused[2]:
+            np.testing.assert_array_equal(other[2][key], fused[2][key], err_msg=key)
+
+
+def test_the_python_tier_compiles_no_glue():
+    model = Model(build_graph(load_spec(SPECS / "xor.yaml")), tier=PYTHON)
+    assert not hasattr(model.plan.module.epoch, "stats"), "a plain Python function"
+    assert "from netc.jit import python_glue as plan_function" in model.plan.sources[PYTHON]
+    assert ".inlined" not in model.plan.sources[PYTHON] and ".inlined" in model.plan.sources[FUSED]
+    assert model.warm_up() is False
+
+
+@pytest.fixture
+def fresh_cache(tmp_path):
+    """An empty cache folder for this test (netc's cache root is looked up once per process)."""
+    from netc.codecache import cache_root
+
+    saved = os.environ.get("NETC_CACHE_DIR")
+    os.environ["NETC_CACHE_DIR"] = str(tmp_path / "cache")
+    cache_root.cache_clear()
+    yield tmp_path / "cache"
+    if saved is None:
+        del os.environ["NETC_CACHE_DIR"]
+    else:
+        os.environ["NETC_CACHE_DIR"] = saved
+    cache_root.cache_clear()
+
+
+def _spec(width: int) -> str:
+    """xor with a hidden width no other test uses: a plan this cache has never compiled."""
+    return (SPECS / "xor.yaml").read_text().replace("name: xor", f"name: xor_{width}").replace("out: 8", f"out: {width}")
+
+
+def test_auto_starts_on_python_and_moves_to_the_fused_loop_once_compiled(fresh_cache, monkeypatch):
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
+    text = _spec(13)
+    assert "out: 13" in text
+    loaded = load_spec_text(text, "xor13.yaml")
+    graph = build_graph(loaded)
+    model = Model(graph, seed=0, tier="auto", background=True)
+    assert model.tier == PYTHON
+    data = _data("xor", load_spec(SPECS / "xor.yaml"))
+    prepared = model.prepare(data)
+    order = np.arange(prepared["__count__"])
+    model.train_epoch(prepared, order, seed=0)
+    assert model._compiling is not None, "the fused loop compiles in another process"
+    assert model._compiling.wait(timeout=240) == 0
+    assert fused_compile.ready(model.plan.module_path(FUSED), "float32")
+    assert str(model.plan.module_path(FUSED)).startswith(str(fresh_cache))
+    model.train_epoch(prepared, order, seed=1)
+    assert model.tier == FUSED
+    assert sum(model.plan.module.epoch.stats.cache_misses.values()) == 0, "loaded what the other process compiled"
+    # the same numbers as a run on the Python tier alone
+    alone = Model(graph, seed=0, tier=PYTHON)
+    alone.train_epoch(prepared, order, seed=0)
+    alone.train_epoch(prepared, order, seed=1)
+    for key, value in alone.get_weights().items():
+        np.testing.assert_array_equal(model.get_weights()[key], value, err_msg=key)
+    # the next model of this plan starts on the fused tier
+    assert Model(graph, seed=0, tier="auto", background=True).tier == FUSED
+
+
+def test_no_background_compile_when_it_is_switched_off_or_cannot_start(fresh_cache, monkeypatch):
+    graph = build_graph(load_spec_text(_spec(14), "xor14.yaml"))
+    data = _data("xor", load_spec(SPECS / "xor.yaml"))
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "0")
+    model = Model(graph, seed=0, tier="auto", background=True)
+    model.train_epoch(model.prepare(data), np.arange(len(data["x"])), seed=0)
+    assert model.tier == PYTHON and model._compiling is None
+    # no process to spare (fork fails with EAGAIN): the run goes on on the Python tier
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
+
+    def no_process(*args, **kwargs):
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fused_compile.subprocess, "Popen", no_process)
+    model = Model(graph, seed=0, tier="auto", background=True)
+    result = model.train_epoch(model.prepare(data), np.arange(len(data["x"])), seed=0)
+    assert not result.diverged and model.tier == PYTHON and model._compiling is None
+
+
+def test_a_compile_that_never_finished_leaves_no_marker(fresh_cache, monkeypatch):
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
+    graph = build_graph(load_spec_text(_spec(15), "xor15.yaml"))
+    model = Model(graph, seed=0, tier="auto", background=True)
+    data = _data("xor", load_spec(SPECS / "xor.yaml"))
+    prepared = model.prepare(data)
+    model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=0)
+    model._compiling.kill()  # a machine that went down mid-compile
+    model._compiling.wait(timeout=60)
+    time.sleep(0.1)
+    assert not fused_compile.ready(model.plan.module_path(FUSED), "float32")
+    model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=1)
+    assert model.tier == PYTHON
