@@ -19,7 +19,7 @@ from netc.graph import build_graph
 from netc.spec import load_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-BINDING = re.compile(r"^    (\w+) = V\[(\d+)\] +# ([PGSADIWLT]): (.+) \[([\d, ]*)\]$")
+BINDING = re.compile(r"^    (\w+) = V\[(\d+)\] +# ([PGSADIWLTH]): (.+) \[([\d, ]*)\]$")
 
 
 def plan_of(name: str, batch: int | None = None):

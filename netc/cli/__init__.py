@@ -6,7 +6,7 @@ console script.
 
 from __future__ import annotations
 
-from netc.cli import run_commands, spec_commands, viz_commands  # noqa: F401  (registration)
+from netc.cli import cache_commands, run_commands, spec_commands, viz_commands  # noqa: F401  (registration)
 from netc.cli.app import app as _app
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from netc.compiler import steps as passes
 from netc.compiler.buffers import BufferPlan, plan_buffers
 from netc.compiler.cache import load_module, module_path
-from netc.compiler.codegen import ViewTable
+from netc.compiler.codegen import ViewTable, hyper_table
 from netc.compiler.module import FUSED, PYTHON, Bodies, generate_source
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
@@ -33,6 +33,7 @@ class CompiledPlan:
     sources: dict[str, str]  # tier -> the generated module's source (FUSED, PYTHON)
     views: ViewTable
     bodies: Bodies  # every step's kernel calls (the timing module reuses them)
+    hyper: dict[str, float] = field(default_factory=dict)  # the H arena's values (codegen.hyper_table), by name
     tier: str = FUSED  # which source `module` runs
     _modules: dict = field(default_factory=dict)
     path: str = ""
@@ -76,4 +77,4 @@ def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = Tru
     buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
     header = f"netc plan for '{graph.spec.name}', batch {batch}. Generated: edits are overwritten."
     sources, views, bodies = generate_source(graph, steps, loss, buffers, needs_grad, header)
-    return CompiledPlan(graph, steps, loss, buffers, needs_grad, sources, views, bodies)
+    return CompiledPlan(graph, steps, loss, buffers, needs_grad, sources, views, bodies, hyper_table(graph))

@@ -13,6 +13,8 @@ plan stays on (or starts again from) the Python tier.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import pickle
 import subprocess
@@ -22,9 +24,18 @@ from pathlib import Path
 BACKGROUND_ENV = "NETC_BACKGROUND_COMPILE"  # "0": never start a background compile
 
 
+@functools.lru_cache(maxsize=1)
+def machine_tag() -> str:
+    """A short hash of the CPU Numba compiles for (its triple, name and features): a cache folder
+    shared by machines of other CPUs does not mark a loop as ready that Numba would not load."""
+    from numba.core.registry import cpu_target
+
+    return hashlib.sha256(repr(cpu_target.target_context.codegen().magic_tuple()).encode()).hexdigest()[:8]
+
+
 def _beside(module_path: Path, dtype: str, suffix: str) -> Path:
-    """`netc_plan_<key>.<dtype>.<suffix>` next to the module `netc_plan_<key>.py`."""
-    return module_path.with_name(f"{module_path.stem}.{dtype}.{suffix}")
+    """`netc_plan_<key>.<dtype>.<machine>.<suffix>` next to the module `netc_plan_<key>.py`."""
+    return module_path.with_name(f"{module_path.stem}.{dtype}.{machine_tag()}.{suffix}")
 
 
 def ready(module_path: Path, dtype: str) -> bool:

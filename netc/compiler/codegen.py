@@ -76,7 +76,7 @@ def lit(value) -> str:
 _ARENA_HOLDS = {"P": ("param", "parameters"), "G": ("param_grad", "parameter gradients"),
                 "S": ("slot", "optimizer state"), "A": ("value", "values"), "D": ("grad", "gradients"),
                 "I": ("ints", "integers"), "W": ("scratch", "scratch"), "L": ("labels", "labels"),
-                "T": ("state", "state tensors")}
+                "T": ("state", "state tensors"), "H": ("hyper", "hyperparameters")}
 _BATCH_ARENAS = "ADIL"  # views with the batch as first dimension
 
 # names the generated module uses besides the views: its imports, functions and their arguments
@@ -84,6 +84,27 @@ _RESERVED = {name for names in KERNEL_MODULES.values() for name in names} | {
     "np", "B", "I64", "plan_function", "min", "range", "V", "n", "training", "need_grad",
     "forward", "loss", "backward", "epoch", "noop"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+def hyper_table(graph: Graph) -> dict[str, float]:
+    """The hyperparameters a plan reads at run time from its H arena (float64), in order: the
+    optimizer's (momentum, weight decay, nesterov as 0/1, alpha, eps, betas), each owner's lr_mult,
+    and the ops' own (`OpDef.hyper`: a dropout's p). The source names only their index, so a
+    spec that changes one of them reuses the compiled plan; the learning rate is an argument of
+    the epoch loop (one per batch)."""
+    optimizer = graph.spec.optimizer
+    table = {"momentum": float(getattr(optimizer, "momentum", 0.0)), "weight_decay": float(optimizer.weight_decay),
+             "nesterov": float(bool(getattr(optimizer, "nesterov", False))),
+             "alpha": float(getattr(optimizer, "alpha", 0.0)), "eps": float(getattr(optimizer, "eps", 0.0))}
+    betas = getattr(optimizer, "betas", (0.0, 0.0))
+    table.update(beta1=float(betas[0]), beta2=float(betas[1]))
+    for node in graph.owners:
+        table[f"{node.name}.lr_mult"] = float(node.lr_mult)
+    for node in graph.nodes:
+        op = REGISTRY[node.op]
+        if op.hyper is not None:
+            table.update({f"{node.name}.{name}": float(value) for name, value in op.hyper(node.layer).items()})
+    return table
+
 
 # the optimizer slots of each parameter (in S), named as the update kernels name them
 _SLOTS = {"sgd": ("velocity",), "rmsprop": ("square_avg", "buf"), "adam": ("m", "v")}
@@ -122,8 +143,9 @@ class ViewTable:
     its top, with what they hold and their shape (`fc1_weight = V[5]  # P: fc1.weight [500, 800]`).
     One entry may hold different things in turn (arena offsets are reused): each gets its own name."""
 
-    def __init__(self, batch: int, reserved: tuple[str, ...] = ()):
+    def __init__(self, batch: int, reserved: tuple[str, ...] = (), hyper: tuple[str, ...] = ()):
         self.batch = batch
+        self.hyper = {name: k for k, name in enumerate(hyper)}  # hyperparameter -> its index in H
         self.entries: list[tuple[str, int, tuple]] = []
         self._index: dict[tuple, int] = {}
         self.names: dict[str, tuple[int, str]] = {}  # name -> (entry, what it holds)
@@ -203,6 +225,11 @@ class Emitter:
     @staticmethod
     def number(value: float) -> str:
         return lit(float(value))
+
+    def hyper(self, name: str) -> str:
+        """A hyperparameter read at run time from H (see hyper_table): `hyper[3]`."""
+        view = self.views.ref("H", 0, (max(len(self.views.hyper), 1),), "hyper", "hyperparameters")
+        return f"{view}[{self.views.hyper[name]}]"
 
     def act_code(self, step: Step) -> str:
         """The kernel code of the activation a step applies (0: none), as a plain int64."""
@@ -356,24 +383,24 @@ def emit_backward(e: Emitter, step: Step) -> None:
 
 
 def emit_update(e: Emitter, node, optimizer) -> None:
-    """The optimizer step for every tensor of one owner (lr and step are runtime arguments)."""
+    """The optimizer step for every tensor of one owner. The learning rate and step are arguments of
+    the loop, the other hyperparameters are read from H: none of their values is in the source (only
+    whether momentum is used, which decides the optimizer's slots)."""
     for pname in node.param_shapes:
         p, grad = e.param(node, pname), e.pgrad(node, pname)
-        lr = "lr" if node.lr_mult == 1.0 else f"lr * {lit(float(node.lr_mult))}"
-        wd = lit(float(optimizer.weight_decay))
+        lr = f"lr * {e.hyper(f'{node.name}.lr_mult')}"
+        wd = e.hyper("weight_decay")
         if optimizer.type == "sgd":
             velocity = e.state(node, pname, 0) if optimizer.momentum else p
-            e.call("sgd_update", p=p, g=grad, velocity=velocity, lr=lr, momentum=lit(float(optimizer.momentum)),
-                   weight_decay=wd, nesterov=lit(optimizer.nesterov))
+            e.call("sgd_update", p=p, g=grad, velocity=velocity, lr=lr, momentum=e.hyper("momentum"),
+                   weight_decay=wd, nesterov=f"{e.hyper('nesterov')} != 0.0")
         elif optimizer.type == "rmsprop":
             buf = e.state(node, pname, 1) if optimizer.momentum else p
             e.call("rmsprop_update", p=p, g=grad, square_avg=e.state(node, pname, 0), buf=buf, lr=lr,
-                   alpha=lit(float(optimizer.alpha)), eps=lit(float(optimizer.eps)),
-                   momentum=lit(float(optimizer.momentum)), weight_decay=wd)
+                   alpha=e.hyper("alpha"), eps=e.hyper("eps"), momentum=e.hyper("momentum"), weight_decay=wd)
         else:
-            beta1, beta2 = optimizer.betas
             e.call("adam_update", p=p, g=grad, m=e.state(node, pname, 0), v=e.state(node, pname, 1), lr=lr,
-                   beta1=lit(float(beta1)), beta2=lit(float(beta2)), eps=lit(float(optimizer.eps)), weight_decay=wd,
+                   beta1=e.hyper("beta1"), beta2=e.hyper("beta2"), eps=e.hyper("eps"), weight_decay=wd,
                    step="step")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netc.compiler.buffers import BufferPlan
-from netc.compiler.codegen import KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_forward, emit_loss, emit_update
+from netc.compiler.codegen import KERNEL_MODULES, hyper_table, Emitter, ViewTable, emit_backward, emit_forward, emit_loss, emit_update
 from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
 from netc.ops.base import numel
@@ -109,7 +109,7 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
                     header: str) -> tuple[dict[str, str], ViewTable, Bodies]:
     """The module's source for each tier ({FUSED: ..., PYTHON: ...}: the same functions, compiled or
     run as Python), the table of views its functions take as `V`, and the steps' bodies."""
-    views = ViewTable(plan.batch, reserved=_epoch_names(graph))
+    views = ViewTable(plan.batch, reserved=_epoch_names(graph), hyper=tuple(hyper_table(graph)))
     out: list[str] = []
 
     def function(signature: str, body: list[str], comment: str) -> None:
@@ -130,14 +130,14 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
 
 def _epoch_signature(graph: Graph) -> list[str]:
     xs = [f"X_{name}" for name in graph.float_inputs + graph.index_inputs]
-    return ["V", *xs, "Y", "order", "count", "batch", "train", "lr", "step0", "seed", "losses", "corrects", "confusion",
+    return ["V", *xs, "Y", "order", "count", "batch", "train", "lrs", "step0", "seed", "losses", "corrects", "confusion",
             "scores_out"]
 
 
 def _epoch_names(graph: Graph) -> tuple[str, ...]:
     """The epoch loop's arguments and locals, which no view may be named."""
     return (*_epoch_signature(graph), "training", "need_grad", "batches", "b", "start", "n", "value", "correct",
-            "step", "scores")
+            "step", "lr", "scores")
 
 
 def _stage(graph: Graph, e: Emitter) -> list[str]:
@@ -187,6 +187,7 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, ste
         "            if not np.isfinite(value):",
         "                return b",
         "            step = step0 + b + 1",
+        "            lr = lrs[b]",
         *_indent(bodies.backward_body(steps, with_updates=True), 2),
         "        else:",
         f"            scores = {scores}",
@@ -196,7 +197,8 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, ste
         body.append("    " + confusion)
     body.append("    return batches")
     return ["", "", "# one pass over `count` samples inside compiled code: training (train=True: shuffled by `order`,",
-            "# updates after every batch) or evaluation (scores and the confusion matrix [true, predicted]).",
+            "# updates after every batch at learning rate lrs[b]) or evaluation (scores and the confusion matrix",
+            "# [true, predicted]).",
             "# `train` is a runtime flag, so one compiled loop serves both. Returns the batches done:",
             "# fewer when the loss stops being finite (that batch's update is not applied).",
             "@plan_function", f"def epoch({', '.join(_epoch_signature(graph))}):", *views.bindings(body), *body]

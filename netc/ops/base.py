@@ -163,6 +163,7 @@ class OpDef:
     rows: Callable | None = None  # INDEXED ops: layer -> the rows of its table (indices must lie below)
     initialised: Callable | None = None  # (layer, {"weight": array}) -> None: fixes initial values in place
     constant: Callable | None = None  # layer -> {"weight": index}: entries never trained (a padding row); gradcheck skips them
+    hyper: Callable | None = None  # layer -> {"p": 0.25}: hyperparameters its emitters read from H (e.hyper), not the source
 
     def is_(self, category: str) -> bool:
         return category in self.categories

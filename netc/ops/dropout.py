@@ -24,7 +24,7 @@ def _saved(layer, shapes, facts):
 
 def _forward(e, step):
     e.call("dropout_forward", x=e.val(step.inputs[0]), y=e.val(step.output), mask=e.saved(step.node, "mask"),
-           p=e.number(step.node.layer.p), training="training")
+           p=e.hyper(f"{step.node.name}.p"), training="training")
 
 
 def _backward(e, step):
@@ -46,5 +46,5 @@ def _ref_backward(layer, xs, y, dy, params, mask=None):
 DROPOUT = register(OpDef(
     "dropout", Dropout, same_as_input, Reference(_ref_forward, _ref_backward),
     lambda ctx, node: ctx.add("Identity", node.inputs, node), ("dropout_forward", "dropout_backward"),
-    categories=frozenset({ELEMENTWISE, TRAIN_MODE}), saved=_saved,
+    categories=frozenset({ELEMENTWISE, TRAIN_MODE}), saved=_saved, hyper=lambda layer: {"p": layer.p},
     kernels={"netc.kernels.misc": ("dropout_forward", "dropout_backward")}, forward=_forward, backward=_backward))

@@ -85,8 +85,9 @@ class Model:
         self.W = np.zeros(b.w_size, self.dtype)
         self.L = np.zeros(self.batch, np.int64)
         self.T = np.zeros(max(b.state_size, 1), self.dtype)  # state tensors: running statistics, counters
+        self.H = np.array(list(self.plan.hyper.values()) or [0.0], np.float64)  # hyperparameters (data, not source)
         self.V = self.plan.make_views({"P": self.P, "G": self.G, "S": self.S, "A": self.A, "D": self.D,
-                                       "I": self.I, "W": self.W, "L": self.L, "T": self.T})
+                                       "I": self.I, "W": self.W, "L": self.L, "T": self.T, "H": self.H})
         self.step = 0  # optimizer steps taken (Adam's bias correction)
         values = initial_values(graph, graph.spec.train.seed if seed is None else seed)
         values.update({f"{node.name}.{name}": np.full(tensor.shape, tensor.initial)
@@ -253,7 +254,7 @@ class Model:
             return False
         return sum(self.plan.module.epoch.stats.cache_misses.values()) > 0
 
-    def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr: float, seed: int,
+    def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr, seed: int,
                confusion: np.ndarray | None = None, scores: np.ndarray | None = None):
         """Run the compiled epoch; returns (batches done, per-batch mean losses, per-batch correct counts)."""
         count = prepared["__count__"]
@@ -266,19 +267,32 @@ class Model:
             scores = np.zeros((0, numel(self.graph.shape_of(self.plan.loss.input))), self.dtype)
         prepare_threads(self.blas_threads)
         args = (self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
-                self.batch, train, float(lr), self.step, seed, losses, corrects, confusion, scores)
+                self.batch, train, self._rates(lr, batches), self.step, seed, losses, corrects, confusion, scores)
         self._upgrade()
-        if self._background and self._compiling is None and self.plan.tier == PYTHON:
+        done = self.plan.module.epoch(*args)
+        if self._background and count and self.plan.tier == PYTHON:
+            # after a call that ran the kernels: on a cold cache they are compiled (and cached) by now,
+            # so the other process loads them rather than compiling them a second time
             self._compiling = fused_compile.start(self._fused_path, self.plan.sources[FUSED], self.dtype.name, args)
             self._background = False  # one try per model
-        done = self.plan.module.epoch(*args)
         return done, losses[:batches], corrects[:batches]
 
     def _batch_sizes(self, count: int, batches: int) -> np.ndarray:
         return np.minimum(self.batch, count - np.arange(batches) * self.batch)
 
-    def train_epoch(self, prepared: dict, order: np.ndarray, lr: float | None = None, seed: int = 0) -> EpochResult:
-        """One pass over the samples in `order`, updating after every batch (all inside compiled code)."""
+    @staticmethod
+    def _rates(lr, batches: int) -> np.ndarray:
+        """One learning rate per batch: a number for all of them, or an array of `batches` (a schedule)."""
+        rates = np.asarray(lr, np.float64)
+        if rates.ndim == 0:
+            return np.full(max(batches, 1), float(rates))
+        if len(rates) < batches:
+            raise ValueError(f"{len(rates)} learning rates for {batches} batches")
+        return np.ascontiguousarray(rates)
+
+    def train_epoch(self, prepared: dict, order: np.ndarray, lr=None, seed: int = 0) -> EpochResult:
+        """One pass over the samples in `order`, updating after every batch (all inside compiled code).
+        `lr`: the spec's by default, a number, or one per batch (a schedule: no recompiling)."""
         count = prepared["__count__"]
         lr = self.graph.spec.optimizer.lr if lr is None else lr
         done, losses, corrects = self._epoch(prepared, order, True, lr, seed)

@@ -1,0 +1,83 @@
+"""`netc cache info` and `netc cache clear`, on a cache folder of the test's own."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+import netc.cli  # noqa: F401  (registers every command)
+from netc.cli import cache_commands
+from netc.cli.app import app
+from netc.codecache import code_digest
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("NETC_CACHE_DIR", str(root))
+    return root
+
+
+def _fill(root):
+    """What a run leaves: a plan module, a fused marker, machine code under the current key and an old one."""
+    (root / "plans").mkdir(parents=True)
+    (root / "plans" / "netc_plan_abc.py").write_text("x = 1\n")
+    (root / "plans" / "netc_plan_abc.float32.fused").write_text("compiled\n")
+    key = root / "numba" / code_digest()[:16] / "kernels-0123"
+    key.mkdir(parents=True)
+    (key / "conv.conv_forward-10.py311.nbi").write_bytes(b"\0" * 2048)
+    (root / "numba" / "0000000000000000").mkdir()
+    (root / "mine.txt").write_text("not netc's")
+
+
+def test_info_of_an_empty_cache(cache):
+    result = runner.invoke(app, ["cache", "info"])
+    assert result.exit_code == 0, result.output
+    assert f"cache: {cache} (empty: nothing compiled yet)" in result.output
+    assert "total: 0 B; 0 fused loops ready" in result.output
+    assert not cache.exists(), "info creates nothing"
+
+
+def test_info_counts_each_part_and_names_the_key(cache):
+    _fill(cache)
+    result = runner.invoke(app, ["cache", "info"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert lines["plans/"][1:4] == ["│", "2", "│"] and lines["numba/"][1:4] == ["│", "1", "│"]
+    assert "2.0 KiB" in result.output and "1 fused loop ready" in result.output
+    assert f"current key: numba/{code_digest()[:16]}" in result.output and "1 older key unused" in result.output
+
+
+def test_clear_removes_netcs_parts_only(cache):
+    _fill(cache)
+    result = runner.invoke(app, ["cache", "clear", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("cleared 2.0 KiB under")
+    assert sorted(p.name for p in cache.iterdir()) == ["mine.txt"]
+    again = runner.invoke(app, ["cache", "clear", "--yes"])
+    assert again.exit_code == 0 and "holds nothing to clear" in again.output
+
+
+def test_clear_asks_first(cache):
+    _fill(cache)
+    result = runner.invoke(app, ["cache", "clear"], input="n\n")
+    assert result.exit_code == 1 and "remove 2.0 KiB of compiled code under" in result.output
+    assert (cache / "plans" / "netc_plan_abc.py").exists()
+
+
+def test_clear_that_cannot_remove_says_so(cache, monkeypatch):
+    _fill(cache)
+
+    def refuse(path, onerror):  # what rmtree reports on a folder it may not change
+        onerror(shutil.rmtree, str(path / "x"), (PermissionError, PermissionError(13, "Permission denied"), None))
+
+    monkeypatch.setattr(cache_commands.shutil, "rmtree", refuse)
+    result = runner.invoke(app, ["cache", "clear", "--yes"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert "error[E-CACHE]: could not remove 2 cache entries" in text and "Permission denied" in text
+    assert "hint: check the folder's permissions" in text
