@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -81,3 +82,45 @@ def test_clear_that_cannot_remove_says_so(cache, monkeypatch):
     text = " ".join(result.output.split())
     assert "error[E-CACHE]: could not remove 2 cache entries" in text and "Permission denied" in text
     assert "hint: check the folder's permissions" in text
+
+
+def test_the_warmup_specs_call_every_kernel_in_both_dtypes():
+    """`netc warmup` compiles the whole library: its specs' plans call every kernel a plan may import."""
+    from netc.compiler.codegen import KERNEL_MODULES
+    from netc.runtime.warmup import entries
+
+    found = entries()
+    every = {(module, name) for module, names in KERNEL_MODULES.items() for name in names}
+    def floats(types) -> set[str]:
+        return {str(t.dtype) for t in types if str(getattr(t, "dtype", "")).startswith("float")}
+
+    for dtype in ("float32", "float64"):  # a kernel without float arrays (seed_rng) serves both
+        called = {(module, name) for module, name, types in found if floats(types) in ({dtype}, set())}
+        assert called == every, sorted(every - called)
+
+
+@pytest.mark.compiled
+def test_warmup_compiles_what_is_missing_then_nothing(tmp_path, monkeypatch):
+    """On an empty cache (the embedding spec only, to keep it short): two processes compile every
+    entry and mark it; a second warmup finds them all, and a model of that spec compiles nothing."""
+    from netc.codecache import cache_root
+    from netc.runtime import warmup as library
+
+    monkeypatch.setattr(library, "SPECS", {"embedding": library.SPECS["embedding"]})
+    saved = os.environ.get("NETC_CACHE_DIR")
+    os.environ["NETC_CACHE_DIR"] = str(tmp_path / "cache")
+    cache_root.cache_clear()
+    try:
+        seen = []
+        compiled, ready = library.warmup(lambda done, total: seen.append((done, total)))
+        assert compiled == len(library.entries()) > 10 and ready == 0
+        assert seen[-1] == (compiled, compiled)
+        result = runner.invoke(app, ["warmup"])
+        assert result.exit_code == 0, result.output
+        assert result.output.strip() == f"netc's kernels are compiled for this machine ({compiled} signatures)"
+    finally:
+        if saved is None:
+            del os.environ["NETC_CACHE_DIR"]
+        else:
+            os.environ["NETC_CACHE_DIR"] = saved
+        cache_root.cache_clear()

@@ -18,7 +18,7 @@ from netc import __version__
 from netc.errors import Diagnostic, NetcError
 
 SUMMARY = ("netc - a declarative neural-network compiler for YAML network specs: validate, inspect, schema, "
-           "train, eval, gradcheck, time, plot, viz, export, cache.")  # a test checks it names every command
+           "train, eval, gradcheck, time, plot, viz, export, cache, warmup.")  # a test checks it names every command
 
 app = typer.Typer(
     name="netc",

@@ -107,7 +107,11 @@ def train(
             progress.console.print(f"preparing the compiled plan of '{trainer.spec.name}' "
                                    "(a spec's first run compiles it)")
         started = time.perf_counter()
-        compiled = trainer.model.warm_up()
+        def on_compile(count: int) -> None:
+            if not quiet:
+                progress.console.print(f"compiling netc's kernels for this machine (once): {count} in 2 processes")
+
+        compiled = trainer.model.warm_up(on_compile)
         if not quiet and (log or compiled):
             seconds = time.perf_counter() - started
             if trainer.model.tier == "python":
@@ -176,6 +180,33 @@ def evaluate(
         out.print(table)
     if plot is not None:
         out.print(f"confusion matrix picture: {plot}")
+
+
+@command("warmup")
+def warmup() -> None:
+    """Compile netc's kernel library for this machine (float32 and float64, on every core), once: no
+    spec waits for a kernel afterwards. `netc train` compiles the kernels it needs by itself."""
+    import time
+
+    from netc.runtime.warmup import warmup as compile_library
+
+    out = stdout_console()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                        TimeElapsedColumn(), console=out, transient=True, disable=not out.is_terminal)
+    task = progress.add_task("compiling netc's kernels for this machine", total=None, stats="")
+
+    def on_progress(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total, stats=f"{done}/{total}")
+
+    started = time.perf_counter()
+    with progress:
+        compiled, ready = compile_library(on_progress)
+    seconds = time.perf_counter() - started
+    if compiled:
+        out.print(f"compiled {compiled} kernel {_plural(compiled, 'signature')} in {seconds:.1f} s "
+                  f"({ready} were compiled already)")
+    else:
+        out.print(f"netc's kernels are compiled for this machine ({ready} {_plural(ready, 'signature')})")
 
 
 @command("gradcheck")

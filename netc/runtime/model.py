@@ -7,6 +7,7 @@ named numpy views shaped like a PyTorch state_dict (`fc1.weight` [out, in]).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -73,6 +74,7 @@ class Model:
         self.plan.tier = tier
         self._background = background and self._auto and tier == PYTHON and fused_compile.enabled()
         self._compiling = None  # the background compile of the fused tier, once started
+        self._kernels = None  # the kernels the Python tier calls (warm_up), marked compiled after a first run
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
@@ -242,21 +244,49 @@ class Model:
             self.plan.tier = FUSED
             self._compiling = None
 
-    def warm_up(self) -> bool:
-        """Compile (or load from the on-disk cache) the plan's epoch loop, doing no work; True when
-        Numba compiled it (nothing usable in the cache). The Python tier compiles nothing here."""
-        empty = {name: np.zeros((0, numel(self.graph.inputs[name])), self.dtype) for name in self.graph.float_inputs}
-        empty.update({name: np.zeros((0, numel(self.graph.inputs[name])), np.int64) for name in self.graph.index_inputs})
-        empty["__labels__"] = np.zeros(0, np.int64)
-        empty["__count__"] = 0
-        self._epoch(empty, np.zeros(0, np.int64), True, 0.0, 0)
+    def _samples(self, count: int) -> dict:
+        """`count` samples of zeros, prepared: what warm-ups run (only the types matter)."""
+        prepared = {name: np.zeros((count, numel(self.graph.inputs[name])), self.dtype)
+                    for name in self.graph.float_inputs}
+        prepared.update({name: np.zeros((count, numel(self.graph.inputs[name])), np.int64)
+                         for name in self.graph.index_inputs})
+        prepared["__labels__"] = np.zeros(count if self.graph.label_input else 0, np.int64)
+        prepared["__count__"] = count
+        return prepared
+
+    def warm_up(self, on_compile: Callable[[int], None] | None = None) -> bool:
+        """Make the plan ready to run, doing no work; True when something was compiled. Fused tier:
+        compile (or load from the on-disk cache) the epoch loop. Python tier: compile the kernels
+        this machine has not compiled yet, in parallel processes (netc.compiler.kernel_library),
+        telling `on_compile(how many)` first."""
         if self.plan.tier == PYTHON:
-            return False
+            from netc.compiler import kernel_library
+
+            self._kernels = self.kernels_called()
+            todo = kernel_library.missing(self._kernels)
+            if todo:
+                if on_compile is not None:
+                    on_compile(len(todo))
+                kernel_library.compile_missing(todo)
+            return bool(todo)
+        self._epoch(self._samples(0), np.zeros(0, np.int64), True, 0.0, 0)
         return sum(self.plan.module.epoch.stats.cache_misses.values()) > 0
 
-    def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr, seed: int,
-               confusion: np.ndarray | None = None, scores: np.ndarray | None = None):
-        """Run the compiled epoch; returns (batches done, per-batch mean losses, per-batch correct counts)."""
+    def kernels_called(self) -> list:
+        """(module, kernel, argument types) of every kernel call of a training and an evaluation batch."""
+        from netc.compiler import kernel_library
+
+        one = self._samples(1)
+        k = numel(self.graph.shape_of(self.plan.loss.input))
+        classes = k if self.has_accuracy() else 1
+        calls = [self._epoch_args(one, np.zeros(1, np.int64), True, 0.0, 0),
+                 self._epoch_args(one, np.zeros(1, np.int64), False, 0.0, 0,
+                                  np.zeros((classes, classes), np.int64), np.zeros((1, k), self.dtype))]
+        return kernel_library.needed(self.plan.sources[PYTHON], calls)
+
+    def _epoch_args(self, prepared: dict, order: np.ndarray, train: bool, lr, seed: int,
+                    confusion: np.ndarray | None = None, scores: np.ndarray | None = None) -> tuple:
+        """The arguments of the plan's epoch loop (see compiler/module.py: _epoch_signature)."""
         count = prepared["__count__"]
         batches = (count + self.batch - 1) // self.batch
         losses = np.zeros(max(batches, 1))
@@ -265,11 +295,24 @@ class Model:
             confusion = np.zeros((1, 1), np.int64)
         if scores is None:
             scores = np.zeros((0, numel(self.graph.shape_of(self.plan.loss.input))), self.dtype)
-        prepare_threads(self.blas_threads)
-        args = (self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
+        return (self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
                 self.batch, train, self._rates(lr, batches), self.step, seed, losses, corrects, confusion, scores)
+
+    def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr, seed: int,
+               confusion: np.ndarray | None = None, scores: np.ndarray | None = None):
+        """Run the plan's epoch loop; returns (batches done, per-batch mean losses, per-batch correct counts)."""
+        count = prepared["__count__"]
+        batches = (count + self.batch - 1) // self.batch
+        args = self._epoch_args(prepared, order, train, lr, seed, confusion, scores)
+        losses, corrects = args[-4], args[-3]
+        prepare_threads(self.blas_threads)
         self._upgrade()
         done = self.plan.module.epoch(*args)
+        if count and self.plan.tier == PYTHON and self._kernels:
+            from netc.compiler import kernel_library
+
+            kernel_library.mark_ready(kernel_library.missing(self._kernels))  # compiled by now, one way or another
+            self._kernels = None
         if self._background and count and self.plan.tier == PYTHON:
             # after a call that ran the kernels: on a cold cache they are compiled (and cached) by now,
             # so the other process loads them rather than compiling them a second time

@@ -1,0 +1,103 @@
+"""`netc warmup`: compile netc's whole kernel library for this machine, float32 and float64, so that
+no spec ever waits for a kernel. The specs below together call every kernel a plan may call (a test
+checks it); their plans are recorded on the Python tier (netc.compiler.kernel_library), never run."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from netc.compiler import PYTHON
+from netc.compiler import kernel_library
+
+_HEAD = "netc: 1\nname: warmup_{name}\ninputs:\n"
+
+SPECS = {
+    # conv with a fused 2x2 max pool, batch norm, average pools, dropout, cross entropy, Adam
+    "conv": """
+  img: {shape: [2, 8, 8]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: c1, op: conv2d, filters: 3, kernel: 3, padding: 1}
+  - {name: r1, op: relu}
+  - {name: p1, op: maxpool2d, kernel: 2}
+  - {name: bn, op: batchnorm2d}
+  - {name: c2, op: conv2d, filters: 4, kernel: 3, padding: 1}
+  - {name: ap, op: avgpool2d, kernel: 2}
+  - {name: mp, op: maxpool2d, kernel: 2, stride: 1}
+  - {name: gap, op: global_avgpool2d}
+  - {name: flat, op: flatten}
+  - {name: drop, op: dropout, p: 0.1}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: adam, lr: 0.001}
+train: {batch: 4}
+""",
+    # the activations as their own steps, batch norm and layer norm of features, nll, SGD
+    "mlp": """
+  x: {shape: [6]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: bn, op: batchnorm1d}
+  - {name: ln, op: layernorm}
+  - {name: a1, op: sigmoid}
+  - {name: a2, op: gelu}
+  - {name: a3, op: silu}
+  - {name: fc, op: linear, out: 3}
+  - {name: logp, op: log_softmax}
+loss: {op: nll, input: logp, target: y}
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9}
+train: {batch: 4}
+""",
+    # locally connected, merges, softmax, mse on labels, RMSprop
+    "local": """
+  img: {shape: [2, 6, 6]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: l1, op: local2d, filters: 2, kernel: 3}
+  - {name: l2, op: local2d, in: img, filters: 2, kernel: 3}
+  - {name: sum, op: add, in: [l1, l2, l1]}
+  - {name: cat, op: concat, in: [l1, sum]}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+  - {name: sm, op: softmax}
+loss: {op: mse, input: sm, target: y}
+optimizer: {type: rmsprop, lr: 0.01}
+train: {batch: 4}
+""",
+    # an embedding, mse on a float target
+    "embedding": """
+  tokens: {shape: [4], dtype: int64, indices: 5}
+  t: {shape: [2]}
+layers:
+  - {name: emb, op: embedding, in: tokens, num: 5, dim: 3}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 2}
+loss: {op: mse, input: fc, target: t}
+train: {batch: 4}
+""",
+}
+
+
+def entries(dtypes: tuple[str, ...] = ("float32", "float64")) -> list[kernel_library.Entry]:
+    """Every (kernel, argument types) the specs above call, in each dtype."""
+    from netc.graph import build_graph
+    from netc.runtime.model import Model
+    from netc.spec import load_spec_text
+
+    found: dict[tuple, kernel_library.Entry] = {}
+    for name, body in SPECS.items():
+        graph = build_graph(load_spec_text(_HEAD.format(name=name) + body.lstrip("\n"), f"warmup-{name}.yaml"))
+        for dtype in dtypes:
+            model = Model(graph, dtype=dtype, tier=PYTHON)
+            for entry in model.kernels_called():
+                found.setdefault((entry[0], entry[1], str(entry[2])), entry)
+    return list(found.values())
+
+
+def warmup(on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Compile what this machine lacks; returns (compiled now, already compiled)."""
+    everything = entries()
+    todo = kernel_library.missing(everything)
+    if todo:
+        kernel_library.compile_missing(todo, on_progress)
+    return len(todo), len(everything) - len(todo)
