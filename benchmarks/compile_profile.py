@@ -45,7 +45,7 @@ def profile(spec: str, top: int) -> None:
     import netc
     from netc.runtime.model import Model
 
-    model = Model(netc.load(spec).graph)
+    model = Model(netc.load(spec).graph, tier="fused")
     built = time.perf_counter()
     model.warm_up()
     done = time.perf_counter()

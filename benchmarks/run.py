@@ -70,7 +70,7 @@ class NetcRunner:
     def __init__(self, graph, data):
         from netc.runtime.model import Model
 
-        self.model = Model(graph)
+        self.model = Model(graph, tier="fused")
         self.prepared = self.model.prepare(data)
         self.order = np.arange(self.prepared["__count__"], dtype=np.int64)
         self.model.warm_up()
@@ -150,7 +150,7 @@ from benchmarks.run import WORKLOADS, load_graph, make_data
 from netc.runtime.model import Model
 w = WORKLOADS[{index}]
 graph = load_graph(w.spec, w.batch, w.lr)
-model = Model(graph)
+model = Model(graph, tier="fused")
 model.warm_up()
 prepared = model.prepare(make_data(graph, w.batch))
 model.train_epoch(prepared, np.arange(w.batch))

@@ -36,7 +36,8 @@ class Network:
         """A `netc.runtime.model.Model`: forward, loss, gradients, train/eval epochs, weights as numpy."""
         from netc.runtime.model import Model
 
-        return Model(self.graph, dtype=dtype, batch=batch, seed=seed)
+        # the Python tier at once (unless the fused loop is compiled), the fused loop from a background compile
+        return Model(self.graph, dtype=dtype, batch=batch, seed=seed, tier="auto", background=True)
 
     def data(self, which: str = "train"):
         """The spec's data as {input name: array} (`which` is train or eval)."""

@@ -32,6 +32,7 @@ import netc
 from netc.errors import warn_once
 
 _MAGIC = b"netc-numba-cache-1\n"
+save_failures = 0  # machine code this process compiled but could not keep (a full disk): nothing to mark ready
 
 
 def wanted_root() -> Path:
@@ -199,9 +200,11 @@ class FunctionCache(caching.FunctionCache):
             return None
 
     def save_overload(self, sig, data):
+        global save_failures
         try:
             super().save_overload(sig, data)
         except OSError as exc:
+            save_failures += 1
             warn_once(f"could not write to the cache in {self._cache_path} ({exc.strerror or exc}); "
                       "compiled code is not kept for the next run")
 

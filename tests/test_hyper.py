@@ -98,3 +98,11 @@ def test_one_learning_rate_per_batch():
         np.testing.assert_array_equal(scheduled.get_weights()[key], value, err_msg=key)
     with pytest.raises(ValueError, match="2 learning rates for 3 batches"):
         scheduled.train_epoch(scheduled.prepare(data), np.arange(96), lr=np.array([0.1, 0.2]))
+
+
+def test_a_renamed_copy_of_a_spec_shares_the_plan():
+    """A sweep's trials are copies of one spec under other names: one plan, compiled once."""
+    text = BASE.replace("name: digits_mlp", "name: trial_7")
+    assert text != BASE
+    renamed = compile_graph(build_graph(load_spec_text(text, "trial-7.yaml")))
+    assert renamed.sources == compile_graph(_graph("optimizer: {type: adam, lr: 0.001}")).sources

@@ -189,7 +189,7 @@ def test_a_second_process_loads_the_compiled_plan_from_the_cache(tmp_path):
         from netc.spec import load_spec
         from netc.graph import build_graph
         from netc.runtime.model import Model
-        m = Model(build_graph(load_spec({str(SPECS / 'xor.yaml')!r})))
+        m = Model(build_graph(load_spec({str(SPECS / 'xor.yaml')!r})), tier="fused")
         m.warm_up()
         f = m.plan.module.epoch
         print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))

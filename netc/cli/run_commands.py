@@ -109,7 +109,8 @@ def train(
         started = time.perf_counter()
         def on_compile(count: int) -> None:
             if not quiet:
-                progress.console.print(f"compiling netc's kernels for this machine (once): {count} in 2 processes")
+                processes = "1 process" if count == 1 else "2 processes"
+                progress.console.print(f"compiling netc's kernels for this machine (once): {count} in {processes}")
 
         compiled = trainer.model.warm_up(on_compile)
         if not quiet and (log or compiled):
@@ -184,8 +185,8 @@ def evaluate(
 
 @command("warmup")
 def warmup() -> None:
-    """Compile netc's kernel library for this machine (float32 and float64, on every core), once: no
-    spec waits for a kernel afterwards. `netc train` compiles the kernels it needs by itself."""
+    """Compile netc's kernel library for this machine (float32 and float64, two processes at once),
+    once. `netc train` compiles the kernels it needs by itself; this does all of them ahead of time."""
     import time
 
     from netc.runtime.warmup import warmup as compile_library

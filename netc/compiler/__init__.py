@@ -75,6 +75,7 @@ def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = Tru
     loss = passes.lower_loss(graph, steps)  # softmax/log_softmax + loss with the p - onehot backward
     needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
     buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
-    header = f"netc plan for '{graph.spec.name}', batch {batch}. Generated: edits are overwritten."
+    # no spec name in the source: a renamed copy of a spec (a sweep's trials) shares its compiled plan
+    header = f"netc plan, batch {batch}. Generated: edits are overwritten."
     sources, views, bodies = generate_source(graph, steps, loss, buffers, needs_grad, header)
     return CompiledPlan(graph, steps, loss, buffers, needs_grad, sources, views, bodies, hyper_table(graph))

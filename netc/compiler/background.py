@@ -30,7 +30,8 @@ def machine_tag() -> str:
     shared by machines of other CPUs does not mark a loop as ready that Numba would not load."""
     from numba.core.registry import cpu_target
 
-    return hashlib.sha256(repr(cpu_target.target_context.codegen().magic_tuple()).encode()).hexdigest()[:8]
+    machine = (sys.version_info[:2], cpu_target.target_context.codegen().magic_tuple())  # Numba's files are per Python
+    return hashlib.sha256(repr(machine).encode()).hexdigest()[:8]
 
 
 def _beside(module_path: Path, dtype: str, suffix: str) -> Path:
@@ -41,6 +42,12 @@ def _beside(module_path: Path, dtype: str, suffix: str) -> Path:
 def ready(module_path: Path, dtype: str) -> bool:
     """Whether the fused epoch loop of this module and dtype was compiled on this machine."""
     return _beside(module_path, dtype, "fused").exists()
+
+
+def failed(module_path: Path, dtype: str) -> bool:
+    """Whether a background compile of this loop failed before (its error is in the `.log` beside it):
+    not tried again on every run; `netc cache clear` forgets it."""
+    return _beside(module_path, dtype, "failed").exists()
 
 
 def enabled() -> bool:
@@ -54,6 +61,9 @@ def start(module_path: Path, source: str, dtype: str, args: tuple) -> subprocess
 
     from netc.codecache import cache_root
 
+    if failed(module_path, dtype):
+        return None
+
     try:
         module_path.parent.mkdir(parents=True, exist_ok=True)
         if not module_path.exists() or module_path.read_text() != source:
@@ -65,18 +75,26 @@ def start(module_path: Path, source: str, dtype: str, args: tuple) -> subprocess
         tmp.write_bytes(pickle.dumps(tuple(typeof(a) for a in args)))
         os.replace(tmp, types)
         env = {**os.environ, "NETC_CACHE_DIR": str(cache_root())}  # the cache this process reads
-        return subprocess.Popen([sys.executable, "-m", "netc.compiler.background", str(module_path), dtype],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=env, start_new_session=True)  # a Ctrl-C of the run does not stop it
-    except OSError:
+        with open(_beside(module_path, dtype, "log"), "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", "netc.compiler.background", str(module_path), dtype],
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env=env, start_new_session=True)  # a Ctrl-C of the run does not stop it
+    except Exception:  # it is only a speed-up: whatever stops it, the run goes on on the Python tier
         return None
 
 
 def _compile(module_path: Path, dtype: str) -> None:
+    from netc import codecache
     from netc.compiler.cache import load_module
 
-    module, _ = load_module(module_path.read_text())
-    module.epoch.compile(pickle.loads(_beside(module_path, dtype, "types").read_bytes()))
+    try:
+        module, _ = load_module(module_path.read_text())
+        module.epoch.compile(pickle.loads(_beside(module_path, dtype, "types").read_bytes()))
+    except Exception:
+        _beside(module_path, dtype, "failed").write_text("see the .log beside this file\n")
+        raise
+    if codecache.save_failures:  # compiled but not kept (a full disk): nothing for the next run to load
+        return
     marker = _beside(module_path, dtype, "fused")
     tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
     tmp.write_text("compiled\n")

@@ -1,4 +1,4 @@
-"""netc's kernels, compiled once per machine, on every core.
+"""netc's kernels, compiled once per machine, by two processes at once.
 
 A kernel is compiled by Numba for the argument types it is called with and cached on disk
 (netc.codecache); a plan on the Python tier would compile each one on its first call, one after
@@ -83,46 +83,66 @@ def mark_ready(entries: list[Entry]) -> None:
         pass
 
 
+def _group(entries: list[Entry]) -> list[list[Entry]]:
+    """Entries by kernel: one process compiles every signature of a kernel, as two processes saving
+    to one kernel's cache index at once could lose an entry."""
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault((entry[0], entry[1]), []).append(entry)
+    return list(groups.values())
+
+
 def _cost(entry: Entry) -> int:
     """Rough compile cost: a parallel kernel (a prange region, compiled twice by Numba) costs most."""
     dispatcher = getattr(importlib.import_module(entry[0]), entry[1])
     return 6 if dispatcher.targetoptions.get("parallel") else 1
 
 
-def compile_missing(entries: list[Entry], on_progress=None) -> None:
+def compile_missing(entries: list[Entry], on_progress=None) -> list[Entry]:
     """Compile `entries` into the disk cache in PROCESSES processes at once (largest first, each to the
-    least loaded process), and mark them ready. A process that fails leaves its entries unmarked:
-    they compile on their first call instead. `on_progress(done, total)` is called as entries finish."""
+    least loaded process) and mark them ready; returns those still not ready. A process that fails,
+    or cannot start, leaves its entries unmarked: they compile on their first call instead.
+    `on_progress(done, total)` is called as entries finish."""
     from netc.codecache import cache_root
 
-    shares: list[list[Entry]] = [[] for _ in range(min(PROCESSES, len(entries)))]
+    groups = _group(entries)
+    shares: list[list[Entry]] = [[] for _ in range(min(PROCESSES, len(groups)))]
     loads = [0] * len(shares)
-    for entry in sorted(entries, key=_cost, reverse=True):
+    for group in sorted(groups, key=lambda g: sum(map(_cost, g)), reverse=True):
         i = loads.index(min(loads))
-        shares[i].append(entry)
-        loads[i] += _cost(entry)
+        shares[i].extend(group)
+        loads[i] += sum(map(_cost, group))
     env = {**os.environ, "NETC_CACHE_DIR": str(cache_root())}
     workers = []
-    with tempfile.TemporaryDirectory(prefix="netc-kernels-") as folder:
-        for i, share in enumerate(shares):
-            job = Path(folder) / f"job{i}.pickle"
-            job.write_bytes(pickle.dumps(share))
-            workers.append(subprocess.Popen([sys.executable, "-m", "netc.compiler.kernel_library", str(job)],
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.DEVNULL, env=env))
-        while any(worker.poll() is None for worker in workers):
-            if on_progress is not None:
-                on_progress(len(entries) - len(missing(entries)), len(entries))
-            time.sleep(0.2)
-        if on_progress is not None:
-            on_progress(len(entries) - len(missing(entries)), len(entries))
+    try:
+        with tempfile.TemporaryDirectory(prefix="netc-kernels-") as folder:
+            for i, share in enumerate(shares):
+                job = Path(folder) / f"job{i}.pickle"
+                job.write_bytes(pickle.dumps(share))
+                workers.append(subprocess.Popen([sys.executable, "-m", "netc.compiler.kernel_library", str(job)],
+                                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL, env=env))
+            while any(worker.poll() is None for worker in workers):
+                if on_progress is not None:
+                    on_progress(len(entries) - len(missing(entries)), len(entries))
+                time.sleep(0.2)
+    except OSError:  # no temporary folder or no process to spare: the kernels compile when first called
+        for worker in workers:
+            worker.wait()
+    left = missing(entries)
+    if on_progress is not None:
+        on_progress(len(entries) - len(left), len(entries))
+    return left
 
 
 def _compile(job: Path) -> None:
+    from netc import codecache
+
     for entry in pickle.loads(job.read_bytes()):
         module, name, types = entry
         getattr(importlib.import_module(module), name).compile(types)
-        mark_ready([entry])
+        if codecache.save_failures == 0:  # marked only once the machine code is in the cache
+            mark_ready([entry])
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class Model:
     give the same numbers to the bit."""
 
     def __init__(self, graph: Graph, dtype: str | None = None, batch: int | None = None, seed: int | None = None,
-                 fuse_pools: bool = True, tier: str = FUSED, background: bool = False):
+                 fuse_pools: bool = True, tier: str = "auto", background: bool = False):
         assert tier in TIERS, tier
         self.graph = graph
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
@@ -74,7 +74,6 @@ class Model:
         self.plan.tier = tier
         self._background = background and self._auto and tier == PYTHON and fused_compile.enabled()
         self._compiling = None  # the background compile of the fused tier, once started
-        self._kernels = None  # the kernels the Python tier calls (warm_up), marked compiled after a first run
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
@@ -262,8 +261,7 @@ class Model:
         if self.plan.tier == PYTHON:
             from netc.compiler import kernel_library
 
-            self._kernels = self.kernels_called()
-            todo = kernel_library.missing(self._kernels)
+            todo = kernel_library.missing(self.kernels_called())
             if todo:
                 if on_compile is not None:
                     on_compile(len(todo))
@@ -308,11 +306,6 @@ class Model:
         prepare_threads(self.blas_threads)
         self._upgrade()
         done = self.plan.module.epoch(*args)
-        if count and self.plan.tier == PYTHON and self._kernels:
-            from netc.compiler import kernel_library
-
-            kernel_library.mark_ready(kernel_library.missing(self._kernels))  # compiled by now, one way or another
-            self._kernels = None
         if self._background and count and self.plan.tier == PYTHON:
             # after a call that ran the kernels: on a cold cache they are compiled (and cached) by now,
             # so the other process loads them rather than compiling them a second time

@@ -332,7 +332,7 @@ def evaluate_checkpoint(loaded: LoadedSpec, weights: str | Path, which: str = "e
     graph = build_graph(loaded)
     train = load_dataset(loaded, "train") if which == "eval" else None
     data = load_dataset(loaded, which, train.stats if train is not None else None)
-    model = Model(graph)
+    model = Model(graph, tier="auto")  # the fused loop when compiled, else the Python tier: no compile to wait for
     report = model.set_weights(load_weights(weights))
     if report.missing or report.mismatched:
         missing = ", ".join(report.missing + [m[0] for m in report.mismatched])

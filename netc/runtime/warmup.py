@@ -1,6 +1,6 @@
-"""`netc warmup`: compile netc's whole kernel library for this machine, float32 and float64, so that
-no spec ever waits for a kernel. The specs below together call every kernel a plan may call (a test
-checks it); their plans are recorded on the Python tier (netc.compiler.kernel_library), never run."""
+"""`netc warmup`: compile netc's kernel library for this machine, float32 and float64. The specs below
+together call every kernel a plan may call (a test checks it), each with the argument types plans
+use; their plans are recorded on the Python tier (netc.compiler.kernel_library), never run."""
 
 from __future__ import annotations
 
@@ -95,9 +95,17 @@ def entries(dtypes: tuple[str, ...] = ("float32", "float64")) -> list[kernel_lib
 
 
 def warmup(on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Compile what this machine lacks; returns (compiled now, already compiled)."""
+    """Compile what this machine lacks; returns (compiled now, already compiled). Raises RunError
+    when some could not be compiled and kept (no process to spare, a full disk)."""
+    from netc.codecache import cache_root
+    from netc.errors import Diagnostic, Location, RunError
+
     everything = entries()
     todo = kernel_library.missing(everything)
-    if todo:
-        kernel_library.compile_missing(todo, on_progress)
+    left = kernel_library.compile_missing(todo, on_progress) if todo else []
+    if left:
+        raise RunError(Diagnostic("E-CACHE", f"{len(left)} of {len(todo)} kernel signatures were not compiled "
+                                  "into the cache", Location(str(cache_root())),
+                                  hint="check free disk space and that the cache folder is writable (netc cache "
+                                       "info); they compile on their first use meanwhile"))
     return len(todo), len(everything) - len(todo)
