@@ -28,6 +28,7 @@ from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
 from netc.runtime.data import load_dataset, load_train_eval
 from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
 from netc.runtime.rundir import RunFolder, guarded_write, is_run_folder, latest_run_dir, run_error
+from netc.runtime.schedule import rates
 from netc.spec.load import LoadedSpec
 
 CHUNK_SAMPLES = 4096  # samples per compiled call: progress and Ctrl-C granularity
@@ -50,6 +51,7 @@ class EpochRecord:
     eval_accuracy: float | None
     seconds: float
     samples_per_second: float
+    lr: float = 0.0  # the learning rate of the epoch's last step (optimizer.schedule)
 
 
 @dataclass
@@ -214,11 +216,16 @@ class Trainer:
         total_batches = (count + batch - 1) // batch
         loss_sum = correct_sum = seen = 0.0
         started = time.perf_counter()
+        lr = self.spec.optimizer.lr
         for index in range(first_chunk, len(chunks)):
             start, stop = chunks[index]
             part = dict(train)
             part["__count__"] = stop - start
-            result = self.model.train_epoch(part, order[start:stop], seed=_chunk_seed(self.spec.train.seed, epoch, index))
+            # one rate per batch, from where the chunk starts in the run: a resumed run gets the same ones
+            lrs = rates(self.spec.optimizer, epoch, start // batch, (stop - start + batch - 1) // batch, total_batches)
+            lr = float(lrs[-1])
+            result = self.model.train_epoch(part, order[start:stop], lr=lrs,
+                                            seed=_chunk_seed(self.spec.train.seed, epoch, index))
             self._check_finite(result, epoch, start)
             n = stop - start
             loss_sum += result.loss * n
@@ -235,7 +242,7 @@ class Trainer:
         record = EpochRecord(
             epoch + 1, loss_sum / seen, correct_sum / seen if self.model.has_accuracy() else None,
             evaluated.loss if evaluated else None, evaluated.accuracy if evaluated else None,
-            seconds, seen / max(seconds, 1e-9))
+            seconds, seen / max(seconds, 1e-9), lr)
         metrics = self.run_dir / "metrics.jsonl"
         before = metrics.stat().st_size
         try:

@@ -18,6 +18,7 @@ from netc.spec.base import (  # noqa: E402, F401  (re-exported: the language's b
     PosInt, Text, XavierUniform,
 )
 from netc.ops import REGISTRY  # noqa: E402  (each op module defines its layer class)
+from netc.spec.schedules import ScheduleSpec  # noqa: E402
 
 # every layer class, in registry order, discriminated by `op`
 LayerSpec = Annotated[Union[tuple(op.spec for op in REGISTRY.values())], Field(discriminator="op")]
@@ -63,6 +64,7 @@ class Sgd(Model):
     momentum: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.0, description="Momentum factor.")
     nesterov: Bool = Field(False, description="Nesterov momentum.")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
+    schedule: ScheduleSpec | None = Field(None, description="How the learning rate changes (none: constant).")
 
 
 class RmsProp(Model):
@@ -74,6 +76,7 @@ class RmsProp(Model):
     eps: PosFloat = Field(1e-8, description="Added to the denominator.")
     momentum: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.0, description="Momentum factor.")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
+    schedule: ScheduleSpec | None = Field(None, description="How the learning rate changes (none: constant).")
 
 
 class Adam(Model):
@@ -86,6 +89,7 @@ class Adam(Model):
     )
     eps: PosFloat = Field(1e-8, description="Added to the denominator.")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
+    schedule: ScheduleSpec | None = Field(None, description="How the learning rate changes (none: constant).")
 
 
 OptimizerSpec = Annotated[Union[Sgd, RmsProp, Adam], Field(discriminator="type")]

@@ -1,0 +1,70 @@
+"""The learning rate of every optimizer step under `optimizer.schedule` (netc/spec/schedules.py).
+
+`rates(optimizer, epoch, first_batch, batches, steps_per_epoch)` gives the rates of `batches` steps
+from batch `first_batch` of epoch `epoch`: the compiled loop takes one rate per batch, so a schedule
+compiles nothing and a run resumed mid-epoch gets the same rates. Closed forms, in float64, of what
+PyTorch's schedulers compute step by step (tests/test_schedule.py checks them against PyTorch).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def factor(schedule, t: int) -> float:
+    """The schedule's multiplier of the base rate at t (epochs or steps, as its `per` says)."""
+    kind = schedule.type
+    if kind == "step":
+        value = schedule.gamma ** (t // schedule.step_size)
+    elif kind == "multistep":
+        value = schedule.gamma ** sum(1 for m in schedule.milestones if m <= t)
+    elif kind == "exponential":
+        value = schedule.gamma ** t
+    elif kind == "inv":
+        value = (1.0 + schedule.gamma * t) ** (-schedule.power)
+    elif kind == "poly":
+        value = (1.0 - min(t, schedule.total) / schedule.total) ** schedule.power
+    else:  # cosine: the caller applies eta_min (it is a rate, not a factor)
+        value = 0.5 * (1.0 + math.cos(math.pi * _cosine_position(schedule, t)))
+    if schedule.warmup is not None:
+        w = schedule.warmup
+        value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
+    return value
+
+
+def _cosine_position(schedule, t: int) -> float:
+    """t_cur / T: without restarts it runs on past 1 (the rate rises again after T, as PyTorch's)."""
+    if not schedule.restarts:
+        return t / schedule.period
+    period = schedule.period
+    while t >= period:
+        t -= period
+        period *= schedule.t_mult
+    return t / period
+
+
+def rate(optimizer, t: int) -> float:
+    schedule = optimizer.schedule
+    if schedule is None:
+        return optimizer.lr
+    if schedule.type == "cosine":
+        base = optimizer.lr - schedule.eta_min
+        value = schedule.eta_min + base * factor(schedule.model_copy(update={"warmup": None}), t)
+        if schedule.warmup is not None:
+            w = schedule.warmup
+            value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
+        return value
+    return optimizer.lr * factor(schedule, t)
+
+
+def rates(optimizer, epoch: int, first_batch: int, batches: int, steps_per_epoch: int) -> np.ndarray:
+    """The rates of batches first_batch .. first_batch + batches - 1 of epoch `epoch` (0-based)."""
+    schedule = optimizer.schedule
+    if schedule is None:
+        return np.full(batches, float(optimizer.lr))
+    if schedule.per == "epoch":
+        return np.full(batches, rate(optimizer, epoch))
+    first = epoch * steps_per_epoch + first_batch
+    return np.array([rate(optimizer, first + i) for i in range(batches)])
