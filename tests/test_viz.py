@@ -89,6 +89,20 @@ def test_curves_of_a_loss_without_accuracy_have_one_panel(tmp_path):
     check_png(run / "curves.png", result.size)
 
 
+def test_curves_of_a_scheduled_run_add_the_learning_rate(tmp_path):
+    run = tmp_path / "scheduled"
+    run.mkdir()
+    lines = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.5, "eval_loss": None, "eval_accuracy": None,
+              "lr": 0.1 * 0.5 ** e} for e in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = viz.plot_curves(run)
+    assert result.learning_rate and result.size == (1500, 400)
+    check_png(run / "curves.png", result.size)
+    constant = [dict(line, lr=0.1) for line in lines]  # a constant rate draws no panel
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in constant))
+    assert not viz.plot_curves(run).learning_rate and viz.plot_curves(run).size == (1000, 400)
+
+
 def test_curves_errors_and_the_quiet_hook(tmp_path):
     with pytest.raises(NetcError, match="no metrics.jsonl") as info:
         viz.plot_curves(tmp_path)

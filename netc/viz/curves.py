@@ -17,6 +17,7 @@ class CurvesResult(Picture):
     runs: list[str] = field(default_factory=list)  # legend names
     epochs: list[int] = field(default_factory=list)  # epochs drawn per run
     accuracy: bool = False  # whether the accuracy panel is drawn
+    learning_rate: bool = False  # whether the learning-rate panel is drawn (a run with a schedule)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -54,14 +55,17 @@ def _draw_runs(runs: list[tuple[str, list[dict]]], out: str | Path, title: str, 
 
     accuracy = any(r.get("train_accuracy") is not None or r.get("eval_accuracy") is not None
                    for _, records in runs for r in records)
-    panels = 2 if accuracy else 1
+    # a learning-rate panel when some run's rate changed (optimizer.schedule)
+    scheduled = any(len({r["lr"] for r in records if r.get("lr")}) > 1 for _, records in runs)
+    names = ["loss"] + (["accuracy (%)"] if accuracy else []) + (["learning rate"] if scheduled else [])
+    panels = len(names)
     figure, size = new_figure(5.0 * panels, 4.0, dpi)
     axes = figure.subplots(1, panels, squeeze=False)[0]
     single = len(runs) == 1
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for (name, records), color in zip(runs, colors):
         marker = "o" if len(records) <= 30 else None
-        for panel, (prefix, scale) in enumerate((("loss", 1.0), ("accuracy", 100.0))[:panels]):
+        for panel, (prefix, scale) in enumerate((("loss", 1.0), ("accuracy", 100.0))[:1 + accuracy]):
             for split, style in (("train", "-"), ("eval", "--")):
                 xs, ys = _series(records, f"{split}_{prefix}")
                 if not xs:
@@ -70,7 +74,12 @@ def _draw_runs(runs: list[tuple[str, list[dict]]], out: str | Path, title: str, 
                 label = split if single else None
                 axes[panel].plot(xs, [y * scale for y in ys], style, color=line_color, marker=marker, markersize=3,
                                  label=label)
-    for panel, label in enumerate(("loss", "accuracy (%)")[:panels]):
+        if scheduled:
+            xs, ys = _series(records, "lr")
+            axes[-1].plot(xs, ys, "-", color="C2" if single else color, marker=marker, markersize=3)
+    if scheduled:
+        axes[-1].set_yscale("log")
+    for panel, label in enumerate(names):
         ax = axes[panel]
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -89,11 +98,12 @@ def _draw_runs(runs: list[tuple[str, list[dict]]], out: str | Path, title: str, 
     figure.tight_layout()
     path, size = save(figure, out, size)
     return CurvesResult(path, size, runs=[name for name, _ in runs],
-                        epochs=[len(records) for _, records in runs], accuracy=accuracy)
+                        epochs=[len(records) for _, records in runs], accuracy=accuracy, learning_rate=scheduled)
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None, dpi: int = DPI) -> CurvesResult:
-    """Loss and accuracy per epoch, train and eval, of one run (default: <run_dir>/curves.png)."""
+    """Loss and accuracy per epoch, train and eval, of one run, and its learning rate when a schedule
+    changed it (default: <run_dir>/curves.png)."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     name = _spec_name(run_dir)
