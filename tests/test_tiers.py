@@ -47,7 +47,7 @@ def _load(name: str):
         import re
 
         text = re.sub(r"optimizer: \{[^}]*\}", "optimizer: {type: sgd, lr: 0.3, momentum: 0.9, nesterov: true, "
-                      "weight_decay: 0.01}", XOR_SGD)
+                      "weight_decay: 0.01, clip: {norm: 0.5}}", XOR_SGD)
         assert "nesterov" in text and "lr_mult: 0.5" in text
         return load_spec_text(text, "xor-sgd.yaml")
     return load_spec(SPECS / f"{name}.yaml")

@@ -28,7 +28,7 @@ from netc.ops.base import REGISTRY, numel
 _RUNTIME_KERNELS = {
     "netc.kernels.misc": ("stage_rows", "stage_labels", "seed_rng", "copy_rows"),
     "netc.kernels.loss": ("cross_entropy", "nll_after_log_softmax", "mse", "mse_onehot", "confusion_add"),
-    "netc.kernels.optim": ("sgd_update", "rmsprop_update", "adam_update"),
+    "netc.kernels.optim": ("sgd_update", "rmsprop_update", "adam_update", "clip_grad_norm", "clip_grad_value"),
 }
 
 
@@ -97,6 +97,8 @@ def hyper_table(graph: Graph) -> dict[str, float]:
              "alpha": float(getattr(optimizer, "alpha", 0.0)), "eps": float(getattr(optimizer, "eps", 0.0))}
     betas = getattr(optimizer, "betas", (0.0, 0.0))
     table.update(beta1=float(betas[0]), beta2=float(betas[1]))
+    if optimizer.clip is not None:
+        table["clip"] = float(optimizer.clip.norm if optimizer.clip.norm is not None else optimizer.clip.value)
     for node in graph.owners:
         table[f"{node.name}.lr_mult"] = float(node.lr_mult)
     for node in graph.nodes:
@@ -402,6 +404,15 @@ def emit_update(e: Emitter, node, optimizer) -> None:
             e.call("adam_update", p=p, g=grad, m=e.state(node, pname, 0), v=e.state(node, pname, 1), lr=lr,
                    beta1=e.hyper("beta1"), beta2=e.hyper("beta2"), eps=e.hyper("eps"), weight_decay=wd,
                    step="step")
+
+
+def emit_clip(e: Emitter, optimizer) -> None:
+    """Gradient clipping over every parameter gradient, between the backward pass and the updates."""
+    grads = e.views.ref("G", 0, (max(e.plan.param_size, 1),), "param_grads", "every parameter gradient")
+    if optimizer.clip.norm is not None:
+        e.call("clip_grad_norm", g=grads, max_norm=e.hyper("clip"))
+    else:
+        e.call("clip_grad_value", g=grads, value=e.hyper("clip"))
 
 
 def emit_loss(e: Emitter, loss: LossStep, label_input: bool) -> None:

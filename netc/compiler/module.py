@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netc.compiler.buffers import BufferPlan
-from netc.compiler.codegen import KERNEL_MODULES, hyper_table, Emitter, ViewTable, emit_backward, emit_forward, emit_loss, emit_update
+from netc.compiler.codegen import (KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_clip, emit_forward, emit_loss,
+                                   emit_update, hyper_table)
 from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
 from netc.ops.base import numel
@@ -28,6 +29,7 @@ class Bodies:
     loss: list[str]  # one line: `return <loss kernel>(...)`
     backward: list[list[str]]  # per step (same index; empty when it has no gradient to compute)
     updates: dict[int, list[str]]  # step index -> the optimizer updates written after its backward
+    clip: list[str]  # gradient clipping, when the optimizer has it: then every update waits for it
 
     def comment(self, steps: list[Step], i: int) -> str:
         return f"    # {' + '.join(steps[i].covers)}"
@@ -47,7 +49,11 @@ class Bodies:
         for i in reversed(range(len(steps))):
             if self.backward[i]:
                 lines += [self.comment(steps, i), *self.backward[i]]
-            if with_updates:
+            if with_updates and not self.clip:
+                lines += self.updates.get(i, [])
+        if with_updates and self.clip:  # clipping needs every gradient first
+            lines += self.clip
+            for i in reversed(range(len(steps))):
                 lines += self.updates.get(i, [])
         return lines
 
@@ -86,7 +92,13 @@ def emit_bodies(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPla
                 e.line(f"# {optimizer.type} update of {owner}")
                 emit_update(e, graph.by_name[owner], optimizer)
                 updates[i] = e.lines
-    return Bodies(forward, loss_lines, backward, updates)
+    clip: list[str] = []
+    if optimizer.clip is not None:
+        e = Emitter(graph, plan, needs_grad, views)
+        e.line(f"# gradient clipping ({'norm' if optimizer.clip.norm is not None else 'value'})")
+        emit_clip(e, optimizer)
+        clip = e.lines
+    return Bodies(forward, loss_lines, backward, updates, clip)
 
 
 def _header(header: str, tiny: bool, tier: str) -> list[str]:

@@ -40,3 +40,26 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
         m[i] = beta1 * m[i] + (1 - beta1) * d
         v[i] = beta2 * v[i] + (1 - beta2) * d * d
         p[i] -= step_size * m[i] / (np.sqrt(v[i]) / root2 + eps)
+
+
+@kernel
+def clip_grad_norm(g, max_norm):
+    """Every parameter gradient (G, flat) scaled by min(1, max_norm / (‖g‖₂ + 1e-6)), PyTorch's
+    clip_grad_norm_ over all parameters (a shared tensor once: it has one gradient)."""
+    total = 0.0
+    for i in range(g.size):
+        total += g[i] * g[i]
+    coef = max_norm / (np.sqrt(total) + 1e-6)
+    if coef < 1.0:
+        for i in range(g.size):
+            g[i] *= coef
+
+
+@kernel
+def clip_grad_value(g, value):
+    """Every parameter gradient clamped to [-value, value] (PyTorch's clip_grad_value_)."""
+    for i in range(g.size):
+        if g[i] > value:
+            g[i] = value
+        elif g[i] < -value:
+            g[i] = -value

@@ -45,7 +45,7 @@ layers:
   - {name: fc, op: linear, out: 3}
   - {name: logp, op: log_softmax}
 loss: {op: nll, input: logp, target: y}
-optimizer: {type: sgd, lr: 0.1, momentum: 0.9}
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9, clip: {norm: 1.0}}
 train: {batch: 4}
 """,
     # locally connected, merges, softmax, mse on labels, RMSprop
@@ -61,7 +61,7 @@ layers:
   - {name: fc, op: linear, out: 3}
   - {name: sm, op: softmax}
 loss: {op: mse, input: sm, target: y}
-optimizer: {type: rmsprop, lr: 0.01}
+optimizer: {type: rmsprop, lr: 0.01, clip: {value: 0.5}}
 train: {batch: 4}
 """,
     # an embedding, mse on a float target

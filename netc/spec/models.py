@@ -56,6 +56,20 @@ LossSpec = Annotated[Union[MseLoss, CrossEntropyLoss, NllLoss], Field(discrimina
 # --------------------------------------------------------------------------- optimizers
 
 
+class Clip(Model):
+    """Gradient clipping before each update, over every parameter gradient (a shared tensor once):
+    by global L2 norm (PyTorch's clip_grad_norm_) or by value (clip_grad_value_). Give one of them."""
+
+    norm: PosFloat | None = Field(None, description="Largest global L2 norm of the gradients.")
+    value: PosFloat | None = Field(None, description="Largest absolute value of each gradient entry.")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.norm is None) == (self.value is None):
+            raise ValueError("give `norm` or `value`, one of them")
+        return self
+
+
 class Sgd(Model):
     """Stochastic gradient descent with optional momentum (PyTorch semantics)."""
 
@@ -65,6 +79,7 @@ class Sgd(Model):
     nesterov: Bool = Field(False, description="Nesterov momentum.")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
     schedule: ScheduleSpec | None = Field(None, description="How the learning rate changes (none: constant).")
+    clip: Clip | None = Field(None, description="Gradient clipping before each update.")
 
 
 class RmsProp(Model):
@@ -77,6 +92,7 @@ class RmsProp(Model):
     momentum: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = Field(0.0, description="Momentum factor.")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
     schedule: ScheduleSpec | None = Field(None, description="How the learning rate changes (none: constant).")
+    clip: Clip | None = Field(None, description="Gradient clipping before each update.")
 
 
 class Adam(Model):
@@ -90,6 +106,7 @@ class Adam(Model):
     eps: PosFloat = Field(1e-8, description="Added to the denominator.")
     weight_decay: NonNegFloat = Field(0.0, description="L2 penalty added to the gradient.")
     schedule: ScheduleSpec | None = Field(None, description="How the learning rate changes (none: constant).")
+    clip: Clip | None = Field(None, description="Gradient clipping before each update.")
 
 
 OptimizerSpec = Annotated[Union[Sgd, RmsProp, Adam], Field(discriminator="type")]
