@@ -139,6 +139,14 @@ def train(
         if last.eval_accuracy is not None:
             line += f", eval accuracy {_percent(last.eval_accuracy)}"
         out.print(line)
+    if result.stopped_early is not None:
+        rule = trainer.spec.train.early_stop
+        out.print(f"stopped early after epoch {result.stopped_early}: no {rule.monitor} improvement "
+                  f"for {rule.patience} {_plural(rule.patience, 'epoch')}")
+    if result.best is not None:
+        epoch, metric, value = result.best
+        shown = _percent(value) if metric.endswith("accuracy") else f"{value:.4f}"
+        out.print(f"best: epoch {epoch} ({metric} {shown}), in best.safetensors")
     files = [name for name in RUN_FILES if (result.run_dir / name).exists()]
     out.print(f"run folder: {result.run_dir} ({', '.join(files)})")
 

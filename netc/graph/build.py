@@ -38,6 +38,7 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
         _resolve_shares(ordered, by_name, errors)
         _infer_shapes(ordered, by_name, inputs, spec.inputs, errors)
         _check_loss(spec, by_name, inputs, errors)
+        _check_monitors(spec, errors)
         _check_reachability(spec, ordered, by_name, inputs, errors)
         shape_of = lambda ref: inputs[ref] if ref in inputs else by_name[ref].shape  # noqa: E731
         for problem, node in batch_problems(ordered, shape_of, spec.train.batch):
@@ -303,6 +304,24 @@ def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> N
         elif tuple(target.shape) != shape:
             errors.add("E-LOSS", f"mse input '{loss.input}' has shape {list(shape)} but target "
                        f"'{loss.target}' has {list(target.shape)}", ("loss", "target"))
+
+
+def _check_monitors(spec, errors: _Collector) -> None:
+    """The metrics early stopping and best checkpoints watch must be ones a run records."""
+    train = spec.train
+    watched = [(("train", "early_stop", "monitor"), train.early_stop.monitor)] if train.early_stop else []
+    if train.checkpoints is not None and train.checkpoints.best is not None:
+        watched.append((("train", "checkpoints", "best"), train.checkpoints.best))
+    has_eval = spec.data is not None and spec.data.eval is not None
+    target = spec.inputs.get(spec.loss.target)
+    has_accuracy = spec.loss.op != "mse" or (target is not None and target.classes is not None)
+    for path, metric in watched:
+        if metric.startswith("eval_") and not has_eval:
+            errors.add("E-TRAIN", f"{metric} is recorded only with eval data, and the spec has no data.eval",
+                       path, "add `data: {eval: ...}`, or watch " + metric.replace("eval_", "train_"))
+        elif metric.endswith("_accuracy") and not has_accuracy:
+            errors.add("E-TRAIN", f"{metric} needs class labels, but the loss is mse on a float target",
+                       path, "watch " + metric.replace("_accuracy", "_loss"))
 
 
 def _check_reachability(spec, nodes: list[Node], by_name: dict[str, Node], inputs, errors: _Collector) -> None:

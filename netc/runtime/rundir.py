@@ -24,7 +24,7 @@ from netc.errors import Diagnostic, Location, RunError
 
 MARKER = ".netc-run"
 LOCK = ".netc-lock"
-RUN_FILES = ("spec.yaml", "metrics.jsonl", "curves.png", "last.safetensors", "last.state.safetensors")
+RUN_FILES = ("spec.yaml", "metrics.jsonl", "curves.png", "last.safetensors", "last.state.safetensors", "best.safetensors")
 
 try:
     import fcntl

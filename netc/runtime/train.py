@@ -62,6 +62,8 @@ class RunResult:
     interrupted: bool = False
     start_epoch: int = 0
     already_finished: bool = False  # --resume of a run that had done all its epochs
+    best: tuple[int, str, float] | None = None  # (epoch, metric, value) of best.safetensors
+    stopped_early: int | None = None  # the epoch after which early stopping ended the run
 
 
 def apply_overrides(loaded: LoadedSpec, overrides: Overrides) -> LoadedSpec:
@@ -179,21 +181,65 @@ class Trainer:
         evaluation = self.model.prepare(self.eval_data.arrays) if self.eval_data is not None else None
         previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._on_interrupt)
+        history = self._history()  # the epochs before this process (a resumed run's), as metrics.jsonl has them
         try:
             for epoch in range(start_epoch, self.spec.train.epochs):
+                if self._stop_epoch(history) is not None:  # a resumed run that had stopped early
+                    break
                 record = self._epoch(epoch, train, evaluation, start_chunk if epoch == start_epoch else 0)
                 if record is None:  # interrupted: a checkpoint was saved mid-epoch
                     result.interrupted = True
                     break
                 result.epochs.append(record)
+                history.append(dataclasses.asdict(record))
+                self._extra_checkpoints(history)
                 self.on_epoch(record)
                 if self.interrupted:
                     result.interrupted = epoch + 1 < self.spec.train.epochs
                     break
+            result.stopped_early = self._stop_epoch(history)
         finally:
             signal.signal(signal.SIGINT, previous)
+        checkpoints = self.spec.train.checkpoints
+        if checkpoints is not None and checkpoints.best is not None:
+            epoch = best_epoch(history, checkpoints.best)
+            if epoch is not None:
+                result.best = (epoch, checkpoints.best, history[epoch - 1][checkpoints.best])
         self.on_finish(self.run_dir)
         return result
+
+    # ------------------------------------------------------------------ early stopping, more checkpoints
+    def _history(self) -> list[dict]:
+        path = self.run_dir / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def _stop_epoch(self, history: list[dict]) -> int | None:
+        """The epoch after which early stopping ends the run (None: go on). From the metrics alone, so a
+        resumed run decides as the unbroken one would."""
+        rule = self.spec.train.early_stop
+        if rule is None or not history:
+            return None
+        best = best_epoch(history, rule.monitor, rule.min_delta)
+        last = history[-1]["epoch"]
+        return last if best is not None and last - best >= rule.patience else None
+
+    def _extra_checkpoints(self, history: list[dict]) -> None:
+        """best.safetensors when this epoch is the best so far; epoch-N.safetensors every N epochs."""
+        checkpoints = self.spec.train.checkpoints
+        if checkpoints is None:
+            return
+        epoch = history[-1]["epoch"]
+        if checkpoints.best is not None and best_epoch(history, checkpoints.best) == epoch:
+            with guarded_write(self.run_dir / "best.safetensors", "the best checkpoint"):
+                save_checkpoint(self.run_dir / "best.safetensors", self.model.state_dict())
+        if checkpoints.every is not None and epoch % checkpoints.every == 0:
+            path = self.run_dir / f"epoch-{epoch}.safetensors"
+            with guarded_write(path, "a checkpoint"):
+                save_checkpoint(path, self.model.state_dict())
+            written = sorted((int(p.stem.split("-")[1]), p) for p in self.run_dir.glob("epoch-*.safetensors")
+                             if p.stem.split("-")[1].isdigit())
+            for _, old in written[:-checkpoints.keep]:
+                old.unlink(missing_ok=True)
 
     def _on_interrupt(self, signum, frame) -> None:
         self.interrupted = True  # honoured at the next chunk boundary
@@ -333,6 +379,20 @@ def _without_epochs(text: str) -> str:
     data = yaml.safe_load(text)
     data.get("train", {}).pop("epochs", None)
     return json.dumps(data, sort_keys=True)
+
+
+def best_epoch(history: list[dict], metric: str, min_delta: float = 0.0) -> int | None:
+    """The epoch of the best value of `metric` (losses lowest, accuracies highest); a later value
+    counts as better only by more than `min_delta` (Keras's rule); the first of equals wins."""
+    lower = metric.endswith("_loss")
+    best = None
+    for record in history:
+        value = record.get(metric)
+        if value is None:
+            continue
+        if best is None or (value < best[1] - min_delta if lower else value > best[1] + min_delta):
+            best = (record["epoch"], value)
+    return None if best is None else best[0]
 
 
 def evaluate_checkpoint(loaded: LoadedSpec, weights: str | Path, which: str = "eval") -> EvalResult:

@@ -248,6 +248,26 @@ class InputSpec(Model):
         return self
 
 
+Metric = Literal["train_loss", "train_accuracy", "eval_loss", "eval_accuracy"]
+
+
+class EarlyStop(Model):
+    """Stop when `monitor` has not improved by more than `min_delta` for `patience` epochs (Keras's
+    EarlyStopping; losses improve downwards, accuracies upwards)."""
+
+    monitor: Metric = Field("eval_loss", description="The epoch metric to watch (a metrics.jsonl key).")
+    patience: PosInt = Field(5, description="Epochs without improvement before stopping.")
+    min_delta: NonNegFloat = Field(0.0, description="A change smaller than this is no improvement.")
+
+
+class Checkpoints(Model):
+    """Checkpoints besides last.safetensors (the weights, named as PyTorch names them)."""
+
+    best: Metric | None = Field(None, description="Keep best.safetensors: the weights of the epoch best by this metric.")
+    every: PosInt | None = Field(None, description="Write epoch-N.safetensors every this many epochs.")
+    keep: PosInt = Field(3, description="How many epoch-N.safetensors to keep (the newest).")
+
+
 class TrainSpec(Model):
     """How training runs."""
 
@@ -256,6 +276,8 @@ class TrainSpec(Model):
     seed: NonNegInt = Field(0, description="Seed of initialization, shuffling and dropout.")
     shuffle: Bool = Field(True, description="Shuffle the training data each epoch.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point type of the plan.")
+    early_stop: EarlyStop | None = Field(None, description="Stop when a metric stops improving.")
+    checkpoints: Checkpoints | None = Field(None, description="best.safetensors and epoch-N.safetensors.")
 
 
 class InitSpec(Model):
