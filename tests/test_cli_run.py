@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -46,6 +47,8 @@ def test_train_then_eval_through_the_cli(tmp_path, monkeypatch):
     assert "accuracy 100.00%" in table.stdout and "confusion matrix" in table.stdout
     data = json.loads(invoke("eval", SPECS / "xor.yaml", "--weights", weights, "--format", "json").stdout)
     assert data["accuracy"] == 1.0 and data["confusion"] == [[2, 0], [0, 2]] and data["count"] == 4
+    assert data["per_class"] == [{"class": i, "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2} for i in (0, 1)]
+    assert data["macro"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0} and "per class" in table.stdout
 
 
 def test_train_errors_are_rendered_without_a_traceback(tmp_path, monkeypatch):
@@ -102,3 +105,25 @@ def test_inspect_plan_shows_kernels_and_source():
     assert "linear_backward" in out and "@plan_function" in out and "def epoch(" in out
     seed_mlp = invoke("inspect", SPECS / "seed-mlp.yaml", "--plan").stdout
     assert "(in nll_after_log_softmax)" in seed_mlp  # log_softmax + nll fused
+
+
+def test_per_class_figures_are_scikit_learns():
+    """netc eval's precision, recall and F1 per class and their macro averages, from a confusion matrix
+    with a class never predicted and a class never present."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from netc.runtime.metrics import per_class
+
+    true = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    pred = np.array([0, 1, 0, 1, 0, 2, 2, 1, 0, 0])
+    confusion = np.zeros((5, 5), np.int64)
+    np.add.at(confusion, (true, pred), 1)
+    figures = per_class(confusion)
+    p, r, f, s = precision_recall_fscore_support(true, pred, labels=range(5), zero_division=0)
+    got = figures["classes"]
+    np.testing.assert_allclose([c["precision"] for c in got], p)
+    np.testing.assert_allclose([c["recall"] for c in got], r)
+    np.testing.assert_allclose([c["f1"] for c in got], f)
+    assert [c["support"] for c in got] == list(s)
+    mp, mr, mf, _ = precision_recall_fscore_support(true, pred, labels=range(5), zero_division=0, average="macro")
+    assert figures["macro"] == pytest.approx({"precision": mp, "recall": mr, "f1": mf})

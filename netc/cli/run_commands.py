@@ -160,7 +160,8 @@ def evaluate(
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this picture; its "
                                                       f"suffix picks the format: {PICTURE_FORMATS}.")] = None,
 ) -> None:
-    """Loss, accuracy and the confusion matrix of a checkpoint on the spec's data."""
+    """Loss, accuracy, the confusion matrix and per-class precision, recall and F1 (with their macro
+    averages) of a checkpoint on the spec's data."""
     from netc.runtime.train import evaluate_checkpoint
 
     if split not in ("eval", "train"):
@@ -171,10 +172,14 @@ def evaluate(
         from netc.viz import confusion_picture
 
         confusion_picture(loaded, result, split, plot)
+    from netc.runtime.metrics import per_class
+
+    figures = per_class(result.confusion) if result.confusion is not None else None
     if format == OutputFormat.json:
         stdout_console().print_json(json.dumps({
             "loss": result.loss, "accuracy": result.accuracy, "count": result.count,
-            "confusion": result.confusion.tolist() if result.confusion is not None else None}))
+            "confusion": result.confusion.tolist() if result.confusion is not None else None,
+            "per_class": figures["classes"] if figures else None, "macro": figures["macro"] if figures else None}))
         return
     out = stdout_console()
     out.print(f"{split}: {result.count} samples  loss {result.loss:.4f}  accuracy {_percent(result.accuracy)}")
@@ -187,6 +192,16 @@ def evaluate(
         for i in range(classes):
             table.add_row(str(i), *(f"[bold]{v}[/bold]" if i == j else str(v) for j, v in enumerate(result.confusion[i])))
         out.print(table)
+        scores = Table(title="per class")
+        for column in ("class", "precision", "recall", "f1", "support"):
+            scores.add_column(column, justify="right")
+        for row in figures["classes"]:
+            scores.add_row(str(row["class"]), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                           str(row["support"]))
+        macro = figures["macro"]
+        scores.add_row("macro", f"{macro['precision']:.4f}", f"{macro['recall']:.4f}", f"{macro['f1']:.4f}",
+                       str(result.count))
+        out.print(scores)
     if plot is not None:
         out.print(f"confusion matrix picture: {plot}")
 

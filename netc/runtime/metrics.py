@@ -1,0 +1,27 @@
+"""Per-class figures of a confusion matrix [true, predicted]: precision, recall, F1 and support per
+class, and their macro averages (scikit-learn's definitions; a class never predicted, or never
+present, scores 0 where the ratio has no denominator, as scikit-learn's zero_division=0)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(numerator))
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def per_class(confusion: np.ndarray) -> dict:
+    """{"classes": [{class, precision, recall, f1, support}, ...], "macro": {precision, recall, f1}}."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    hits = np.diag(confusion)
+    precision = _ratio(hits, confusion.sum(axis=0))
+    recall = _ratio(hits, confusion.sum(axis=1))
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    support = confusion.sum(axis=1).astype(int)
+    classes = [{"class": i, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                "support": int(support[i])} for i in range(len(confusion))]
+    macro = {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())}
+    return {"classes": classes, "macro": macro}
