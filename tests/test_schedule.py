@@ -118,3 +118,50 @@ def test_a_resumed_run_continues_the_schedule_to_the_bit(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     lines = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
     assert '"lr": ' in lines[0]
+
+
+PLATEAU_SCRIPT = [1.0, 0.8, 0.79, 0.795, 0.8, 0.81, 0.6, 0.6, 0.61, 0.62, 0.63, 0.64, 0.65, 0.5, 0.7, 0.7, 0.7]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("monitor, sign", [("eval_loss", 1.0), ("eval_accuracy", -1.0)])
+def test_plateau_matches_pytorchs_reduce_on_plateau(monitor, sign):
+    """The rate of each epoch after a scripted metric sequence, against ReduceLROnPlateau stepped with it."""
+    torch = pytest.importorskip("torch")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min" if sign > 0 else "max", factor=0.5, patience=2, threshold=0.01, cooldown=1,
+        min_lr=0.02)
+    ours = _optimizer({"type": "plateau", "monitor": monitor, "factor": 0.5, "patience": 2, "threshold": 0.01,
+                       "cooldown": 1, "min_lr": 0.02})
+    history = []
+    for epoch, value in enumerate(PLATEAU_SCRIPT):
+        assert rate(ours, epoch, history) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12), epoch
+        history.append({"epoch": epoch + 1, monitor: sign * value})
+        scheduler.step(sign * value)
+    assert optimizer.param_groups[0]["lr"] < 0.05, "the script reduces the rate more than once"
+
+
+def test_plateau_rates_follow_the_metrics_they_are_given():
+    plateau = _optimizer({"type": "plateau", "monitor": "train_loss", "patience": 0})
+    history = [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 1.0}, {"epoch": 3, "train_loss": 0.5}]
+    assert [rate(plateau, t, history) for t in range(4)] == pytest.approx([0.1, 0.1, 0.01, 0.01])
+    assert list(rates(plateau, 2, 0, 3, 10, history)) == pytest.approx([0.01] * 3)
+
+
+@pytest.mark.compiled
+def test_a_plateau_run_resumes_to_the_bit(tmp_path):
+    text = XOR.replace("optimizer: {type: adam, lr: 0.05}",
+                       "optimizer: {type: sgd, lr: 0.5, schedule: {type: plateau, monitor: train_loss, patience: 0, "
+                       "threshold: 0.5, factor: 0.5}}")
+    loaded = load_spec_text(text, "xor.yaml")
+    whole = Trainer(loaded, Overrides(epochs=5), run_dir=tmp_path / "whole").run()
+    losses = [r.train_loss for r in whole.epochs]
+    assert all(later > 0.5 * earlier for earlier, later in zip(losses, losses[1:])), "no epoch gains 50%"
+    # epoch 1 sets the best; from epoch 2 on, each epoch without a 50% gain halves the next epoch's rate
+    assert [r.lr for r in whole.epochs] == pytest.approx([0.5, 0.5, 0.25, 0.125, 0.0625])
+    Trainer(loaded, Overrides(epochs=2), run_dir=tmp_path / "parts").run()
+    Trainer(loaded, Overrides(epochs=5), run_dir=tmp_path / "parts", resume=True).run()
+    a, b = load_weights(tmp_path / "whole" / "last.safetensors"), load_weights(tmp_path / "parts" / "last.safetensors")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

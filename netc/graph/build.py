@@ -307,11 +307,14 @@ def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> N
 
 
 def _check_monitors(spec, errors: _Collector) -> None:
-    """The metrics early stopping and best checkpoints watch must be ones a run records."""
+    """The metrics early stopping, best checkpoints and a plateau schedule watch must be ones a run records."""
     train = spec.train
     watched = [(("train", "early_stop", "monitor"), train.early_stop.monitor)] if train.early_stop else []
     if train.checkpoints is not None and train.checkpoints.best is not None:
         watched.append((("train", "checkpoints", "best"), train.checkpoints.best))
+    schedule = getattr(spec.optimizer, "schedule", None)
+    if schedule is not None and schedule.type == "plateau":
+        watched.append((("optimizer", "schedule", "monitor"), schedule.monitor))
     has_eval = spec.data is not None and spec.data.eval is not None
     target = spec.inputs.get(spec.loss.target)
     has_accuracy = spec.loss.op != "mse" or (target is not None and target.classes is not None)

@@ -26,8 +26,10 @@ def factor(schedule, t: int) -> float:
         value = (1.0 + schedule.gamma * t) ** (-schedule.power)
     elif kind == "poly":
         value = (1.0 - min(t, schedule.total) / schedule.total) ** schedule.power
-    else:  # cosine: the caller applies eta_min (it is a rate, not a factor)
+    elif kind == "cosine":  # the caller applies eta_min (it is a rate, not a factor)
         value = 0.5 * (1.0 + math.cos(math.pi * _cosine_position(schedule, t)))
+    else:
+        raise ValueError(f"{kind} is not a fixed schedule")  # plateau reads metrics: see plateau_rate
     if schedule.warmup is not None:
         w = schedule.warmup
         value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
@@ -45,10 +47,38 @@ def _cosine_position(schedule, t: int) -> float:
     return t / period
 
 
-def rate(optimizer, t: int) -> float:
+def plateau_rate(optimizer, history: list[dict]) -> float:
+    """The rate after stepping PyTorch's ReduceLROnPlateau through the epochs of `history` (each
+    epoch's `monitor` value, in order): the rate of the epoch after them."""
+    rule = optimizer.schedule
+    lower = rule.monitor.endswith("_loss")
+    lr, best, bad, cooldown = optimizer.lr, math.inf if lower else -math.inf, 0, 0
+    for record in history:
+        value = record.get(rule.monitor)
+        if value is None:
+            continue
+        better = value < best * (1 - rule.threshold) if lower else value > best * (1 + rule.threshold)
+        best, bad = (value, 0) if better else (best, bad + 1)
+        if cooldown > 0:
+            cooldown, bad = cooldown - 1, 0
+        if bad > rule.patience:
+            new = max(lr * rule.factor, rule.min_lr)
+            if lr - new > 1e-8:
+                lr = new
+            cooldown, bad = rule.cooldown, 0
+    return lr
+
+
+def rate(optimizer, t: int, history: list[dict] | None = None) -> float:
     schedule = optimizer.schedule
     if schedule is None:
         return optimizer.lr
+    if schedule.type == "plateau":
+        value = plateau_rate(optimizer, (history or [])[:t])
+        if schedule.warmup is not None:
+            w = schedule.warmup
+            value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
+        return value
     if schedule.type == "cosine":
         base = optimizer.lr - schedule.eta_min
         value = schedule.eta_min + base * factor(schedule.model_copy(update={"warmup": None}), t)
@@ -59,12 +89,14 @@ def rate(optimizer, t: int) -> float:
     return optimizer.lr * factor(schedule, t)
 
 
-def rates(optimizer, epoch: int, first_batch: int, batches: int, steps_per_epoch: int) -> np.ndarray:
-    """The rates of batches first_batch .. first_batch + batches - 1 of epoch `epoch` (0-based)."""
+def rates(optimizer, epoch: int, first_batch: int, batches: int, steps_per_epoch: int,
+          history: list[dict] | None = None) -> np.ndarray:
+    """The rates of batches first_batch .. first_batch + batches - 1 of epoch `epoch` (0-based);
+    `history`: the metrics of the epochs before (what `plateau` reads)."""
     schedule = optimizer.schedule
     if schedule is None:
         return np.full(batches, float(optimizer.lr))
     if schedule.per == "epoch":
-        return np.full(batches, rate(optimizer, epoch))
+        return np.full(batches, rate(optimizer, epoch, history))
     first = epoch * steps_per_epoch + first_batch
     return np.array([rate(optimizer, first + i) for i in range(batches)])

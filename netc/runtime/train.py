@@ -186,7 +186,7 @@ class Trainer:
             for epoch in range(start_epoch, self.spec.train.epochs):
                 if self._stop_epoch(history) is not None:  # a resumed run that had stopped early
                     break
-                record = self._epoch(epoch, train, evaluation, start_chunk if epoch == start_epoch else 0)
+                record = self._epoch(epoch, train, evaluation, start_chunk if epoch == start_epoch else 0, history)
                 if record is None:  # interrupted: a checkpoint was saved mid-epoch
                     result.interrupted = True
                     break
@@ -254,7 +254,8 @@ class Trainer:
             return np.arange(count, dtype=np.int64)
         return np.random.default_rng([self.spec.train.seed, epoch]).permutation(count).astype(np.int64)
 
-    def _epoch(self, epoch: int, train: dict, evaluation: dict | None, first_chunk: int) -> EpochRecord | None:
+    def _epoch(self, epoch: int, train: dict, evaluation: dict | None, first_chunk: int,
+               history: list[dict]) -> EpochRecord | None:
         count = train["__count__"]
         order = self._order(epoch, count)
         chunks = self._chunks(count)
@@ -268,7 +269,8 @@ class Trainer:
             part = dict(train)
             part["__count__"] = stop - start
             # one rate per batch, from where the chunk starts in the run: a resumed run gets the same ones
-            lrs = rates(self.spec.optimizer, epoch, start // batch, (stop - start + batch - 1) // batch, total_batches)
+            lrs = rates(self.spec.optimizer, epoch, start // batch, (stop - start + batch - 1) // batch, total_batches,
+                        history)
             lr = float(lrs[-1])
             result = self.model.train_epoch(part, order[start:stop], lr=lrs,
                                             seed=_chunk_seed(self.spec.train.seed, epoch, index))

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, Strict
 
-from netc.spec.base import Model, NonNegFloat, PosFloat, PosInt
+from netc.spec.base import Model, NonNegFloat, NonNegInt, PosFloat, PosInt
 
 _Fraction = Annotated[float, Strict(), Field(gt=0.0, le=1.0)]
 _Per = Literal["epoch", "step"]
@@ -83,7 +83,24 @@ class PolySchedule(_Schedule):
     per: _Per = Field("step", description="Whether t counts epochs or optimizer steps.")
 
 
+class PlateauSchedule(_Schedule):
+    """lr × factor whenever `monitor` has not improved (relatively, by more than `threshold`) for more
+    than `patience` epochs, then `cooldown` epochs of rest (PyTorch's ReduceLROnPlateau, threshold_mode
+    rel; losses improve downwards, accuracies upwards). Decided from the run's metrics, once per epoch."""
+
+    type: Literal["plateau"]
+    monitor: Literal["train_loss", "train_accuracy", "eval_loss", "eval_accuracy"] = Field(
+        "eval_loss", description="The epoch metric to watch (a metrics.jsonl key).")
+    factor: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = Field(0.1, description="Factor of each reduction.")
+    patience: NonNegInt = Field(10, description="Epochs without improvement tolerated before a reduction.")
+    threshold: NonNegFloat = Field(1e-4, description="Relative change that counts as an improvement.")
+    cooldown: NonNegInt = Field(0, description="Epochs after a reduction before counting again.")
+    min_lr: NonNegFloat = Field(0.0, description="The rate never goes below this.")
+    per: Literal["epoch"] = Field("epoch", description="Always per epoch: it reads each epoch's metric.")
+
+
 ScheduleSpec = Annotated[
-    Union[StepSchedule, MultiStepSchedule, ExponentialSchedule, CosineSchedule, InvSchedule, PolySchedule],
+    Union[StepSchedule, MultiStepSchedule, ExponentialSchedule, CosineSchedule, InvSchedule, PolySchedule,
+          PlateauSchedule],
     Field(discriminator="type"),
 ]
