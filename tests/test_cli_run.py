@@ -127,3 +127,39 @@ def test_per_class_figures_are_scikit_learns():
     assert [c["support"] for c in got] == list(s)
     mp, mr, mf, _ = precision_recall_fscore_support(true, pred, labels=range(5), zero_division=0, average="macro")
     assert figures["macro"] == pytest.approx({"precision": mp, "recall": mr, "f1": mf})
+
+
+def test_top_k_accuracy_is_scikit_learns():
+    from sklearn.metrics import top_k_accuracy_score
+
+    from netc.runtime.metrics import top_k_accuracy
+
+    rng = np.random.default_rng(0)
+    scores, labels = rng.normal(size=(200, 7)), rng.integers(0, 7, 200)
+    for k in (1, 2, 5):
+        assert top_k_accuracy(scores, labels, k) == pytest.approx(
+            top_k_accuracy_score(labels, scores, k=k, labels=range(7)))
+    assert top_k_accuracy(scores, labels, 7) == 1.0, "every class is among all of them"
+
+
+def test_eval_reports_top_k_and_refuses_it_without_classes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert invoke("train", SPECS / "digits-mlp.yaml", "--epochs", "2", "--run-dir", "run", "-q").exit_code == 0
+    data = json.loads(invoke("eval", SPECS / "digits-mlp.yaml", "--weights", "run/last.safetensors", "--top-k", "3",
+                             "--format", "json").stdout)
+    assert data["top_k"]["k"] == 3 and data["accuracy"] <= data["top_k"]["accuracy"] <= 1.0
+    table = invoke("eval", SPECS / "digits-mlp.yaml", "--weights", "run/last.safetensors", "--top-k", "3")
+    assert f"top-3 accuracy {100 * data['top_k']['accuracy']:.2f}%" in table.stdout
+    bad = invoke("eval", SPECS / "digits-mlp.yaml", "--weights", "run/last.safetensors", "--top-k", "0")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+    # a regression (mse on a float target) has no classes to rank
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "reg.npz", x=rng.normal(size=(16, 2)), t=rng.normal(size=(16, 1)))
+    (tmp_path / "reg.yaml").write_text(
+        "netc: 1\nname: reg\ninputs:\n  x: {shape: [2]}\n  t: {shape: [1]}\nlayers:\n"
+        "  - {name: fc, op: linear, in: x, out: 1}\nloss: {op: mse, input: fc, target: t}\n"
+        "train: {batch: 8, epochs: 1}\ndata:\n  train: {source: npz, path: reg.npz}\n"
+        "  eval: {source: npz, path: reg.npz}\n")
+    assert invoke("train", tmp_path / "reg.yaml", "--run-dir", "reg-run", "-q").exit_code == 0
+    regression = invoke("eval", tmp_path / "reg.yaml", "--weights", "reg-run/last.safetensors", "--top-k", "2")
+    assert regression.exit_code == 2 and "top-k accuracy needs classes" in " ".join(regression.output.split())

@@ -159,6 +159,8 @@ def evaluate(
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json.")] = OutputFormat.table,
     plot: Annotated[Optional[Path], typer.Option(help="Also draw the confusion matrix into this picture; its "
                                                       f"suffix picks the format: {PICTURE_FORMATS}.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(min=1, help="Also the top-k accuracy: the class among the k "
+                                                             "highest scores.")] = None,
 ) -> None:
     """Loss, accuracy, the confusion matrix and per-class precision, recall and F1 (with their macro
     averages) of a checkpoint on the spec's data."""
@@ -172,17 +174,23 @@ def evaluate(
         from netc.viz import confusion_picture
 
         confusion_picture(loaded, result, split, plot)
-    from netc.runtime.metrics import per_class
+    from netc.runtime.metrics import per_class, top_k_accuracy
 
     figures = per_class(result.confusion) if result.confusion is not None else None
+    if top_k is not None and figures is None:
+        raise typer.BadParameter("top-k accuracy needs classes; this spec's loss is mse on a float target",
+                                 param_hint="--top-k")
+    top = top_k_accuracy(result.scores, result.labels, top_k) if top_k is not None else None
     if format == OutputFormat.json:
         stdout_console().print_json(json.dumps({
             "loss": result.loss, "accuracy": result.accuracy, "count": result.count,
             "confusion": result.confusion.tolist() if result.confusion is not None else None,
-            "per_class": figures["classes"] if figures else None, "macro": figures["macro"] if figures else None}))
+            "per_class": figures["classes"] if figures else None, "macro": figures["macro"] if figures else None,
+            **({"top_k": {"k": top_k, "accuracy": top}} if top_k is not None else {})}))
         return
     out = stdout_console()
-    out.print(f"{split}: {result.count} samples  loss {result.loss:.4f}  accuracy {_percent(result.accuracy)}")
+    out.print(f"{split}: {result.count} samples  loss {result.loss:.4f}  accuracy {_percent(result.accuracy)}"
+              + (f"  top-{top_k} accuracy {_percent(top)}" if top_k is not None else ""))
     if result.confusion is not None:
         table = Table(title="confusion matrix (rows: true class, columns: predicted)")
         classes = len(result.confusion)

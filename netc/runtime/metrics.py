@@ -1,6 +1,7 @@
-"""Per-class figures of a confusion matrix [true, predicted]: precision, recall, F1 and support per
-class, and their macro averages (scikit-learn's definitions; a class never predicted, or never
-present, scores 0 where the ratio has no denominator, as scikit-learn's zero_division=0)."""
+"""Classification figures beyond accuracy: per class from a confusion matrix [true, predicted]
+(precision, recall, F1, support, and their macro averages: scikit-learn's definitions; a class never
+predicted, or never present, scores 0 where the ratio has no denominator, as zero_division=0), and
+top-k accuracy from the scores."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def per_class(confusion: np.ndarray) -> dict:
                 "support": int(support[i])} for i in range(len(confusion))]
     macro = {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())}
     return {"classes": classes, "macro": macro}
+
+
+def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """The share of samples whose class is among the k highest scores (Keras's top_k_categorical_accuracy;
+    ties resolved as scikit-learn's top_k_accuracy_score: a tied class of a higher index ranks first)."""
+    order = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
+    return float(np.mean(np.any(order == np.asarray(labels)[:, None], axis=1)))

@@ -37,6 +37,7 @@ class EvalResult:
     count: int
     confusion: np.ndarray | None  # [true, predicted]
     scores: np.ndarray = field(repr=False, default=None)
+    labels: np.ndarray | None = field(repr=False, default=None)  # the class of each sample, when there are classes
 
 
 @dataclass
@@ -352,7 +353,8 @@ class Model:
                                              confusion, scores)
         loss = float(np.sum(losses * self._batch_sizes(count, done)) / max(count, 1))
         accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
-        return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores)
+        labels = prepared["__labels__"] if self.has_accuracy() else None
+        return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores, labels)
 
     def has_accuracy(self) -> bool:
         """Whether the loss has classes (cross_entropy, nll, mse on labels), so accuracy means something."""
