@@ -124,3 +124,24 @@ def test_warmup_compiles_what_is_missing_then_nothing(tmp_path, monkeypatch):
         else:
             os.environ["NETC_CACHE_DIR"] = saved
         cache_root.cache_clear()
+
+
+def test_kernels_that_cannot_be_compiled_ahead_are_reported(tmp_path, monkeypatch):
+    """No process to spare: compile_missing hands back what is not compiled (training compiles it on
+    first use), and `netc warmup` says so as an error instead of claiming success."""
+    from netc.compiler import kernel_library
+    from netc.runtime import warmup as library
+
+    def no_process(*args, **kwargs):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(kernel_library.subprocess, "Popen", no_process)
+    monkeypatch.setattr(library, "SPECS", {"embedding": library.SPECS["embedding"]})
+    monkeypatch.setattr(kernel_library, "missing", lambda entries: list(entries))  # as on an empty cache
+    entries = library.entries()
+    assert kernel_library.compile_missing(entries) == entries
+    result = runner.invoke(app, ["warmup"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert f"error[E-CACHE]: {len(entries)} of {len(entries)} kernel signatures were not compiled" in text
+    assert "hint: check free disk space" in text

@@ -172,3 +172,24 @@ def test_a_compile_that_never_finished_leaves_no_marker(fresh_cache, monkeypatch
     assert not fused_compile.ready(model.plan.module_path(FUSED), "float32")
     model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=1)
     assert model.tier == PYTHON
+
+
+def test_a_compile_that_fails_is_logged_and_not_tried_again(fresh_cache, monkeypatch):
+    """Garbled argument types make the background compile raise: it writes its log and a `.failed`
+    marker, and the next model of the plan does not start another one."""
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
+    graph = build_graph(load_spec_text(_spec(16), "xor16.yaml"))
+    data = _data("xor", load_spec(SPECS / "xor.yaml"))
+    model = Model(graph, seed=0, tier="auto", background=True)
+    real_dumps = fused_compile.pickle.dumps
+    monkeypatch.setattr(fused_compile.pickle, "dumps", lambda types: real_dumps(("not", "types")))
+    prepared = model.prepare(data)
+    model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=0)
+    assert model._compiling.wait(timeout=120) != 0
+    path = model.plan.module_path(FUSED)
+    assert fused_compile.failed(path, "float32") and not fused_compile.ready(path, "float32")
+    log = path.with_name(f"{path.stem}.float32.{fused_compile.machine_tag()}.log").read_text()
+    assert "Traceback" in log, "the error is kept for whoever looks"
+    again = Model(graph, seed=0, tier="auto", background=True)
+    again.train_epoch(again.prepare(data), np.arange(prepared["__count__"]), seed=0)
+    assert again._compiling is None and again.tier == PYTHON

@@ -14,26 +14,28 @@ import numpy as np
 
 
 def factor(schedule, t: int) -> float:
-    """The schedule's multiplier of the base rate at t (epochs or steps, as its `per` says)."""
+    """The multiplier of the base rate at t (epochs or steps, as `per` says) of a schedule that does not
+    read metrics, warmup aside (cosine's: of lr - eta_min)."""
     kind = schedule.type
     if kind == "step":
-        value = schedule.gamma ** (t // schedule.step_size)
-    elif kind == "multistep":
-        value = schedule.gamma ** sum(1 for m in schedule.milestones if m <= t)
-    elif kind == "exponential":
-        value = schedule.gamma ** t
-    elif kind == "inv":
-        value = (1.0 + schedule.gamma * t) ** (-schedule.power)
-    elif kind == "poly":
-        value = (1.0 - min(t, schedule.total) / schedule.total) ** schedule.power
-    elif kind == "cosine":  # the caller applies eta_min (it is a rate, not a factor)
-        value = 0.5 * (1.0 + math.cos(math.pi * _cosine_position(schedule, t)))
-    else:
-        raise ValueError(f"{kind} is not a fixed schedule")  # plateau reads metrics: see plateau_rate
-    if schedule.warmup is not None:
-        w = schedule.warmup
-        value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
-    return value
+        return schedule.gamma ** (t // schedule.step_size)
+    if kind == "multistep":
+        return schedule.gamma ** sum(1 for m in schedule.milestones if m <= t)
+    if kind == "exponential":
+        return schedule.gamma ** t
+    if kind == "inv":
+        return (1.0 + schedule.gamma * t) ** (-schedule.power)
+    if kind == "poly":
+        return (1.0 - min(t, schedule.total) / schedule.total) ** schedule.power
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * _cosine_position(schedule, t)))
+    raise ValueError(f"{kind} is not a fixed schedule")  # plateau reads metrics: see plateau_rate
+
+
+def warmup(schedule, t: int) -> float:
+    """The linear warmup's factor at t (1 without one), multiplied into every schedule."""
+    w = schedule.warmup
+    return 1.0 if w is None else w.start + (1.0 - w.start) * min(t, w.length) / w.length
 
 
 def _cosine_position(schedule, t: int) -> float:
@@ -70,23 +72,17 @@ def plateau_rate(optimizer, history: list[dict]) -> float:
 
 
 def rate(optimizer, t: int, history: list[dict] | None = None) -> float:
+    """The rate at t; `history` (the metrics of the epochs before) is what `plateau` reads."""
     schedule = optimizer.schedule
     if schedule is None:
         return optimizer.lr
     if schedule.type == "plateau":
         value = plateau_rate(optimizer, (history or [])[:t])
-        if schedule.warmup is not None:
-            w = schedule.warmup
-            value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
-        return value
-    if schedule.type == "cosine":
-        base = optimizer.lr - schedule.eta_min
-        value = schedule.eta_min + base * factor(schedule.model_copy(update={"warmup": None}), t)
-        if schedule.warmup is not None:
-            w = schedule.warmup
-            value *= w.start + (1.0 - w.start) * min(t, w.length) / w.length
-        return value
-    return optimizer.lr * factor(schedule, t)
+    elif schedule.type == "cosine":
+        value = schedule.eta_min + (optimizer.lr - schedule.eta_min) * factor(schedule, t)
+    else:
+        value = optimizer.lr * factor(schedule, t)
+    return value * warmup(schedule, t)
 
 
 def rates(optimizer, epoch: int, first_batch: int, batches: int, steps_per_epoch: int,
