@@ -257,7 +257,7 @@ def test_spec_not_a_mapping(text):
     ("{name: act, op: relu}", "{name: act, op: relu, inplace: 1}", 8, 27, "layers[1].inplace",
      "known keys: in, name, op"),
     ("out: 8}", "out: 8, bais: false}", 7, 37, "layers[0].bais", "did you mean 'bias'?"),
-    ("target: label}", "target: label, weight: 1}", 10, 54, "loss.weight", "known keys: input, op, target"),
+    ("target: label}", "target: label, wieght: 1}", 10, 54, "loss.wieght", "did you mean 'weight'"),
     ("", "optimizer: {type: sgd, lr: 0.1, momentun: 0.9}\n", 11, 33, "optimizer.momentun",
      "did you mean 'momentum'?"),
     ("", "train: {batch: 4, epoch: 2}\n", 11, 19, "train.epoch", "did you mean 'epochs'?"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, Strict, model_validator
+from pydantic import Discriminator, Field, Strict, Tag, model_validator
 
 FORMAT_VERSION = 1
 
@@ -30,6 +30,8 @@ LayerSpec = Annotated[Union[tuple(op.spec for op in REGISTRY.values())], Field(d
 class _Loss(Model):
     input: Name = Field(description="The tensor the loss reads (a layer name).")
     target: Name = Field(description="The input that holds the targets.")
+    weight: NonNegFloat = Field(1.0, description="Factor of this loss in the total that training minimises "
+                                "(several losses: the total is the weighted sum).")
 
 
 class MseLoss(_Loss):
@@ -51,6 +53,17 @@ class NllLoss(_Loss):
 
 
 LossSpec = Annotated[Union[MseLoss, CrossEntropyLoss, NllLoss], Field(discriminator="op")]
+
+
+def _one_or_several(value) -> str:
+    return "several" if isinstance(value, list) else "one"
+
+
+# `loss:` one loss, or a list of weighted losses (e.g. a classifier head and an auxiliary head)
+Losses = Annotated[
+    Union[Annotated[LossSpec, Tag("one")], Annotated[Annotated[list[LossSpec], Field(min_length=1)], Tag("several")]],
+    Discriminator(_one_or_several),
+]
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -201,17 +214,72 @@ class IdxSource(_Source):
     split: Literal["train", "test"] = Field("train", description="train (train-*) or test (t10k-*).")
 
 
+class ImagesSource(_Source):
+    """A folder of images with one subfolder per class (PNG, JPEG, BMP, GIF through Pillow), each image
+    converted to the float input's channels (1: grayscale, 3: RGB) and resized to its height and width;
+    pixel values 0..255. The class list is saved in the run folder (classes.json)."""
+
+    source: Literal["images"]
+    path: Text = Field(description="The folder holding one subfolder per class (relative to the spec file).")
+    classes: Annotated[list[Text], Field(min_length=2)] | None = Field(
+        None, description="The class subfolders in label order (default: every subfolder, sorted by name).")
+
+
 DataSource = Annotated[
-    Union[XorSource, SpiralsSource, BlobsSource, DigitsSource, NpzSource, NpySource, CsvSource, IdxSource],
+    Union[XorSource, SpiralsSource, BlobsSource, DigitsSource, NpzSource, NpySource, CsvSource, IdxSource,
+          ImagesSource],
     Field(discriminator="source"),
 ]
+
+
+class FromTrain(Model):
+    """Evaluation samples held out from data.train (after its `limit`), split seeded and stratified by class:
+    they are not trained on, and they are normalized with the statistics of the samples that are."""
+
+    from_train: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = Field(
+        description="Fraction of the training samples held out for evaluation.")
+    seed: NonNegInt = Field(0, description="Seed of the split.")
+    stratify: Bool = Field(True, description="Keep each class's share in both parts (needs a label input).")
+
+
+def _held_out_or_source(value) -> str:
+    return "held_out" if isinstance(value, dict) and "from_train" in value else "named_source"
+
+
+EvalData = Annotated[
+    Union[Annotated[DataSource, Tag("named_source")], Annotated[FromTrain, Tag("held_out")]],
+    Discriminator(_held_out_or_source),
+]
+
+
+class Augment(Model):
+    """Random changes to each training sample, drawn anew every epoch (seeded by train.seed, epoch and
+    chunk, so a resumed run sees the same samples); evaluation samples are never changed. crop, flip and
+    shift act on image inputs ([C, H, W]); noise on every float input it names."""
+
+    crop: NonNegInt = Field(0, description="Pad each side with this many zero pixels and cut the input's size "
+                            "at a random place (torchvision's RandomCrop(size, padding)).")
+    flip: Bool = Field(False, description="Mirror left-right with probability 1/2.")
+    shift: NonNegInt = Field(0, description="Move by up to this many pixels each way, filling with the edge "
+                             "pixels.")
+    noise: NonNegFloat = Field(0.0, description="Standard deviation of Gaussian noise added (after normalizing).")
+    inputs: Annotated[list[Name], Field(min_length=1)] | None = Field(
+        None, description="The float inputs to change (default: every float input).")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if not (self.crop or self.flip or self.shift or self.noise):
+            raise ValueError("give at least one of crop, flip, shift, noise")
+        return self
 
 
 class DataSpec(Model):
     """Where training and evaluation samples come from."""
 
     train: DataSource = Field(description="Training data.")
-    eval: DataSource | None = Field(None, description="Evaluation data, measured after each epoch.")
+    eval: EvalData | None = Field(
+        None, description="Evaluation data, measured after each epoch: a source, or `{from_train: fraction}`.")
+    augment: Augment | None = Field(None, description="Random changes to the training samples.")
 
 
 # --------------------------------------------------------------------------- the rest
@@ -295,11 +363,16 @@ class Spec(Model):
     description: Text = Field("", description="Free text.")
     inputs: Annotated[dict[Name, InputSpec], Field(min_length=1)] = Field(description="Graph inputs by name.")
     layers: Annotated[list[LayerSpec], Field(min_length=1)] = Field(description="Layers in order.")
-    loss: LossSpec = Field(description="The training loss.")
+    loss: Losses = Field(description="The training loss, or a list of weighted losses.")
     optimizer: OptimizerSpec = Field(default_factory=lambda: Sgd(type="sgd"), description="The optimizer.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")
     data: DataSpec | None = Field(None, description="Data sources; a spec validates without them.")
     init: InitSpec | None = Field(None, description="Weights to load before training.")
+
+    @property
+    def losses(self) -> list:
+        """Every loss, the first one (which predictions and accuracy come from) first."""
+        return list(self.loss) if isinstance(self.loss, list) else [self.loss]
 
 
 def layer_name(layer, index: int) -> str:
