@@ -158,7 +158,7 @@ def test_inspect_json_lenet():
     assert conv1["param_shapes"] == {"weight": [20, 1, 5, 5], "bias": [20]}
     assert data["memory"]["batch"] == 64
     assert data["memory"]["total_bytes"] == data["memory"]["activation_bytes"] + data["memory"]["parameter_bytes"]
-    assert data["loss"] == {"op": "cross_entropy", "input": "fc2", "target": "label"}
+    assert data["losses"] == [{"op": "cross_entropy", "input": "fc2", "target": "label", "weight": 1.0}]
 
 
 def test_inspect_batch_scales_activation_memory():

@@ -24,11 +24,12 @@ pytestmark = pytest.mark.compiled
 
 # a tiny plan (kernels inlined into the fused loop), dropout + conv with a fused pool, batch norm's
 # running statistics, sharing, a residual sum: each trained for two epochs in each tier
-CASES = ["xor", "digits-cnn", "digits-cnn-bn", "siamese", "residual", "xor-sgd"]
+# and three weighted losses (a loss body of several kernels inlined into the loop)
+CASES = ["xor", "digits-cnn", "digits-cnn-bn", "siamese", "residual", "xor-sgd", "heads"]
 
 
 def _data(name: str, loaded, count: int = 300) -> dict:
-    if name in ("siamese", "residual"):  # their data are files: random arrays of the inputs' shapes
+    if name in ("siamese", "residual", "heads"):  # their data are files: random arrays of the inputs' shapes
         rng = np.random.default_rng(0)
         return {key: rng.integers(0, inp.classes, count) if inp.classes else rng.normal(size=(count, *inp.shape))
                 for key, inp in loaded.spec.inputs.items()}
@@ -43,6 +44,10 @@ XOR_SGD = ((SPECS / "xor.yaml").read_text()
 
 
 def _load(name: str):
+    if name == "heads":
+        from tests.test_losses import SPEC
+
+        return load_spec_text(SPEC, "heads.yaml")
     if name == "xor-sgd":
         import re
 
@@ -63,7 +68,7 @@ def _train(name: str, tiers: list[str]) -> tuple[list, dict, dict]:
         model.plan.tier = tier
         order = np.random.default_rng(epoch).permutation(prepared["__count__"])
         result = model.train_epoch(prepared, order, seed=epoch)
-        results.append((result.loss, result.accuracy, result.batches))
+        results.append((result.loss, result.accuracy, result.batches, result.losses))
         assert model.plan.module.__name__.startswith("netc_plan_")
     return results, model.get_weights(), model.get_state()
 

@@ -27,7 +27,7 @@ def _numel(shape) -> int:
 class CompiledPlan:
     graph: Graph
     steps: list[Step]
-    loss: LossStep
+    losses: list[LossStep]  # the first one gives predictions and accuracy
     buffers: BufferPlan
     needs_grad: dict[str, bool]
     sources: dict[str, str]  # tier -> the generated module's source (FUSED, PYTHON)
@@ -37,6 +37,11 @@ class CompiledPlan:
     tier: str = FUSED  # which source `module` runs
     _modules: dict = field(default_factory=dict)
     path: str = ""
+
+    @property
+    def loss(self) -> LossStep:
+        """The first loss: the one predictions, scores and accuracy come from."""
+        return self.losses[0]
 
     @property
     def source(self) -> str:
@@ -72,10 +77,10 @@ def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = Tru
     if fuse_pools:
         steps = passes.fuse_pooling(graph, steps)  # conv + act + 2x2 max pool in one epilogue
         passes.verify(graph, steps)
-    loss = passes.lower_loss(graph, steps)  # softmax/log_softmax + loss with the p - onehot backward
+    losses = passes.lower_losses(graph, steps)  # softmax/log_softmax + loss with the p - onehot backward
     needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
-    buffers = plan_buffers(graph, steps, loss, needs_grad, batch)  # arenas and offsets, allocated once
+    buffers = plan_buffers(graph, steps, losses, needs_grad, batch)  # arenas and offsets, allocated once
     # no spec name in the source: a renamed copy of a spec (a sweep's trials) shares its compiled plan
     header = f"netc plan, batch {batch}. Generated: edits are overwritten."
-    sources, views, bodies = generate_source(graph, steps, loss, buffers, needs_grad, header)
-    return CompiledPlan(graph, steps, loss, buffers, needs_grad, sources, views, bodies, hyper_table(graph))
+    sources, views, bodies = generate_source(graph, steps, losses, buffers, needs_grad, header)
+    return CompiledPlan(graph, steps, losses, buffers, needs_grad, sources, views, bodies, hyper_table(graph))

@@ -53,7 +53,7 @@ class BufferPlan:
         return tensor
 
 
-def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: dict[str, bool], batch: int) -> BufferPlan:
+def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_grad: dict[str, bool], batch: int) -> BufferPlan:
     plan = BufferPlan(batch, parallel_chunks(batch))
     # parameters, in graph order of their owners
     offset = 0
@@ -110,10 +110,11 @@ def plan_buffers(graph: Graph, steps: list[Step], loss: LossStep, needs_grad: di
         if needs_grad.get(step.output) and root not in plan.grads:
             plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
             plan.d_size += numel(graph.shape_of(root)) * batch
-    root = plan.root(loss.grad_target)
-    if root not in plan.grads:  # the loss writes it even when nothing upstream trains
-        plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
-        plan.d_size += numel(graph.shape_of(root)) * batch
+    for loss in losses:
+        root = plan.root(loss.grad_target)
+        if root not in plan.grads:  # the loss writes it even when nothing upstream trains
+            plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
+            plan.d_size += numel(graph.shape_of(root)) * batch
     scratch = [REGISTRY[node.op].scratch(node.layer, shapes, facts)
                for step in steps if step.kind != "alias" for node, _, shapes, facts in covered(step)]
     plan.w_size = max(scratch + [1])

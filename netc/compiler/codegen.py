@@ -20,14 +20,15 @@ import keyword
 import re
 
 from netc.compiler.buffers import BufferPlan
-from netc.compiler.steps import LossStep, Step, should_use_blas
+from netc.compiler.steps import LossStep, Step, losses_weighted, should_use_blas
 from netc.graph.ir import Graph
 from netc.ops.base import REGISTRY, numel
 
 # kernels every plan may call besides its ops' own: staging, the losses, the optimizers
 _RUNTIME_KERNELS = {
     "netc.kernels.misc": ("stage_rows", "stage_labels", "seed_rng", "copy_rows"),
-    "netc.kernels.loss": ("cross_entropy", "nll_after_log_softmax", "mse", "mse_onehot", "confusion_add"),
+    "netc.kernels.loss": ("cross_entropy", "nll_after_log_softmax", "mse", "mse_onehot", "scale_gradient",
+                          "weighted_total", "confusion_add"),
     "netc.kernels.optim": ("sgd_update", "rmsprop_update", "adam_update", "clip_grad_norm", "clip_grad_value"),
 }
 
@@ -99,6 +100,8 @@ def hyper_table(graph: Graph) -> dict[str, float]:
     table.update(beta1=float(betas[0]), beta2=float(betas[1]))
     if optimizer.clip is not None:
         table["clip"] = float(optimizer.clip.norm if optimizer.clip.norm is not None else optimizer.clip.value)
+    if losses_weighted(graph):
+        table.update({f"loss{i}.weight": float(loss.weight) for i, loss in enumerate(graph.losses)})
     for node in graph.owners:
         table[f"{node.name}.lr_mult"] = float(node.lr_mult)
     for node in graph.nodes:
@@ -232,6 +235,13 @@ class Emitter:
         """A hyperparameter read at run time from H (see hyper_table): `hyper[3]`."""
         view = self.views.ref("H", 0, (max(len(self.views.hyper), 1),), "hyper", "hyperparameters")
         return f"{view}[{self.views.hyper[name]}]"
+
+    def hypers(self, names: list[str]) -> str:
+        """Consecutive hyperparameters as one slice of H: `hyper[3:6]`."""
+        view = self.views.ref("H", 0, (max(len(self.views.hyper), 1),), "hyper", "hyperparameters")
+        first = self.views.hyper[names[0]]
+        assert [self.views.hyper[name] for name in names] == list(range(first, first + len(names))), names
+        return f"{view}[{first}:{first + len(names)}]"
 
     def act_code(self, step: Step) -> str:
         """The kernel code of the activation a step applies (0: none), as a plain int64."""
@@ -415,10 +425,30 @@ def emit_clip(e: Emitter, optimizer) -> None:
         e.call("clip_grad_value", g=grads, value=e.hyper("clip"))
 
 
-def emit_loss(e: Emitter, loss: LossStep, label_input: bool) -> None:
-    k = numel(e.graph.shape_of(loss.input))
-    scores = e.val(loss.input, (k,))
-    grad = e.grad(loss.grad_target, (k,))
-    e.acc(loss.grad_target)
-    target = e.labels() if label_input else e.val(loss.target, (k,))
-    e.line(f"return {loss.kind}({scores}, {target}, {grad}, need_grad)")
+def loss_value(i: int) -> str:
+    """The local holding loss i's value (the epoch loop stores each in `parts`)."""
+    return f"loss_{i}"
+
+
+def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
+    """The losses' kernel calls, ending in `return <total>, <correct>`: one call for a single loss;
+    for several, each loss's value and gradient scaled by its weight (H), the first one's correct count."""
+    calls = []
+    for loss in losses:
+        k = numel(e.graph.shape_of(loss.input))
+        scores = e.val(loss.input, (k,))
+        grad = e.grad(loss.grad_target, (k,))
+        e.acc(loss.grad_target)
+        target = e.labels() if loss.target == e.graph.label_input else e.val(loss.target, (k,))
+        calls.append((f"{loss.kind}({scores}, {target}, {grad}, need_grad)", grad, loss.weight))
+    if len(calls) == 1 and calls[0][2] is None:
+        e.line(f"return {calls[0][0]}")
+        return
+    for i, (call, _, _) in enumerate(calls):
+        e.line(f"{loss_value(i)}, {'correct' if i == 0 else f'correct_{i}'} = {call}")
+    e.line("if need_grad:")
+    for grad, weight in ((grad, weight) for _, grad, weight in calls):
+        e.line(f"    scale_gradient({grad}, {e.hyper(weight)})")
+    # the sum in a kernel: written in the glue, Numba may fuse it into FMAs that the Python tier does not do
+    values = ", ".join(loss_value(i) for i in range(len(calls)))
+    e.line(f"return weighted_total(({values},), {e.hypers([weight for _, _, weight in calls])}), correct")

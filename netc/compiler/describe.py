@@ -28,7 +28,7 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
             notes.append("2x2 max pool fused in epilogue")
         notes += REGISTRY[step.node.op].notes(e, step)
         if not step.backward:
-            backward = f"(in {plan.loss.kind})"
+            backward = "(in " + next(loss.kind for loss in plan.losses if step.output == loss.input) + ")"
         elif not step.needs_grad:
             backward = "(no gradient needed)"
         elif step.node.param_shapes and not step.node.trainable:
@@ -36,8 +36,10 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
         if step.node.owner:
             notes.append(f"shares {step.node.owner}")
         kernels.add_row(str(i), forward, backward, " + ".join(step.covers), step.output, ", ".join(notes))
-    kernels.add_row("loss", plan.loss.kind, "fused gradient", " + ".join(plan.loss.covers) or "-",
-                    f"d/d {plan.loss.grad_target}", f"{graph.spec.optimizer.type} update fused after each tensor's gradient")
+    for loss, written in zip(plan.losses, graph.spec.losses):
+        weight = f"x {written.weight:g}, " if loss.weight else ""
+        kernels.add_row("loss", loss.kind, "fused gradient", " + ".join(loss.covers) or "-", f"d/d {loss.grad_target}",
+                        f"{weight}{graph.spec.optimizer.type} update fused after each tensor's gradient")
     b = plan.buffers
     arenas = Table(title="arenas (allocated once)")
     for column in ("arena", "elements", "holds"):

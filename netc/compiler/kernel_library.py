@@ -25,6 +25,9 @@ from netc.compiler.codegen import KERNEL_MODULES, kernel_parameters
 
 Entry = tuple[str, str, tuple]  # (kernel module, kernel name, Numba argument types)
 PROCESSES = 2
+# what a recorder hands back in place of a kernel whose result the plan uses: the loss kernels'
+# (mean loss, correct), and the weighted total of several losses; other kernels' results are unused
+_RESULTS = {"weighted_total": 0.0}
 
 
 def needed(python_source: str, calls: list[tuple]) -> list[Entry]:
@@ -44,7 +47,7 @@ def needed(python_source: str, calls: list[tuple]) -> list[Entry]:
             values = list(args) + [named[p] for p in parameters[len(args):]]
             entry = (module, name, tuple(typeof(a) for a in values))
             found.setdefault((module, name, str(entry[2])), entry)
-            return 0.0, 0  # what the loss kernels return; the other kernels' results are unused
+            return _RESULTS.get(name, (0.0, 0))
         return record
 
     for module, names in KERNEL_MODULES.items():

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from netc.compiler.buffers import BufferPlan
 from netc.compiler.codegen import (KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_clip, emit_forward, emit_loss,
-                                   emit_update, hyper_table)
+                                   emit_update, hyper_table, loss_value)
 from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
 from netc.ops.base import numel
@@ -26,7 +26,7 @@ class Bodies:
     them, so all of them run the same calls with the same gradient flags."""
 
     forward: list[list[str]]  # per step, in step order
-    loss: list[str]  # one line: `return <loss kernel>(...)`
+    loss: list[str]  # the loss kernels' calls, ending in `return <total>, <correct>`
     backward: list[list[str]]  # per step (same index; empty when it has no gradient to compute)
     updates: dict[int, list[str]]  # step index -> the optimizer updates written after its backward
     clip: list[str]  # gradient clipping, when the optimizer has it: then every update waits for it
@@ -58,8 +58,8 @@ class Bodies:
         return lines
 
 
-def emit_bodies(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
-                views: ViewTable) -> Bodies:
+def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: BufferPlan,
+                needs_grad: dict[str, bool], views: ViewTable) -> Bodies:
     e = Emitter(graph, plan, needs_grad, views)
     forward = []
     for step in steps:
@@ -67,10 +67,11 @@ def emit_bodies(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPla
         emit_forward(e, step)
         forward.append(e.lines)
     e = Emitter(graph, plan, needs_grad, views)
-    emit_loss(e, loss, graph.label_input == loss.target)
+    emit_loss(e, losses)
     loss_lines = e.lines
     e = Emitter(graph, plan, needs_grad, views)
-    e.acc(loss.grad_target)  # the loss wrote it
+    for loss in losses:
+        e.acc(loss.grad_target)  # the loss wrote it
     backward: list[list[str]] = [[] for _ in steps]
     for i in reversed(range(len(steps))):
         e.lines = []
@@ -117,8 +118,8 @@ def _header(header: str, tiny: bool, tier: str) -> list[str]:
     return out
 
 
-def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: BufferPlan, needs_grad: dict[str, bool],
-                    header: str) -> tuple[dict[str, str], ViewTable, Bodies]:
+def generate_source(graph: Graph, steps: list[Step], losses: list[LossStep], plan: BufferPlan,
+                    needs_grad: dict[str, bool], header: str) -> tuple[dict[str, str], ViewTable, Bodies]:
     """The module's source for each tier ({FUSED: ..., PYTHON: ...}: the same functions, compiled or
     run as Python), the table of views its functions take as `V`, and the steps' bodies."""
     views = ViewTable(plan.batch, reserved=_epoch_names(graph), hyper=tuple(hyper_table(graph)))
@@ -128,12 +129,13 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
         out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
         out.extend(views.bindings(body) + body or ["    pass"])
 
-    bodies = emit_bodies(graph, steps, loss, plan, needs_grad, views)
+    bodies = emit_bodies(graph, steps, losses, plan, needs_grad, views)
     function("forward(V, n, training)", bodies.forward_body(steps), "forward pass of n samples staged in A")
-    function("loss(V, n, need_grad)", bodies.loss, f"{loss.kind}: (mean loss, correct) and its gradient")
+    kinds = " + ".join(loss.kind for loss in losses)
+    function("loss(V, n, need_grad)", bodies.loss, f"{kinds}: (mean loss, correct) and the gradient")
     function("backward(V, n, training)", bodies.backward_body(steps, with_updates=False),
              "gradients of every trainable parameter into G")
-    out.extend(_loops(graph, plan, loss, views, steps, bodies))
+    out.extend(_loops(graph, plan, losses, views, steps, bodies))
     tiny = should_inline_kernels(graph, plan.batch)
     sources = {tier: "\n".join(_header(f"{header} {tier.capitalize()} tier.", tiny, tier) + out) + "\n"
                for tier in (FUSED, PYTHON)}
@@ -142,14 +144,15 @@ def generate_source(graph: Graph, steps: list[Step], loss: LossStep, plan: Buffe
 
 def _epoch_signature(graph: Graph) -> list[str]:
     xs = [f"X_{name}" for name in graph.float_inputs + graph.index_inputs]
-    return ["V", *xs, "Y", "order", "count", "batch", "train", "lrs", "step0", "seed", "losses", "corrects", "confusion",
-            "scores_out"]
+    return ["V", *xs, "Y", "order", "count", "batch", "train", "lrs", "step0", "seed", "losses", "parts", "corrects",
+            "confusion", "scores_out"]
 
 
 def _epoch_names(graph: Graph) -> tuple[str, ...]:
     """The epoch loop's arguments and locals, which no view may be named."""
+    values = [name for i in range(len(graph.losses)) for name in (loss_value(i), f"correct_{i}")]
     return (*_epoch_signature(graph), "training", "need_grad", "batches", "b", "start", "n", "value", "correct",
-            "step", "lr", "scores")
+            "step", "lr", "scores", *values)
 
 
 def _stage(graph: Graph, e: Emitter) -> list[str]:
@@ -169,12 +172,17 @@ def _indent(lines: list[str], levels: int) -> list[str]:
     return ["    " * levels + line for line in lines]
 
 
-def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, steps: list[Step], bodies: Bodies) -> list[str]:
+def _loops(graph: Graph, plan: BufferPlan, losses: list[LossStep], views: ViewTable, steps: list[Step],
+           bodies: Bodies) -> list[str]:
     """The epoch loop, with the bodies of forward, loss and backward (with the updates) written
     out in it rather than called: Numba re-optimizes and re-generates the machine code of every function
-    a function calls, so each level of calls adds seconds to a cold compile (LeNet-5: ~10 s)."""
+    a function calls, so each level of calls adds seconds to a cold compile (LeNet-5: ~10 s).
+    `parts[b, i]` keeps each loss's own value when there are several."""
     loss_line = bodies.loss[-1].strip()
-    assert len(bodies.loss) == 1 and loss_line.startswith("return "), "the loss body is one return"
+    assert loss_line.startswith("return "), "the loss body ends in its return"
+    several = len(bodies.loss) > 1
+    parts = [f"        parts[b, {i}] = {loss_value(i) if several else 'value'}" for i in range(len(losses))]
+    loss = losses[0]
     e = Emitter(graph, plan, {}, views)  # the loop's own views: staging, scores, labels
     stage = _stage(graph, e)
     scores = e.val(loss.input, (numel(graph.shape_of(loss.input)),))
@@ -192,8 +200,10 @@ def _loops(graph: Graph, plan: BufferPlan, loss: LossStep, views: ViewTable, ste
         "        # forward",
         *_indent(bodies.forward_body(steps), 1),
         "        # loss",
+        *_indent(bodies.loss[:-1], 1),
         "        value, correct = " + loss_line[len("return "):],
         "        losses[b] = value",
+        *parts,
         "        corrects[b] = correct",
         "        if train:",
         "            if not np.isfinite(value):",

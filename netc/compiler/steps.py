@@ -35,6 +35,7 @@ class LossStep:
     grad_target: str  # tensor whose gradient the loss writes
     target: str  # graph input with the targets
     covers: list[str] = field(default_factory=list)
+    weight: str | None = None  # its factor's key in the hyperparameter table (several losses), else 1
 
 
 def lower(graph: Graph) -> list[Step]:
@@ -55,7 +56,7 @@ def fuse_activations(graph: Graph, steps: list[Step]) -> list[Step]:
     for step in steps:
         if step.output in absorbed:
             continue
-        if REGISTRY[step.node.op].is_(EPILOGUE) and step.kind != "act" and step.output != graph.loss_input:
+        if REGISTRY[step.node.op].is_(EPILOGUE) and step.kind != "act" and step.output not in graph.loss_inputs:
             users = graph.consumers(step.output)
             if len(users) == 1 and _fusable_activation(users[0]):
                 activation = users[0]
@@ -89,7 +90,7 @@ def fuse_pooling(graph: Graph, steps: list[Step]) -> list[Step]:
             continue
         monotone = step.act is None or REGISTRY[step.act.op].is_(MONOTONE)  # max and act must commute
         takes_pool = step.kind != "act" and REGISTRY[step.node.op].is_(POOL_EPILOGUE)
-        if takes_pool and monotone and step.output != graph.loss_input:
+        if takes_pool and monotone and step.output not in graph.loss_inputs:
             users = graph.consumers(step.output)
             if len(users) == 1 and _fuses_as_pool(graph, users[0]):
                 step.pool = users[0]
@@ -100,20 +101,31 @@ def fuse_pooling(graph: Graph, steps: list[Step]) -> list[Step]:
     return fused
 
 
-def lower_loss(graph: Graph, steps: list[Step]) -> LossStep:
-    """The loss step; nll after a log_softmax read by nothing else fuses into `exp(logp) - onehot`."""
-    loss = graph.spec.loss
+def losses_weighted(graph: Graph) -> bool:
+    """Whether the losses carry weights (several losses, or one whose weight is not 1)."""
+    return len(graph.losses) > 1 or graph.losses[0].weight != 1.0
+
+
+def lower_losses(graph: Graph, steps: list[Step]) -> list[LossStep]:
+    """One loss step per loss; weighted losses read their factors from the H arena (no recompiling)."""
+    weighted = losses_weighted(graph)
+    return [_lower_loss(graph, steps, loss, f"loss{i}.weight" if weighted else None)
+            for i, loss in enumerate(graph.losses)]
+
+
+def _lower_loss(graph: Graph, steps: list[Step], loss, weight: str | None) -> LossStep:
+    """A loss step; nll after a log_softmax read by nothing else fuses into `exp(logp) - onehot`."""
     target_is_label = graph.spec.inputs[loss.target].dtype == "int64"
     if loss.op == "cross_entropy":
-        return LossStep("cross_entropy", loss.input, loss.input, loss.target)
+        return LossStep("cross_entropy", loss.input, loss.input, loss.target, weight=weight)
     if loss.op == "mse":
-        return LossStep("mse_onehot" if target_is_label else "mse", loss.input, loss.input, loss.target)
+        return LossStep("mse_onehot" if target_is_label else "mse", loss.input, loss.input, loss.target, weight=weight)
     # nll: the graph checks guarantee its input is a log_softmax that nothing else reads (E-LOSS, E-DEAD)
     producer = graph.by_name[loss.input]
     assert REGISTRY[producer.op].is_(LOG_PROBABILITIES) and not graph.consumers(loss.input), "nll follows log_softmax"
     step = next(s for s in steps if s.output == loss.input)
     step.backward = False
-    return LossStep("nll_after_log_softmax", loss.input, producer.inputs[0], loss.target, [producer.name])
+    return LossStep("nll_after_log_softmax", loss.input, producer.inputs[0], loss.target, [producer.name], weight)
 
 
 def mark_gradients(graph: Graph, steps: list[Step]) -> dict[str, bool]:

@@ -37,7 +37,7 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
         by_name = {node.name: node for node in ordered}  # one index for every pass below
         _resolve_shares(ordered, by_name, errors)
         _infer_shapes(ordered, by_name, inputs, spec.inputs, errors)
-        _check_loss(spec, by_name, inputs, errors)
+        _check_losses(spec, by_name, inputs, errors)
         _check_monitors(spec, errors)
         _check_reachability(spec, ordered, by_name, inputs, errors)
         shape_of = lambda ref: inputs[ref] if ref in inputs else by_name[ref].shape  # noqa: E731
@@ -46,7 +46,7 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
             errors.add(problem.code, f"{node.op} '{node.name}': {problem.message}", path, problem.hint)
     if errors.diagnostics:
         raise SpecErrors(errors.diagnostics)
-    graph = Graph(spec, inputs, ordered, spec.loss.input, spec.loss.target)
+    graph = Graph(spec, inputs, ordered, spec.losses[0].input, spec.losses[0].target)
     graph.verify()
     if check_memory_for_batch:
         problem = check_memory(graph, spec.train.batch)
@@ -261,14 +261,39 @@ def batch_problems(nodes: list[Node], shape_of, batch: int) -> list[tuple[OpShap
     return problems
 
 
-def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> None:
-    loss = spec.loss
+def loss_path(spec, index: int) -> tuple:
+    """The spec path of loss `index`: `loss` for a single loss, `loss[i]` in a list."""
+    return ("loss", index) if isinstance(spec.loss, list) else ("loss",)
+
+
+def _check_losses(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> None:
+    for i, loss in enumerate(spec.losses):
+        _check_loss(loss, loss_path(spec, i), spec, by_name, inputs, errors)
+    labels: dict[str, int] = {}
+    read: dict[str, int] = {}
+    for i, loss in enumerate(spec.losses):
+        path = loss_path(spec, i)
+        if loss.input in read:
+            errors.add("E-LOSS", f"losses {read[loss.input]} and {i} both read '{loss.input}'", path + ("input",),
+                       "give each loss its own head (a layer), or keep one of them")
+        read.setdefault(loss.input, i)
+        target = spec.inputs.get(loss.target)
+        if target is not None and target.classes is not None:
+            labels.setdefault(loss.target, i)
+    if len(labels) > 1:
+        first, second = list(labels)[:2]
+        errors.add("E-LOSS", f"the losses read two label inputs ('{first}' and '{second}'); a plan stages one "
+                   "label per sample", loss_path(spec, labels[second]) + ("target",),
+                   f"read '{first}' in every classification loss, or feed the other one as one-hot floats to mse")
+
+
+def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, errors: _Collector) -> None:
     if loss.input not in by_name:
         hint = "the loss reads a layer's output" if loss.input in inputs else did_you_mean(loss.input, list(by_name), "layers")
-        errors.add("E-REF", f"loss input '{loss.input}' is not a layer", ("loss", "input"), hint)
+        errors.add("E-REF", f"loss input '{loss.input}' is not a layer", at + ("input",), hint)
         return
     if loss.target not in spec.inputs:
-        errors.add("E-REF", f"loss target '{loss.target}' is not an input", ("loss", "target"),
+        errors.add("E-REF", f"loss target '{loss.target}' is not an input", at + ("target",),
                    did_you_mean(loss.target, list(spec.inputs), "inputs"))
         return
     shape = by_name[loss.input].shape
@@ -277,33 +302,33 @@ def _check_loss(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> N
     target = spec.inputs[loss.target]
     if target.indices is not None:
         errors.add("E-LOSS", f"loss target '{loss.target}' is an index input (`indices`), not a target",
-                   ("loss", "target"), "a class label is `{shape: [], dtype: int64, classes: N}`")
+                   at + ("target",), "a class label is `{shape: [], dtype: int64, classes: N}`")
         return
     if loss.op in ("cross_entropy", "nll"):
         if target.dtype != "int64":
             errors.add("E-LOSS", f"{loss.op} needs an int64 label target, '{loss.target}' is {target.dtype}",
-                       ("loss", "target"), "declare the label as `{shape: [], dtype: int64, classes: N}`")
+                       at + ("target",), "declare the label as `{shape: [], dtype: int64, classes: N}`")
         elif len(shape) != 1 or shape[0] != target.classes:
             errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
-                       f"'{loss.target}' has {target.classes} classes", ("loss", "input"),
+                       f"'{loss.target}' has {target.classes} classes", at + ("input",),
                        f"the last layer should produce [{target.classes}] values (one per class)")
         producer = REGISTRY[by_name[loss.input].op]
         if loss.op == "nll" and not producer.is_(LOG_PROBABILITIES):
             errors.add("E-LOSS", f"nll reads log-probabilities but '{loss.input}' is a {by_name[loss.input].op}",
-                       ("loss", "input"), "add `{op: log_softmax}` before the loss, or use cross_entropy on logits")
+                       at + ("input",), "add `{op: log_softmax}` before the loss, or use cross_entropy on logits")
         if loss.op == "cross_entropy" and producer.is_(PROBABILITIES):
             errors.add("E-LOSS", f"cross_entropy applies softmax itself but '{loss.input}' is a "
-                       f"{by_name[loss.input].op}", ("loss", "input"),
+                       f"{by_name[loss.input].op}", at + ("input",),
                        "feed the logits (the layer before), or use nll after log_softmax")
     else:  # mse
         if target.dtype == "int64":
             if len(shape) != 1 or shape[0] != target.classes:
                 errors.add("E-LOSS", f"mse with integer target '{loss.target}' ({target.classes} classes, "
                            f"one-hot encoded) needs input shape [{target.classes}], got {list(shape)}",
-                           ("loss", "input"))
+                           at + ("input",))
         elif tuple(target.shape) != shape:
             errors.add("E-LOSS", f"mse input '{loss.input}' has shape {list(shape)} but target "
-                       f"'{loss.target}' has {list(target.shape)}", ("loss", "target"))
+                       f"'{loss.target}' has {list(target.shape)}", at + ("target",))
 
 
 def _check_monitors(spec, errors: _Collector) -> None:
@@ -316,8 +341,9 @@ def _check_monitors(spec, errors: _Collector) -> None:
     if schedule is not None and schedule.type == "plateau":
         watched.append((("optimizer", "schedule", "monitor"), schedule.monitor))
     has_eval = spec.data is not None and spec.data.eval is not None
-    target = spec.inputs.get(spec.loss.target)
-    has_accuracy = spec.loss.op != "mse" or (target is not None and target.classes is not None)
+    first = spec.losses[0]  # accuracy is the first loss's
+    target = spec.inputs.get(first.target)
+    has_accuracy = first.op != "mse" or (target is not None and target.classes is not None)
     for path, metric in watched:
         if metric.startswith("eval_") and not has_eval:
             errors.add("E-TRAIN", f"{metric} is recorded only with eval data, and the spec has no data.eval",
@@ -329,12 +355,12 @@ def _check_monitors(spec, errors: _Collector) -> None:
 
 def _check_reachability(spec, nodes: list[Node], by_name: dict[str, Node], inputs, errors: _Collector) -> None:
     """Every layer feeds the loss and every input is used: dead parts are typos, not intent."""
-    if spec.loss.input not in by_name or spec.loss.target not in inputs:
+    if any(loss.input not in by_name or loss.target not in inputs for loss in spec.losses):
         return
     if any(d.code == "E-TYPE" for d in errors.diagnostics):
         return  # a layer reads the wrong tensor: what it meant to read would be reported as dead
     live = set()
-    stack = [spec.loss.input]
+    stack = [loss.input for loss in spec.losses]
     while stack:
         name = stack.pop()
         if name in live:
@@ -342,11 +368,12 @@ def _check_reachability(spec, nodes: list[Node], by_name: dict[str, Node], input
         live.add(name)
         if name in by_name:
             stack.extend(by_name[name].inputs)
-    live.add(spec.loss.target)
+    live.update(loss.target for loss in spec.losses)
+    read = " and ".join(f"'{loss.input}'" for loss in spec.losses)
     for node in nodes:
         if node.name not in live:
             errors.add("E-DEAD", f"layer '{node.name}' does not lead to the loss", ("layers", node.index),
-                       f"its output is never used; the loss reads '{spec.loss.input}'")
+                       f"its output is never used; the loss{'es' if len(spec.losses) > 1 else ''} read{'' if len(spec.losses) > 1 else 's'} {read}")
     for name in inputs:
         if name not in live:
             errors.add("E-DEAD", f"input '{name}' is never used", ("inputs", name), key=True)

@@ -54,6 +54,15 @@ class Graph:
         return self.by_name[tensor].shape
 
     @property
+    def losses(self) -> list:
+        """The spec's losses; the first one (loss_input, loss_target) gives predictions and accuracy."""
+        return self.spec.losses
+
+    @property
+    def loss_inputs(self) -> set[str]:
+        return {loss.input for loss in self.spec.losses}
+
+    @property
     def float_inputs(self) -> list[str]:
         """The inputs holding float features, in spec order (staged as the plan's dtype)."""
         return [name for name, inp in self.spec.inputs.items() if inp.dtype == "float32"]

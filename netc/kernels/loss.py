@@ -93,3 +93,21 @@ def confusion_add(scores, labels, confusion):
     # confusion[true, predicted] += 1 for each row of scores (n, K)
     for s in range(scores.shape[0]):
         confusion[labels[s], _argmax_row(scores, s)] += 1
+
+
+@kernel
+def scale_gradient(dz, factor):
+    """Multiply a loss's gradient by the loss's weight (a spec with several weighted losses)."""
+    n, k = dz.shape
+    for s in range(n):
+        for j in range(k):
+            dz[s, j] *= factor
+
+
+@kernel
+def weighted_total(values, weights):
+    """The weighted sum of the losses' values (a tuple) with their weights (a slice of H)."""
+    total = 0.0
+    for i in range(len(values)):
+        total += weights[i] * values[i]
+    return total

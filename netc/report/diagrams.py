@@ -57,19 +57,35 @@ def to_dot(summary: Summary) -> str:
         if row.shares:
             attrs.append('style="rounded,filled,dashed"')
         out.append(f"  {_dot_id(row.name)} [{', '.join(attrs)}];")
-    out.append(f"  {loss_id} [shape=diamond, fillcolor=\"{_LOSS_FILL}\", label={_dot_label([summary.loss_op])}];")
+    out.append(f"  {loss_id} [shape=diamond, fillcolor=\"{_LOSS_FILL}\", label={_dot_label(_loss_lines(summary))}];")
     for row in summary.layers:
         for ref in row.inputs:
             out.append(f"  {_dot_id(ref)} -> {_dot_id(row.name)} [label={_dot_label([shape_text(shapes[ref])])}];")
-    out.append(f"  {_dot_id(summary.loss_input)} -> {loss_id} "
-               f"[label={_dot_label([shape_text(shapes[summary.loss_input])])}];")
-    out.append(f"  {_dot_id(summary.loss_target)} -> {loss_id} [label={_dot_label(['target'])}];")
+    for read in _loss_inputs(summary):
+        out.append(f"  {_dot_id(read)} -> {loss_id} [label={_dot_label([shape_text(shapes[read])])}];")
+    for target in _loss_targets(summary):
+        out.append(f"  {_dot_id(target)} -> {loss_id} [label={_dot_label(['target'])}];")
     for row in summary.layers:
         if row.shares:
             out.append(f"  {_dot_id(row.name)} -> {_dot_id(row.shares)} [style=dashed, color=\"#888888\", "
                        f"fontcolor=\"#888888\", constraint=false, label={_dot_label(['shares weights'])}];")
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def _loss_lines(summary: Summary) -> list[str]:
+    """The loss node's label: its op, or each weighted loss of several."""
+    if len(summary.losses) == 1:
+        return [summary.losses[0].op]
+    return [f"{row.weight:g} × {row.op}({row.input})" for row in summary.losses]
+
+
+def _loss_inputs(summary: Summary) -> list[str]:
+    return [row.input for row in summary.losses]
+
+
+def _loss_targets(summary: Summary) -> list[str]:
+    return list(dict.fromkeys(row.target for row in summary.losses))  # a shared label: one edge
 
 
 def _mm_text(lines: list[str]) -> str:
@@ -89,12 +105,14 @@ def to_mermaid(summary: Summary) -> str:
         out.append(f"  {ids[row.name]}([{_mm_text(_input_lines(row))}])")
     for row in summary.layers:
         out.append(f"  {ids[row.name]}[{_mm_text(_layer_lines(row))}]")
-    out.append(f"  loss_{{{{{_mm_text([summary.loss_op])}}}}}")
+    out.append(f"  loss_{{{{{_mm_text(_loss_lines(summary))}}}}}")
     for row in summary.layers:
         for ref in row.inputs:
             out.append(f"  {ids[ref]} -->|{_mm_text([shape_text(shapes[ref])])}| {ids[row.name]}")
-    out.append(f"  {ids[summary.loss_input]} -->|{_mm_text([shape_text(shapes[summary.loss_input])])}| loss_")
-    out.append(f"  {ids[summary.loss_target]} -->|{_mm_text(['target'])}| loss_")
+    for read in _loss_inputs(summary):
+        out.append(f"  {ids[read]} -->|{_mm_text([shape_text(shapes[read])])}| loss_")
+    for target in _loss_targets(summary):
+        out.append(f"  {ids[target]} -->|{_mm_text(['target'])}| loss_")
     for row in summary.layers:
         if row.shares:
             out.append(f"  {ids[row.name]} -.->|{_mm_text(['shares weights'])}| {ids[row.shares]}")

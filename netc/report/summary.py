@@ -61,14 +61,20 @@ class LayerRow:
 
 
 @dataclass(frozen=True)
+class LossRow:
+    op: str
+    input: str
+    target: str
+    weight: float
+
+
+@dataclass(frozen=True)
 class Summary:
     name: str
     description: str
     inputs: tuple[InputRow, ...]
     layers: tuple[LayerRow, ...]
-    loss_op: str
-    loss_input: str
-    loss_target: str
+    losses: tuple[LossRow, ...]  # the first one gives predictions and accuracy
     total_params: int  # shared tensors counted once
     trainable_params: int
     frozen_params: int
@@ -125,9 +131,7 @@ def summarize(graph, batch: int | None = None) -> Summary:
         description=spec.description.strip(),
         inputs=inputs,
         layers=layers,
-        loss_op=spec.loss.op,
-        loss_input=spec.loss.input,
-        loss_target=spec.loss.target,
+        losses=tuple(LossRow(loss.op, loss.input, loss.target, loss.weight) for loss in spec.losses),
         total_params=graph.param_count(),
         trainable_params=graph.param_count(trainable=True),
         frozen_params=graph.param_count(trainable=False),
@@ -259,7 +263,12 @@ def table_rows(summary: Summary) -> list[tuple[str, ...]]:
 
 
 def loss_text(summary: Summary) -> str:
-    return f"{summary.loss_op}({summary.loss_input}, {summary.loss_target})"
+    """`cross_entropy(fc2, label)`; several losses as their weighted sum."""
+    def one(row: LossRow) -> str:
+        factor = "" if row.weight == 1.0 else f"{row.weight:g} × "
+        return f"{factor}{row.op}({row.input}, {row.target})"
+
+    return " + ".join(one(row) for row in summary.losses)
 
 
 # --------------------------------------------------------------------------- as JSON
@@ -293,7 +302,8 @@ def summary_dict(summary: Summary) -> dict:
             }
             for row in summary.layers
         ],
-        "loss": {"op": summary.loss_op, "input": summary.loss_input, "target": summary.loss_target},
+        "losses": [{"op": row.op, "input": row.input, "target": row.target, "weight": row.weight}
+                   for row in summary.losses],
         "totals": {
             "params": summary.total_params,
             "trainable_params": summary.trainable_params,

@@ -28,6 +28,7 @@ class EpochResult:
     accuracy: float | None  # None when the loss has no classes
     batches: int
     diverged: bool  # the loss stopped being finite; the failing batch was not applied
+    losses: list[float] = field(default_factory=list)  # each loss's own mean (unweighted), in spec order
 
 
 @dataclass
@@ -38,6 +39,7 @@ class EvalResult:
     confusion: np.ndarray | None  # [true, predicted]
     scores: np.ndarray = field(repr=False, default=None)
     labels: np.ndarray | None = field(repr=False, default=None)  # the class of each sample, when there are classes
+    losses: list[float] = field(default_factory=list)  # each loss's own mean (unweighted), in spec order
 
 
 @dataclass
@@ -289,21 +291,23 @@ class Model:
         count = prepared["__count__"]
         batches = (count + self.batch - 1) // self.batch
         losses = np.zeros(max(batches, 1))
+        parts = np.zeros((max(batches, 1), len(self.plan.losses)))
         corrects = np.zeros(max(batches, 1), np.int64)
         if confusion is None:
             confusion = np.zeros((1, 1), np.int64)
         if scores is None:
             scores = np.zeros((0, numel(self.graph.shape_of(self.plan.loss.input))), self.dtype)
         return (self.V, *self._xs(prepared), prepared["__labels__"], np.ascontiguousarray(order, np.int64), count,
-                self.batch, train, self._rates(lr, batches), self.step, seed, losses, corrects, confusion, scores)
+                self.batch, train, self._rates(lr, batches), self.step, seed, losses, parts, corrects, confusion, scores)
 
     def _epoch(self, prepared: dict, order: np.ndarray, train: bool, lr, seed: int,
                confusion: np.ndarray | None = None, scores: np.ndarray | None = None):
-        """Run the plan's epoch loop; returns (batches done, per-batch mean losses, per-batch correct counts)."""
+        """Run the plan's epoch loop; returns (batches done, per-batch mean losses, per-batch correct counts,
+        per-batch mean of each loss)."""
         count = prepared["__count__"]
         batches = (count + self.batch - 1) // self.batch
         args = self._epoch_args(prepared, order, train, lr, seed, confusion, scores)
-        losses, corrects = args[-4], args[-3]
+        losses, parts, corrects = args[-5], args[-4], args[-3]
         prepare_threads(self.blas_threads)
         self._upgrade()
         done = self.plan.module.epoch(*args)
@@ -312,7 +316,7 @@ class Model:
             # so the other process loads them rather than compiling them a second time
             self._compiling = fused_compile.start(self._fused_path, self.plan.sources[FUSED], self.dtype.name, args)
             self._background = False  # one try per model
-        return done, losses[:batches], corrects[:batches]
+        return done, losses[:batches], corrects[:batches], parts[:batches]
 
     def _batch_sizes(self, count: int, batches: int) -> np.ndarray:
         return np.minimum(self.batch, count - np.arange(batches) * self.batch)
@@ -332,7 +336,7 @@ class Model:
         `lr`: the spec's by default, a number, or one per batch (a schedule: no recompiling)."""
         count = prepared["__count__"]
         lr = self.graph.spec.optimizer.lr if lr is None else lr
-        done, losses, corrects = self._epoch(prepared, order, True, lr, seed)
+        done, losses, corrects, parts = self._epoch(prepared, order, True, lr, seed)
         self.step += done
         diverged = done < len(losses)
         if diverged:
@@ -340,7 +344,7 @@ class Model:
         sizes = self._batch_sizes(count, done)
         mean = float(np.sum(losses * sizes) / max(count, 1))
         accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
-        return EpochResult(mean, accuracy, done, False)
+        return EpochResult(mean, accuracy, done, False, self._means(parts, sizes, count))
 
     def evaluate(self, prepared: dict) -> EvalResult:
         """Loss, accuracy, confusion matrix and scores over every sample (dropout off, no updates)."""
@@ -349,12 +353,19 @@ class Model:
         classes = k if self.has_accuracy() else 1
         confusion = np.zeros((classes, classes), np.int64)
         scores = np.zeros((count, k), self.dtype)
-        done, losses, corrects = self._epoch(prepared, np.arange(count, dtype=np.int64), False, 0.0, 0,
-                                             confusion, scores)
-        loss = float(np.sum(losses * self._batch_sizes(count, done)) / max(count, 1))
+        done, losses, corrects, parts = self._epoch(prepared, np.arange(count, dtype=np.int64), False, 0.0, 0,
+                                                    confusion, scores)
+        sizes = self._batch_sizes(count, done)
+        loss = float(np.sum(losses * sizes) / max(count, 1))
         accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
         labels = prepared["__labels__"] if self.has_accuracy() else None
-        return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores, labels)
+        return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores, labels,
+                          self._means(parts, sizes, count))
+
+    @staticmethod
+    def _means(parts: np.ndarray, sizes: np.ndarray, count: int) -> list[float]:
+        """Each loss's mean over the samples, from its per-batch means."""
+        return [float(v) for v in (parts * sizes[:, None]).sum(axis=0) / max(count, 1)]
 
     def has_accuracy(self) -> bool:
         """Whether the loss has classes (cross_entropy, nll, mse on labels), so accuracy means something."""

@@ -52,6 +52,7 @@ class EpochRecord:
     seconds: float
     samples_per_second: float
     lr: float = 0.0  # the learning rate of the epoch's last step (optimizer.schedule)
+    losses: dict[str, float] | None = None  # several losses: each one's mean, as "train_<input>", "eval_<input>"
 
 
 @dataclass
@@ -262,6 +263,7 @@ class Trainer:
         batch = self.spec.train.batch
         total_batches = (count + batch - 1) // batch
         loss_sum = correct_sum = seen = 0.0
+        part_sums = np.zeros(len(self.spec.losses))
         started = time.perf_counter()
         lr = self.spec.optimizer.lr
         for index in range(first_chunk, len(chunks)):
@@ -277,6 +279,7 @@ class Trainer:
             self._check_finite(result, epoch, start)
             n = stop - start
             loss_sum += result.loss * n
+            part_sums += np.asarray(result.losses) * n
             correct_sum += (result.accuracy or 0.0) * n
             seen += n
             rate = seen / max(time.perf_counter() - started, 1e-9)
@@ -290,7 +293,7 @@ class Trainer:
         record = EpochRecord(
             epoch + 1, loss_sum / seen, correct_sum / seen if self.model.has_accuracy() else None,
             evaluated.loss if evaluated else None, evaluated.accuracy if evaluated else None,
-            seconds, seen / max(seconds, 1e-9), lr)
+            seconds, seen / max(seconds, 1e-9), lr, self._each_loss(part_sums / seen, evaluated))
         metrics = self.run_dir / "metrics.jsonl"
         before = metrics.stat().st_size
         try:
@@ -302,6 +305,16 @@ class Trainer:
                 os.truncate(metrics, before)
             raise
         return record
+
+    def _each_loss(self, train: np.ndarray, evaluated: EvalResult | None) -> dict[str, float] | None:
+        """Each loss's own mean by the layer it reads, when the spec has several."""
+        losses = self.spec.losses
+        if len(losses) == 1:
+            return None
+        out = {f"train_{loss.input}": float(value) for loss, value in zip(losses, train)}
+        if evaluated is not None:
+            out.update({f"eval_{loss.input}": value for loss, value in zip(losses, evaluated.losses)})
+        return out
 
     def _check_finite(self, result: EpochResult, epoch: int, start: int) -> None:
         if not result.diverged:

@@ -57,7 +57,7 @@ def plot_confusion(confusion: np.ndarray, out: str | Path, title: str = "confusi
 def confusion_picture(loaded, result, split: str, out: str | Path, dpi: int = DPI) -> ConfusionResult:
     """`netc eval --plot`: the confusion matrix of an `EvalResult`, titled with the spec and split."""
     if result.confusion is None:
-        raise viz_error(f"the {loaded.spec.loss.op} loss has no predicted classes, so there is no confusion matrix",
+        raise viz_error(f"the {loaded.spec.losses[0].op} loss has no predicted classes, so there is no confusion matrix",
                      loaded.smap.locate(("loss",)), "drop --plot, or use a classification loss "
                      "(cross_entropy or nll)", "loss")
     return plot_confusion(result.confusion, out, f"{loaded.spec.name}: {split} split", dpi=dpi)

@@ -1,0 +1,215 @@
+"""Several weighted losses (`loss: [...]`): the gradient of the weighted sum (finite differences in
+float64, a numpy reference, PyTorch where installed), each loss reported per epoch, weights read as
+data (no recompiling), and the spec errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from netc.graph import build_graph
+from netc.runtime.gradcheck import gradcheck
+from netc.runtime.model import Model
+from netc.spec import load_spec_text
+from tests.helpers import check, one_error
+
+# a classifier head and an auxiliary head on the hidden layer (nll after log_softmax), and an mse
+# reconstruction head on a float target: three kinds of loss kernel, three weights
+SPEC = """\
+netc: 1
+name: heads
+inputs:
+  x: {shape: [3]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: hidden, op: linear, in: x, out: 6}
+  - {name: act, op: tanh}
+  - {name: out, op: linear, out: 3}
+  - {name: aux, op: linear, in: hidden, out: 3}
+  - {name: aux_logp, op: log_softmax}
+  - {name: recon, op: linear, in: act, out: 3}
+loss:
+  - {op: cross_entropy, input: out, target: y}
+  - {op: nll, input: aux_logp, target: y, weight: 0.3}
+  - {op: mse, input: recon, target: x, weight: 0.5}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 5, epochs: 2, seed: 0, dtype: float64}
+data: {train: {source: blobs, n: 40, classes: 3, features: 3}}
+"""
+
+
+def _graph(text: str = SPEC):
+    return build_graph(load_spec_text(text, "heads.yaml"))
+
+
+def _batch(count: int = 5, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(count, 3)), "y": rng.integers(0, 3, count)}
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _reference(w: dict, data: dict) -> tuple[float, list[float]]:
+    """The three losses written out in numpy from the spec (each a mean over the batch)."""
+    x, y = data["x"], data["y"]
+    hidden = x @ w["hidden.weight"].T + w["hidden.bias"]
+    act = np.tanh(hidden)
+    out = act @ w["out.weight"].T + w["out.bias"]
+    aux = hidden @ w["aux.weight"].T + w["aux.bias"]
+    recon = act @ w["recon.weight"].T + w["recon.bias"]
+    rows = np.arange(len(y))
+    ce = -_log_softmax(out)[rows, y].mean()
+    nll = -_log_softmax(aux)[rows, y].mean()
+    mse = 0.5 * ((recon - x) ** 2).sum(axis=1).mean()  # the lecture's ½‖y − ŷ‖² per sample
+    return ce + 0.3 * nll + 0.5 * mse, [ce, nll, mse]
+
+
+def test_the_total_is_the_weighted_sum_of_the_numpy_losses():
+    model = Model(_graph(), dtype="float64")
+    data = _batch()
+    value, _ = model.loss_and_gradients(data)
+    total, parts = _reference(model.get_weights(), data)
+    assert value == pytest.approx(total, rel=1e-12)
+    result = model.evaluate(model.prepare(data))
+    np.testing.assert_allclose(result.losses, parts, rtol=1e-12)
+    assert result.loss == pytest.approx(total, rel=1e-12)
+
+
+def test_gradients_match_finite_differences_in_float64():
+    for tensor in gradcheck(_graph(), count=5, max_entries=12):
+        assert tensor.max_rel_error < 1e-6, tensor
+
+
+def test_gradients_match_the_numpy_reference_by_central_differences_of_it():
+    """The plan's gradient of the weighted sum against central differences of the numpy reference
+    (independent of the plan's own forward)."""
+    model = Model(_graph(), dtype="float64")
+    data = _batch(seed=3)
+    _, grads = model.loss_and_gradients(data)
+    w = model.get_weights()
+    for name, grad in grads.items():
+        flat = w[name].reshape(-1)
+        for i in range(0, flat.size, max(1, flat.size // 5)):
+            keep = flat[i]
+            flat[i] = keep + 1e-6
+            up = _reference(w, data)[0]
+            flat[i] = keep - 1e-6
+            down = _reference(w, data)[0]
+            flat[i] = keep
+            assert grad.reshape(-1)[i] == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-9), (name, i)
+
+
+@pytest.mark.torch
+def test_gradients_match_pytorch():
+    torch = pytest.importorskip("torch")
+    model = Model(_graph(), dtype="float64")
+    data = _batch(seed=1)
+    value, grads = model.loss_and_gradients(data)
+    w = {k: torch.tensor(v, requires_grad=True) for k, v in model.get_weights().items()}
+    x, y = torch.tensor(data["x"]), torch.tensor(data["y"])
+    F = torch.nn.functional
+    hidden = F.linear(x, w["hidden.weight"], w["hidden.bias"])
+    act = torch.tanh(hidden)
+    out = F.linear(act, w["out.weight"], w["out.bias"])
+    aux = F.log_softmax(F.linear(hidden, w["aux.weight"], w["aux.bias"]), dim=1)
+    recon = F.linear(act, w["recon.weight"], w["recon.bias"])
+    total = F.cross_entropy(out, y) + 0.3 * F.nll_loss(aux, y) + 0.5 * 0.5 * ((recon - x) ** 2).sum(1).mean()
+    total.backward()
+    assert value == pytest.approx(total.item(), rel=1e-12)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(grad, w[name].grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_an_epoch_reports_each_loss_and_their_weighted_mean():
+    model = Model(_graph(), dtype="float64")
+    data = _batch(count=12, seed=2)
+    prepared = model.prepare(data)
+    before = model.get_weights()
+    result = model.train_epoch(prepared, np.arange(12))
+    assert len(result.losses) == 3 and result.batches == 3
+    # the first batch's losses are measured before any update: check the epoch's first batch alone
+    first = Model(_graph(), dtype="float64")
+    first.set_weights(before)
+    one = first.train_epoch(first.prepare({k: v[:5] for k, v in data.items()}), np.arange(5))
+    total, parts = _reference(before, {k: v[:5] for k, v in data.items()})
+    np.testing.assert_allclose(one.losses, parts, rtol=1e-12)
+    assert one.loss == pytest.approx(total, rel=1e-12)
+    assert result.loss == pytest.approx(np.dot([1.0, 0.3, 0.5], result.losses), rel=1e-12)
+
+
+def test_weights_are_data_a_changed_weight_reuses_the_plan():
+    a, b = _graph(), _graph(SPEC.replace("weight: 0.3", "weight: 0.7"))
+    plan_a, plan_b = Model(a).plan, Model(b).plan
+    assert plan_a.sources == plan_b.sources
+    assert plan_a.hyper["loss1.weight"] == 0.3 and plan_b.hyper["loss1.weight"] == 0.7
+
+
+def test_a_single_loss_keeps_the_plain_plan():
+    text = SPEC.split("loss:\n")[0] + "loss: {op: cross_entropy, input: out, target: y}\n" + \
+        SPEC.split("weight: 0.5}\n")[1]
+    text = text.replace("  - {name: aux, op: linear, in: hidden, out: 3}\n  - {name: aux_logp, op: log_softmax}\n"
+                        "  - {name: recon, op: linear, in: act, out: 3}\n", "")
+    plan = Model(_graph(text)).plan
+    assert "scale_gradient(" not in plan.source.split("def loss")[1]
+    assert not any(key.startswith("loss") for key in plan.hyper)
+
+
+def test_training_writes_each_loss_to_the_metrics(tmp_path):
+    from netc.runtime.train import Trainer
+
+    text = SPEC.replace("data: {train: {source: blobs, n: 40, classes: 3, features: 3}}",
+                        "data: {train: {source: blobs, n: 40, classes: 3, features: 3},\n"
+                        "       eval: {source: blobs, n: 20, classes: 3, features: 3, seed: 1}}")
+    loaded = load_spec_text(text, str(tmp_path / "heads.yaml"), tmp_path)
+    result = Trainer(loaded, run_dir=tmp_path / "run", tier="python").run()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 == len(result.epochs)
+    for line in lines:
+        losses = line["losses"]
+        assert set(losses) == {f"{split}_{name}" for split in ("train", "eval") for name in ("out", "aux_logp", "recon")}
+        for split in ("train", "eval"):
+            weighted = losses[f"{split}_out"] + 0.3 * losses[f"{split}_aux_logp"] + 0.5 * losses[f"{split}_recon"]
+            assert line[f"{split}_loss"] == pytest.approx(weighted, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_two_losses_reading_one_layer():
+    text = SPEC.replace("{op: nll, input: aux_logp, target: y, weight: 0.3}", "{op: cross_entropy, input: out, target: y}")
+    text = text.replace("  - {name: aux, op: linear, in: hidden, out: 3}\n  - {name: aux_logp, op: log_softmax}\n", "")
+    check(one_error(text, "heads.yaml"), "E-LOSS", "losses 0 and 1 both read 'out'", line=13, path="loss[1].input",
+          hint="its own head", file="heads.yaml")
+
+
+def test_two_label_inputs():
+    text = SPEC.replace("  y: {shape: [], dtype: int64, classes: 3}\n",
+                        "  y: {shape: [], dtype: int64, classes: 3}\n  z: {shape: [], dtype: int64, classes: 3}\n")
+    text = text.replace("{op: nll, input: aux_logp, target: y,", "{op: nll, input: aux_logp, target: z,")
+    check(one_error(text, "heads.yaml"), "E-LOSS", "two label inputs ('y' and 'z')", line=16, path="loss[1].target",
+          hint="read 'y' in every classification loss", file="heads.yaml")
+
+
+def test_an_error_in_one_loss_of_the_list_points_at_it():
+    text = SPEC.replace("{op: mse, input: recon, target: x, weight: 0.5}", "{op: mse, input: recon, target: x, weight: -1.0}")
+    check(one_error(text, "heads.yaml"), "E-VALUE", "greater than or equal to 0", line=16, path="loss[2].weight",
+          file="heads.yaml")
+    text = SPEC.replace("input: recon, target: x", "input: recn, target: x")
+    check(one_error(text, "heads.yaml"), "E-REF", "loss input 'recn' is not a layer", line=16, path="loss[2].input",
+          hint="did you mean 'recon'?", file="heads.yaml")
+
+
+def test_an_empty_loss_list():
+    text = SPEC.split("loss:\n")[0] + "loss: []\n" + SPEC.split("weight: 0.5}\n")[1]
+    check(one_error(text, "heads.yaml"), "E-VALUE", "at least 1 item", line=13, path="loss", file="heads.yaml")
+
+
+def test_a_head_no_loss_reads_is_dead():
+    text = SPEC.replace("  - {op: mse, input: recon, target: x, weight: 0.5}\n", "")
+    check(one_error(text, "heads.yaml"), "E-DEAD", "layer 'recon' does not lead to the loss", line=12,
+          hint="the losses read 'out' and 'aux_logp'", file="heads.yaml")
