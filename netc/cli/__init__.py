@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import sys
 
-from netc.cli import cache_commands, run_commands, spec_commands, viz_commands  # noqa: F401  (registration)
+from netc.cli import (  # noqa: F401  (registration)
+    cache_commands, predict_commands, run_commands, spec_commands, viz_commands,
+)
 from netc.cli.app import app as _app
 
 

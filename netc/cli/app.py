@@ -17,8 +17,9 @@ from rich.text import Text
 from netc import __version__
 from netc.errors import Diagnostic, NetcError
 
+# a test checks that SUMMARY names every command
 SUMMARY = ("netc - a declarative neural-network compiler for YAML network specs: validate, inspect, schema, "
-           "train, eval, gradcheck, time, plot, viz, export, cache, warmup.")  # a test checks it names every command
+           "train, eval, predict, gradcheck, time, plot, viz, export, cache, warmup.")
 
 app = typer.Typer(
     name="netc",

@@ -5,6 +5,7 @@ Numba and the compiler are imported inside the commands, so `netc validate` neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from enum import Enum
 from pathlib import Path
@@ -54,6 +55,10 @@ def train(
     tier: Annotated[Tier, typer.Option(help="auto: the fused loop when compiled, else start on the Python tier "
                                            "while it compiles in the background; fused: compile it first; "
                                            "python: never compile glue. Same numbers in every tier.")] = Tier.auto,
+    tensorboard: Annotated[bool, typer.Option(help="Also write TensorBoard events into the run folder: loss, "
+                                                   "accuracy, lr, speed and weight histograms per epoch "
+                                                   "(tensorboard --logdir runs). Needs tensorboardX, netc's "
+                                                   "'tensorboard' extra.")] = False,
 ) -> None:
     """Train a spec: progress, eval each epoch, checkpoints and metrics in a run folder."""
     import time
@@ -74,6 +79,8 @@ def train(
                         completed=done, stats=f"loss {loss:.4f}{acc}  {rate:,.0f} samples/s")
 
     def on_epoch(record):
+        if board is not None:
+            board.epoch(record)
         if quiet:
             return
         evaluated = ""
@@ -99,10 +106,17 @@ def train(
         if done < total:
             progress.console.print(f"resuming {folder} from epoch {done + 1} of {total}")
 
+    board = None
+    if tensorboard:  # a missing tensorboardX is an error before the run folder is made
+        from netc.runtime.tensorboard import TensorBoardLog, require_tensorboardx
+
+        require_tensorboardx()
     trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
                       init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init,
                       on_resume=on_resume, force=force, on_finish=save_run_curves, tier=tier.value)
-    with progress:
+    if tensorboard:
+        board = TensorBoardLog(trainer.run_dir, trainer.model.get_weights)
+    with progress, board or contextlib.nullcontext():  # the event file is closed however the run ends
         if log and not quiet:
             progress.console.print(f"preparing the compiled plan of '{trainer.spec.name}' "
                                    "(a spec's first run compiles it)")
@@ -149,6 +163,8 @@ def train(
         out.print(f"best: epoch {epoch} ({metric} {shown}), in best.safetensors")
     files = [name for name in RUN_FILES if (result.run_dir / name).exists()]
     out.print(f"run folder: {result.run_dir} ({', '.join(files)})")
+    if board is not None:
+        out.print(f"tensorboard events: {result.run_dir} (see them with: tensorboard --logdir {result.run_dir.parent})")
 
 
 @command("eval")

@@ -38,16 +38,24 @@ def gc_paused():
 
 
 def validate_file(path: str | Path) -> FileResult:
-    """Load a spec and build its graph; every error found, never an exception."""
+    """Load a spec, build its graph and check its data.augment against the inputs; every error found,
+    never an exception."""
     from netc.graph import build_graph
+    from netc.runtime.data.augment import check_augment
     from netc.spec import load_spec
 
-    try:
-        with gc_paused():
-            build_graph(load_spec(path))
-    except NetcError as exc:
-        return FileResult(str(path), tuple(exc.diagnostics))
-    return FileResult(str(path), ())
+    found: list[Diagnostic] = []
+    with gc_paused():
+        try:
+            loaded = load_spec(path)
+        except NetcError as exc:
+            return FileResult(str(path), tuple(exc.diagnostics))
+        for check in (build_graph, check_augment):  # both only read the spec
+            try:
+                check(loaded)
+            except NetcError as exc:
+                found.extend(exc.diagnostics)
+    return FileResult(str(path), tuple(found))
 
 
 def validation_summary(results: list[FileResult], skipped: int = 0) -> str:

@@ -26,6 +26,7 @@ from netc.graph import build_graph
 from netc.graph.build import batch_problems
 from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
 from netc.runtime.data import load_dataset, load_train_eval
+from netc.runtime.data.augment import AUGMENT_STREAM, augment
 from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
 from netc.runtime.rundir import RunFolder, guarded_write, is_run_folder, latest_run_dir, run_error
 from netc.runtime.schedule import rates
@@ -177,6 +178,9 @@ class Trainer:
                 (self.run_dir / "spec.yaml").write_text(spec_text)
             with guarded_write(self.run_dir / "metrics.jsonl", "the metrics"):
                 (self.run_dir / "metrics.jsonl").write_text("")
+            if self.train_data.classes is not None:  # an images source: what each label means, for predict
+                with guarded_write(self.run_dir / "classes.json", "the class list"):
+                    (self.run_dir / "classes.json").write_text(json.dumps(self.train_data.classes) + "\n")
         result.start_epoch = start_epoch
         train = self.model.prepare(self.train_data.arrays)
         evaluation = self.model.prepare(self.eval_data.arrays) if self.eval_data is not None else None
@@ -274,8 +278,10 @@ class Trainer:
             lrs = rates(self.spec.optimizer, epoch, start // batch, (stop - start + batch - 1) // batch, total_batches,
                         history)
             lr = float(lrs[-1])
-            result = self.model.train_epoch(part, order[start:stop], lr=lrs,
-                                            seed=_chunk_seed(self.spec.train.seed, epoch, index))
+            rows = order[start:stop]
+            if self.spec.data.augment is not None:  # the chunk's samples, changed anew (seeded by chunk)
+                part, rows = self._augmented(rows, epoch, index), np.arange(stop - start, dtype=np.int64)
+            result = self.model.train_epoch(part, rows, lr=lrs, seed=_chunk_seed(self.spec.train.seed, epoch, index))
             self._check_finite(result, epoch, start)
             n = stop - start
             loss_sum += result.loss * n
@@ -315,6 +321,13 @@ class Trainer:
         if evaluated is not None:
             out.update({f"eval_{loss.input}": value for loss, value in zip(losses, evaluated.losses)})
         return out
+
+    def _augmented(self, rows: np.ndarray, epoch: int, chunk: int) -> dict:
+        """The training samples `rows` (in their shuffled order), augmented and prepared; the draws
+        depend only on (seed, epoch, chunk), so a run resumed mid-epoch sees the same samples."""
+        arrays = {name: values[rows] for name, values in self.train_data.arrays.items()}
+        rng = np.random.default_rng([self.spec.train.seed, epoch, chunk, AUGMENT_STREAM])
+        return self.model.prepare(augment(arrays, self.spec.data.augment, self.spec.inputs, rng))
 
     def _check_finite(self, result: EpochResult, epoch: int, start: int) -> None:
         if not result.diverged:

@@ -242,8 +242,9 @@ class FromTrain(Model):
     stratify: Bool = Field(True, description="Keep each class's share in both parts (needs a label input).")
 
 
-def _held_out_or_source(value) -> str:
-    return "held_out" if isinstance(value, dict) and "from_train" in value else "named_source"
+def _held_out_or_source(value) -> str:  # a dict when validating, a model when serializing
+    held_out = isinstance(value, FromTrain) or (isinstance(value, dict) and "from_train" in value)
+    return "held_out" if held_out else "named_source"
 
 
 EvalData = Annotated[

@@ -66,6 +66,7 @@ class Dataset:
     arrays: dict[str, np.ndarray]
     source: str  # a short description for messages, e.g. "digits (train split)" or a file path
     stats: NormStats | None = None  # the normalization applied (pass to load_dataset(..., "eval"))
+    classes: list[str] | None = None  # class names in label order (the images source's folders), else None
 
     def __len__(self) -> int:
         for array in self.arrays.values():
@@ -107,7 +108,7 @@ def normalized(arrays: dict[str, np.ndarray], origin: Origin, stats: NormStats) 
     for name in stats.shift:
         if name in out:
             _check_normalized(name, arrays[name], out[name], stats, origin)
-    return Dataset(out, origin.desc, stats)
+    return Dataset(out, origin.desc, stats, origin.classes)
 
 
 def _check_normalized(name: str, raw: np.ndarray, x: np.ndarray, stats: NormStats, origin: Origin) -> None:

@@ -31,6 +31,7 @@ class Origin:
     files: dict[str, str] = field(default_factory=dict)  # input -> its own file (npy, idx)
     rows: Callable[[int], int] | None = None  # sample index -> 1-based CSV line
     feature_name: Callable[[int], str] | None = None  # flat feature index -> CSV column name
+    classes: list[str] | None = None  # class names in label order, when the source has them (images)
 
     @property
     def which(self) -> str:
