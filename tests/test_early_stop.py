@@ -109,6 +109,8 @@ def test_the_cli_names_the_best_epoch_and_the_stop(tmp_path):
      "eval_accuracy is recorded only with eval data"),
     ("{batch: 4, early_stop: {monitor: val_loss}}", "train.early_stop.monitor", "'train_loss'"),
     ("{batch: 4, early_stop: {patience: 0}}", "train.early_stop.patience", "greater than 0"),
+    ("{batch: 4, top_k: 2}", "train.top_k", "top-k accuracy is recorded on the eval data of a classifier, and the "
+                                            "spec has no data.eval"),
 ])
 def test_a_metric_the_run_does_not_record_is_refused(train, path, message):
     text = XOR.replace(TRAIN, f"train: {train}").replace("  eval: {source: xor}\n", "")
@@ -116,3 +118,32 @@ def test_a_metric_the_run_does_not_record_is_refused(train, path, message):
         build_graph(load_spec_text(text, "xor.yaml"))
     (diag,) = info.value.diagnostics
     assert diag.path == path and message in diag.message and diag.location.line == 18
+
+
+def test_top_k_is_recorded_each_epoch_from_the_eval_scores(tmp_path):
+    from netc.runtime.metrics import top_k_accuracy
+
+    text = (SPECS / "digits-mlp.yaml").read_text()
+    train_line = next(line for line in text.splitlines() if line.startswith("train:"))
+    text = text.replace(train_line, "train: {batch: 32, epochs: 1, seed: 0, top_k: 3}")
+    trainer = Trainer(load_spec_text(text, str(SPECS / "digits-mlp.yaml"), SPECS), run_dir=tmp_path / "run",
+                      tier="python")
+    (record,) = trainer.run().epochs
+    evaluated = trainer.model.evaluate(trainer.model.prepare(trainer.eval_data.arrays))  # the same weights
+    assert record.eval_top_k_accuracy == top_k_accuracy(evaluated.scores, evaluated.labels, 3)
+    assert record.eval_accuracy < record.eval_top_k_accuracy < 1.0  # after one epoch: between top-1 and all
+
+
+@pytest.mark.parametrize("k, edit, message", [
+    (3, ("op: cross_entropy", "op: cross_entropy"), "top_k 3 exceeds the 2 classes"),
+    (2, ("op: cross_entropy", "op: mse"), None),  # mse on a one-hot label still has classes
+])
+def test_top_k_needs_k_within_the_classes(k, edit, message):
+    text = XOR.replace(TRAIN, f"train: {{batch: 4, top_k: {k}}}").replace(*edit)
+    if message is None:
+        assert build_graph(load_spec_text(text, "xor.yaml")).spec.train.top_k == 2
+        return
+    with pytest.raises(SpecErrors) as info:
+        build_graph(load_spec_text(text, "xor.yaml"))
+    (diag,) = info.value.diagnostics
+    assert diag.path == "train.top_k" and message in diag.message and diag.location.line == 18

@@ -65,7 +65,7 @@ def predict(
         _write(out, buffer.getvalue())
         what = f"after the {found.activation} fused into it" if found.activation else "its output"
         console.print(f"wrote {out}: features of {features} ({what}) {list(found.values.shape[1:])} for "
-                      f"{len(given.names)} inputs", soft_wrap=True, markup=False)
+                      f"{_count(len(given.names))}", soft_wrap=True, markup=False)
         return
     result = predictor.predict(given.x)
     if result.classes is None:
@@ -79,9 +79,13 @@ def predict(
     if out is None:
         console.print(_table(loaded.spec.name, records))
         return
-    _write(out, (_csv(records) if out.suffix.lower() == ".csv" else json.dumps(records, indent=1) + "\n").encode())
+    _write(out, (_csv(records) if out.suffix.lower() == ".csv" else json.dumps(records, indent=2) + "\n").encode())
     what = f"top {len(records[0]['top'])} classes" if result.classes is not None else "outputs"
-    console.print(f"wrote {out}: {what} of {len(records)} inputs", soft_wrap=True, markup=False)
+    console.print(f"wrote {out}: {what} of {_count(len(records))}", soft_wrap=True, markup=False)
+
+
+def _count(inputs: int) -> str:
+    return f"{inputs} input" + ("" if inputs == 1 else "s")
 
 
 def _table(name: str, records: list[dict]) -> Table:

@@ -88,6 +88,11 @@ def train(
             evaluated = f"  eval loss {record.eval_loss:.4f}"
             if record.eval_accuracy is not None:
                 evaluated += f"  eval acc {_percent(record.eval_accuracy)}"
+            if record.eval_top_k_accuracy is not None:
+                evaluated += f"  top-{trainer.spec.train.top_k} {_percent(record.eval_top_k_accuracy)}"
+        if record.losses:  # several losses: each one's training mean
+            evaluated += "  (" + ", ".join(f"{key[len('train_'):]} {value:.4f}" for key, value in record.losses.items()
+                                           if key.startswith("train_")) + ")"
         acc = f"  acc {_percent(record.train_accuracy)}" if record.train_accuracy is not None else ""
         progress.console.print(f"epoch {record.epoch:>3}  loss {record.train_loss:.4f}{acc}{evaluated}"
                                f"  ({record.seconds:.2f} s, {record.samples_per_second:,.0f} samples/s)",

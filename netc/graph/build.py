@@ -344,6 +344,15 @@ def _check_monitors(spec, errors: _Collector) -> None:
     first = spec.losses[0]  # accuracy is the first loss's
     target = spec.inputs.get(first.target)
     has_accuracy = first.op != "mse" or (target is not None and target.classes is not None)
+    if train.top_k is not None:
+        classes = target.classes if target is not None else None
+        if not has_accuracy or not has_eval:
+            errors.add("E-TRAIN", "top-k accuracy is recorded on the eval data of a classifier"
+                       + ("" if has_eval else ", and the spec has no data.eval"), ("train", "top_k"),
+                       "add `data: {eval: ...}`" if has_accuracy else "it needs a loss with classes")
+        elif classes is not None and train.top_k > classes:
+            errors.add("E-TRAIN", f"top_k {train.top_k} exceeds the {classes} classes", ("train", "top_k"),
+                       f"choose a k below {classes}")
     for path, metric in watched:
         if metric.startswith("eval_") and not has_eval:
             errors.add("E-TRAIN", f"{metric} is recorded only with eval data, and the spec has no data.eval",

@@ -25,8 +25,10 @@ that already are, e.g. `Network.data()`).
 A classifier's probabilities are the softmax of its logits (cross_entropy)
 or exp of its log-probabilities (nll); class names come from `classes.json`
 beside the checkpoint (the images source writes it into the run folder),
-else they are the indices. A layer's activations are read from the compiled
-forward pass's memory, as `netc viz patches` reads them.
+else they are the indices. A regression's outputs are given in the units of
+its target data (the target's normalization undone). A layer's activations
+are read from the compiled forward pass's memory, as `netc viz patches`
+reads them.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Inputs:
     """Samples for the spec's float input, as the files hold them (not normalized), and a name for each."""
 
     x: np.ndarray  # [N, *input shape] float32
-    names: list[str]  # one per sample: the file, or `file[i]` for a sample of an array file
+    names: list[str]  # one per sample: its file, or `file[i]` for the samples of a file holding several
 
 
 def float_input(loaded: LoadedSpec) -> str:
@@ -109,9 +111,9 @@ def read_inputs(loaded: LoadedSpec, paths: list[str | Path]) -> Inputs:
             parts.append(_image(loaded, name, path)[None])
             names.append(str(path))
         elif path.suffix.lower() in ARRAY_SUFFIXES:
-            x, single = _array_file(loaded, name, path)
+            x = _array_file(loaded, name, path)
             parts.append(x)
-            names += [str(path)] if single else [f"{path}[{i}]" for i in range(len(x))]
+            names += [str(path)] if len(x) == 1 else [f"{path}[{i}]" for i in range(len(x))]
         else:
             raise DataError(Diagnostic(DATA_CODE, f"cannot predict on {path}: not an image, .npy, .npz or .csv file",
                                        Location(str(path)), hint=f"inputs are images ({', '.join(IMAGE_SUFFIXES)}), "
@@ -131,23 +133,22 @@ def _image(loaded: LoadedSpec, name: str, path: Path) -> np.ndarray:
     return load_image(path, shape)
 
 
-def _array_file(loaded: LoadedSpec, name: str, path: Path) -> tuple[np.ndarray, bool]:
-    """(samples [N, *shape] float32, whether the file held a single sample without a sample axis)."""
+def _array_file(loaded: LoadedSpec, name: str, path: Path) -> np.ndarray:
+    """The file's samples [N, *shape] float32."""
     inp = loaded.spec.inputs[name]
     suffix = path.suffix.lower()
     if suffix == ".csv":
         a = _csv_table(loaded, path, numel(tuple(inp.shape)))
     else:
         a = _numpy_file(path, name, suffix)
-    single = a.shape == tuple(inp.shape)  # one sample, written without the sample axis
-    if single:
+    if a.shape == tuple(inp.shape):  # one sample, written without the sample axis
         a = a[None]
     if a.ndim == 0 or len(a) == 0:
         raise DataError(Diagnostic(DATA_CODE, f"{path} holds no samples (array of shape {list(a.shape)})",
                                    Location(str(path)), hint=f"store samples of shape {list(inp.shape)}"))
     # bound and checked as the data sources bind theirs: shape (up to size-1 axes), numbers, finite
     origin = Origin(str(path), str(path), f"inputs.{name}")
-    return validate({name: a}, {name: inp}, origin)[name], single
+    return validate({name: a}, {name: inp}, origin)[name]
 
 
 def _numpy_file(path: Path, name: str, suffix: str) -> np.ndarray:
@@ -265,7 +266,7 @@ class Features:
 class Predictor:
     """A spec's network with a checkpoint's weights, and the train split's normalization.
 
-    Errors come before anything is compiled: a missing or unreadable checkpoint
+    Errors come before anything runs: a missing or unreadable checkpoint
     (E-CHECKPOINT), one that does not fit the spec (E-RUN), train data that
     cannot be read for the statistics (E-DATA). `stats` skips reading it
     (e.g. a Dataset's `stats`); a spec without data is not normalized."""
@@ -332,7 +333,7 @@ class Predictor:
         """The activations of `layer` [N, *its shape] (evaluation mode: dropout off, batch norm on its
         running statistics). A layer with an activation fused into it stores only the activation's
         output: that is what is returned, and `activation` names it."""
-        from netc.viz.fields import layer_activations, stored_tensor
+        from netc.runtime.activations import layer_activations, stored_tensor
 
         if layer not in self.graph.by_name:
             names = [node.name for node in self.graph.nodes]

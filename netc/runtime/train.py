@@ -27,6 +27,7 @@ from netc.graph.build import batch_problems
 from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
 from netc.runtime.data import load_dataset, load_train_eval
 from netc.runtime.data.augment import AUGMENT_STREAM, augment
+from netc.runtime.metrics import top_k_accuracy
 from netc.runtime.model import EpochResult, EvalResult, LoadReport, Model
 from netc.runtime.rundir import RunFolder, guarded_write, is_run_folder, latest_run_dir, run_error
 from netc.runtime.schedule import rates
@@ -54,6 +55,7 @@ class EpochRecord:
     samples_per_second: float
     lr: float = 0.0  # the learning rate of the epoch's last step (optimizer.schedule)
     losses: dict[str, float] | None = None  # several losses: each one's mean, as "train_<input>", "eval_<input>"
+    eval_top_k_accuracy: float | None = None  # with train.top_k
 
 
 @dataclass
@@ -299,7 +301,8 @@ class Trainer:
         record = EpochRecord(
             epoch + 1, loss_sum / seen, correct_sum / seen if self.model.has_accuracy() else None,
             evaluated.loss if evaluated else None, evaluated.accuracy if evaluated else None,
-            seconds, seen / max(seconds, 1e-9), lr, self._each_loss(part_sums / seen, evaluated))
+            seconds, seen / max(seconds, 1e-9), lr, self._each_loss(part_sums / seen, evaluated),
+            self._top_k(evaluated))
         metrics = self.run_dir / "metrics.jsonl"
         before = metrics.stat().st_size
         try:
@@ -311,6 +314,12 @@ class Trainer:
                 os.truncate(metrics, before)
             raise
         return record
+
+    def _top_k(self, evaluated: EvalResult | None) -> float | None:
+        k = self.spec.train.top_k
+        if k is None or evaluated is None or evaluated.labels is None:
+            return None
+        return top_k_accuracy(evaluated.scores, evaluated.labels, k)
 
     def _each_loss(self, train: np.ndarray, evaluated: EvalResult | None) -> dict[str, float] | None:
         """Each loss's own mean by the layer it reads, when the spec has several."""

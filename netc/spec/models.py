@@ -347,6 +347,9 @@ class TrainSpec(Model):
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point type of the plan.")
     early_stop: EarlyStop | None = Field(None, description="Stop when a metric stops improving.")
     checkpoints: Checkpoints | None = Field(None, description="best.safetensors and epoch-N.safetensors.")
+    top_k: Annotated[int, Strict(), Field(ge=2)] | None = Field(
+        None, description="Also record the eval top-k accuracy each epoch (eval_top_k_accuracy): the class among "
+        "the k highest scores.")
 
 
 class InitSpec(Model):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from netc.errors import Location
 from netc.ops.base import ELEMENTWISE, WINDOW, ops_in
+from netc.runtime.activations import layer_activations, stored_tensor  # noqa: F401  (read here)
 from netc.viz.errors import viz_error
 from netc.viz.layers import layer_node
 
@@ -88,34 +88,6 @@ def read_patch(image: np.ndarray, rf: ReceptiveField, y: int, x: int) -> np.ndar
     if t < b and l < r:
         patch[:, t - top:b - top, l - left:r - left] = image[:, t:b, l:r]
     return patch
-
-
-def layer_activations(model, arrays: dict[str, np.ndarray], tensor: str) -> Iterable[tuple[int, np.ndarray]]:
-    """(start, values [n, *shape]) of `tensor` for batches of the samples in `arrays`, read from the
-    compiled forward's arena (the plan keeps every stored tensor in its own region of A)."""
-
-    graph, plan = model.graph, model.plan
-    region = plan.buffers.values[plan.buffers.root(tensor)]
-    shape = graph.shape_of(tensor)
-    prepared = model.prepare(arrays)
-    count, labels = prepared["__count__"], prepared["__labels__"]
-    for start in range(0, count, model.batch):
-        stop = min(start + model.batch, count)
-        part = {name: prepared[name][start:stop] for name in graph.float_inputs}
-        part["__labels__"] = labels[start:stop] if len(labels) else np.zeros(stop - start, np.int64)
-        part["__count__"] = stop - start
-        model.evaluate(part)  # one batch: the arena now holds this batch's activations
-        values = model.A[region.offset:region.offset + (stop - start) * region.per_sample]
-        yield start, values.reshape((stop - start,) + tuple(shape)).copy()
-
-
-def stored_tensor(plan, layer: str) -> tuple[str, str | None]:
-    """(tensor to read for `layer`, fused activation or None): a conv fused with its activation
-    stores only the activation's output."""
-    step = next(s for s in plan.steps if layer in s.covers)
-    if step.output != layer and step.node.name == layer and step.act is not None:
-        return step.output, step.act.op
-    return layer, None
 
 
 @dataclass
