@@ -346,3 +346,31 @@ def test_the_features_example_runs(tmp_path):
     assert lines[0] == "relu3 features: 64 per digit, 1438 train digits"
     accuracy = float(lines[1].split("test accuracy ")[1].split()[0])
     assert accuracy > 0.8, lines
+
+
+def test_predict_reads_the_runs_normalization_and_needs_no_training_data(tmp_path):
+    """A run folder holds the train split's statistics: predictions on a machine without the training
+    data equal those with it."""
+    from netc.runtime.checkpoint import NORMALIZATION, load_normalization
+    from netc.runtime.data import normalization_stats
+    from netc.runtime.predict import Predictor
+    from netc.runtime.train import Overrides, Trainer
+    from netc.spec import load_spec
+
+    loaded = load_spec(ROOT / "specs" / "digits-mlp.yaml")
+    run = Trainer(loaded, Overrides(epochs=1), run_dir=tmp_path / "run", tier="python").run().run_dir
+    saved = load_normalization(run / NORMALIZATION)
+    computed = normalization_stats(loaded)
+    assert saved.kind == computed.kind == "max"
+    for name in computed.shift:
+        np.testing.assert_array_equal(saved.shift[name], computed.shift[name])
+        np.testing.assert_array_equal(saved.scale[name], computed.scale[name])
+    x = np.random.default_rng(0).uniform(0, 16, size=(5, 64))
+    with_saved = Predictor(loaded, run / "last.safetensors").predict(x)
+    (run / NORMALIZATION).unlink()
+    with_data = Predictor(loaded, run / "last.safetensors").predict(x)
+    np.testing.assert_array_equal(with_saved.outputs, with_data.outputs)
+    (run / NORMALIZATION).write_bytes(b"not safetensors")
+    with pytest.raises(RunError) as info:
+        Predictor(loaded, run / "last.safetensors")
+    assert info.value.diagnostics[0].code == "E-CHECKPOINT"

@@ -1,4 +1,5 @@
-"""Commands that draw pictures and export models: `viz filters`, `viz patches`, `plot`, `export`.
+"""Commands that draw pictures and export models: `viz filters`, `viz patches`, `viz reconstruct`,
+`viz occlusion`, `viz saliency`, `plot`, `export`.
 
 matplotlib, the compiler and onnx are imported inside the commands, so `netc validate` never pays for them.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,7 +17,8 @@ from netc.spec import load_spec
 
 viz = typer.Typer(
     name="viz",
-    help="Pictures of a trained network: its filters, and the input patches its feature maps respond to.",
+    help="Pictures of a trained network: its filters, the input patches its feature maps respond to, the input "
+         "patterns they stand for, and where in an input its decision sits (occlusion, saliency).",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -42,6 +44,22 @@ ONNX_OPSET = 21  # netc.export_onnx.DEFAULT_OPSET, without importing the exporte
 class Split(str, Enum):
     eval = "eval"
     train = "train"
+
+
+class Method(str, Enum):  # netc.compiler.projection.METHODS
+    deconvnet = "deconvnet"
+    guided = "guided"
+    gradient = "gradient"
+
+
+class Fill(str, Enum):  # netc.viz.sensitivity.FILLS
+    gray = "gray"
+    mean = "mean"
+
+
+Samples = Annotated[Optional[list[int]], typer.Option("--sample", "-s", help="A sample of the data, by index; "
+                                                      "repeat for several (default: the first four).",
+                                                      show_default=False)]
 
 
 def _shape(shape: list) -> str:
@@ -87,6 +105,78 @@ def patches(
     _done(result.path, result.size, f"maps {', '.join(map(str, result.maps))} of {layer} ({values}); "
           f"{result.values.shape[1]} patches of {rf.size[0]}x{rf.size[1]} each from {result.count} "
           f"{data.value} samples")
+
+
+@viz_command("reconstruct")
+def reconstruct(
+    spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
+    weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
+    layer: Annotated[str, typer.Option(help="A conv2d layer (read after its fused activation, as viz patches does).")],
+    method: Annotated[Method, typer.Option(help="deconvnet: a ReLU passes the signal's positive part (Zeiler & "
+                                                "Fergus); guided: where the signal and the forward input are both "
+                                                "positive; gradient: the network's own backward.")] = Method.deconvnet,
+    data: Annotated[Split, typer.Option(help="Which data to look through: eval or train.")] = Split.eval,
+    top: Annotated[int, typer.Option(min=1, help="Feature maps shown: those with the largest activation.")] = 8,
+    per_map: Annotated[int, typer.Option(min=1, help="Strongest activations (one per sample) reconstructed per "
+                                                     "map.")] = 6,
+    maps: Annotated[Optional[list[int]], typer.Option("--map", help="A feature map to show instead of the top ones; "
+                                                                    "repeat for several.", show_default=False)] = None,
+    output: Picture = Path("reconstruct.png"),
+) -> None:
+    """Reconstruct the input pattern behind the strongest activations of a conv layer's feature maps (Zeiler & Fergus):
+    each activation kept alone and projected back to the input, beside the input patch that caused it."""
+    from netc.viz import plot_reconstructions
+
+    result = plot_reconstructions(load_spec(spec), weights, layer, output, method.value, data.value, top, per_map, maps)
+    found = result.found
+    values = f"after the fused {found.activation}" if found.activation else "layer output"
+    _done(result.path, result.size, f"{method.value} reconstructions of maps {', '.join(map(str, found.maps))} of "
+          f"{layer} ({values}); {found.samples.shape[1]} per map beside their {found.rf.size[0]}x{found.rf.size[1]} "
+          f"patches, from {found.count} {data.value} samples")
+
+
+@viz_command("occlusion")
+def occlusion(
+    spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
+    weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
+    sample: Samples = None,
+    size: Annotated[int, typer.Option(min=1, help="Side of the occluding square, in input cells.")] = 3,
+    stride: Annotated[int, typer.Option(min=1, help="Step between the square's positions.")] = 1,
+    fill: Annotated[Fill, typer.Option(help="The square's value: gray (the middle of each channel's range in the "
+                                            "data) or mean (each channel's mean).")] = Fill.gray,
+    layer: Annotated[Optional[str], typer.Option(help="Also map the total activation of this conv or pool layer's "
+                                                      "strongest feature map.")] = None,
+    data: Annotated[Split, typer.Option(help="Which data the samples come from: eval or train.")] = Split.eval,
+    output: Picture = Path("occlusion.png"),
+) -> None:
+    """Slide a square over inputs and map the probability of the true class at each position (Zeiler & Fergus)."""
+    from netc.viz import plot_occlusion
+
+    samples = sample if sample else [0, 1, 2, 3]
+    result = plot_occlusion(load_spec(spec), weights, output, samples, size, stride, data.value, fill.value, layer)
+    lows = ", ".join(f"#{s} {occ.baseline:.2f}->{occ.probability.min():.2f}" for s, occ in zip(samples, result.maps))
+    _done(result.path, result.size, f"{size}x{size} square, stride {stride}, {fill.value} fill; p(true class) whole "
+          f"-> lowest: {lows}")
+
+
+@viz_command("saliency")
+def saliency(
+    spec: Annotated[Path, typer.Argument(help="The spec the weights belong to.")],
+    weights: Annotated[Path, typer.Option(help="A checkpoint (.safetensors).")],
+    sample: Samples = None,
+    klass: Annotated[Optional[int], typer.Option("--class", min=0, help="The class whose score is differentiated "
+                                                                       "(default: each sample's true class).",
+                                                 show_default=False)] = None,
+    data: Annotated[Split, typer.Option(help="Which data the samples come from: eval or train.")] = Split.eval,
+    output: Picture = Path("saliency.png"),
+) -> None:
+    """The gradient of a class score with respect to the input, as heat maps beside the inputs (Simonyan et al.)."""
+    from netc.viz import plot_saliency
+
+    samples = sample if sample else [0, 1, 2, 3]
+    result = plot_saliency(load_spec(spec), weights, output, samples, data.value, klass)
+    listing = ", ".join(f"#{s} class {c} (predicted {p})" for s, c, p in zip(samples, result.classes, result.predicted))
+    _done(result.path, result.size, f"|d {result.score}[class] / d input| of {listing}")
 
 
 @command("plot")

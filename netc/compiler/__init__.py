@@ -12,6 +12,7 @@ from netc.compiler.buffers import BufferPlan, plan_buffers
 from netc.compiler.cache import load_module, module_path
 from netc.compiler.codegen import ViewTable, hyper_table
 from netc.compiler.module import FUSED, PYTHON, Bodies, generate_source
+from netc.compiler.projection import Projection, frozen, mark_projection
 from netc.compiler.steps import LossStep, Step
 from netc.graph.ir import Graph
 
@@ -66,10 +67,15 @@ class CompiledPlan:
         return module_path(self.sources[tier])
 
 
-def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = True) -> CompiledPlan:
+def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = True,
+                  projection: Projection | None = None) -> CompiledPlan:
     """Lower a typed graph into a plan for mini-batches of up to `batch` samples. `fuse_pools=False`
-    keeps every conv output in the arena (for reading activations, as `netc viz patches` does)."""
+    keeps every conv output in the arena (for reading activations, as `netc viz patches` does).
+    `projection`: a plan whose backward projects a signal from one tensor to the inputs (see
+    compiler/projection.py); it is never trained."""
     batch = batch or graph.spec.train.batch
+    if projection is not None:
+        graph = frozen(graph)  # no parameter gradients, no kept columns, no updates
     steps = passes.lower(graph)  # one step per layer
     passes.verify(graph, steps)
     steps = passes.fuse_activations(graph, steps)  # bias + activation into the linear/conv epilogue
@@ -78,9 +84,14 @@ def compile_graph(graph: Graph, batch: int | None = None, fuse_pools: bool = Tru
         steps = passes.fuse_pooling(graph, steps)  # conv + act + 2x2 max pool in one epilogue
         passes.verify(graph, steps)
     losses = passes.lower_losses(graph, steps)  # softmax/log_softmax + loss with the p - onehot backward
-    needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
+    if projection is None:
+        needs_grad = passes.mark_gradients(graph, steps)  # frozen prefixes get no backward at all
+    else:
+        needs_grad = mark_projection(graph, steps, projection)  # from the inputs to the start tensor
     buffers = plan_buffers(graph, steps, losses, needs_grad, batch)  # arenas and offsets, allocated once
     # no spec name in the source: a renamed copy of a spec (a sweep's trials) shares its compiled plan
     header = f"netc plan, batch {batch}. Generated: edits are overwritten."
-    sources, views, bodies = generate_source(graph, steps, losses, buffers, needs_grad, header)
+    if projection is not None:
+        header += f" Projection from {projection.tensor} ({projection.method})."
+    sources, views, bodies = generate_source(graph, steps, losses, buffers, needs_grad, header, projection)
     return CompiledPlan(graph, steps, losses, buffers, needs_grad, sources, views, bodies, hyper_table(graph))

@@ -104,10 +104,10 @@ def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_
                     plan.i_size += kept.elements * batch
                 else:
                     plan.saved[(node.name, name)] = ("A", take_a(kept.elements))
-    # gradients of the tensors that need one (by storage root)
-    for step in steps:
-        root = plan.root(step.output)
-        if needs_grad.get(step.output) and root not in plan.grads:
+    # gradients of the tensors that need one (by storage root); an input needs one only in a projection
+    for tensor in [*graph.inputs, *(step.output for step in steps)]:
+        root = plan.root(tensor)
+        if needs_grad.get(tensor) and root not in plan.grads:
             plan.grads[root] = Region(plan.d_size, numel(graph.shape_of(root)))
             plan.d_size += numel(graph.shape_of(root)) * batch
     for loss in losses:

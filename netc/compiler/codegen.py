@@ -197,11 +197,13 @@ class ViewTable:
 class Emitter:
     """Writes one function body; knows where every tensor lives."""
 
-    def __init__(self, graph: Graph, plan: BufferPlan, needs_grad: dict[str, bool], views: ViewTable):
+    def __init__(self, graph: Graph, plan: BufferPlan, needs_grad: dict[str, bool], views: ViewTable,
+                 rule: str | None = None):
         self.graph = graph
         self.plan = plan
         self.needs_grad = needs_grad
         self.views = views
+        self.rule = rule  # a projection's backward: the activations' rule (Activation.rules), e.g. "deconvnet"
         self.lines: list[str] = []
         self.written: set[str] = set()  # gradient buffers written so far (first write assigns, later ones add)
 
@@ -247,7 +249,10 @@ class Emitter:
         """The kernel code of the activation a step applies (0: none), as a plain int64."""
         if step.act is None:
             return size(0)
-        return size(REGISTRY[step.act.op].activation.code(step.act.layer))
+        activation = REGISTRY[step.act.op].activation
+        if self.rule is not None:  # a projection's backward (compiler/projection.py checked the rule exists)
+            return size(activation.rules[self.rule])
+        return size(activation.code(step.act.layer))
 
     def act_alpha(self, step: Step) -> str:
         """The parameter of that activation (a slope, a scale; 0.0 when it has none)."""

@@ -59,7 +59,9 @@ class Bodies:
 
 
 def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: BufferPlan,
-                needs_grad: dict[str, bool], views: ViewTable) -> Bodies:
+                needs_grad: dict[str, bool], views: ViewTable, projection=None) -> Bodies:
+    """`projection` (compiler/projection.py): the backward starts from the signal the runtime writes
+    into its start tensor's gradient, with its method's activation rules."""
     e = Emitter(graph, plan, needs_grad, views)
     forward = []
     for step in steps:
@@ -69,9 +71,9 @@ def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: B
     e = Emitter(graph, plan, needs_grad, views)
     emit_loss(e, losses)
     loss_lines = e.lines
-    e = Emitter(graph, plan, needs_grad, views)
-    for loss in losses:
-        e.acc(loss.grad_target)  # the loss wrote it
+    e = Emitter(graph, plan, needs_grad, views, rule=projection.rule if projection is not None else None)
+    for written in [loss.grad_target for loss in losses] if projection is None else [projection.tensor]:
+        e.acc(written)  # the loss wrote it (a projection's runtime: the signal)
     backward: list[list[str]] = [[] for _ in steps]
     for i in reversed(range(len(steps))):
         e.lines = []
@@ -119,7 +121,8 @@ def _header(header: str, tiny: bool, tier: str) -> list[str]:
 
 
 def generate_source(graph: Graph, steps: list[Step], losses: list[LossStep], plan: BufferPlan,
-                    needs_grad: dict[str, bool], header: str) -> tuple[dict[str, str], ViewTable, Bodies]:
+                    needs_grad: dict[str, bool], header: str,
+                    projection=None) -> tuple[dict[str, str], ViewTable, Bodies]:
     """The module's source for each tier ({FUSED: ..., PYTHON: ...}: the same functions, compiled or
     run as Python), the table of views its functions take as `V`, and the steps' bodies."""
     views = ViewTable(plan.batch, reserved=_epoch_names(graph), hyper=tuple(hyper_table(graph)))
@@ -129,12 +132,13 @@ def generate_source(graph: Graph, steps: list[Step], losses: list[LossStep], pla
         out.extend(["", "", f"# {comment}", "@plan_function", f"def {signature}:"])
         out.extend(views.bindings(body) + body or ["    pass"])
 
-    bodies = emit_bodies(graph, steps, losses, plan, needs_grad, views)
+    bodies = emit_bodies(graph, steps, losses, plan, needs_grad, views, projection)
     function("forward(V, n, training)", bodies.forward_body(steps), "forward pass of n samples staged in A")
     kinds = " + ".join(loss.kind for loss in losses)
     function("loss(V, n, need_grad)", bodies.loss, f"{kinds}: (mean loss, correct) and the gradient")
     function("backward(V, n, training)", bodies.backward_body(steps, with_updates=False),
-             "gradients of every trainable parameter into G")
+             "gradients of every trainable parameter into G" if projection is None else
+             f"the signal in the gradient of {projection.tensor} projected to the inputs ({projection.method})")
     out.extend(_loops(graph, plan, losses, views, steps, bodies))
     tiny = should_inline_kernels(graph, plan.batch)
     sources = {tier: "\n".join(_header(f"{header} {tier.capitalize()} tier.", tiny, tier) + out) + "\n"

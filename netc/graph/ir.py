@@ -81,6 +81,16 @@ class Graph:
         """The nodes that read `tensor`, in topological order."""
         return list(self._consumers.get(tensor, ()))
 
+    def upstream(self, tensor: str) -> set[str]:
+        """`tensor` and every tensor it is computed from, graph inputs included."""
+        seen, todo = set(), [tensor]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(self.by_name[name].inputs if name in self.by_name else ())
+        return seen
+
     @property
     def owners(self) -> list[Node]:
         """Nodes that own parameter tensors (shared tensors appear once)."""

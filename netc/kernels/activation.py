@@ -8,6 +8,10 @@ from netc.jit import kernel
 
 # the codes of netc/ops/activation.py (each op's `Activation.code`); 0 is "no activation"
 NONE, RELU, SIGMOID, TANH, LEAKY_RELU, ELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4, 5, 6, 7, 8
+# backward rules of a projection plan (netc.compiler.projection), not ops: a ReLU's backward in
+# Zeiler & Fergus's deconvnet (the positive part of the signal) and in guided backpropagation
+# (where both the forward input and the signal are positive); see act_chain
+DECONVNET_RELU, GUIDED_RELU = 9, 10
 _SQRT_2_OVER_PI = 0.7978845608028654
 _GELU_CUBIC = 0.044715
 
@@ -82,6 +86,18 @@ def act_grad(v, act, alpha):
 
 
 @kernel
+def act_chain(dy, v, act, alpha):
+    """The gradient before the activation from the one after it: dy * act'(z), v as in act_grad.
+    The projection rules gate by the signal's sign instead (they are not derivatives):
+    deconvnet max(dy, 0); guided dy where dy > 0 and the ReLU's output v > 0 (so its input too)."""
+    if act <= SILU:
+        return dy * act_grad(v, act, alpha)
+    if act == DECONVNET_RELU:
+        return dy if dy > 0 else dy * 0
+    return dy if dy > 0 and v > 0 else dy * 0  # GUIDED_RELU
+
+
+@kernel
 def act_forward(x, y, act, alpha):
     """y = act(x); x, y flat (size,)."""
     for i in range(x.size):
@@ -92,7 +108,7 @@ def act_forward(x, y, act, alpha):
 def act_backward(dy, v, dx, act, alpha, acc):
     """dx (+)= dy * act'(z); all flat; v as in act_grad (the output, or gelu's input)."""
     for i in range(dy.size):
-        g = dy[i] * act_grad(v[i], act, alpha)
+        g = act_chain(dy[i], v[i], act, alpha)
         if acc:
             dx[i] += g
         else:

@@ -15,7 +15,7 @@ a fixed order once per step, so results do not depend on which thread ran what.
 from numba import prange
 
 from netc.jit import kernel, parallel_kernel
-from netc.kernels.activation import RELU, act_grad, act_value
+from netc.kernels.activation import RELU, act_chain, act_value
 from netc.kernels.blas import gemm
 
 @kernel
@@ -148,7 +148,7 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
                     for q in range(pooled_positions if pooled else positions):
                         grad = dy[s0 + j, f, q]
                         if act != 0:
-                            grad *= act_grad(y[s0 + j, f, q], act, alpha)
+                            grad = act_chain(grad, y[s0 + j, f, q], act, alpha)
                         buf[t, f, base + (arg[s0 + j, f, q] if pooled else q)] = grad
                         total += grad
                     dbt[t, f] += total

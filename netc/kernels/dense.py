@@ -1,7 +1,7 @@
 """linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work)."""
 
 from netc.jit import kernel
-from netc.kernels.activation import NONE, RELU, act_grad, act_value
+from netc.kernels.activation import NONE, RELU, act_chain, act_value
 from netc.kernels.blas import gemm
 
 
@@ -57,7 +57,7 @@ def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_d
     if act != 0:
         for s in range(n):
             for o in range(out):
-                dy[s, o] *= act_grad(y[s, o], act, alpha)
+                dy[s, o] = act_chain(dy[s, o], y[s, o], act, alpha)
     if need_dw:
         if has_bias:
             for o in range(out):

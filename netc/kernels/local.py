@@ -10,7 +10,7 @@ large batches. First writes of dx, dw, db assign (acc_* false), later ones add.
 """
 
 from netc.jit import kernel
-from netc.kernels.activation import act_grad, act_value
+from netc.kernels.activation import act_chain, act_value
 
 
 @kernel
@@ -46,7 +46,7 @@ def local_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw
             for f in range(filters):
                 for i in range(out_h):
                     for j in range(out_w):
-                        dy[s, f, i, j] *= act_grad(y[s, f, i, j], act, alpha)
+                        dy[s, f, i, j] = act_chain(dy[s, f, i, j], y[s, f, i, j], act, alpha)
     if need_dw:
         for i in range(out_h):
             for j in range(out_w):

@@ -143,17 +143,18 @@ _SILU = _elementwise(lambda layer, x: x * _sigmoid(layer, x),
 
 
 def _activation(name, spec, code, reference, onnx, *, alpha=lambda layer: 0.0, monotone=True,
-                from_output=True) -> OpDef:
+                from_output=True, rules=None) -> OpDef:
     categories = {ACTIVATION, ELEMENTWISE} | ({MONOTONE} if monotone else set())
     code = code if callable(code) else (lambda layer, fixed=code: fixed)
     return register(OpDef(
         name, spec, same_as_input, reference, onnx, (f"act_forward({name})", f"act_backward({name})"),
-        categories=frozenset(categories), activation=Activation(code, alpha, from_output), kernels=_KERNELS,
-        forward=_forward, backward=_backward))
+        categories=frozenset(categories), activation=Activation(code, alpha, from_output, dict(rules or {})),
+        kernels=_KERNELS, forward=_forward, backward=_backward))
 
 
-# the codes are the branches of netc.kernels.activation (NONE=0, RELU=1, ...)
-RELU = _activation("relu", Relu, 1, _RELU, _onnx_simple("Relu"))
+# the codes are the branches of netc.kernels.activation (NONE=0, RELU=1, ...); relu's backward has two more
+# in a projection plan (DECONVNET_RELU=9, GUIDED_RELU=10: netc.compiler.projection)
+RELU = _activation("relu", Relu, 1, _RELU, _onnx_simple("Relu"), rules={"deconvnet": 9, "guided": 10})
 SIGMOID = _activation("sigmoid", Sigmoid, 2, _SIGMOID, _onnx_simple("Sigmoid"))
 TANH = _activation("tanh", Tanh, 3, _TANH, _onnx_simple("Tanh"))
 LEAKY_RELU = _activation("leaky_relu", LeakyRelu, 4, _LEAKY,

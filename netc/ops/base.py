@@ -60,11 +60,14 @@ class Activation:
     `code(layer)` selects its branch in netc.kernels.activation; `alpha(layer)` is its one
     parameter (a slope, a scale; 0.0 when it has none). `from_output`: its derivative is a
     function of its output alone, so it may fuse into an epilogue that keeps only the output;
-    otherwise (gelu) it runs as its own step and its backward reads the input."""
+    otherwise (gelu) it runs as its own step and its backward reads the input. `rules`: the kernel
+    code of its backward under each projection method other than the gradient (netc.compiler.projection:
+    relu's deconvnet and guided rules); a projection by a method it has no rule for is refused."""
 
     code: Callable
     alpha: Callable = lambda layer: 0.0
     from_output: bool = True
+    rules: dict = field(default_factory=dict)  # method -> kernel code of the backward, {"deconvnet": 9}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save
 
 from netc.errors import Diagnostic, Location, RunError
+from netc.runtime.data.dataset import NormStats
+
+NORMALIZATION = "normalization.safetensors"  # a run's normalization statistics, beside its checkpoints
 
 
 def _serialised(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
@@ -77,3 +80,27 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(Diagnostic("E-CHECKPOINT", f"not a readable safetensors checkpoint: {exc}",
                                   Location(str(path)))) from None
+
+
+def save_normalization(path: Path, stats: NormStats) -> None:
+    """The train split's normalization statistics (shift and scale per input, float64), atomically, so
+    predictions need the checkpoint's folder only, not the training data."""
+    tensors = {f"{name}.shift": np.asarray(shift, np.float64) for name, shift in stats.shift.items()}
+    tensors.update({f"{name}.scale": np.asarray(scale, np.float64) for name, scale in stats.scale.items()})
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(_serialised(tensors, {"format": "netc-1", "normalize": stats.kind}))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_normalization(path: Path) -> NormStats:
+    tensors, meta = _load(path)
+    kind = meta.get("normalize", "")
+    names = {key.rsplit(".", 1)[0] for key in tensors}
+    if kind not in ("standard", "minmax", "max") or any(f"{n}.shift" not in tensors or f"{n}.scale" not in tensors
+                                                        for n in names):
+        raise RunError(Diagnostic("E-CHECKPOINT", "not netc's normalization statistics", Location(str(path)),
+                                  hint="delete it to compute the statistics from the spec's train data again"))
+    return NormStats(kind, {n: tensors[f"{n}.shift"] for n in names}, {n: tensors[f"{n}.scale"] for n in names})

@@ -64,12 +64,13 @@ class Model:
     give the same numbers to the bit."""
 
     def __init__(self, graph: Graph, dtype: str | None = None, batch: int | None = None, seed: int | None = None,
-                 fuse_pools: bool = True, tier: str = "auto", background: bool = False):
+                 fuse_pools: bool = True, tier: str = "auto", background: bool = False, projection=None):
         assert tier in TIERS, tier
         self.graph = graph
         self.dtype = np.dtype(dtype or graph.spec.train.dtype)
         self.batch = batch or graph.spec.train.batch
-        self.plan: CompiledPlan = compile_graph(graph, self.batch, fuse_pools)
+        # projection (netc.compiler.projection): a plan that projects a signal back to the inputs, never trained
+        self.plan: CompiledPlan = compile_graph(graph, self.batch, fuse_pools, projection)
         self._auto = tier == "auto"
         self._fused_path = self.plan.module_path(FUSED)
         if self._auto:

@@ -7,8 +7,9 @@
     feats = predictor.features(inputs.x, "relu3").values   # a layer's activations [N, 64]
 
 Inputs are given as the data files hold them (pixel values 0..255, raw CSV
-numbers) and normalized here with the statistics of the spec's train split,
-so a prediction sees what training saw (pass `normalized=True` for arrays
+numbers) and normalized here with the statistics of the spec's train split
+(the run folder's normalization.safetensors beside the checkpoint, else
+computed from the train data), so a prediction sees what training saw (pass `normalized=True` for arrays
 that already are, e.g. `Network.data()`).
 
 `read_inputs` matches files to the spec's one float input:
@@ -43,7 +44,7 @@ import numpy as np
 from netc.errors import DataError, Diagnostic, Location, RunError, did_you_mean
 from netc.graph import build_graph
 from netc.ops.base import numel
-from netc.runtime.checkpoint import load_weights
+from netc.runtime.checkpoint import NORMALIZATION, load_normalization, load_weights
 from netc.runtime.data import NormStats, image_files, load_image, normalization_stats
 from netc.runtime.data.binding import validate
 from netc.runtime.data.images import IMAGE_SUFFIXES
@@ -276,6 +277,9 @@ class Predictor:
         self.weights = Path(weights)
         self.graph = build_graph(loaded)
         values = load_weights(self.weights)
+        saved = self.weights.parent / NORMALIZATION  # the run's own, else computed from the train data
+        if stats is None and saved.exists():
+            stats = load_normalization(saved)
         if stats is None:
             stats = normalization_stats(loaded) if loaded.spec.data is not None else NormStats("none")
         self.stats = stats

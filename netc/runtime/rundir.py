@@ -24,7 +24,8 @@ from netc.errors import Diagnostic, Location, RunError
 
 MARKER = ".netc-run"
 LOCK = ".netc-lock"
-RUN_FILES = ("spec.yaml", "metrics.jsonl", "curves.png", "last.safetensors", "last.state.safetensors", "best.safetensors")
+RUN_FILES = ("spec.yaml", "metrics.jsonl", "curves.png", "last.safetensors", "last.state.safetensors", "best.safetensors",
+             "classes.json", "normalization.safetensors")
 
 try:
     import fcntl

@@ -24,7 +24,7 @@ import yaml
 from netc.errors import RunError
 from netc.graph import build_graph
 from netc.graph.build import batch_problems
-from netc.runtime.checkpoint import load_state, load_weights, save_checkpoint
+from netc.runtime.checkpoint import NORMALIZATION, load_state, load_weights, save_checkpoint, save_normalization
 from netc.runtime.data import load_dataset, load_train_eval
 from netc.runtime.data.augment import AUGMENT_STREAM, augment
 from netc.runtime.metrics import top_k_accuracy
@@ -180,6 +180,10 @@ class Trainer:
                 (self.run_dir / "spec.yaml").write_text(spec_text)
             with guarded_write(self.run_dir / "metrics.jsonl", "the metrics"):
                 (self.run_dir / "metrics.jsonl").write_text("")
+            stats = self.train_data.stats
+            if stats is not None and stats.kind != "none":  # predict normalizes new inputs with them
+                with guarded_write(self.run_dir / NORMALIZATION, "the normalization statistics"):
+                    save_normalization(self.run_dir / NORMALIZATION, stats)
             if self.train_data.classes is not None:  # an images source: what each label means, for predict
                 with guarded_write(self.run_dir / "classes.json", "the class list"):
                     (self.run_dir / "classes.json").write_text(json.dumps(self.train_data.classes) + "\n")

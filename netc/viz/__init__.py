@@ -1,8 +1,12 @@
-"""Pictures of a network and its runs: filters, top-activating input patches, training
-curves, run comparisons and confusion matrices.
+"""Pictures of a network and its runs: filters, top-activating input patches, input patterns
+reconstructed from feature maps, occlusion and saliency maps, training curves, run comparisons
+and confusion matrices.
 
     plot_filters(weight, "filters.png", layer="conv1")           # a conv layer's filters as a grid
     plot_patches(loaded, "w.safetensors", "conv2", "patches.png") # what excites a layer's feature maps
+    plot_reconstructions(loaded, "w.safetensors", "conv2", "r.png")  # ... and the pattern each activation stands for
+    plot_occlusion(loaded, "w.safetensors", "o.png", [0, 1], size=3) # p(true class) as a square hides each place
+    plot_saliency(loaded, "w.safetensors", "s.png", [0, 1])          # |d class score / d input|
     plot_curves("runs/lenet")                                      # runs/lenet/curves.png from metrics.jsonl
     plot_runs(["runs/a", "runs/b"], "compare.png")                 # several runs on one figure
     plot_confusion(result.confusion, "confusion.png")              # counts annotated
@@ -24,6 +28,9 @@ Modules: drawing apart from the data it draws.
     fields      receptive fields, input patches and activations: data only, no matplotlib
     filters     a conv layer's filters
     patches     the input patches that excite a layer's feature maps
+    projection  signals projected to the input (deconvnet, guided, gradient), occlusion: arrays only
+    reconstruct reconstructions of the strongest activations beside their patches
+    sensitivity occlusion and saliency maps
     curves      training curves of one or more runs
     confusion   the confusion matrix of an evaluation
 """
@@ -43,12 +50,30 @@ from netc.viz.fields import (
 from netc.viz.figures import DPI, PICTURE_FORMATS, Picture
 from netc.viz.filters import FiltersResult, filters_from_checkpoint, plot_filters
 from netc.viz.patches import PatchesResult, plot_patches
+from netc.viz.projection import (
+    Occlusion,
+    Projector,
+    Runner,
+    class_probabilities,
+    input_gradients,
+    keep_units,
+    occlusion,
+    reconstruct,
+    saliency,
+    score_tensor,
+    stored_output,
+)
+from netc.viz.reconstruct import Reconstructions, ReconstructResult, plot_reconstructions, top_reconstructions
+from netc.viz.sensitivity import OcclusionResult, SaliencyResult, plot_occlusion, plot_saliency
 
 __all__ = [
     "CODE", "DPI", "PICTURE_FORMATS",
-    "ConfusionResult", "CurvesResult", "FiltersResult", "PatchesResult", "Picture", "ReceptiveField",
+    "ConfusionResult", "CurvesResult", "FiltersResult", "Occlusion", "OcclusionResult", "PatchesResult", "Picture",
+    "Projector", "ReceptiveField", "ReconstructResult", "Reconstructions", "Runner", "SaliencyResult",
     "StrongestPatches", "VizError",
-    "confusion_picture", "filters_from_checkpoint", "layer_activations", "plot_confusion", "plot_curves",
-    "plot_filters", "plot_patches", "plot_runs", "read_metrics", "read_patch", "receptive_field",
-    "save_run_curves", "stored_tensor", "strongest_patches",
+    "class_probabilities", "confusion_picture", "filters_from_checkpoint", "input_gradients", "keep_units",
+    "layer_activations", "occlusion", "plot_confusion", "plot_curves", "plot_filters", "plot_occlusion",
+    "plot_patches", "plot_reconstructions", "plot_runs", "plot_saliency", "read_metrics", "read_patch",
+    "receptive_field", "reconstruct", "saliency", "save_run_curves", "score_tensor", "stored_output",
+    "stored_tensor", "strongest_patches", "top_reconstructions",
 ]

@@ -90,6 +90,29 @@ def read_patch(image: np.ndarray, rf: ReceptiveField, y: int, x: int) -> np.ndar
     return patch
 
 
+def rank_maps(batches: Iterable[tuple[int, np.ndarray]], count: int, shape: tuple, top: int, per_map: int,
+              maps: Iterable[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(maps [top], values [top, per_map], samples [top, per_map], units [top, per_map, 2]) from a layer's
+    activations [n, C, H, W] in batches (start, values) over `count` samples: the `top` feature maps
+    with the largest activation (or the given `maps`, in their order), each with the `per_map`
+    samples whose strongest unit in it is strongest, that unit's value and (y, x)."""
+    channels, width = shape[0], shape[2]
+    best = np.zeros((count, channels), np.float64)  # each sample's strongest unit per map ...
+    where = np.zeros((count, channels), np.int64)  # ... and its flat position
+    for start, values in batches:
+        flat = values.reshape(len(values), channels, -1)
+        where[start:start + len(values)] = flat.argmax(axis=2)
+        best[start:start + len(values)] = flat.max(axis=2)
+    per_map = min(per_map, count)
+    if maps is None:
+        maps = np.argsort(-best.max(axis=0), kind="stable")[:min(top, channels)]
+    maps = np.asarray(list(maps), np.int64)
+    samples = np.stack([np.argsort(-best[:, c], kind="stable")[:per_map] for c in maps])
+    values = np.take_along_axis(best[:, maps].T, samples, axis=1)
+    units = np.stack([np.stack(np.divmod(where[samples[i], c], width), axis=1) for i, c in enumerate(maps)])
+    return maps, values, samples, units
+
+
 @dataclass
 class StrongestPatches:
     """For the strongest feature maps of a layer, the input patches that excite each map most."""
@@ -132,18 +155,9 @@ def strongest_patches(loaded, weights: str | Path, layer: str, which: str = "eva
     tensor, activation = stored_tensor(model.plan, layer)
     channels = node.shape[0]
     count = len(data)
-    best = np.zeros((count, channels), np.float64)  # each sample's strongest unit per map ...
-    where = np.zeros((count, channels), np.int64)  # ... and its flat position
-    for start, values in layer_activations(model, data.arrays, tensor):
-        flat = values.reshape(len(values), channels, -1)
-        where[start:start + len(values)] = flat.argmax(axis=2)
-        best[start:start + len(values)] = flat.max(axis=2)
-    top, per_map = min(top, channels), min(per_map, count)
-    maps = np.argsort(-best.max(axis=0), kind="stable")[:top]
-    samples = np.stack([np.argsort(-best[:, c], kind="stable")[:per_map] for c in maps])
-    values = np.take_along_axis(best[:, maps].T, samples, axis=1)
-    width = node.shape[2]
-    units = np.stack([np.stack(np.divmod(where[samples[i], c], width), axis=1) for i, c in enumerate(maps)])
+    maps, values, samples, units = rank_maps(layer_activations(model, data.arrays, tensor), count, node.shape, top,
+                                             per_map)
+    top = len(maps)
     images = data.arrays[rf.source]
     patches = np.stack([[read_patch(images[s], rf, int(y), int(x)) for s, (y, x) in zip(samples[i], units[i])]
                         for i in range(top)])  # [top, per_map, C, h, w]
