@@ -5,6 +5,7 @@ data (no recompiling), and the spec errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +214,21 @@ def test_a_head_no_loss_reads_is_dead():
     text = SPEC.replace("  - {op: mse, input: recon, target: x, weight: 0.5}\n", "")
     check(one_error(text, "heads.yaml"), "E-DEAD", "layer 'recon' does not lead to the loss", line=12,
           hint="the losses read 'out' and 'aux_logp'", file="heads.yaml")
+
+
+def test_the_cli_shows_each_loss_in_the_epoch_line(tmp_path):
+    from typer.testing import CliRunner
+
+    import netc.cli  # noqa: F401  (registers the commands)
+    from netc.cli.app import app
+
+    spec = Path(__file__).resolve().parent.parent / "specs" / "digits-aux.yaml"
+    result = CliRunner().invoke(app, ["train", str(spec), "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+                                      "--tier", "python"])
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("epoch   1")]
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    shown = f"(fc2 {record['losses']['train_fc2']:.4f}, aux {record['losses']['train_aux']:.4f})"
+    assert shown in line, line
+    assert "Loss: cross_entropy(fc2, label) + 0.3 × cross_entropy(aux, label)." in \
+        CliRunner().invoke(app, ["inspect", str(spec)]).output
