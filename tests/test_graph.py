@@ -69,7 +69,7 @@ def test_every_reference_spec_builds(path):
     graph = build_graph(load_spec(path))
     graph.verify()
     assert graph.nodes and all(node.shape is not None for node in graph.nodes)
-    assert graph.loss_input == graph.spec.loss.input
+    assert graph.loss_input == graph.spec.losses[0].input
     assert graph.param_count() > 0 and graph.macs > 0
 
 

@@ -64,15 +64,20 @@ loss: {op: mse, input: sm, target: y}
 optimizer: {type: rmsprop, lr: 0.01, clip: {value: 0.5}}
 train: {batch: 4}
 """,
-    # an embedding, mse on a float target
+    # an embedding, mse on a float target weighted with a second head's cross entropy (two losses:
+    # their weighted sum's kernel is typed by the count, and two is the usual one)
     "embedding": """
   tokens: {shape: [4], dtype: int64, indices: 5}
   t: {shape: [2]}
+  y: {shape: [], dtype: int64, classes: 3}
 layers:
   - {name: emb, op: embedding, in: tokens, num: 5, dim: 3}
   - {name: flat, op: flatten}
   - {name: fc, op: linear, out: 2}
-loss: {op: mse, input: fc, target: t}
+  - {name: head, op: linear, in: flat, out: 3}
+loss:
+  - {op: mse, input: fc, target: t}
+  - {op: cross_entropy, input: head, target: y, weight: 0.5}
 train: {batch: 4}
 """,
 }

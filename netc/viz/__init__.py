@@ -22,17 +22,17 @@ without the tensor, a run folder without metrics) are `VizError`s with code E-VI
 
 Modules: drawing apart from the data it draws.
 
-    errors      VizError (E-VIZ)
-    figures     Agg figures, tile mosaics, writing a picture by its suffix (PICTURE_FORMATS)
-    layers      finding the layer a picture is of, with errors that point at the spec
-    fields      receptive fields, input patches and activations: data only, no matplotlib
-    filters     a conv layer's filters
-    patches     the input patches that excite a layer's feature maps
-    projection  signals projected to the input (deconvnet, guided, gradient), occlusion: arrays only
-    reconstruct reconstructions of the strongest activations beside their patches
-    sensitivity occlusion and saliency maps
-    curves      training curves of one or more runs
-    confusion   the confusion matrix of an evaluation
+    errors           VizError (E-VIZ)
+    figures          Agg figures, tile mosaics, writing a picture by its suffix (PICTURE_FORMATS)
+    layers           finding the layer a picture is of, with errors that point at the spec
+    fields           receptive fields, input patches and activations: data only, no matplotlib
+    filters          a conv layer's filters
+    patches          the input patches that excite a layer's feature maps
+    projection       signals projected to the input (deconvnet, guided, gradient), occlusion: arrays only
+    reconstructions  the strongest activations' input patterns, beside their patches
+    sensitivity      occlusion and saliency maps
+    curves           training curves of one or more runs
+    confusion        the confusion matrix of an evaluation
 """
 
 from netc.viz.confusion import ConfusionResult, confusion_picture, plot_confusion
@@ -63,7 +63,7 @@ from netc.viz.projection import (
     score_tensor,
     stored_output,
 )
-from netc.viz.reconstruct import Reconstructions, ReconstructResult, plot_reconstructions, top_reconstructions
+from netc.viz.reconstructions import Reconstructions, ReconstructResult, plot_reconstructions, top_reconstructions
 from netc.viz.sensitivity import OcclusionResult, SaliencyResult, plot_occlusion, plot_saliency
 
 __all__ = [

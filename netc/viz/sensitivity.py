@@ -35,6 +35,11 @@ class Chosen:
     labels: np.ndarray  # [k]
     data: np.ndarray = field(repr=False, default=None)  # every image of the split (for the fill)
 
+    @property
+    def span(self) -> tuple[float, float]:
+        """The split's value range: what the pictures scale the inputs by (one scale for all of them)."""
+        return float(self.data.min()), float(self.data.max())
+
 
 def choose_samples(loaded, which: str, samples: list[int]) -> Chosen:
     """The samples at `samples` of the `which` split (normalized as in training), checked: a
@@ -64,14 +69,18 @@ def choose_samples(loaded, which: str, samples: list[int]) -> Chosen:
     return Chosen(graph, source, which, count, list(samples), images[samples], data.arrays[label][samples], images)
 
 
-def _show_image(axes, image: np.ndarray) -> None:
-    """An input [C, H, W], scaled to its own min..max: RGB for 3 channels, else gray (the channels' mean)."""
-    low, high = float(np.min(image)), float(np.max(image))
-    scaled = (image - low) / (high - low) if high > low else np.full(image.shape, 0.5)
+def _show_image(axes, image: np.ndarray, low: float, high: float) -> None:
+    """An input [C, H, W] scaled from the data's range low..high: RGB for 3 channels, else gray (the mean)."""
+    scaled = np.clip((image - low) / (high - low), 0, 1) if high > low else np.full(image.shape, 0.5)
     if scaled.shape[0] == 3:
         axes.imshow(scaled.transpose(1, 2, 0), interpolation="nearest")
     else:
         axes.imshow(scaled.mean(axis=0), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+
+
+def _text_width(text: str, fontsize: int) -> float:
+    """About the inches a title's longest line takes (as figures.mosaic_figure reckons)."""
+    return max(len(line) for line in text.splitlines()) * fontsize * 0.55 / 72 + 0.4
 
 
 def _bare(axes) -> None:
@@ -108,11 +117,18 @@ def plot_saliency(loaded, weights: str | Path, out: str | Path, samples: list[in
     predicted = probabilities.argmax(axis=1)
     tensor = score_tensor(graph)
     cols = len(samples)
-    figure, size = new_figure(max(1.7 * cols + 0.4, 5.0), 4.4, dpi)
+    target = "their true class" if klass is None else f"class {klass}"
+    title = (f"{graph.spec.name}: saliency of {cols} {which} samples for {target}\n"
+             f"|d {tensor}[class] / d {chosen.source}|, the largest over the channels;\n"
+             f"each map scaled to its own maximum (black 0, white the maximum)")
+    width = max(1.7 * cols + 0.4, _text_width(title, 9))
+    figure, size = new_figure(width, 4.6, dpi)
     axes = figure.subplots(2, cols, squeeze=False)
-    figure.subplots_adjust(left=0.03, right=0.97, top=0.76, bottom=0.03, wspace=0.08, hspace=0.32)
+    side = (1.7 * cols + 0.4) / width  # the panels' share of the width, centred
+    figure.subplots_adjust(left=(1 - side) / 2 + 0.02, right=(1 + side) / 2 - 0.02, top=0.74, bottom=0.03,
+                           wspace=0.08, hspace=0.32)
     for j, (s, image, heat) in enumerate(zip(samples, chosen.images, maps)):
-        _show_image(axes[0, j], image)
+        _show_image(axes[0, j], image, *chosen.span)
         c = int(classes[j])
         axes[0, j].set_title(f"#{s}: label {int(chosen.labels[j])}\npredicted {int(predicted[j])}", fontsize=8)
         peak = float(heat.max())
@@ -120,10 +136,7 @@ def plot_saliency(loaded, weights: str | Path, out: str | Path, samples: list[in
         axes[1, j].set_title(f"class {c}: {what} {probabilities[j, c]:.2f}\nmax |grad| {peak:.3g}", fontsize=8)
         _bare(axes[0, j])
         _bare(axes[1, j])
-    target = "its true class" if klass is None else f"class {klass}"
-    figure.text(0.5, 0.985, f"{graph.spec.name}: saliency of {cols} {which} samples for {target}\n"
-                f"|d {tensor}[class] / d {chosen.source}|, the largest over the channels; each map scaled to its "
-                f"own maximum (black 0, white max)", ha="center", va="top", fontsize=9)
+    figure.text(0.5, 0.985, title, ha="center", va="top", fontsize=9)
     path, size = save(figure, out, size)
     return SaliencyResult(path, size, samples=list(samples), classes=[int(c) for c in classes],
                           predicted=[int(p) for p in predicted],
@@ -185,14 +198,25 @@ def plot_occlusion(loaded, weights: str | Path, out: str | Path, samples: list[i
             for image, label in zip(chosen.images, chosen.labels)]
     cols = 3 if layer else 2
     rows = len(samples)
-    figure, size_px = new_figure(2.3 * cols + 0.4, 2.0 * rows + 0.9, dpi)
+    fills = ", ".join(f"{v:.3g}" for v in value)
+    title = (f"{graph.spec.name}: occlusion of {rows} {which} samples by a {size}×{size} square ({fill} {fills}), "
+             f"stride {stride}\n"
+             f"middle: the true class's probability with the square at each place (a cell per place, at the "
+             f"square's centre)\n"
+             + (f"right: the total activation of {layer}'s map with the strongest unit on the whole image; "
+                if layer else "") + "orange: the square's size")
+    panels = 2.3 * cols + 0.4
+    width = max(panels, _text_width(title, 8))
+    height = 2.0 * rows + 1.15
+    figure, size_px = new_figure(width, height, dpi)
     axes = figure.subplots(rows, cols, squeeze=False)
-    figure.subplots_adjust(left=0.03, right=0.95, top=1 - 0.75 / (2.0 * rows + 0.9), bottom=0.02, wspace=0.35,
-                           hspace=0.45)
+    side = panels / width
+    figure.subplots_adjust(left=(1 - side) / 2 + 0.03 * side, right=(1 + side) / 2 - 0.05 * side,
+                           top=1 - 1.0 / height, bottom=0.02, wspace=0.35, hspace=0.45)
     from matplotlib.patches import Rectangle
 
     for i, (s, image, occ) in enumerate(zip(samples, chosen.images, maps)):
-        _show_image(axes[i, 0], image)
+        _show_image(axes[i, 0], image, *chosen.span)
         axes[i, 0].add_patch(Rectangle((-0.5, -0.5), size, size, fill=False, edgecolor="#ff7f0e", linewidth=1.2))
         axes[i, 0].set_title(f"#{s}: label {occ.label}", fontsize=8)
         _bare(axes[i, 0])
@@ -205,11 +229,6 @@ def plot_occlusion(loaded, weights: str | Path, out: str | Path, samples: list[i
             _heat(axes[i, 2], figure, occ.activity, occ, (height, width), "magma")
             axes[i, 2].set_title(f"{layer} map {occ.feature_map} total:\n{occ.activity_baseline:.3g} whole",
                                  fontsize=8)
-    fills = ", ".join(f"{v:.3g}" for v in value)
-    lines = f"{graph.spec.name}: occlusion of {rows} {which} samples by a {size}×{size} square ({fill} {fills}), stride {stride}"
-    detail = "orange: the square's size; each map cell sits at the square's centre"
-    if layer:
-        detail += f"; right: {layer}'s map with the strongest unit on the whole image"
-    figure.text(0.5, 0.995, f"{lines}\n{detail}", ha="center", va="top", fontsize=8)
+    figure.text(0.5, 1 - 0.08 / height, title, ha="center", va="top", fontsize=8)
     path, size_px = save(figure, out, size_px)
     return OcclusionResult(path, size_px, samples=list(samples), maps=maps, fill=value)

@@ -51,17 +51,18 @@ class Reconstructions:
     rf: ReceptiveField | None = None
 
 
-def check_method(loaded, graph, tensor: str, method: str) -> None:
-    """A method with its own ReLU rule needs one at every activation on the way down (sigmoid, tanh...
-    have none): the first that lacks one is named, with where it is in the spec."""
+def check_method(loaded, graph, layer: str, tensor: str, method: str) -> None:
+    """A method with its own ReLU rule needs one at every activation from the layer's own down (sigmoid,
+    tanh ... have none): the first that lacks one is named, with where it is in the spec."""
     from netc.compiler.projection import missing_rules
 
     unruled = missing_rules(graph, tensor, method)
     if unruled:
-        node = unruled[0]
-        raise viz_error(f"the {method} method has a backward rule for relu only, and '{node.name}' below "
-                        f"'{tensor}' is a {node.op} layer", loaded.smap.locate(node.spec_path),
-                        f"use --method gradient, or pick a conv layer before '{node.name}'", f"layers[{node.index}]")
+        node = unruled[-1]  # the nearest to the layer
+        where = f"{layer}'s own activation '{node.name}'" if node.name == tensor else f"'{node.name}' below {layer}"
+        hint = "use --method gradient" + ("" if node.name == tensor else f", or pick a conv layer before '{node.name}'")
+        raise viz_error(f"the {method} method has a backward rule for relu only, and {where} is a {node.op} layer",
+                        loaded.smap.locate(node.spec_path), hint, f"layers[{node.index}]")
 
 
 def top_reconstructions(loaded, weights: str | Path, layer: str, method: str = "deconvnet", which: str = "eval",
@@ -76,7 +77,7 @@ def top_reconstructions(loaded, weights: str | Path, layer: str, method: str = "
     node = layer_node(loaded, graph, layer, ops_in(FILTERS), "conv layers", maps=True)
     rf = receptive_field(graph, layer, loaded)
     tensor = stored_output(graph, layer)
-    check_method(loaded, graph, tensor, method)
+    check_method(loaded, graph, layer, tensor, method)
     channels = node.shape[0]
     for c in maps or ():
         if not 0 <= c < channels:
