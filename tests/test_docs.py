@@ -75,7 +75,10 @@ TRANSCRIPTS = [
 # paths in the pages that stand for a folder of the work folder
 PLACES = {"/tmp/viz-run": "viz-run"}
 # pictures in docs/img and the file the documented commands write (relative to the work folder)
-PICTURES = {"docs/img/filters.png": "filters.png", "docs/img/curves.png": "viz-run/curves.png"}
+PICTURES = {"docs/img/filters.png": "filters.png", "docs/img/curves.png": "viz-run/curves.png",
+            **{f"docs/img/{name}.png": f"{name}.png" for name in (
+                "reconstruct-conv1", "reconstruct-conv2", "occlusion", "saliency", "seed-conv1", "seed-conv2",
+                "seed-saliency")}}
 
 MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<kind>[\w-]+)\s*:\s*(?P<value>.*?)\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[^`\s]*)[^`]*$")

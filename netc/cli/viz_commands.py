@@ -123,8 +123,10 @@ def reconstruct(
                                                                     "repeat for several.", show_default=False)] = None,
     output: Picture = Path("reconstruct.png"),
 ) -> None:
-    """Reconstruct the input pattern behind the strongest activations of a conv layer's feature maps (Zeiler & Fergus):
-    each activation kept alone and projected back to the input, beside the input patch that caused it."""
+    """The input patterns behind the strongest activations of a conv layer's feature maps, beside their patches.
+
+    Each activation is kept alone (the rest of the layer zeroed) and projected back to the input through the
+    layers below (Zeiler & Fergus 2014)."""
     from netc.viz import plot_reconstructions
 
     result = plot_reconstructions(load_spec(spec), weights, layer, output, method.value, data.value, top, per_map, maps)

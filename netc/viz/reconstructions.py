@@ -82,7 +82,8 @@ def top_reconstructions(loaded, weights: str | Path, layer: str, method: str = "
     for c in maps or ():
         if not 0 <= c < channels:
             raise viz_error(f"feature map {c} is out of range: {layer} has {channels} maps (0..{channels - 1})",
-                            loaded.smap.locate(node.spec_path), "pass --map values in that range", f"layers[{node.index}]")
+                            loaded.smap.locate(node.spec_path), "pass --map values in that range",
+                            f"layers[{node.index}]")
     train = load_dataset(loaded, "train")
     data = train if which == "train" else load_dataset(loaded, which, train.stats)
     projector = Projector(graph, weights, tensor, method)
