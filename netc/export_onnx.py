@@ -131,7 +131,7 @@ class OnnxContext:
         if self.opset < opset:
             raise _error(f"layer '{node.name}' ({node.op}) needs opset {opset} or later: {why}",
                          self.locate(node.spec_path), f"export with --opset {max(opset, DEFAULT_OPSET)}",
-                         f"layers[{node.index}]")
+                         node.spec_path_text)
 
 
 def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET, where: str = "<weights>",

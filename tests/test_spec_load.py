@@ -316,7 +316,7 @@ def test_missing_optimizer_type_and_data_source():
     ("op: linear, out: 8", "op: Linear, out: 8", "E-UNKNOWN-OP", 7, 21, "layers[0].op", "unknown op 'Linear'",
      "did you mean 'linear'?"),
     ("op: relu", "op: attention", "E-UNKNOWN-OP", 8, 21, "layers[1].op", "unknown op 'attention'",
-     "known ops: add, avgpool2d, batchnorm1d, batchnorm2d, concat, conv2d"),
+     "known ops: add, avgpool2d, batchnorm1d, batchnorm2d, block, concat, conv2d"),
     ("op: cross_entropy", "op: cross_entropi", "E-UNKNOWN-OP", 10, 12, "loss.op", "unknown op 'cross_entropi'",
      "did you mean 'cross_entropy'?"),
     ("out: 8}", "out: 8, weight_init: {type: hee}}", "E-UNKNOWN-TYPE", 7, 57, "layers[0].weight_init.type",

@@ -19,7 +19,7 @@ from netc.errors import Diagnostic, NetcError
 
 # a test checks that SUMMARY names every command
 SUMMARY = ("netc - a declarative neural-network compiler for YAML network specs: validate, inspect, schema, "
-           "train, eval, predict, gradcheck, time, plot, viz, export, cache, warmup.")
+           "train, eval, predict, gradcheck, time, plot, viz, export, cache, warmup, sweep.")
 
 app = typer.Typer(
     name="netc",

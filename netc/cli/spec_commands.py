@@ -102,18 +102,23 @@ def inspect(
     plan: Annotated[
         bool, typer.Option("--plan", help="Also compile the plan and show its kernels, arenas and generated source."),
     ] = False,
+    expand: Annotated[
+        bool, typer.Option("--expand", "-e", help="Show every layer of each block instance (default: one row per "
+                                                  "instance; json always lists every layer)."),
+    ] = False,
 ) -> None:
     """Summarize a spec without data: shapes, params, sharing, mult-adds, memory.
 
     Params of a shared tensor are counted once. Mult-adds are the
     multiply-accumulates of linear/conv weights per sample, as torchinfo.
+    A block instance is one row unless --expand.
     """
     from netc.graph import build_graph
     from netc.spec import load_spec
 
     with report.gc_paused():
         graph = build_graph(load_spec(spec), check_memory_for_batch=False)  # inspect shows the need instead
-        summary = report.summarize(graph, batch)
+        summary = report.summarize(graph, batch, expand)
         if format is InspectFormat.table:
             _print_wide(report.summary_renderable(summary))
         elif format is InspectFormat.json:

@@ -166,7 +166,7 @@ class ViewTable:
         k = self._index[key]
         about = about or _ARENA_HOLDS[arena][1]
         if (k, about) not in self._named:
-            base = name or _ARENA_HOLDS[arena][0]
+            base = (name or _ARENA_HOLDS[arena][0]).replace(".", "_")  # a block instance's `res.0.fc1` -> res_0_fc1
             # a tensor seen in another shape is told apart by it: `pool1_out` [64, 20, 144], `pool1_out_20x12x12`
             dims = "x".join(str(size) for size in (shape[1:] if arena in _BATCH_ARENAS else shape)) or "0"
             candidates = itertools.chain([base, f"{base}_{dims}"], (f"{base}_{dims}_{i}" for i in itertools.count(2)))

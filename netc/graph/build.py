@@ -13,17 +13,31 @@ from netc.graph.ir import Graph, Node
 from netc.graph.memory import check_memory
 from netc.ops import REGISTRY, OpShapeError
 from netc.ops.base import INDEXED, LOG_PROBABILITIES, PROBABILITIES, ops_in
+from netc.spec import blocks
 from netc.spec.load import LoadedSpec
-from netc.spec.models import layer_name
 
 
 class _Collector:
     def __init__(self, loaded: LoadedSpec):
         self.smap = loaded.smap
         self.diagnostics: list[Diagnostic] = []
+        self._seen: set[tuple] = set()  # (instance, code, path) of the errors inside block instances
 
     def add(self, code: str, message: str, path: tuple, hint: str = "", key: bool = False) -> None:
         self.diagnostics.append(Diagnostic(code, message, self.smap.locate(path, key=key), path_text(path), hint))
+
+    def at(self, node: Node, code: str, message: str, field: tuple = (), hint: str = "") -> None:
+        """An error of a node, located where its layer is written plus `field`. Inside a block
+        instance, the message names the instance, and the copies of a repeat, which share that
+        place, report it once."""
+        path = node.spec_path + field
+        if node.instance is not None:
+            seen = (node.instance.root.name, code, path)
+            if seen in self._seen:
+                return
+            self._seen.add(seen)
+            message = f"{node.instance.context}: {message}"
+        self.add(code, message, path, hint)
 
 
 def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Graph:
@@ -31,22 +45,24 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
     spec = loaded.spec
     errors = _Collector(loaded)
     inputs = {name: tuple(inp.shape) for name, inp in spec.inputs.items()}
-    nodes = _make_nodes(spec, inputs, errors)
+    unrolled = _unroll(spec, errors)
+    nodes = _make_nodes(unrolled, len(spec.layers)) if unrolled is not None else []
     ordered = _topological_order(nodes, inputs, errors)
     if ordered is not None:
         by_name = {node.name: node for node in ordered}  # one index for every pass below
         _resolve_shares(ordered, by_name, errors)
-        _infer_shapes(ordered, by_name, inputs, spec.inputs, errors)
-        _check_losses(spec, by_name, inputs, errors)
+        _infer_shapes(ordered, by_name, inputs, spec.inputs, unrolled.repeat_checks, errors)
+        _check_losses(spec, by_name, inputs, unrolled.instances, errors)
         _check_monitors(spec, errors)
         _check_reachability(spec, ordered, by_name, inputs, errors)
+        blocks.dead_parts(spec, errors.add)
         shape_of = lambda ref: inputs[ref] if ref in inputs else by_name[ref].shape  # noqa: E731
         for problem, node in batch_problems(ordered, shape_of, spec.train.batch):
-            path = ("layers", node.index) + ((problem.field,) if problem.field else ())
-            errors.add(problem.code, f"{node.op} '{node.name}': {problem.message}", path, problem.hint)
+            field = (problem.field,) if problem.field else ()
+            errors.at(node, problem.code, f"{node.op} '{node.name}': {problem.message}", field, problem.hint)
     if errors.diagnostics:
         raise SpecErrors(errors.diagnostics)
-    graph = Graph(spec, inputs, ordered, spec.losses[0].input, spec.losses[0].target)
+    graph = Graph(spec, inputs, ordered, spec.losses[0].input, spec.losses[0].target, unrolled.instances)
     graph.verify()
     if check_memory_for_batch:
         problem = check_memory(graph, spec.train.batch)
@@ -63,47 +79,28 @@ def _field(layer, name: str, default):
     return getattr(layer, name) if name in type(layer).model_fields else default
 
 
-def _make_nodes(spec, inputs, errors: _Collector) -> list[Node]:
-    """Name every layer, default its input to the previous layer, check names and references."""
-    names: dict[str, int] = {}
-    duplicates: set[int] = set()
-    for i, layer in enumerate(spec.layers):
-        name = layer_name(layer, i)
-        if name in inputs:
-            errors.add("E-DUP-NAME", f"layer name '{name}' is already an input name", ("layers", i, "name"),
-                       "rename the layer or the input")
-            duplicates.add(i)
-        elif name in names:
-            errors.add("E-DUP-NAME", f"duplicate layer name '{name}' (first used by layers[{names[name]}])",
-                       ("layers", i, "name"), "layer names must be unique")
-            duplicates.add(i)
-        else:
-            names[name] = i
-    default_input = next((n for n, inp in spec.inputs.items() if inp.dtype == "float32"), next(iter(spec.inputs)))
-    known = list(inputs) + list(names)
+def _unroll(spec, errors: _Collector) -> blocks.Unrolled | None:
+    """Check names and references of the top level and of every block, then unroll the block
+    instances into ordinary layers (netc.spec.blocks); None after an error."""
+    if not blocks.check(spec, errors.add):
+        return None
+    return blocks.unroll(spec)
+
+
+def _make_nodes(unrolled: blocks.Unrolled, top_level: int) -> list[Node]:
+    """A node per placed layer: a top-level layer keeps its position in spec.layers as index, the
+    layers of block instances are numbered after them (an index seeds a layer's initial values)."""
     nodes: list[Node] = []
-    previous = default_input
-    for i, layer in enumerate(spec.layers):
-        name = layer_name(layer, i)
-        refs = layer.inputs if layer.inputs is not None else previous
-        refs = [refs] if isinstance(refs, str) else list(refs)
-        for j, ref in enumerate(refs):
-            where = ("layers", i, "in") if isinstance(layer.inputs, str) or layer.inputs is None else ("layers", i, "in", j)
-            if ref not in inputs and ref not in names:
-                errors.add("E-REF", f"unknown tensor '{ref}'", where, did_you_mean(ref, known, "inputs and layers"))
-            elif ref == name and i not in duplicates:  # a duplicate "reads itself" only through its name
-                errors.add("E-CYCLE", f"layer '{name}' reads its own output", where)
-        opdef = REGISTRY[layer.op]
-        if len(refs) < opdef.min_inputs or (opdef.max_inputs is not None and len(refs) > opdef.max_inputs):
-            want = (f"exactly {opdef.min_inputs}" if opdef.min_inputs == opdef.max_inputs
-                    else f"at least {opdef.min_inputs}")
-            errors.add("E-ARITY", f"{layer.op} takes {want} input(s), got {len(refs)}", ("layers", i, "in")
-                       if layer.inputs is not None else ("layers", i),
-                       "list the inputs with `in: [a, b]`" if opdef.min_inputs > 1 else "")
-        trainable = _field(layer, "trainable", True)
-        lr_mult = _field(layer, "lr_mult", 1.0)
-        nodes.append(Node(name, layer.op, layer, i, refs, trainable=trainable, lr_mult=lr_mult))
-        previous = name
+    inner = top_level
+    for placed in unrolled.layers:
+        layer = placed.layer
+        if placed.instance is None:  # a layer of the top level: ("layers", i)
+            index, path = placed.path[1], ()
+        else:
+            index, path, inner = inner, placed.path, inner + 1
+        nodes.append(Node(placed.name, layer.op, layer, index, placed.inputs,
+                          trainable=_field(layer, "trainable", True), lr_mult=_field(layer, "lr_mult", 1.0),
+                          path=path, instance=placed.instance, share=placed.share))
     return nodes
 
 
@@ -113,7 +110,7 @@ def _topological_order(nodes: list[Node], inputs, errors: _Collector) -> list[No
     A heap of ready spec positions gives the first ready node in spec order in O(log N), and each
     node counts the tensors it still waits for, so the whole order is O(N log N) (no rescans).
     """
-    if errors.diagnostics:
+    if errors.diagnostics or not nodes:
         return None
     waiting_for = [len(set(node.inputs) - inputs.keys()) for node in nodes]  # distinct layers still to order
     readers: dict[str, list[int]] = {}  # tensor -> positions of the nodes that read it (each once)
@@ -134,9 +131,11 @@ def _topological_order(nodes: list[Node], inputs, errors: _Collector) -> list[No
         pending = [node for node in nodes if node.name not in done]
         by_name = {node.name: node for node in nodes}
         cycle = _find_cycle(pending, by_name)
+        top = next((k for k, name in enumerate(cycle) if by_name[name].instance is None), 0)
+        cycle = cycle[top:] + cycle[:top]  # told from a layer of the top level where there is one
         first = by_name[cycle[0]]
-        errors.add("E-CYCLE", "cycle: " + " -> ".join(cycle + [cycle[0]]), ("layers", first.index, "in"),
-                   "a layer cannot depend on its own output; check the `in:` of these layers")
+        errors.at(first, "E-CYCLE", "cycle: " + " -> ".join(cycle + [cycle[0]]), ("in",),
+                  "a layer cannot depend on its own output; check the `in:` of these layers")
         return None
     return ordered
 
@@ -158,33 +157,36 @@ def _resolve_shares(nodes: list[Node], by_name: dict[str, Node], errors: _Collec
     """The first user owns a tensor; a sharer points at the owner (chains collapse)."""
     position = {node.name: i for i, node in enumerate(nodes)}
     for node in nodes:
-        target = _field(node.layer, "share", None)
-        if target is None:
-            continue
-        where = ("layers", node.index, "share")
+        target = node.share
+        if target is None or "share" not in type(node.layer).model_fields:
+            continue  # a layer without `share:` in a `share: true` copy: _infer_shapes refuses its parameters
+        written = node.layer.share  # as the spec says it: a name in the layer's own scope
+        where = ("share",) if written is not None else ()  # else `share: true` of the instance
         if target == node.name:
-            errors.add("E-SHARE", f"layer '{node.name}' shares with itself", where)
+            errors.at(node, "E-SHARE", f"layer '{node.name}' shares with itself", where)
             continue
         if target not in by_name:
-            errors.add("E-SHARE", f"layer '{node.name}' shares with unknown layer '{target}'", where,
-                       did_you_mean(target, [n.name for n in nodes if n.op == node.op and n is not node],
-                                    f"{node.op} layers"))
+            scope = target[:len(target) - len(written)]  # `b1.0.` for a layer of a block instance, else ``
+            errors.at(node, "E-SHARE", f"layer '{node.name}' shares with unknown layer '{written}'", where,
+                      did_you_mean(written, [n.name[len(scope):] for n in nodes if n.op == node.op and n is not node
+                                             and n.name.startswith(scope) and "." not in n.name[len(scope):]],
+                                   f"{node.op} layers" + (" of the block" if scope else "")))
             continue
         owner = by_name[target]
         if owner.op != node.op:
-            errors.add("E-SHARE", f"layer '{node.name}' ({node.op}) cannot share with '{owner.name}' ({owner.op})",
-                       where, "shared layers must have the same op")
+            errors.at(node, "E-SHARE", f"layer '{node.name}' ({node.op}) cannot share with '{owner.name}' ({owner.op})",
+                      where, "shared layers must have the same op")
             continue
         if position[target] > position[node.name]:
-            errors.add("E-SHARE", f"layer '{node.name}' shares with '{target}', which runs after it", where,
-                       f"the first user owns a shared tensor: put `share: {node.name}` on '{target}' instead")
+            errors.at(node, "E-SHARE", f"layer '{node.name}' shares with '{target}', which runs after it", where,
+                      f"the first user owns a shared tensor: put `share: {node.name}` on '{target}' instead")
             continue
         while owner.owner is not None:
             owner = by_name[owner.owner]
         node.owner = owner.name
         if node.layer.trainable != owner.layer.trainable or node.layer.lr_mult != owner.layer.lr_mult:
-            errors.add("E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but sets a different "
-                       "trainable/lr_mult", where, "a shared tensor is trained once: set trainable/lr_mult on the owner")
+            errors.at(node, "E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but sets a different "
+                      "trainable/lr_mult", where, "a shared tensor is trained once: set trainable/lr_mult on the owner")
         node.trainable, node.lr_mult = owner.trainable, owner.lr_mult
 
 
@@ -213,7 +215,7 @@ def _index_problem(node: Node, input_specs: dict) -> tuple[str, str, str] | None
 
 
 def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, input_specs: dict,
-                  errors: _Collector) -> None:
+                  repeat_checks: dict[str, blocks.Instance], errors: _Collector) -> None:
     shapes = dict(inputs)
     for node in nodes:
         in_shapes = [shapes.get(ref) for ref in node.inputs]
@@ -222,8 +224,7 @@ def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, input_spe
         problem = _index_problem(node, input_specs)
         if problem:
             code, message, hint = problem
-            errors.add(code, message,
-                       ("layers", node.index, "in") if node.layer.inputs is not None else ("layers", node.index), hint)
+            errors.at(node, code, message, ("in",) if node.layer.inputs is not None else (), hint)
             continue
         opdef = REGISTRY[node.op]
         try:
@@ -232,17 +233,34 @@ def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, input_spe
             node.macs = opdef.macs(node.layer, in_shapes, node.shape)
             node.state = opdef.state(node.layer, in_shapes)
         except OpShapeError as exc:
-            path = ("layers", node.index) + ((exc.field,) if exc.field else ())
-            errors.add(exc.code, f"{node.op} '{node.name}': {exc.message}", path, exc.hint)
+            errors.at(node, exc.code, f"{node.op} '{node.name}': {exc.message}", (exc.field,) if exc.field else (),
+                      exc.hint)
             continue
         if node.owner is not None:
             owner = by_name[node.owner]
             if owner.shape is not None and owner.param_shapes != node.param_shapes:
-                errors.add("E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but their parameters differ: "
-                           f"{_shapes_text(node.param_shapes)} vs {_shapes_text(owner.param_shapes)}",
-                           ("layers", node.index, "share"), "shared layers need the same input size and settings")
+                errors.at(node, "E-SHARE", f"layer '{node.name}' shares with '{owner.name}' but their parameters "
+                          f"differ: {_shapes_text(node.param_shapes)} vs {_shapes_text(owner.param_shapes)}",
+                          ("share",) if node.layer.share is not None else (),
+                          "shared layers need the same input size and settings")
                 continue  # its output shape follows from a mistake: do not check its readers against it
+        elif node.share is not None and node.param_shapes and "share" not in type(node.layer).model_fields:
+            errors.at(node, "E-SHARE", f"{node.op} '{node.name}' cannot use the parameters of '{node.share}': "
+                      f"{node.op} has no `share:`", (), "`share: true` repeats a block whose parameters are in "
+                      f"layers that share ({', '.join(_SHARING_OPS)}); drop `share: true` to give each copy its own")
+            continue
+        instance = repeat_checks.get(node.name)
+        if instance is not None and node.shape != shapes[instance.inputs[0]]:
+            context = f"{instance.parent.context}: " if instance.parent is not None else ""
+            errors.add("E-SHAPE", f"{context}block instance '{instance.name}' repeats '{instance.block}' "
+                       f"{instance.repeat} times, but its output {list(node.shape)} differs from its input "
+                       f"{list(shapes[instance.inputs[0]])}", instance.path + ("repeat",),
+                       "each copy reads the previous copy's output: the block must keep its input's shape")
+            continue  # the next copies would only repeat the consequences
         shapes[node.name] = node.shape
+
+
+_SHARING_OPS = [name for name, op in REGISTRY.items() if "share" in op.spec.model_fields]
 
 
 def _shapes_text(params: dict) -> str:
@@ -266,9 +284,9 @@ def loss_path(spec, index: int) -> tuple:
     return ("loss", index) if isinstance(spec.loss, list) else ("loss",)
 
 
-def _check_losses(spec, by_name: dict[str, Node], inputs, errors: _Collector) -> None:
+def _check_losses(spec, by_name: dict[str, Node], inputs, instances: dict, errors: _Collector) -> None:
     for i, loss in enumerate(spec.losses):
-        _check_loss(loss, loss_path(spec, i), spec, by_name, inputs, errors)
+        _check_loss(loss, loss_path(spec, i), spec, by_name, inputs, instances, errors)
     labels: dict[str, int] = {}
     read: dict[str, int] = {}
     for i, loss in enumerate(spec.losses):
@@ -287,9 +305,13 @@ def _check_losses(spec, by_name: dict[str, Node], inputs, errors: _Collector) ->
                    f"read '{first}' in every classification loss, or feed the other one as one-hot floats to mse")
 
 
-def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, errors: _Collector) -> None:
+def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, instances: dict,
+                errors: _Collector) -> None:
     if loss.input not in by_name:
-        hint = "the loss reads a layer's output" if loss.input in inputs else did_you_mean(loss.input, list(by_name), "layers")
+        if loss.input in inputs:
+            hint = "the loss reads a layer's output"
+        else:  # the layers of the top level: a loss cannot read inside a block instance
+            hint = did_you_mean(loss.input, [name for name, node in by_name.items() if node.instance is None], "layers")
         errors.add("E-REF", f"loss input '{loss.input}' is not a layer", at + ("input",), hint)
         return
     if loss.target not in spec.inputs:
@@ -312,13 +334,14 @@ def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, errors:
             errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
                        f"'{loss.target}' has {target.classes} classes", at + ("input",),
                        f"the last layer should produce [{target.classes}] values (one per class)")
-        producer = REGISTRY[by_name[loss.input].op]
+        made_by = _producer(by_name, instances, loss.input)
+        producer = REGISTRY[made_by.op]
         if loss.op == "nll" and not producer.is_(LOG_PROBABILITIES):
-            errors.add("E-LOSS", f"nll reads log-probabilities but '{loss.input}' is a {by_name[loss.input].op}",
+            errors.add("E-LOSS", f"nll reads log-probabilities but '{loss.input}' is a {_made_by_text(made_by)}",
                        at + ("input",), "add `{op: log_softmax}` before the loss, or use cross_entropy on logits")
         if loss.op == "cross_entropy" and producer.is_(PROBABILITIES):
             errors.add("E-LOSS", f"cross_entropy applies softmax itself but '{loss.input}' is a "
-                       f"{by_name[loss.input].op}", at + ("input",),
+                       f"{_made_by_text(made_by)}", at + ("input",),
                        "feed the logits (the layer before), or use nll after log_softmax")
     else:  # mse
         if target.dtype == "int64":
@@ -329,6 +352,18 @@ def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, errors:
         elif tuple(target.shape) != shape:
             errors.add("E-LOSS", f"mse input '{loss.input}' has shape {list(shape)} but target "
                        f"'{loss.target}' has {list(target.shape)}", at + ("target",))
+
+
+def _producer(by_name: dict[str, Node], instances: dict, tensor: str) -> Node:
+    """The node that computes `tensor`: for a block instance's output, the block's output layer."""
+    node = by_name[tensor]
+    while node.name in instances:  # the identity that names an instance's output
+        node = by_name[node.inputs[0]]
+    return node
+
+
+def _made_by_text(node: Node) -> str:
+    return node.op if node.instance is None else f"{node.op} (layer '{node.name}')"
 
 
 def _check_monitors(spec, errors: _Collector) -> None:
@@ -380,7 +415,7 @@ def _check_reachability(spec, nodes: list[Node], by_name: dict[str, Node], input
     live.update(loss.target for loss in spec.losses)
     read = " and ".join(f"'{loss.input}'" for loss in spec.losses)
     for node in nodes:
-        if node.name not in live:
+        if node.name not in live and node.instance is None:  # a block's own dead layers: blocks.dead_parts
             errors.add("E-DEAD", f"layer '{node.name}' does not lead to the loss", ("layers", node.index),
                        f"its output is never used; the loss{'es' if len(spec.losses) > 1 else ''} read{'' if len(spec.losses) > 1 else 's'} {read}")
     for name in inputs:

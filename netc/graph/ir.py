@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from netc.errors import path_text
 from netc.ops.base import Shape, numel
+from netc.spec.blocks import Instance
 
 
 @dataclass
@@ -12,7 +14,7 @@ class Node:
     name: str  # also the name of the tensor it produces
     op: str
     layer: object  # the spec model
-    index: int  # position in spec.layers
+    index: int  # position in spec.layers; after them, in unrolled order, the layers of block instances
     inputs: list[str]
     shape: Shape | None = None  # output shape without batch; None when inference failed
     param_shapes: dict[str, Shape] = field(default_factory=dict)  # e.g. {"weight": (10, 500)}
@@ -21,6 +23,9 @@ class Node:
     trainable: bool = True
     lr_mult: float = 1.0
     macs: int = 0  # multiply-accumulates per sample
+    path: tuple = ()  # where the layer is written, when not ("layers", index): ("blocks", "res", "layers", 1)
+    instance: Instance | None = None  # the block instance it is part of (innermost); None at the top level
+    share: str | None = None  # the layer whose parameters it asks for (`share:`, `share: true`), full name
 
     @property
     def param_owner(self) -> str:
@@ -29,7 +34,13 @@ class Node:
 
     @property
     def spec_path(self) -> tuple:
-        return ("layers", self.index)
+        """Where the layer is written in the spec (a block's definition for a layer of an instance)."""
+        return self.path or ("layers", self.index)
+
+    @property
+    def spec_path_text(self) -> str:
+        """`layers[3]`, `blocks.resblock.layers[1]`: the path a diagnostic shows."""
+        return path_text(self.spec_path)
 
 
 @dataclass
@@ -39,6 +50,7 @@ class Graph:
     nodes: list[Node]  # topological order
     loss_input: str
     loss_target: str
+    instances: dict[str, Instance] = field(default_factory=dict)  # block instances by full name, in spec order
 
     def __post_init__(self):
         # indexes built once: lookups inside per-node loops stay O(1) on 100k-layer graphs

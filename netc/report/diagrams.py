@@ -96,8 +96,9 @@ def _mm_text(lines: list[str]) -> str:
 def to_mermaid(summary: Summary) -> str:
     """Mermaid flowchart text (GitHub renders ```mermaid blocks)."""
     # ids carry a prefix: a layer named `end` or `loss` must not clash with mermaid or the loss node
+    # and no dots: a block's layers (`res.0.fc1`) would end mermaid's node ids
     ids = {row.name: f"in_{row.name}" for row in summary.inputs}
-    ids.update({row.name: f"l_{row.name}" for row in summary.layers})
+    ids.update({row.name: "l_" + row.name.replace(".", "_dot_") for row in summary.layers})
     shapes = {row.name: row.shape for row in summary.inputs}
     shapes.update({row.name: row.shape for row in summary.layers})
     out = ["flowchart TD"]

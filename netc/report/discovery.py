@@ -63,13 +63,23 @@ def find_spec_files(patterns: list[str]) -> tuple[list[str], list[str]]:
     return files, unmatched
 
 
-_SPEC_KEY = re.compile(rb"^netc[ \t]*:", re.MULTILINE)
+_SPEC_KEY = re.compile(rb"^netc(?:-sweep)?[ \t]*:", re.MULTILINE)
+_SWEEP_KEY = re.compile(rb"^netc-sweep[ \t]*:", re.MULTILINE)
 
 
 def is_spec_file(path: str | Path) -> bool:
-    """A YAML file with a top-level `netc:` key (a text check: a spec that does not parse still counts).
-    A file that cannot be read counts too, so that validating it reports why."""
+    """A YAML file with a top-level `netc:` key, or a sweep file's `netc-sweep:` (a text check: a spec
+    that does not parse still counts). A file that cannot be read counts too, so that validating it
+    reports why."""
     try:
         return bool(_SPEC_KEY.search(Path(path).read_bytes()))
     except OSError:
         return True
+
+
+def is_sweep_file(path: str | Path) -> bool:
+    """A YAML file with a top-level `netc-sweep:` key (netc.sweep reads it)."""
+    try:
+        return bool(_SWEEP_KEY.search(Path(path).read_bytes()))
+    except OSError:
+        return False

@@ -11,7 +11,9 @@ Conventions (stated in every rendering that shows them):
   "Mult-Adds";
 - memory is `netc.graph.memory.estimate`: activations are every input and layer
   output plus its gradient for one training step of `batch` samples;
-  parameters are value + gradient + the optimizer's state tensors.
+  parameters are value + gradient + the optimizer's state tensors;
+- a block instance is one row (its layers' params, state and mult-adds summed) unless the
+  summary is expanded; `layers` and the JSON always hold every layer.
 """
 
 from __future__ import annotations
@@ -53,11 +55,28 @@ class LayerRow:
     lr_mult: float
     mult_adds: int  # per sample
     state: int = 0  # elements of state tensors (running statistics): kept, checkpointed, never trained
+    part_of: str | None = None  # the (top-level) block instance whose layers include this one
 
     @property
     def counted(self) -> bool:
         """Whether this row's params count toward the total (owners only)."""
         return self.shares is None
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """A block instance of the top level (`{op: block}`): its output is the layer row of its name."""
+
+    name: str
+    block: str
+    repeat: int
+    share: bool
+    inputs: tuple[str, ...] = ()  # the tensors it reads
+
+    @property
+    def op_text(self) -> str:
+        """`block resblock`, `block resblock x3`, `block step x4 shared` (ASCII, as the table's `lr x0.1`)."""
+        return f"block {self.block}" + f" x{self.repeat}" * (self.repeat > 1) + " shared" * self.share
 
 
 @dataclass(frozen=True)
@@ -87,6 +106,8 @@ class Summary:
     activation_bytes: int
     parameter_bytes: int  # parameters + gradients + optimizer state
     memory_warning: str | None = None  # set when one training step would not fit this machine
+    instances: tuple[InstanceRow, ...] = ()  # the block instances of the top level, in spec order
+    expanded: bool = False  # tables show every layer of a block instance, not one row per instance
 
     @property
     def total_bytes(self) -> int:
@@ -96,9 +117,20 @@ class Summary:
     def has_sharing(self) -> bool:
         return any(row.shares for row in self.layers)
 
+    @property
+    def folded(self) -> bool:
+        """Whether tables show block instances as one row each."""
+        return bool(self.instances) and not self.expanded
 
-def summarize(graph, batch: int | None = None) -> Summary:
-    """Rows and totals of a typed graph; `batch` defaults to the spec's train.batch."""
+    @property
+    def shown_layers(self) -> tuple[LayerRow, ...]:
+        """The layer rows a table shows: every layer, or each block instance folded into one row."""
+        return fold(self.layers, self.instances) if self.folded else self.layers
+
+
+def summarize(graph, batch: int | None = None, expand: bool = False) -> Summary:
+    """Rows and totals of a typed graph; `batch` defaults to the spec's train.batch; `expand`:
+    tables show every layer of a block instance (else one row per instance)."""
     spec = graph.spec
     batch = batch if batch is not None else spec.train.batch
     shared_by: dict[str, list[str]] = {}
@@ -122,9 +154,12 @@ def summarize(graph, batch: int | None = None) -> Summary:
             lr_mult=node.lr_mult,
             mult_adds=node.macs,
             state=sum(numel(t.shape) for t in node.state.values()),
+            part_of=node.instance.root.name if node.instance is not None else None,
         )
         for node in graph.nodes
     )
+    instances = tuple(InstanceRow(inst.name, inst.block, inst.repeat, inst.share, inst.inputs)
+                      for inst in graph.instances.values() if inst.parent is None)
     memory = estimate(graph, batch)
     return Summary(
         name=spec.name,
@@ -144,7 +179,39 @@ def summarize(graph, batch: int | None = None) -> Summary:
         activation_bytes=memory.activations,
         parameter_bytes=memory.parameters,
         memory_warning=check_memory(graph, batch),
+        instances=instances,
+        expanded=expand,
     )
+
+
+def fold(layers: tuple[LayerRow, ...], instances: tuple[InstanceRow, ...]) -> tuple[LayerRow, ...]:
+    """The rows with each block instance as one: named as the instance (its output tensor), op
+    `block <name> xN`, the instance's inputs, its output shape, its layers' params (each tensor
+    once), state and mult-adds summed, in the place of its output."""
+    by_name = {instance.name: instance for instance in instances}
+    parts: dict[str, list[LayerRow]] = {}
+    for row in layers:
+        if row.part_of is not None:
+            parts.setdefault(row.part_of, []).append(row)
+    rows = []
+    for row in layers:
+        if row.part_of is not None:
+            continue
+        instance = by_name.get(row.name)
+        if instance is None:
+            rows.append(row)
+            continue
+        inside = parts.get(row.name, [])
+        owners = [part for part in inside if part.param_shapes and part.counted]
+        modes = {(part.trainable, part.lr_mult) for part in owners}
+        # one mode: that one; none (no parameters): blank; mixed: trainable (--expand tells them apart)
+        trainable, lr_mult = modes.pop() if len(modes) == 1 else ((None, 1.0) if not modes else (True, 1.0))
+        rows.append(LayerRow(
+            name=row.name, op=instance.op_text, inputs=instance.inputs, shape=row.shape, param_shapes={},
+            params=sum(part.params for part in owners), shares=None, shared_by=(), trainable=trainable,
+            lr_mult=lr_mult, mult_adds=sum(part.mult_adds for part in inside),
+            state=sum(part.state for part in inside)))
+    return tuple(rows)
 
 
 # --------------------------------------------------------------------------- small text helpers
@@ -227,8 +294,11 @@ def totals_lines(summary: Summary) -> list[tuple[str, str, str]]:
 
 def footnotes(summary: Summary) -> list[str]:
     notes = [f"Loss: {loss_text(summary)}. Shapes exclude the batch dimension."]
-    if summary.has_sharing:
+    if summary.has_sharing and not (summary.folded and all(row.part_of for row in summary.layers if row.shares)):
         notes.append("(params) in parentheses use the tensors of the layer in 'shared with'; they are counted once.")
+    if summary.folded:
+        notes.append("A block instance is one row: its layers' params (a shared tensor once) and mult-adds summed; "
+                     "`netc inspect --expand` shows its layers.")
     notes.append(f"Mult-adds: {MULT_ADDS_CONVENTION}.")
     notes.append("Memory: every input and layer output plus its gradient for one training step, "
                  "and parameters with their gradients and optimizer state (netc.graph.memory.estimate).")
@@ -257,7 +327,7 @@ def table_rows(summary: Summary) -> list[tuple[str, ...]]:
         (row.name, row.op, ", ".join(row.inputs), shape_text(row.shape), params_text(row),
          *([count_text(row.state) if row.state else "--"] if with_state else []), shared_text(row),
          trainable_text(row), mult_adds_text(row))
-        for row in summary.layers
+        for row in summary.shown_layers
     ]
     return rows
 
@@ -299,9 +369,11 @@ def summary_dict(summary: Summary) -> dict:
                 "lr_mult": row.lr_mult,
                 "mult_adds": row.mult_adds,
                 "state": row.state,
+                **({"part_of": row.part_of} if row.part_of is not None else {}),
             }
             for row in summary.layers
         ],
+        **({"blocks": _instances_dict(summary)} if summary.instances else {}),
         "losses": [{"op": row.op, "input": row.input, "target": row.target, "weight": row.weight}
                    for row in summary.losses],
         "totals": {
@@ -327,6 +399,22 @@ def summary_dict(summary: Summary) -> dict:
             "mult_adds": MULT_ADDS_CONVENTION,
         },
     }
+
+
+def _instances_dict(summary: Summary) -> list[dict]:
+    """Each block instance of the top level as its folded row shows it, with its layers' names."""
+    rows = {row.name: row for row in fold(summary.layers, summary.instances)}
+    members: dict[str, list[str]] = {}
+    for row in summary.layers:
+        if row.part_of is not None:
+            members.setdefault(row.part_of, []).append(row.name)
+    return [
+        {"name": instance.name, "block": instance.block, "repeat": instance.repeat, "share": instance.share,
+         "inputs": list(instance.inputs), "output_shape": list(rows[instance.name].shape),
+         "params": rows[instance.name].params, "mult_adds": rows[instance.name].mult_adds,
+         "state": rows[instance.name].state, "layers": members.get(instance.name, []) + [instance.name]}
+        for instance in summary.instances
+    ]
 
 
 def to_json(summary: Summary) -> str:

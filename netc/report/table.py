@@ -42,7 +42,7 @@ class _LayerTable:
         self.columns = layer_columns(summary)
         self.rows = table_rows(summary)
         self.styles = ["cyan"] * len(summary.inputs) + ["dim" if row.trainable is False else ""
-                                                         for row in summary.layers]
+                                                         for row in summary.shown_layers]
         self.inputs = len(summary.inputs)
         self.pads = [1] * (len(self.columns) - 1) + [0]  # right padding; collapsed between cells, none at the edge
         columns = [list(cells) for cells in zip(self.columns, *self.rows)]  # the header first

@@ -38,12 +38,22 @@ def gc_paused():
 
 
 def validate_file(path: str | Path) -> FileResult:
-    """Load a spec, build its graph and check its data.augment against the inputs; every error found,
-    never an exception."""
+    """Load a spec, build its graph and check its data.augment against the inputs (a sweep file: the
+    sweep and its base spec); every error found, never an exception."""
     from netc.graph import build_graph
+    from netc.report.discovery import is_sweep_file
     from netc.runtime.data.augment import check_augment
     from netc.spec import load_spec
 
+    if is_sweep_file(path):  # a sweep file: its base spec and every value set it probes (netc.sweep.load)
+        from netc.sweep.load import load_sweep
+
+        with gc_paused():
+            try:
+                load_sweep(path)
+            except NetcError as exc:
+                return FileResult(str(path), tuple(exc.diagnostics))
+        return FileResult(str(path), ())
     found: list[Diagnostic] = []
     with gc_paused():
         try:

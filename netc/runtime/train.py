@@ -394,8 +394,10 @@ class Trainer:
             return None
         values = load_weights(source)
         if self.init is None and self.spec.init.layers is not None:
-            keep = set(self.spec.init.layers)
-            values = {k: v for k, v in values.items() if k.rsplit(".", 1)[0] in keep}
+            keep = tuple(self.spec.init.layers)
+            # a layer's tensors, or every tensor of a block instance (`res` keeps res.0.fc1.weight, ...)
+            values = {k: v for k, v in values.items()
+                      if k.rsplit(".", 1)[0] in keep or k.startswith(tuple(f"{name}." for name in keep))}
         report = self.model.set_weights(values)
         if not report.matched:
             if report.mismatched:

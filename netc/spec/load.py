@@ -30,7 +30,7 @@ def load_spec_text(text: str | bytes, file: str = "<string>", base_dir: Path | N
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecErrors(_diagnostics(exc, data, smap)) from None
+        raise SpecErrors(located_diagnostics(exc, data, smap)) from None
     return LoadedSpec(spec, smap, file, base_dir if base_dir is not None else Path("."))
 
 
@@ -63,7 +63,11 @@ def _check_version(data, smap: SourceMap) -> None:
                                     f"this netc reads format version {FORMAT_VERSION}"))
 
 
-def _diagnostics(exc: ValidationError, data, smap: SourceMap) -> list[Diagnostic]:
+def located_diagnostics(exc: ValidationError, data, smap: SourceMap, root: type[BaseModel] | None = None
+                        ) -> list[Diagnostic]:
+    """pydantic's errors as Diagnostics located in the file, for data validated by `root` (default:
+    Spec; a sweep file passes its own model)."""
+    root = root or Spec
     out: list[Diagnostic] = []
     seen: set[str] = set()
     for err in exc.errors(include_url=False):
@@ -72,7 +76,7 @@ def _diagnostics(exc: ValidationError, data, smap: SourceMap) -> list[Diagnostic
         if key in seen:  # a union reports each failed branch: keep the first
             continue
         seen.add(key)
-        out.append(_diagnostic(err, path, data, smap))
+        out.append(_diagnostic(err, path, data, smap, root))
     return out
 
 
@@ -80,14 +84,20 @@ def _data_path(loc: tuple, data, kind: str) -> tuple:
     """Drop pydantic's union/tag markers so the loc walks the real data."""
     path: list = []
     node = data
+    fresh = False  # just stepped into a value: the tag of a discriminated union may come next
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
+        if fresh and isinstance(node, dict) and any(node.get(tag) == part for tag in _TAG_CODES):
+            fresh = False  # the tag, also a key where it names a field: `{op: block, block: resblock}`
+            continue
         if isinstance(node, dict) and part in node:
             path.append(part)
             node = node[part]
+            fresh = True
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
             path.append(part)
             node = node[part]
+            fresh = True
         elif last and kind == "missing" and isinstance(part, str):
             path.append(part)
     return tuple(path)
@@ -99,21 +109,21 @@ def _value_at(data, path: tuple):
     return data
 
 
-def _diagnostic(err: dict, path: tuple, data, smap: SourceMap) -> Diagnostic:
+def _diagnostic(err: dict, path: tuple, data, smap: SourceMap, root: type[BaseModel]) -> Diagnostic:
     kind = err["type"]
     where = path_text(path)
     if kind == "extra_forbidden":
-        known = _known_keys(path[:-1], data)
+        known = _known_keys(path[:-1], data, root)
         return Diagnostic("E-UNKNOWN-KEY", f"unknown key '{path[-1]}'", smap.locate(path, key=True), where,
                           did_you_mean(str(path[-1]), known, "known keys") if known else "")
     if kind == "missing":
         return Diagnostic("E-MISSING", f"missing required key '{path[-1]}'", smap.locate(path[:-1]), where,
-                          _field_help(path, data))
+                          _field_help(path, data, root))
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = err["ctx"].get("discriminator", "").strip("'")
         expected = [t.strip().strip("'") for t in err["ctx"].get("expected_tags", "").split(",") if t.strip()]
         if kind == "union_tag_not_found":  # pydantic does not list the tags here: take them from the union
-            expected = _union_tags(_type_at(path, data), tag)
+            expected = _union_tags(_type_at(path, data, root), tag)
             return Diagnostic("E-MISSING", f"missing required key '{tag}'", smap.locate(path), where,
                               f"{tag} is one of: {', '.join(expected)}")
         value = err["ctx"].get("tag")
@@ -129,14 +139,14 @@ def _diagnostic(err: dict, path: tuple, data, smap: SourceMap) -> Diagnostic:
     value = _value_at(data, path) if path else data
     if kind not in ("model_type", "dict_type", "model_attributes_type") and not isinstance(value, (dict, list)):
         message = f"{message} (got {value!r})"
-    return Diagnostic("E-VALUE", message, smap.locate(path), where, _field_help(path, data))
+    return Diagnostic("E-VALUE", message, smap.locate(path), where, _field_help(path, data, root))
 
 
-def _field_help(path: tuple, data) -> str:
+def _field_help(path: tuple, data, root: type[BaseModel]) -> str:
     """The field's docstring, as a hint."""
     if not path or not isinstance(path[-1], str):
         return ""
-    model = _model_at(path[:-1], data)
+    model = _model_at(path[:-1], data, root)
     if model is None:
         return ""
     for name, field in model.model_fields.items():
@@ -145,16 +155,16 @@ def _field_help(path: tuple, data) -> str:
     return ""
 
 
-def _known_keys(path: tuple, data) -> list[str]:
-    model = _model_at(path, data)
+def _known_keys(path: tuple, data, root: type[BaseModel]) -> list[str]:
+    model = _model_at(path, data, root)
     if model is None:
         return []
     return [field.alias or name for name, field in model.model_fields.items()]
 
 
-def _model_at(path: tuple, data) -> type[BaseModel] | None:
+def _model_at(path: tuple, data, root: type[BaseModel]) -> type[BaseModel] | None:
     """The model class that validates the mapping at `path` (following the data through unions)."""
-    current = _type_at(path, data)
+    current = _type_at(path, data, root)
     if current is None:
         return None
     node = data
@@ -164,9 +174,9 @@ def _model_at(path: tuple, data) -> type[BaseModel] | None:
     return model if _is_model(model) else None
 
 
-def _type_at(path: tuple, data):
+def _type_at(path: tuple, data, root: type[BaseModel]):
     """The annotation (possibly a union) that validates the value at `path`."""
-    current: object = Spec
+    current: object = root
     node = data
     for part in path:
         model = _pick(current, node)

@@ -24,6 +24,40 @@ from netc.spec.schedules import ScheduleSpec  # noqa: E402
 LayerSpec = Annotated[Union[tuple(op.spec for op in REGISTRY.values())], Field(discriminator="op")]
 
 
+# --------------------------------------------------------------------------- blocks
+
+BLOCK_OP = "block"  # the `op` of a block instance: a spec-level layer, unrolled before ops are looked up
+
+
+class BlockLayer(Layer):
+    """An instance of a block (`blocks:`). Its layers are named `<name>.<layer>` (with `repeat`:
+    `<name>.<k>.<layer>`, k from 0), their parameters `<name>.<layer>.weight`, as in a PyTorch
+    module tree; its output tensor is `<name>`. `in:` lists a tensor for each of the block's inputs."""
+
+    op: Literal["block"]
+    block: Name = Field(description="The block to instantiate (a key of `blocks:`).")
+    repeat: PosInt = Field(1, description="Stack this many copies, each reading the previous one's output "
+                           "(the block needs one input and an output of the same shape).")
+    share: Bool = Field(False, description="With `repeat`: every copy uses the parameters of the first "
+                        "(an unrolled recurrent network) instead of its own.")
+
+
+# a layer of the spec or of a block: an op, or a block instance
+SpecLayer = Annotated[Union[tuple(op.spec for op in REGISTRY.values()) + (BlockLayer,)], Field(discriminator="op")]
+
+
+class BlockSpec(Model):
+    """A named sub-graph: its inputs and its layers, which read the inputs and each other (like a
+    PyTorch nn.Module's forward). Layers `{op: block, block: <name>}` instantiate it."""
+
+    description: Text = Field("", description="Free text.")
+    inputs: Annotated[list[Name], Field(min_length=1)] = Field(
+        description="Names of the block's inputs, in the order an instance's `in:` lists its tensors.")
+    layers: Annotated[list[SpecLayer], Field(min_length=1)] = Field(
+        description="Layers in order; the first one reads the first input unless it says otherwise.")
+    output: Name | None = Field(None, description="The layer whose output is the block's output (default: the last).")
+
+
 # --------------------------------------------------------------------------- losses
 
 
@@ -366,7 +400,9 @@ class Spec(Model):
     name: Name = Field(description="Name of the network.")
     description: Text = Field("", description="Free text.")
     inputs: Annotated[dict[Name, InputSpec], Field(min_length=1)] = Field(description="Graph inputs by name.")
-    layers: Annotated[list[LayerSpec], Field(min_length=1)] = Field(description="Layers in order.")
+    blocks: dict[Name, BlockSpec] = Field(
+        default_factory=dict, description="Named sub-graphs, instantiated by layers `{op: block, block: <name>}`.")
+    layers: Annotated[list[SpecLayer], Field(min_length=1)] = Field(description="Layers in order.")
     loss: Losses = Field(description="The training loss, or a list of weighted losses.")
     optimizer: OptimizerSpec = Field(default_factory=lambda: Sgd(type="sgd"), description="The optimizer.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")

@@ -59,7 +59,7 @@ def receptive_field(graph, layer: str, loaded=None) -> ReceptiveField:
             raise viz_error(f"cannot trace input patches through '{node.name}' ({node.op}): a patch is defined "
                             f"only along one path of conv, pool and element-wise layers from an image input",
                             where, f"pick a conv or pool layer before any {node.op} layer",
-                            f"layers[{node.index}]")
+                            node.spec_path_text)
         path.append(node)
         name = node.inputs[0]
     source = name

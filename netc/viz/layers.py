@@ -27,5 +27,5 @@ def layer_node(loaded, graph, layer: str, ops: tuple[str, ...], what: str, maps:
             message = f"layer '{layer}' is a {node.op} layer, not {' or '.join(ops[:3])}"
         else:
             message = f"layer '{layer}' gives {list(node.shape)}, not feature maps [channels, height, width]"
-        raise viz_error(message, loaded.smap.locate(node.spec_path), hint, f"layers[{node.index}]")
+        raise viz_error(message, loaded.smap.locate(node.spec_path), hint, node.spec_path_text)
     return node

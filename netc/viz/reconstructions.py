@@ -62,7 +62,7 @@ def check_method(loaded, graph, layer: str, tensor: str, method: str) -> None:
         where = f"{layer}'s own activation '{node.name}'" if node.name == tensor else f"'{node.name}' below {layer}"
         hint = "use --method gradient" + ("" if node.name == tensor else f", or pick a conv layer before '{node.name}'")
         raise viz_error(f"the {method} method has a backward rule for relu only, and {where} is a {node.op} layer",
-                        loaded.smap.locate(node.spec_path), hint, f"layers[{node.index}]")
+                        loaded.smap.locate(node.spec_path), hint, node.spec_path_text)
 
 
 def top_reconstructions(loaded, weights: str | Path, layer: str, method: str = "deconvnet", which: str = "eval",
@@ -83,7 +83,7 @@ def top_reconstructions(loaded, weights: str | Path, layer: str, method: str = "
         if not 0 <= c < channels:
             raise viz_error(f"feature map {c} is out of range: {layer} has {channels} maps (0..{channels - 1})",
                             loaded.smap.locate(node.spec_path), "pass --map values in that range",
-                            f"layers[{node.index}]")
+                            node.spec_path_text)
     train = load_dataset(loaded, "train")
     data = train if which == "train" else load_dataset(loaded, which, train.stats)
     projector = Projector(graph, weights, tensor, method)
