@@ -118,8 +118,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="netc-bench-sweep-") as tmp:
         folder = Path(tmp)
         runs = [run_sweep(folder, args.trials, workers) for workers in args.workers]
-        # one trial's spec (the median trial of the first run), trained plainly and in this process
-        trial = sorted(runs[0]["records"], key=lambda r: r["seconds"])[len(runs[0]["records"]) // 2]
+        # one trial's spec (the median of the first run's trials whose worker had run their plan before),
+        # trained plainly and in this process
+        warm = [r for r in runs[0]["records"] if not r["new_plan"]] or runs[0]["records"]
+        trial = sorted(warm, key=lambda r: r["seconds"])[len(warm) // 2]
         spec = runs[0]["folder"] / trial["run_dir"] / "spec.yaml"
         kept = folder / "trial-spec.yaml"
         kept.write_text(spec.read_text())
@@ -132,14 +134,17 @@ def main() -> None:
           "worker time/trial (warm, median) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for run in runs:
-        print(f"| {run['workers']} | {run['whole']:.1f} s | {run['per_minute_whole']:.1f} | {run['trials_span']:.1f} s | "
-              f"{run['per_minute_trials']:.1f} | {run['overhead'] * 1000:.0f} ms | {run['trial_seconds']:.2f} s |")
+        print(f"| {run['workers']} | {run['whole']:.1f} s | {run['per_minute_whole']:.1f} | "
+              f"{run['trials_span']:.1f} s | {run['per_minute_trials']:.1f} | {run['overhead'] * 1000:.0f} ms | "
+              f"{run['trial_seconds']:.2f} s |")
     if len(runs) >= 2:
         base, other = runs[0], runs[-1]
         print(f"\n{other['workers']} workers vs {base['workers']}: "
               f"{other['per_minute_whole'] / base['per_minute_whole']:.2f}x trials/min (whole), "
               f"{other['per_minute_trials'] / base['per_minute_trials']:.2f}x (trials only); target >= 1.7x")
-    print(f"\ntrial {trial['trial']} ({', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in trial['params'].items())}):")
+    from netc.sweep.space import values_text
+
+    print(f"\ntrial {trial['trial']} ({values_text(trial['params'])}):")
     print(f"- plain `netc train` of its spec (new process): {plain:.2f} s")
     print(f"- the Trainer in a warm process: {inside:.2f} s")
     print(f"- in the sweep ({base['workers']} worker): {sweep_trial['wall']:.2f} s submit to result, "

@@ -201,10 +201,14 @@ def _layer(layer: dict):
     return REGISTRY[layer["op"]].spec.model_validate(layer)
 
 
+# the parameter tensors ops have: most a weight and a bias; the recurrent ones PyTorch's four
+PARAM_NAMES = ("weight", "bias", "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
 def _params(spec, weights, name, layer) -> tuple[str, dict]:
     """(owner, {"weight": array, ...}): the tensors of the layer's parameter owner that exist."""
     owner = param_owner(spec, name) if name in _names(spec["layers"]) else name
-    found = {p: weights[f"{owner}.{p}"] for p in ("weight", "bias") if f"{owner}.{p}" in weights}
+    found = {p: weights[f"{owner}.{p}"] for p in PARAM_NAMES if f"{owner}.{p}" in weights}
     if not layer.get("bias", True):
         found.pop("bias", None)
     return owner, found

@@ -289,3 +289,31 @@ def test_layernorm_round_trips_and_needs_opset_17(tmp_path):
     assert diag.message == ("layer 'ln0' (layernorm) needs opset 17 or later: "
                             "ONNX has LayerNormalization from opset 17") and diag.path == "layers[0]"
     assert not (tmp_path / "m16.onnx").exists()
+
+
+RECURRENT = """
+netc: 1
+name: recurrent
+inputs:
+  seq: {shape: [5, 3]}
+  y: {shape: [], dtype: int64, classes: 4}
+layers:
+  - {name: g, op: gru, hidden: 4, sequences: true}
+  - {name: l, op: lstm, hidden: 4, sequences: true}
+  - {name: l2, op: lstm, in: g, hidden: 4, sequences: true, share: l}
+  - {name: both, op: add, in: [l, l2]}
+  - {name: r, op: rnn, hidden: 3}
+  - {name: fc, op: linear, out: 4}
+loss: {op: cross_entropy, input: fc, target: y}
+"""
+
+
+def test_recurrent_layers_round_trip(tmp_path):
+    """ONNX's GRU, LSTM and RNN, their gates reordered from PyTorch's; a shared layer reads its owner's
+    (reordered) initializers, written once."""
+    proto, result = _round_trip(load_spec_text(RECURRENT, "recurrent.yaml"), tmp_path)
+    cells = [n for n in proto.graph.node if n.op_type in ("GRU", "LSTM", "RNN")]
+    assert [n.op_type for n in cells] == ["GRU", "LSTM", "LSTM", "RNN"]
+    assert list(cells[1].input[1:]) == list(cells[2].input[1:]) == ["l.onnx_W", "l.onnx_R", "l.onnx_B"]
+    assert _attribute(cells[0], "linear_before_reset") == 1
+    assert "l2.onnx_W" not in result.initializers

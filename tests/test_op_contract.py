@@ -35,6 +35,13 @@ SAMPLES = {
                 {"weight": (2, 5, 3, 12), "bias": (3, 2, 5)}),
     # indices [2, 3] into a table of 7 rows of 4: [2, 3, 4]
     "embedding": ({"op": "embedding", "num": 7, "dim": 4}, [(2, 3)], {"weight": (7, 4)}),
+    # a sequence of T = 4 steps of F = 3 features, H = 2 hidden units, G gates: weights [G*H, F], [G*H, H]
+    "rnn": ({"op": "rnn", "hidden": 2}, [(4, 3)],
+            {"weight_ih_l0": (2, 3), "weight_hh_l0": (2, 2), "bias_ih_l0": (2,), "bias_hh_l0": (2,)}),
+    "lstm": ({"op": "lstm", "hidden": 2}, [(4, 3)],
+             {"weight_ih_l0": (8, 3), "weight_hh_l0": (8, 2), "bias_ih_l0": (8,), "bias_hh_l0": (8,)}),
+    "gru": ({"op": "gru", "hidden": 2, "sequences": True}, [(4, 3)],
+            {"weight_ih_l0": (6, 3), "weight_hh_l0": (6, 2), "bias_ih_l0": (6,), "bias_hh_l0": (6,)}),
     "flatten": ({"op": "flatten"}, [(2, 3, 4)], {}),
     "reshape": ({"op": "reshape", "shape": [4, -1]}, [(2, 3, 4)], {}),
     "identity": ({"op": "identity"}, [(4,)], {}),
@@ -55,7 +62,13 @@ SAMPLES = {
 VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
             ("batchnorm1d_sequence", {"op": "batchnorm1d", "affine": False}, [(3, 4)], {}),
             ("layernorm_plain", {"op": "layernorm", "affine": False}, [(5,)], {}),
-            ("embedding_padding", {"op": "embedding", "num": 5, "dim": 3, "padding_idx": 2}, [(6,)], {"weight": (5, 3)})]
+            ("embedding_padding", {"op": "embedding", "num": 5, "dim": 3, "padding_idx": 2}, [(6,)], {"weight": (5, 3)}),
+            ("lstm_sequences", {"op": "lstm", "hidden": 3, "sequences": True, "bias": False}, [(3, 2)],
+             {"weight_ih_l0": (12, 2), "weight_hh_l0": (12, 3)}),
+            ("gru_last", {"op": "gru", "hidden": 3, "bias": False}, [(3, 2)],
+             {"weight_ih_l0": (9, 2), "weight_hh_l0": (9, 3)}),
+            ("rnn_sequences", {"op": "rnn", "hidden": 3, "sequences": True}, [(3, 2)],
+             {"weight_ih_l0": (3, 2), "weight_hh_l0": (3, 3), "bias_ih_l0": (3,), "bias_hh_l0": (3,)})]
 
 
 def test_registry_and_spec_union_agree():

@@ -232,6 +232,20 @@ SPECS = {
           - {name: fc2, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc2, target: label}
     """,
+    # the recurrent cells stacked over a sequence of 3 steps: every step of a gru into an lstm (its
+    # input gradient), tanh as its own step, every step of that into an rnn whose last state feeds fc
+    "recurrent": """
+        inputs:
+          x: {shape: [3, 4]}
+          LABEL
+        layers:
+          - {name: g, op: gru, hidden: 3, sequences: true, BIAS}
+          - {name: l, op: lstm, hidden: 4, sequences: true, BIAS}
+          - {name: a, op: tanh}
+          - {name: r, op: rnn, hidden: 3, BIAS}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
 }
 
 def case_params(names=None):
@@ -316,6 +330,7 @@ PATHS = {
                     "cross_entropy"),
     "local": ({"local1": "leaky_relu", "local2": None, "local3": None, "fc": None}, [], "cross_entropy"),
     "layernorm": ({"conv1": None, "fc1": None, "fc2": None}, ["relu1", "tanh2"], "cross_entropy"),
+    "recurrent": ({"fc": None}, ["a"], "cross_entropy"),
 }
 
 

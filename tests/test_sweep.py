@@ -217,7 +217,6 @@ def test_random_draws_depend_only_on_the_trial_number(tmp_path):
 pytest.importorskip("distributed")
 
 from netc.sweep import cluster as clusters  # noqa: E402
-from netc.sweep.folder import SweepFolder  # noqa: E402
 from netc.sweep.runner import Options, Runner  # noqa: E402
 
 SMALL = """
@@ -268,6 +267,8 @@ def test_a_sweep_on_a_local_cluster_fills_its_folder(tmp_path, local):
     assert (out / "study.db").is_file()
     shown = invoke("sweep", "show", out, "--format", "markdown")
     assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("sweep sweep: eval_accuracy (maximize), random; 4 trials: 4 complete, 0 pruned, "
+                                   "0 failed\n")
     rows = [line for line in shown.output.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| # | trial | status | eval_accuracy | optimizer.lr | epochs | seconds |")
     assert rows[1].startswith(f"| 1 | {best['trial']} | complete | {100 * best['value']:.2f}% |")
@@ -475,9 +476,10 @@ def processes():
         process.terminate()
     for process in started:
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a worker still trying to say goodbye to a scheduler that left
             process.kill()
+            process.wait()
 
 
 def test_a_sweep_through_a_running_scheduler_and_two_workers(tmp_path, processes):

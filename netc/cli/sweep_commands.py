@@ -39,7 +39,8 @@ sweep_app = typer.Typer(
     cls=_RunByDefault,
     help="Hyperparameter and architecture searches: `netc sweep SWEEP.yaml` runs the trials of a sweep file on "
          "Dask (an embedded cluster on this machine, or --scheduler ADDRESS) with Optuna choosing them; "
-         "`netc sweep show FOLDER` prints the leaderboard. Needs netc's 'sweep' extra: pip install -e \".[sweep]\".",
+         "`netc sweep show FOLDER` prints the leaderboard. Needs netc's 'sweep' extra: "
+         "pip install -e \".\\[sweep]\".",  # \\[: a bracket, not rich markup
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -98,7 +99,7 @@ def _eta(seconds: float | None) -> str:
 def _trial_line(record: dict) -> str:
     label = str(record["trial"])
     epochs = len(record.get("epochs") or [])
-    text = (f"trial {label:>4}  {record['status']:<8}  {record['metric']} "
+    text = (f"{'base spec' if label == 'base' else f'trial {label:>3}'}  {record['status']:<8}  {record['metric']} "
             f"{metric_text(record['metric'], record.get('value')):>7}  {epochs:>3} epochs  "
             f"{_seconds(record.get('seconds') or 0.0)}")
     if record.get("params"):
@@ -123,7 +124,7 @@ def _live(progress) -> Group:
         running.add_column(column)
     for run in sorted(progress.running.values(), key=lambda r: (r.label != "base", r.label.zfill(6))):
         running.add_row(*(Text(cell) for cell in (run.label, run.worker.replace("tcp://", ""),
-                                                  f"{run.epoch}/{progress.epochs}", metric_text(metric, run.value),
+                                                  f"{run.epoch}/{run.epochs}", metric_text(metric, run.value),
                                                   _values(run.values))))
     return Group(head, running)
 
@@ -253,7 +254,8 @@ def show(
     info = sweep_folder.info
     records = sweep_folder.records()
     metric, goal = info["metric"]["name"], info["metric"]["goal"]
-    ranked = leaderboard(records, goal)[:top] if top else leaderboard(records, goal)
+    everything = leaderboard(records, goal)
+    ranked = everything[:top] if top else everything
     base = records.get(BASE)
     paths = list(info["space"])
     if format is ShowFormat.json:
@@ -266,13 +268,15 @@ def show(
         rows.append([str(rank) if record["status"] == "complete" else "", str(record["trial"]), record["status"],
                      metric_text(metric, record.get("value")),
                      *(_param(record["params"].get(p)) for p in paths), str(len(record.get("epochs") or [])),
-                     f"{record.get('seconds') or 0.0:.1f}"])
+                     _seconds(record.get("seconds") or 0.0)])
     if base is not None:
         rows.append(["", "base", base["status"], metric_text(metric, base.get("value")),
                      *(_param(_base_value(sweep_folder, p)) for p in paths), str(len(base.get("epochs") or [])),
-                     f"{base.get('seconds') or 0.0:.1f}"])
-    title = (f"sweep {info.get('name')}: {metric} ({goal}), {info.get('method')}, "
-             f"{sum(r['status'] == 'complete' for r in ranked)} complete of {len(ranked)}")
+                     _seconds(base.get("seconds") or 0.0)])
+    counts = {status: sum(r["status"] == status for r in everything) for status in ("complete", "pruned", "failed")}
+    title = (f"sweep {info.get('name')}: {metric} ({goal}), {info.get('method')}; {len(everything)} trials: "
+             + ", ".join(f"{count} {status}" for status, count in counts.items())
+             + (f"; the best {len(ranked)}" if top and top < len(everything) else ""))
     if format is ShowFormat.markdown:
         typer.echo(f"{title}\n")
         typer.echo("| " + " | ".join(headers) + " |")

@@ -167,6 +167,7 @@ class OpDef:
     initialised: Callable | None = None  # (layer, {"weight": array}) -> None: fixes initial values in place
     constant: Callable | None = None  # layer -> {"weight": index}: entries never trained (a padding row); gradcheck skips them
     hyper: Callable | None = None  # layer -> {"p": 0.25}: hyperparameters its emitters read from H (e.hyper), not the source
+    initializer: Callable | None = None  # (layer, tensor name) -> Initializer: an op's own choice per tensor (rnn: U(±1/sqrt(H)))
 
     def is_(self, category: str) -> bool:
         return category in self.categories

@@ -46,7 +46,12 @@ def initial_values(graph, seed: int) -> dict[str, np.ndarray]:
     values = {}
     default_weight = XavierUniform(type="xavier_uniform")
     for node in graph.owners:
-        for pname, shape in node.param_shapes.items():
+        choose = REGISTRY[node.op].initializer
+        for k, (pname, shape) in enumerate(node.param_shapes.items()):
+            if choose is not None:  # the op names each tensor's initializer (recurrent layers: PyTorch's rule)
+                rng = np.random.default_rng([seed, node.index, 2 + k])
+                values[f"{node.name}.{pname}"] = sample(choose(node.layer, pname), shape, rng)
+                continue
             rng = np.random.default_rng([seed, node.index, 0 if pname == "weight" else 1])
             if pname == "weight":
                 init = node.layer.weight_init or default_weight

@@ -80,6 +80,18 @@ loss:
   - {op: cross_entropy, input: head, target: y, weight: 0.5}
 train: {batch: 4}
 """,
+    # the recurrent cells (one kernel pair serves all three): every step of an lstm into a gru
+    "recurrent": """
+  seq: {shape: [3, 2]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: l, op: lstm, hidden: 3, sequences: true}
+  - {name: g, op: gru, hidden: 2}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 4}
+""",
 }
 
 

@@ -151,7 +151,6 @@ def embedded(workers: int | None = None, dashboard: bool = False, memory_limit: 
     _quiet_logs()
     count = workers or cores()
     settings = {"distributed.scheduler.allowed-failures": 0,  # the sweep retries a lost trial itself
-                "distributed.worker.daemon": False,
                 "distributed.admin.tick.limit": "1h"}  # a long compile in a worker is not a hang
     with dask.config.set(settings), _sigint_ignored():
         local = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",

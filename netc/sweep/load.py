@@ -62,10 +62,6 @@ def _name_from(stem: str) -> str:
     return name if name and not name[0].isdigit() else f"sweep_{name}"
 
 
-def is_sweep_data(data) -> bool:
-    return isinstance(data, dict) and VERSION_KEY in data
-
-
 def _check_version(data, smap: SourceMap) -> None:
     if not isinstance(data, dict) or VERSION_KEY not in data:
         raise SpecErrors(Diagnostic("E-VERSION", f"missing the format version '{VERSION_KEY}'", smap.locate(()),
@@ -99,7 +95,7 @@ def load_sweep_text(text: str | bytes, file: str = "<string>", base_dir: Path | 
     if not broken & set(sweep.fixed):
         problems += _fixed_problems(loaded) or (_space_problems(loaded, broken) if check_space else [])
     if problems:
-        raise SpecErrors(problems)
+        raise SpecErrors(sorted(problems, key=lambda d: (d.location.line, d.location.col)))
     return loaded
 
 

@@ -75,7 +75,8 @@ class Dimension(Model):
     def _one_kind(self):
         given = [kind for kind in KINDS if self.values_of(kind) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of {', '.join(KINDS)}" + (f" (got {', '.join(given)})" if given else ""))
+            got = f" (got {', '.join(given)})" if given else ""
+            raise ValueError(f"give exactly one of {', '.join(KINDS)}{got}")
         kind = given[0]
         low_high = self.values_of(kind) if kind != "choice" else None
         if low_high is not None and not low_high[0] < low_high[1]:

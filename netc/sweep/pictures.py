@@ -95,7 +95,7 @@ def draw_params(folder: SweepFolder, out: Path | None = None) -> Path | None:
 
 def draw_parallel(folder: SweepFolder, out: Path | None = None) -> Path | None:
     """Parallel coordinates: one vertical axis per spec path and one for the metric; a line per finished
-    trial, colored by its metric (the best one in red)."""
+    trial, colored by its rank (yellow: the best; the very best in red; dashed: pruned)."""
     import matplotlib as mpl
 
     from netc.viz.figures import new_figure, save
@@ -132,14 +132,16 @@ def draw_parallel(folder: SweepFolder, out: Path | None = None) -> Path | None:
     span = (high - low) or 1.0
     scaled[metric] = [(v - low) / span for v in values]
     ticks[metric] = [(0.0, f"{low:.4g}"), (0.5, f"{(low + high) / 2:.4g}"), (1.0, f"{high:.4g}")]
-    colormap = mpl.colormaps["viridis" if goal == "maximize" else "viridis_r"]
+    # colored by rank, not by value: one diverged trial would otherwise paint every other line alike
+    colormap = mpl.colormaps["viridis"]
+    better_first = sorted(range(len(trials)), key=lambda i: -values[i] if goal == "maximize" else values[i])
+    shade = {i: 1.0 - rank / max(len(trials) - 1, 1) for rank, i in enumerate(better_first)}
     best = best_record(records, goal)
-    order = sorted(range(len(trials)), key=lambda i: scaled[metric][i] if goal == "maximize" else -scaled[metric][i])
-    for i in order:
+    for i in reversed(better_first):  # the better lines on top
         record = trials[i]
         ys = [scaled[column][i] for column in columns]
         is_best = best is not None and record["trial"] == best["trial"]
-        ax.plot(range(len(columns)), ys, color=BEST_COLOR if is_best else colormap(scaled[metric][i]),
+        ax.plot(range(len(columns)), ys, color=BEST_COLOR if is_best else colormap(shade[i]),
                 linewidth=2.4 if is_best else 1.0, alpha=1.0 if is_best else 0.75,
                 linestyle="--" if record["status"] == "pruned" else "-", zorder=3 if is_best else 2)
     for x, column in enumerate(columns):

@@ -62,6 +62,7 @@ class Running:
     epoch: int = 0
     value: float | None = None
     spec_text: str = ""
+    epochs: int = 0  # of the trial's spec
 
 
 @dataclass
@@ -79,7 +80,6 @@ class Progress:
     slots: int = 1
     started: float = field(default_factory=time.monotonic)
     walls: list[float] = field(default_factory=list)  # seconds each trial of this process took, submit to result
-    epochs: int = 0  # of the base spec (after fixed): the live table's "epoch k/n"
 
     @property
     def done(self) -> int:
@@ -198,9 +198,7 @@ class Runner:
                 tell(study, again(study, frozen), record["status"], record.get("value"), record.get("message", ""))
 
     def _progress(self, records: dict[str, dict]) -> Progress:
-        _, base = self.loaded.trial({}, "base", check_graph=False)
-        progress = Progress(self.sweep.trial_count, self.sweep.metric.name, self.sweep.metric.direction,
-                            epochs=base.spec.train.epochs)
+        progress = Progress(self.sweep.trial_count, self.sweep.metric.name, self.sweep.metric.direction)
         for label, record in records.items():
             if label == BASE:
                 progress.base = record
@@ -226,7 +224,7 @@ class Runner:
         info = folder.info
         token = info["token"]
         self.topic = f"netc-sweep-{token[:12]}-{secrets.token_hex(4)}"  # this run's: a resume starts afresh
-        self.stop_event = f"netc-sweep-{token}-stop"
+        self.stop_event = f"{self.topic}-stop"
         self.folder, self.study, self.cluster, self.progress = folder, study, cluster, progress
         if cluster.dashboard:
             self.on_note(f"dashboard: {cluster.dashboard}")
@@ -318,17 +316,18 @@ class Runner:
     def _start(self, run: Running) -> None:
         """Resolve and validate the trial's spec here; an invalid one is failed without a worker."""
         try:
-            text, _ = self.loaded.trial(run.values, f"trial {run.label}")
+            text, spec = self.loaded.trial(run.values, f"trial {run.label}")
         except NetcError as exc:
             self._finish(run, {"status": "failed", "message": " / ".join(d.message for d in exc.diagnostics),
                                "epochs": [], "seconds": 0.0, "worker": "", "host": socket.gethostname()})
             return
-        run.spec_text = text
+        run.spec_text, run.epochs = text, spec.spec.train.epochs
         self._submit(run)
 
     def _submit(self, run: Running) -> None:
         if not run.spec_text:
-            run.spec_text, _ = self.loaded.trial(run.values, "base")
+            run.spec_text, spec = self.loaded.trial(run.values, "base")
+            run.epochs = spec.spec.train.epochs
         prune = self.sweep.prune if run.trial is not None else None
         reply = f"{self.topic}-{run.label}-{run.attempt}" if prune is not None else None
         job = TrialJob(label=run.label, attempt=run.attempt, values=run.values, spec_text=run.spec_text,
@@ -360,11 +359,11 @@ class Runner:
             return
         if run.value is not None:
             run.trial.report(float(run.value), run.epoch)
-        if prune.after_epochs <= run.epoch < self.progress.epochs:  # the worker waits for this answer
+        if prune.after_epochs <= run.epoch < run.epochs:  # the worker waits for this answer
             from distributed import Queue
 
             decision = "prune" if run.value is not None and run.trial.should_prune() else "go"
-            Queue(f"{self.topic}-{run.label}-{run.attempt}", client=self.cluster.client).put(decision)
+            Queue(f"{self.topic}-{run.label}-{run.attempt}", client=self.cluster.client).put(f"{run.epoch}:{decision}")
 
     def _on_done(self, future) -> None:
         run = self._futures.pop(future, None)

@@ -133,23 +133,30 @@ class _Channel:
             self.worker.log_event(self.job.topic, {"kind": kind, "label": self.job.label,
                                                    "attempt": self.job.attempt, **fields})
 
-    def decision(self) -> str:
-        """'prune' or 'go', as the client decided for the epoch just reported."""
+    def decision(self, epoch: int) -> str:
+        """'prune' or 'go', as the client decided for `epoch` (answers for earlier epochs that came too late
+        are passed over)."""
         if self.worker is None or self.job.reply is None:
             return "go"
         from distributed import Queue
 
+        deadline = time.monotonic() + DECISION_TIMEOUT
         try:
-            return str(Queue(self.job.reply).get(timeout=DECISION_TIMEOUT))
+            while time.monotonic() < deadline:
+                answer = str(Queue(self.job.reply).get(timeout=max(deadline - time.monotonic(), 0.001)))
+                about, _, decision = answer.partition(":")
+                if about == str(epoch):
+                    return decision
         except Exception:  # no answer (the client is gone): go on, the outcome is still recorded
-            return "go"
+            pass
+        return "go"
 
-    def stopped(self, force: bool = False) -> bool:
+    def stopped(self) -> bool:
         """Whether the sweep was stopped (asked at most every STOP_CHECK_SECONDS)."""
         if self.worker is None or self.job.stop is None:
             return False
         now = time.monotonic()
-        if not force and now - self._checked < STOP_CHECK_SECONDS:
+        if now - self._checked < STOP_CHECK_SECONDS:
             return False
         self._checked = now
         from distributed import Event
@@ -186,10 +193,10 @@ def run_trial(job: TrialJob) -> dict:
         outcome["epochs"].append(fields)
         channel.emit("epoch", epoch=record.epoch, value=fields.get(job.metric))
         trainer = holder["trainer"]
-        if channel.stopped(force=True):
+        if channel.stopped():
             trainer.interrupted, holder["why"] = True, "stopped"
         elif job.prune_from is not None and job.prune_from <= record.epoch < trainer.spec.train.epochs:
-            if channel.decision() == "prune":
+            if channel.decision(record.epoch) == "prune":
                 trainer.interrupted, holder["why"] = True, "pruned"
 
     def on_progress(*args) -> None:
