@@ -10,6 +10,8 @@ its output compared with what the page shows.
   everything else must match exactly. A line `...` in the shown output stands for any number of
   lines.
 - ```yaml after `<!-- docs-test: same-as: PATH -->`: the same YAML data as that file.
+- ```text after `<!-- docs-test: excerpt-of: PAGE -->`: lines of that page's (checked) blocks, in order:
+  a page quotes another's output without running it twice.
 
 Each page runs in its own temporary work folder holding copies of specs/ and examples/, its
 blocks in order (a later block may use an earlier one's run folder); `netc` is the script next
@@ -297,8 +299,9 @@ def test_every_block_not_run_is_listed_with_its_reason():
     transcripts = [b.page for b in RUNNABLE if b.lang == "console" and not commands(b)]
     assert transcripts == [page for page, _ in TRANSCRIPTS]
     for block in BLOCKS:  # a misspelt marker would run or skip a block the wrong way
-        assert block.marker is None or block.marker[0] in ("skip", "needs", "same-as"), block.id
+        assert block.marker is None or block.marker[0] in ("skip", "needs", "same-as", "excerpt-of"), block.id
         assert block.marker is None or block.marker[0] != "same-as" or block.lang == "yaml", block.id
+        assert block.marker is None or block.marker[0] != "excerpt-of" or block.lang == "text", block.id
 
 
 def test_masks_hide_timing_and_cache_state_but_not_results():
@@ -320,6 +323,15 @@ def test_the_pages_have_blocks_to_run():
 def test_yaml_quoted_from_a_file_is_that_file(block):
     quoted = yaml.safe_load("\n".join(block.lines))
     assert quoted == yaml.safe_load((ROOT / block.marker[1]).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.marker and b.marker[0] == "excerpt-of"], ids=lambda b: b.id)
+def test_an_excerpt_quotes_the_lines_of_the_page_it_names(block):
+    source = [line.rstrip() for b in BLOCKS if b.page == block.marker[1] for line in b.lines]
+    at = 0
+    for line in block.lines:
+        assert line.rstrip() in source[at:], f"{block.id}: {line!r} is not in {block.marker[1]} (after line {at})"
+        at = source.index(line.rstrip(), at) + 1
 
 
 def test_readme_ci_snippets_match_the_hook_and_the_action():

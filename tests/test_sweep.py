@@ -190,6 +190,7 @@ optuna = pytest.importorskip("optuna")
 
 
 def test_random_draws_depend_only_on_the_trial_number(tmp_path):
+    pytest.importorskip("optuna")
     from netc.sweep.study import open_study
 
     loaded = load_sweep(sweep_file(tmp_path, """
@@ -210,6 +211,34 @@ def test_random_draws_depend_only_on_the_trial_number(tmp_path):
         draws.append([t.params for t in trials])
     assert draws[0] == draws[1] and draws[0][0] != draws[0][1]
     assert all(8 <= d["layers[fc1].out"] <= 64 and d["layers[fc1].out"] % 8 == 0 for d in draws[0])
+
+
+def test_a_trial_killed_in_the_middle_of_its_draws_gets_the_rest_on_resume(tmp_path):
+    """SIGKILL between two of a trial's draws leaves it running with some values: a resumed sweep draws
+    the others as the unbroken sweep did (random: from (seed, trial, path))."""
+    pytest.importorskip("optuna")
+    from netc.sweep.space import distributions
+    from netc.sweep.study import again, open_study, unfinished
+
+    loaded = load_sweep(sweep_file(tmp_path, """
+        metric: {name: eval_accuracy}
+        method: random
+        trials: 5
+        seed: 3
+        space:
+          optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}
+          layers[fc1].out: {int: [8, 64], step: 8}
+        """))
+    space = distributions(loaded.sweep)
+    (tmp_path / "whole").mkdir()
+    whole = open_study(tmp_path / "whole", loaded.sweep).ask(space).params
+    (tmp_path / "killed").mkdir()
+    study = open_study(tmp_path / "killed", loaded.sweep)
+    study.ask({"optimizer.lr": space["optimizer.lr"]})  # the kill came before layers[fc1].out was drawn
+    (frozen,) = unfinished(open_study(tmp_path / "killed", loaded.sweep))
+    assert set(frozen.params) == {"optimizer.lr"}
+    _, values = again(study, frozen, loaded.sweep)
+    assert values == whole
 
 
 # ---------------------------------------------------------------------------------------- on a LocalCluster

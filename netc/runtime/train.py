@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +191,12 @@ class Trainer:
         result.start_epoch = start_epoch
         train = self.model.prepare(self.train_data.arrays)
         evaluation = self.model.prepare(self.eval_data.arrays) if self.eval_data is not None else None
+        # Ctrl-C ends the run at a chunk boundary; Python installs handlers only in the main thread (a run
+        # in another thread, e.g. a sweep's trial on a Dask worker, is stopped through `interrupted`)
+        handles = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_interrupt)
+        if handles:
+            signal.signal(signal.SIGINT, self._on_interrupt)
         history = self._history()  # the epochs before this process (a resumed run's), as metrics.jsonl has them
         try:
             for epoch in range(start_epoch, self.spec.train.epochs):
@@ -210,7 +215,8 @@ class Trainer:
                     break
             result.stopped_early = self._stop_epoch(history)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            if handles:
+                signal.signal(signal.SIGINT, previous)
         checkpoints = self.spec.train.checkpoints
         if checkpoints is not None and checkpoints.best is not None:
             epoch = best_epoch(history, checkpoints.best)

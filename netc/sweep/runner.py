@@ -195,7 +195,8 @@ class Runner:
         for frozen in unfinished(study):
             record = records.get(str(frozen.number))
             if record is not None and record.get("status") in ("complete", "pruned", "failed"):
-                tell(study, again(study, frozen), record["status"], record.get("value"), record.get("message", ""))
+                tell(study, again(study, frozen, self.sweep)[0], record["status"], record.get("value"),
+                     record.get("message", ""))
 
     def _progress(self, records: dict[str, dict]) -> Progress:
         progress = Progress(self.sweep.trial_count, self.sweep.metric.name, self.sweep.metric.direction)
@@ -287,7 +288,7 @@ class Runner:
             while len(self._futures) < progress.slots and (reruns or self._in_study < progress.total):
                 if reruns:
                     frozen = reruns.pop(0)
-                    trial, values = again(self.study, frozen), dict(frozen.params)
+                    trial, values = again(self.study, frozen, self.sweep)
                 else:
                     trial = ask(self.study, self.sweep)
                     values = dict(trial.params)

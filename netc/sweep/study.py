@@ -102,11 +102,18 @@ def unfinished(study) -> list:
     return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
-def again(study, frozen):
-    """A Trial object for a trial of the study that is still running (to report to and tell)."""
+def again(study, frozen, sweep: Sweep):
+    """A Trial object for a trial of the study that is still running (to report to and tell), and its
+    values: those it had drawn, and the ones a kill in the middle of `ask` left undrawn, drawn now (by
+    the sampler: a grid point from the queue, a random value from (seed, trial, path) as before)."""
     from optuna.trial import Trial
 
-    return Trial(study, frozen._trial_id)
+    trial = Trial(study, frozen._trial_id)
+    values = dict(frozen.params)
+    for path, distribution in distributions(sweep).items():
+        if path not in values:
+            values[path] = trial._suggest(path, distribution)  # Optuna's own step of Trial.suggest_*
+    return trial, values
 
 
 def tell(study, trial, status: str, value: float | None, message: str = "") -> None:

@@ -22,11 +22,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,21 +60,6 @@ def trial_dir_name(label: str) -> str:
     return label if not label.isdigit() else f"{int(label):04d}"
 
 
-class _MainThreadSignals:
-    """`signal` as netc.runtime.train sees it inside a worker: a Dask task runs in a thread, where
-    Python refuses to install signal handlers. Installing one is done in the main thread and
-    skipped elsewhere (Ctrl-C reaches a trial through the sweep's stop event instead)."""
-
-    def __getattr__(self, name):
-        return getattr(signal, name)
-
-    @staticmethod
-    def signal(signum, handler):
-        if threading.current_thread() is threading.main_thread():
-            return signal.signal(signum, handler)
-        return signal.getsignal(signum)
-
-
 def prepare_worker() -> dict:
     """Ready this worker process for trials (run once per worker by the client, and again by every
     trial): one thread for Numba and BLAS, no background compiles, netc's training code imported.
@@ -86,10 +69,8 @@ def prepare_worker() -> dict:
     import numba
 
     numba.set_num_threads(1)  # for this thread (a worker may run tasks on several)
-    from netc.runtime import train
+    from netc.runtime import train  # noqa: F401  (imported once per worker, not per trial)
 
-    if train.signal is signal:
-        train.signal = _MainThreadSignals()
     return {"pid": os.getpid(), "host": socket.gethostname(), "numba_threads": numba.get_num_threads()}
 
 
