@@ -232,3 +232,20 @@ def test_the_cli_shows_each_loss_in_the_epoch_line(tmp_path):
     assert shown in line, line
     assert "Loss: cross_entropy(fc2, label) + 0.3 × cross_entropy(aux, label)." in \
         CliRunner().invoke(app, ["inspect", str(spec)]).output
+
+
+def test_a_run_folder_from_before_a_defaulted_field_resumes(tmp_path):
+    """spec.yaml of a run started before `loss.weight` (and `blocks:`) existed lacks them: the resumed
+    spec, with their defaults, is the same spec."""
+    from netc.runtime.train import Overrides, Trainer
+    from netc.spec import load_spec
+
+    xor = Path(__file__).resolve().parent.parent / "specs" / "xor.yaml"
+    Trainer(load_spec(xor), Overrides(epochs=2), run_dir=tmp_path / "run", tier="python").run()
+    saved = tmp_path / "run" / "spec.yaml"
+    old = saved.read_text().replace("  weight: 1.0\n", "").replace("blocks: {}\n", "")
+    assert "weight: 1.0" not in old and "blocks:" not in old and old != saved.read_text()
+    saved.write_text(old)
+    result = Trainer(load_spec(xor), Overrides(epochs=3), run_dir=tmp_path / "run", resume=True,
+                     tier="python").run()
+    assert result.start_epoch == 2 and [r.epoch for r in result.epochs] == [3]
