@@ -249,3 +249,40 @@ def test_a_run_folder_from_before_a_defaulted_field_resumes(tmp_path):
     result = Trainer(load_spec(xor), Overrides(epochs=3), run_dir=tmp_path / "run", resume=True,
                      tier="python").run()
     assert result.start_epoch == 2 and [r.epoch for r in result.epochs] == [3]
+
+
+SHARED_BUFFER = """\
+netc: 1
+name: shared
+inputs:
+  x: {shape: [3]}
+  t: {shape: [3]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: z, op: linear, in: x, out: 3}
+  - {name: logp, op: log_softmax}
+  - {name: h, op: identity, in: z}
+loss:
+  - {op: nll, input: logp, target: y}
+  - {op: mse, input: z, target: t, weight: 0.1}
+  - {op: mse, input: h, target: t, weight: 0.7}
+train: {batch: 4, dtype: float64}
+"""
+
+
+def test_losses_whose_gradients_meet_in_one_buffer_add_up():
+    """nll fused into its log_softmax writes d/dz, mse on z writes d/dz, and mse on a view of z writes
+    the same buffer: each after the first adds its weighted share (written over, the first was lost)."""
+    graph = build_graph(load_spec_text(SHARED_BUFFER, "shared.yaml"))
+    model = Model(graph, dtype="float64")
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(4, 3)), "t": rng.normal(size=(4, 3)), "y": rng.integers(0, 3, 4)}
+    _, grads = model.loss_and_gradients(data)
+    w, b = model.get_weights()["z.weight"], model.get_weights()["z.bias"]
+    z = data["x"] @ w.T + b
+    p = np.exp(_log_softmax(z))
+    dz = (p - np.eye(3)[data["y"]]) / 4 + (0.1 + 0.7) * (z - data["t"]) / 4
+    np.testing.assert_allclose(grads["z.weight"], dz.T @ data["x"], rtol=1e-12)
+    np.testing.assert_allclose(grads["z.bias"], dz.sum(axis=0), rtol=1e-12)
+    for tensor in gradcheck(graph, data, max_entries=12):
+        assert tensor.max_rel_error < 1e-6, tensor

@@ -436,24 +436,29 @@ def loss_value(i: int) -> str:
 
 
 def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
-    """The losses' kernel calls, ending in `return <total>, <correct>`: one call for a single loss;
-    for several, each loss's value and gradient scaled by its weight (H), the first one's correct count."""
+    """The losses' kernel calls, ending in `return <total>, <correct>`: one call for a single loss.
+    For several, each loss writes its gradient and scales it by its weight (H), or, where an earlier
+    loss's gradient went (the same buffer: an nll fused into its log_softmax and an mse on the logits,
+    a loss on a view of another's input), adds its weight times its gradient; then the weighted total
+    and the first one's correct count. (Scaling in a kernel of its own keeps the bits the same in both
+    tiers: a multiply inside the loss kernel is re-associated differently once inlined.)"""
     calls = []
     for loss in losses:
         k = numel(e.graph.shape_of(loss.input))
         scores = e.val(loss.input, (k,))
         grad = e.grad(loss.grad_target, (k,))
-        e.acc(loss.grad_target)
+        adds = e.acc(loss.grad_target) != lit(False)
         target = e.labels() if loss.target == e.graph.label_input else e.val(loss.target, (k,))
-        calls.append((f"{loss.kind}({scores}, {target}, {grad}, need_grad)", grad, loss.weight))
-    if len(calls) == 1 and calls[0][2] is None:
+        weight = e.hyper(loss.weight) if adds else e.number(1.0)
+        calls.append((f"{loss.kind}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))
+    if len(losses) == 1 and losses[0].weight is None:
         e.line(f"return {calls[0][0]}")
         return
-    for i, (call, _, _) in enumerate(calls):
+    for i, (call, grad, loss, adds) in enumerate(calls):
         e.line(f"{loss_value(i)}, {'correct' if i == 0 else f'correct_{i}'} = {call}")
-    e.line("if need_grad:")
-    for grad, weight in ((grad, weight) for _, grad, weight in calls):
-        e.line(f"    scale_gradient({grad}, {e.hyper(weight)})")
+        if not adds:
+            e.line("if need_grad:")
+            e.line(f"    scale_gradient({grad}, {e.hyper(loss.weight)})")
     # the sum in a kernel: written in the glue, Numba may fuse it into FMAs that the Python tier does not do
     values = ", ".join(loss_value(i) for i in range(len(calls)))
-    e.line(f"return weighted_total(({values},), {e.hypers([weight for _, _, weight in calls])}), correct")
+    e.line(f"return weighted_total(({values},), {e.hypers([loss.weight for loss in losses])}), correct")

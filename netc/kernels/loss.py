@@ -1,5 +1,7 @@
 """Losses, averaged over the batch. Each returns (mean loss, correct predictions) and,
-when need_grad, writes the gradient of the mean loss into its input's gradient buffer."""
+when need_grad, writes the gradient of the mean loss into its input's gradient buffer, times
+`weight` (1.0: as it is; a weighted loss's own buffer is scaled after, by scale_gradient), or adds
+`weight` times it there (`acc`: another loss of the spec wrote that buffer first)."""
 
 import numpy as np
 
@@ -16,7 +18,16 @@ def _argmax_row(z, s):
 
 
 @kernel
-def cross_entropy(z, labels, dz, need_grad):
+def _put(d, s, j, g, weight, acc):
+    # the loss's share of the gradient: weight 1.0 leaves g as it is (a single loss's plan)
+    if acc:
+        d[s, j] += g * weight
+    else:
+        d[s, j] = g * weight
+
+
+@kernel
+def cross_entropy(z, labels, dz, need_grad, weight, acc):
     # z (n, K) logits, labels (n,) int64, dz (n, K): softmax(z) - onehot, over n
     n, k = z.shape
     total = 0.0
@@ -35,12 +46,12 @@ def cross_entropy(z, labels, dz, need_grad):
         if need_grad:
             for j in range(k):
                 p = np.exp(z[s, j] - m) / norm
-                dz[s, j] = (p - (1.0 if j == label else 0.0)) / n
+                _put(dz, s, j, (p - (1.0 if j == label else 0.0)) / n, weight, acc)
     return total / n, correct
 
 
 @kernel
-def nll_after_log_softmax(logp, labels, dz, need_grad):
+def nll_after_log_softmax(logp, labels, dz, need_grad, weight, acc):
     """NLL fused with the log_softmax before it: writes d loss / d(log_softmax input) = (exp(logp) - onehot) / n."""
     n, k = logp.shape
     total = 0.0
@@ -52,12 +63,12 @@ def nll_after_log_softmax(logp, labels, dz, need_grad):
             correct += 1
         if need_grad:
             for j in range(k):
-                dz[s, j] = (np.exp(logp[s, j]) - (1.0 if j == label else 0.0)) / n
+                _put(dz, s, j, (np.exp(logp[s, j]) - (1.0 if j == label else 0.0)) / n, weight, acc)
     return total / n, correct
 
 
 @kernel
-def mse(y, t, dy, need_grad):
+def mse(y, t, dy, need_grad, weight, acc):
     # y, t (n, F): loss = mean over samples of 1/2 * sum_j (y - t)^2; no accuracy
     n, f = y.shape
     total = 0.0
@@ -66,12 +77,12 @@ def mse(y, t, dy, need_grad):
             d = y[s, j] - t[s, j]
             total += 0.5 * d * d
             if need_grad:
-                dy[s, j] = d / n
+                _put(dy, s, j, d / n, weight, acc)
     return total / n, 0
 
 
 @kernel
-def mse_onehot(y, labels, dy, need_grad):
+def mse_onehot(y, labels, dy, need_grad, weight, acc):
     # y (n, K), integer labels one-hot encoded
     n, k = y.shape
     total = 0.0
@@ -84,7 +95,7 @@ def mse_onehot(y, labels, dy, need_grad):
             d = y[s, j] - (1.0 if j == label else 0.0)
             total += 0.5 * d * d
             if need_grad:
-                dy[s, j] = d / n
+                _put(dy, s, j, d / n, weight, acc)
     return total / n, correct
 
 
