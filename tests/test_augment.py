@@ -305,3 +305,14 @@ def test_a_run_resumed_mid_epoch_sees_the_same_samples_and_ends_with_the_same_we
     whole, again = load_file(str(tmp_path / "whole" / "last.safetensors")), load_file(str(tmp_path / "broken" / "last.safetensors"))
     for key in whole:
         np.testing.assert_array_equal(whole[key], again[key], err_msg=key)
+
+
+def test_a_regression_target_is_not_augmented_unless_named():
+    """By default every float input the network reads changes, not a target only the losses read."""
+    inputs = {"x": m.InputSpec(shape=[4]), "t": m.InputSpec(shape=[4])}
+    arrays = {"x": np.zeros((6, 4), np.float32), "t": np.zeros((6, 4), np.float32)}
+    rule = m.Augment(noise=0.5)
+    out = augment(arrays, rule, inputs, np.random.default_rng(0), frozenset({"t"}))
+    assert out["t"] is arrays["t"] and not np.array_equal(out["x"], arrays["x"])
+    named = augment(arrays, m.Augment(noise=0.5, inputs=["t"]), inputs, np.random.default_rng(0), frozenset({"t"}))
+    assert not np.array_equal(named["t"], arrays["t"]) and named["x"] is arrays["x"]

@@ -551,3 +551,15 @@ def test_a_sweep_over_tls(tmp_path, processes):
     done = invoke("sweep", sweep, "--scheduler", address, "--out", tmp_path / "out", *tls)
     assert done.exit_code == 0, done.output
     assert [r["status"] for r in records_of(tmp_path / "out")] == ["complete", "complete"]
+
+
+def test_a_record_after_a_line_a_kill_cut_short_stays_readable(tmp_path):
+    from netc.sweep.folder import TRIALS, SweepFolder
+
+    folder = SweepFolder.__new__(SweepFolder)
+    folder.path = tmp_path
+    (tmp_path / TRIALS).write_text('{"trial": 0, "status": "complete"}\n{"trial": 1, "sta')  # killed mid-write
+    folder.append({"trial": 1, "status": "complete"})
+    lines = (tmp_path / TRIALS).read_text().splitlines()
+    assert json.loads(lines[-1]) == {"trial": 1, "status": "complete"} and len(lines) == 3
+    assert folder.records()["1"] == {"trial": 1, "status": "complete"}

@@ -348,7 +348,8 @@ class Trainer:
         depend only on (seed, epoch, chunk), so a run resumed mid-epoch sees the same samples."""
         arrays = {name: values[rows] for name, values in self.train_data.arrays.items()}
         rng = np.random.default_rng([self.spec.train.seed, epoch, chunk, AUGMENT_STREAM])
-        return self.model.prepare(augment(arrays, self.spec.data.augment, self.spec.inputs, rng))
+        only_targets = frozenset(loss.target for loss in self.spec.losses if not self.graph.consumers(loss.target))
+        return self.model.prepare(augment(arrays, self.spec.data.augment, self.spec.inputs, rng, only_targets))
 
     def _check_finite(self, result: EpochResult, epoch: int, start: int) -> None:
         if not result.diverged:

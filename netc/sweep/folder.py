@@ -156,10 +156,16 @@ class SweepFolder:
 
     # ------------------------------------------------------------------ writing
     def append(self, record: dict) -> None:
-        """One line, written and flushed at once."""
+        """One line, written and flushed at once; after a line a kill cut short, on a line of its own
+        (the fragment stays unreadable, and is skipped; this record is not glued to it)."""
         path = self.path / TRIALS
-        with guarded_write(path, "the trial log"), open(path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        with guarded_write(path, "the trial log"), open(path, "a+b") as handle:
+            handle.seek(0, os.SEEK_END)
+            if handle.tell():
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")
+            handle.write((json.dumps(record) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())
 

@@ -34,10 +34,11 @@ AUGMENT_STREAM = 1  # a last seed word for augment, so its draws differ from the
 
 
 def augment(arrays: dict[str, np.ndarray], rule: m.Augment, inputs: dict[str, m.InputSpec],
-            rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """New arrays for the inputs the rule changes; the others (labels included) are the same objects."""
+            rng: np.random.Generator, loss_targets: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """New arrays for the inputs the rule changes (`loss_targets`: float inputs only the losses read,
+    left alone unless `inputs:` names them); the others (labels included) are the same objects."""
     out = dict(arrays)
-    for name in targets(rule, inputs):
+    for name in targets(rule, inputs, loss_targets):
         if name not in arrays:
             continue
         x = arrays[name]
@@ -57,9 +58,11 @@ def augment(arrays: dict[str, np.ndarray], rule: m.Augment, inputs: dict[str, m.
     return out
 
 
-def targets(rule: m.Augment, inputs: dict[str, m.InputSpec]) -> list[str]:
-    """The inputs the rule changes: those it names, or every float input; in the spec's order."""
-    named = rule.inputs if rule.inputs is not None else [n for n, i in inputs.items() if i.dtype == "float32"]
+def targets(rule: m.Augment, inputs: dict[str, m.InputSpec], loss_targets: frozenset[str] = frozenset()) -> list[str]:
+    """The inputs the rule changes: those it names, or every float input but the losses' targets (a
+    regression's target is what the network should output, not a sample to vary); in spec order."""
+    named = rule.inputs if rule.inputs is not None else [
+        n for n, i in inputs.items() if i.dtype == "float32" and n not in loss_targets]
     return [name for name in inputs if name in named]
 
 
