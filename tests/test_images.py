@@ -259,6 +259,17 @@ def test_eval_with_a_class_train_does_not_have(tmp_path, folder):
     assert "the train classes are a, b" in d.hint
 
 
+def test_eval_classes_in_another_order_than_train_are_refused(tmp_path, folder):
+    save(tmp_path / "test" / "a" / "0.png", constant(0))
+    save(tmp_path / "test" / "b" / "0.png", constant(0))
+    with pytest.raises(DataError) as info:
+        load_train_eval(make(tmp_path, "  train: {source: images, path: pics}\n"
+                                       "  eval: {source: images, path: test, classes: [b, a]}"))
+    (d,) = info.value.diagnostics
+    assert "data.eval's classes (b, a) are not data.train's (a, b) in the same order" in d.message
+    assert d.path == "data.eval.classes" and "classes: [a, b]" in d.hint and d.location.line > 0
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -285,3 +296,14 @@ def test_netc_train_on_an_image_folder(tmp_path, monkeypatch):
     assert "done: 10 epochs" in result.stdout and (tmp_path / "runs" / "shades" / "last.safetensors").is_file()
     metrics = (tmp_path / "runs" / "shades" / "metrics.jsonl").read_text().splitlines()
     assert '"train_accuracy": 1.0' in metrics[-1]  # dark and light images: separable
+
+
+def test_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    deep = (np.arange(16).reshape(4, 4) * 4000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    gray = load_image(tmp_path / "deep.png", [1, 4, 4])
+    np.testing.assert_allclose(gray[0], deep * (255 / 65535), rtol=1e-6)
+    rgb = load_image(tmp_path / "deep.png", [3, 4, 4])
+    assert rgb.shape == (3, 4, 4) and (rgb[0] == rgb[2]).all() and rgb[0, 3, 3] == round(60000 * 255 / 65535)

@@ -95,7 +95,13 @@ def load_image(path: str | Path, shape, spec_path: str = "") -> np.ndarray:
     channels, height, width = _image_shape(shape)
     try:
         with Image.open(path) as image:
-            converted = image.convert(_MODES[channels])  # reads the pixels: a truncated file fails here
+            if image.mode.startswith("I;16") or image.mode == "I":
+                # 16-bit grayscale (depth, medical, scientific): scaled to 0..255 as a float image, since
+                # Pillow's own conversion to 8 bits clips every value above 255
+                deep = np.asarray(image, dtype=np.float32) * np.float32(255 / 65535)
+                image = Image.fromarray(deep, mode="F") if channels == 1 else \
+                    Image.fromarray(np.clip(deep + 0.5, 0, 255).astype(np.uint8))
+            converted = image if image.mode == "F" else image.convert(_MODES[channels])  # reads the pixels
         if converted.size != (width, height):
             converted = converted.resize((width, height), Image.Resampling.BILINEAR)
         pixels = np.asarray(converted, dtype=np.float32)
@@ -164,6 +170,15 @@ def _classes(loaded: LoadedSpec, src: m.ImagesSource, folder: Path, origin: Orig
         if name not in present:
             hint = did_you_mean(name, present, f"subfolders of {folder}") if present else f"{folder} has no subfolders"
             raise DataError(Diagnostic(CODE, f"class '{name}' has no folder {folder / name}", where, path, hint))
+    if origin.which == "eval" and isinstance(train, m.ImagesSource):
+        # a label means a class: eval's list must be train's, in train's order (else labels swap silently)
+        wanted = train.classes or _subfolders(resolve(loaded, train.path))
+        if wanted and list(src.classes) != list(wanted):
+            raise DataError(Diagnostic(CODE, f"data.eval's classes ({', '.join(src.classes)}) are not data.train's "
+                                             f"({', '.join(wanted)}) in the same order, so a label would mean another "
+                                             "class in evaluation", loaded.smap.locate(("data", "eval", "classes")),
+                                       f"{origin.path}.classes", f"write `classes: [{', '.join(wanted)}]`, or leave "
+                                       "it out: eval then takes train's classes"))
     return list(src.classes)
 
 
