@@ -563,3 +563,25 @@ def test_a_record_after_a_line_a_kill_cut_short_stays_readable(tmp_path):
     lines = (tmp_path / TRIALS).read_text().splitlines()
     assert json.loads(lines[-1]) == {"trial": 1, "status": "complete"} and len(lines) == 3
     assert folder.records()["1"] == {"trial": 1, "status": "complete"}
+
+
+def test_a_grid_point_queued_but_never_asked_for_runs_once(tmp_path):
+    """Killed between queueing a grid point and asking for it: the resumed sweep asks for that point
+    once, and the next ask is the next point."""
+    pytest.importorskip("optuna")
+    from netc.sweep.study import ask, grid_points, open_study, unfinished
+
+    loaded = load_sweep(sweep_file(tmp_path, """
+        metric: {name: eval_accuracy}
+        method: grid
+        space:
+          layers[fc1].out: {choice: [8, 16, 32, 64]}
+        """))
+    study = open_study(tmp_path, loaded.sweep)
+    ask(study, loaded.sweep)
+    study.enqueue_trial(grid_points(loaded.sweep)[1])  # the kill came here
+    assert unfinished(study) and all(t.number == 0 for t in unfinished(study))
+    second, third = ask(study, loaded.sweep), ask(study, loaded.sweep)
+    assert [second.number, third.number] == [1, 2]
+    points = grid_points(loaded.sweep)
+    assert [second.params, third.params] == points[1:3]

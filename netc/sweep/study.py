@@ -89,17 +89,21 @@ def open_study(folder: Path, sweep: Sweep):
 def ask(study, sweep: Sweep):
     """A new trial with its values drawn (every spec path of the space); on a grid, trial n gets the n-th
     point of `grid_points` (put in Optuna's queue, so the study records it like any other trial)."""
-    if sweep.method == "grid":
+    from optuna.trial import TrialState
+
+    # a point a killed sweep queued but never asked for is still waiting: `ask` takes it (not a second one)
+    if sweep.method == "grid" and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         number = len(study.get_trials(deepcopy=False))
         study.enqueue_trial(grid_points(sweep)[number % sweep.grid_size])
     return study.ask(distributions(sweep))
 
 
 def unfinished(study) -> list:
-    """The trials a killed sweep left running (their numbers and values are kept), oldest first."""
+    """The trials a killed sweep left running (their numbers and values are kept), oldest first. A queued
+    grid point never asked for (WAITING) is not one: the next `ask` takes it."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
 
 
 def again(study, frozen, sweep: Sweep):
