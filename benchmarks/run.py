@@ -46,8 +46,10 @@ WORKLOADS = [
     Workload("MLP 64-128-10, batch 256", "benchmarks/specs/mlp.yaml", 256, 32_768),
     Workload("LeNet-5, batch 64", "benchmarks/specs/lenet5.yaml", 64, 8_192),
     Workload("seed-cnn, batch 32", "specs/seed-cnn.yaml", 32, 1_024),
+    Workload("LSTM T=32 F=32 H=128, batch 32", "benchmarks/specs/lstm.yaml", 32, 2_048),
+    Workload("RNN T=16 H=32 (1 sample/step)", "benchmarks/specs/rnn.yaml", 1, 2_000, per_step=True),
 ]
-KEYS = {"seed-mlp": 0, "mlp32": 1, "mlp256": 2, "lenet5": 3, "seed-cnn": 4}
+KEYS = {"seed-mlp": 0, "mlp32": 1, "mlp256": 2, "lenet5": 3, "seed-cnn": 4, "lstm": 5, "rnn": 6}
 
 
 def load_graph(spec: str, batch: int, lr: float | None):

@@ -13,6 +13,9 @@ from torch import nn
 from netc.ops.conv import conv_geometry
 
 
+_RECURRENT = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
 class GraphModule(nn.Module):
     def __init__(self, graph):
         super().__init__()
@@ -22,6 +25,9 @@ class GraphModule(nn.Module):
             layer = node.layer
             if node.op == "linear":
                 self.layers[node.name] = nn.Linear(node.param_shapes["weight"][1], layer.out, bias=layer.bias)
+            elif node.op in _RECURRENT:  # parameters weight_ih_l0, ... as netc names them
+                self.layers[node.name] = _RECURRENT[node.op](node.param_shapes["weight_ih_l0"][1], layer.hidden,
+                                                             bias=layer.bias, batch_first=True)
             else:  # conv2d
                 kh, kw, sh, sw, ph, pw = conv_geometry(layer, None)
                 self.layers[node.name] = nn.Conv2d(node.param_shapes["weight"][1], layer.filters, (kh, kw),
@@ -41,6 +47,9 @@ class GraphModule(nn.Module):
             op, layer = node.op, node.layer
             if op in ("linear", "conv2d"):
                 y = self.layers[node.param_owner](x)
+            elif op in _RECURRENT:
+                y = self.layers[node.param_owner](x)[0]  # every step's state [N, T, H]
+                y = y if layer.sequences else y[:, -1]
             elif op in ("maxpool2d", "avgpool2d"):
                 kh, kw, sh, sw, ph, pw = conv_geometry(layer, None)
                 if op == "maxpool2d":
