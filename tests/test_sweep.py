@@ -585,3 +585,20 @@ def test_a_grid_point_queued_but_never_asked_for_runs_once(tmp_path):
     assert [second.number, third.number] == [1, 2]
     points = grid_points(loaded.sweep)
     assert [second.params, third.params] == points[1:3]
+
+
+def test_a_sweep_folder_another_sweep_holds_is_refused(tmp_path):
+    from netc.runtime.rundir import hold_lock
+    from netc.sweep.folder import LOCK, SweepFolder
+
+    held = hold_lock(tmp_path / LOCK)  # another sweep's lock (flock: a second open file conflicts)
+    try:
+        with pytest.raises(NetcError) as info:
+            SweepFolder(tmp_path).lock()
+        (d,) = info.value.diagnostics
+        assert f"in use by another netc sweep (PID {os.getpid()})" in d.message and "--out" in d.hint
+    finally:
+        held.close()
+    folder = SweepFolder(tmp_path)
+    folder.lock()  # free again once the holder closes it
+    folder.release()

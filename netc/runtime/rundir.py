@@ -58,6 +58,34 @@ def guarded_write(path: Path, what: str = ""):
                         "files written before (the last checkpoint) are intact") from None
 
 
+class FolderInUse(Exception):
+    """Another process holds a folder's lock file; `holder` is the PID it wrote there."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def hold_lock(path: Path):
+    """The lock file at `path`, opened, locked (flock, released when the file is closed or the process
+    ends) and holding this process's PID; FolderInUse when another process holds it; OSError when it
+    cannot be opened. Run folders and sweep folders share it."""
+    handle = open(path, "a+")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise FolderInUse(holder) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 class RunFolder:
     """A claimed run folder, locked until `release()` (or the end of the process)."""
 
@@ -132,26 +160,14 @@ class RunFolder:
                 marker.write_text(text + "\n")
 
     def _lock(self) -> None:
-        path = self.path / LOCK
         try:
-            handle = open(path, "a+")
+            self._handle = hold_lock(self.path / LOCK)
         except OSError as exc:
             raise run_error(f"cannot use the run folder: {_why(exc)}", self.path,
                             "choose a writable folder with --run-dir") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                handle.close()
-                raise run_error(f"the run folder is in use by another netc run (PID {holder})", self.path,
-                                "wait for that run to end, or choose another --run-dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
+        except FolderInUse as held:
+            raise run_error(f"the run folder is in use by another netc run (PID {held.holder})", self.path,
+                            "wait for that run to end, or choose another --run-dir") from None
 
     def release(self) -> None:
         if self._handle is not None:

@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from netc.errors import Diagnostic, Location, RunError
-from netc.runtime.rundir import guarded_write
+from netc.runtime.rundir import FolderInUse, guarded_write, hold_lock
 from netc.sweep.worker import KEPT_OUT, TOKEN_FILE, TRIALS_DIR, trial_dir_name
 
 TRIALS = "trials.jsonl"
@@ -34,12 +34,6 @@ SPEC_COPY = "spec.yaml"
 BEST = "best"
 LOCK = ".netc-sweep-lock"
 BASE = "base"
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
-
 
 def sweep_error(message: str, where: Path | str, hint: str = "") -> RunError:
     return RunError(Diagnostic("E-SWEEP", message, Location(str(where)), hint=hint))
@@ -91,23 +85,12 @@ class SweepFolder:
 
     def lock(self) -> None:
         try:
-            handle = open(self.path / LOCK, "a+")
+            self._lock = hold_lock(self.path / LOCK)
         except OSError as exc:
             raise sweep_error(f"cannot use the sweep folder: {exc.strerror or exc}", self.path) from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                handle.close()
-                raise sweep_error(f"the sweep folder is in use by another netc sweep (PID {holder})", self.path,
-                                  "wait for it to end, or choose another folder with --out") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock = handle
+        except FolderInUse as held:
+            raise sweep_error(f"the sweep folder is in use by another netc sweep (PID {held.holder})", self.path,
+                              "wait for it to end, or choose another folder with --out") from None
 
     def release(self) -> None:
         if self._lock is not None:
