@@ -150,7 +150,12 @@ def schema(
     ] = None,
 ) -> None:
     """Print the JSON Schema of the spec language (for editors: yaml-language-server, VS Code)."""
-    text = json.dumps(report.spec_schema(), indent=2) + "\n"
+    write_schema(report.spec_schema(), output)
+
+
+def write_schema(schema: dict, output: Path | None) -> None:
+    """A JSON Schema to stdout, or to `output` (E-FILE when it cannot be written)."""
+    text = json.dumps(schema, indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
         return

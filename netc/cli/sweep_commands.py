@@ -22,7 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 from netc.cli.app import app, handle_errors, stderr_console, stdout_console
-from netc.errors import Diagnostic, Location, SpecErrors
 
 
 class _RunByDefault(typer.core.TyperGroup):
@@ -327,15 +326,7 @@ def schema(
                                                    show_default=False)] = None,
 ) -> None:
     """Print the JSON Schema of the sweep file (for editors: yaml-language-server, VS Code)."""
+    from netc.cli.spec_commands import write_schema
     from netc.sweep.model import sweep_schema
 
-    text = json.dumps(sweep_schema(), indent=2) + "\n"
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise SpecErrors(Diagnostic("E-FILE", f"cannot write the schema: {exc.strerror}",
-                                    Location(str(output)))) from None
-    stderr_console().print(f"wrote {output}", markup=False, soft_wrap=True)
+    write_schema(sweep_schema(), output)

@@ -44,15 +44,20 @@ def _bounds(spec: dict) -> tuple[float, float] | None:
     return None
 
 
+def _finished(folder: SweepFolder) -> tuple[dict, str, str, dict, list[dict]]:
+    """(info, metric, goal, records, the trials with a value (complete or pruned), best first)."""
+    info, records = folder.info, folder.records()
+    metric, goal = info["metric"]["name"], info["metric"]["goal"]
+    trials = [r for r in leaderboard(records, goal) if r.get("status") in ("complete", "pruned")
+              and r.get("value") is not None]
+    return info, metric, goal, records, trials
+
+
 def draw_params(folder: SweepFolder, out: Path | None = None) -> Path | None:
     """The metric of each finished trial against each spec path of the space (one panel a path)."""
     from netc.viz.figures import new_figure, save
 
-    info = folder.info
-    records = folder.records()
-    metric, goal = info["metric"]["name"], info["metric"]["goal"]
-    trials = [r for r in leaderboard(records, goal) if r.get("status") in ("complete", "pruned")
-              and r.get("value") is not None]
+    info, metric, goal, records, trials = _finished(folder)
     if not trials:
         return None
     space = info["space"]
@@ -100,11 +105,7 @@ def draw_parallel(folder: SweepFolder, out: Path | None = None) -> Path | None:
 
     from netc.viz.figures import new_figure, save
 
-    info = folder.info
-    records = folder.records()
-    metric, goal = info["metric"]["name"], info["metric"]["goal"]
-    trials = [r for r in leaderboard(records, goal) if r.get("status") in ("complete", "pruned")
-              and r.get("value") is not None]
+    info, metric, goal, records, trials = _finished(folder)
     if not trials:
         return None
     space = info["space"]
