@@ -21,6 +21,11 @@ from netc.errors import Diagnostic, NetcError
 SUMMARY = ("netc - a declarative neural-network compiler for YAML network specs: validate, inspect, schema, "
            "train, eval, predict, gradcheck, time, plot, viz, export, cache, warmup, sweep.")
 
+# True when this process runs one command and leaves (the console script, `python -m netc.cli`), not
+# when the app is called in a longer-lived process (tests, a notebook): work that pays off only in a
+# fresh process (the curves painter) looks here
+OWN_PROCESS = False
+
 app = typer.Typer(
     name="netc",
     help=SUMMARY,

@@ -61,11 +61,24 @@ def train(
                                                    "'tensorboard' extra.")] = False,
 ) -> None:
     """Train a spec: progress, eval each epoch, checkpoints and metrics in a run folder."""
+    from netc.cli import app as cli_app
+    from netc.viz.curves import save_run_curves
+    from netc.viz.painter import CurvesPainter
+
+    # in a process of its own, curves.png is drawn by a painter that imports matplotlib meanwhile
+    draw_curves = CurvesPainter() if cli_app.OWN_PROCESS else save_run_curves
+    try:
+        _train(spec, epochs, lr, batch, seed, run_dir, resume, init, force, quiet, tier, tensorboard, draw_curves)
+    finally:
+        if isinstance(draw_curves, CurvesPainter):
+            draw_curves.close()
+
+
+def _train(spec, epochs, lr, batch, seed, run_dir, resume, init, force, quiet, tier, tensorboard, draw_curves):
     import time
 
     from netc.runtime.rundir import RUN_FILES
     from netc.runtime.train import Overrides, Trainer
-    from netc.viz import save_run_curves
 
     out = stdout_console()
     log = not out.is_terminal  # a pipe or a log file: plain lines instead of a live progress bar
@@ -118,7 +131,7 @@ def train(
         require_tensorboardx()
     trainer = Trainer(load_spec(spec), Overrides(epochs, lr, batch, seed), run_dir=run_dir, resume=resume,
                       init=str(init) if init else None, on_progress=on_progress, on_epoch=on_epoch, on_init=on_init,
-                      on_resume=on_resume, force=force, on_finish=save_run_curves, tier=tier.value)
+                      on_resume=on_resume, force=force, on_finish=draw_curves, tier=tier.value)
     if tensorboard:
         board = TensorBoardLog(trainer.run_dir, trainer.model.get_weights)
     with progress, board or contextlib.nullcontext():  # the event file is closed however the run ends

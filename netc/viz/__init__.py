@@ -35,36 +35,23 @@ Modules: drawing apart from the data it draws.
     confusion        the confusion matrix of an evaluation
 """
 
-from netc.viz.confusion import ConfusionResult, confusion_picture, plot_confusion
-from netc.viz.curves import CurvesResult, plot_curves, plot_runs, read_metrics, save_run_curves
-from netc.viz.errors import CODE, VizError
-from netc.viz.fields import (
-    ReceptiveField,
-    StrongestPatches,
-    layer_activations,
-    read_patch,
-    receptive_field,
-    stored_tensor,
-    strongest_patches,
-)
-from netc.viz.figures import DPI, PICTURE_FORMATS, Picture
-from netc.viz.filters import FiltersResult, filters_from_checkpoint, plot_filters
-from netc.viz.patches import PatchesResult, plot_patches
-from netc.viz.projection import (
-    Occlusion,
-    Projector,
-    Runner,
-    class_probabilities,
-    input_gradients,
-    keep_units,
-    occlusion,
-    reconstruct,
-    saliency,
-    score_tensor,
-    stored_output,
-)
-from netc.viz.reconstructions import Reconstructions, ReconstructResult, plot_reconstructions, top_reconstructions
-from netc.viz.sensitivity import OcclusionResult, SaliencyResult, plot_occlusion, plot_saliency
+# every public name and the module it lives in: imported on first use (PEP 562), so importing one
+# module of netc.viz (the curves painter imports netc.viz.curves) does not import the compiler
+_EXPORTS = {
+    **dict.fromkeys(('ConfusionResult', 'confusion_picture', 'plot_confusion'), 'confusion'),
+    **dict.fromkeys(('CurvesResult', 'plot_curves', 'plot_runs', 'read_metrics', 'save_run_curves'), 'curves'),
+    **dict.fromkeys(('CODE', 'VizError'), 'errors'),
+    **dict.fromkeys(('ReceptiveField', 'StrongestPatches', 'layer_activations', 'read_patch',
+        'receptive_field', 'stored_tensor', 'strongest_patches'), 'fields'),
+    **dict.fromkeys(('DPI', 'PICTURE_FORMATS', 'Picture'), 'figures'),
+    **dict.fromkeys(('FiltersResult', 'filters_from_checkpoint', 'plot_filters'), 'filters'),
+    **dict.fromkeys(('PatchesResult', 'plot_patches'), 'patches'),
+    **dict.fromkeys(('Occlusion', 'Projector', 'Runner', 'class_probabilities', 'input_gradients',
+        'keep_units', 'occlusion', 'reconstruct', 'saliency', 'score_tensor', 'stored_output'), 'projection'),
+    **dict.fromkeys(('Reconstructions', 'ReconstructResult', 'plot_reconstructions', 'top_reconstructions'),
+                    'reconstructions'),
+    **dict.fromkeys(('OcclusionResult', 'SaliencyResult', 'plot_occlusion', 'plot_saliency'), 'sensitivity'),
+}
 
 __all__ = [
     "CODE", "DPI", "PICTURE_FORMATS",
@@ -77,3 +64,15 @@ __all__ = [
     "receptive_field", "reconstruct", "saliency", "save_run_curves", "score_tensor", "stored_output",
     "stored_tensor", "strongest_patches", "top_reconstructions",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(f"netc.viz.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'netc.viz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
