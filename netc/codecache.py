@@ -187,9 +187,11 @@ class FunctionCache(caching.FunctionCache):
 
     _impl_class = _CacheImpl
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, variant: str = ""):
         super().__init__(py_func)
-        self._cache_file = _CheckedFile(self._cache_path, self._impl.filename_base,
+        # a variant (one function compiled with other flags) has files of its own: Numba's key holds
+        # neither the flags nor the variant, so the two would overwrite each other's entries
+        self._cache_file = _CheckedFile(self._cache_path, self._impl.filename_base + (f".{variant}" if variant else ""),
                                         self._impl.locator.get_source_stamp())
 
     def load_overload(self, sig, target_context):
@@ -209,10 +211,11 @@ class FunctionCache(caching.FunctionCache):
                       "compiled code is not kept for the next run")
 
 
-def use_netc_cache(dispatcher) -> None:
-    """Give a `cache=True` dispatcher netc's cache instead of Numba's default one."""
+def use_netc_cache(dispatcher, variant: str = "") -> None:
+    """Give a `cache=True` dispatcher netc's cache instead of Numba's default one; `variant` names a
+    second compilation of the same function (netc.jit: a parallel kernel's serial twin)."""
     try:
-        dispatcher._cache = FunctionCache(dispatcher.py_func)
+        dispatcher._cache = FunctionCache(dispatcher.py_func, variant)
     except Exception as exc:  # no usable folder at all: compile every time rather than fail
         warn_once(f"compiled code cannot be cached ({exc}); every run compiles")
         dispatcher._cache = caching.NullCache()

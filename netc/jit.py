@@ -26,9 +26,16 @@ def parallel_kernel(fn):
     """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
     with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a
     call, and Numba cannot inline a call of more than 30 arguments (conv_backward has 32, and
-    CPython compiles such a call as f(*args)), so `.inlined` is the kernel itself."""
+    CPython compiles such a call as f(*args)), so `.inlined` is the kernel itself.
+
+    `.serial` is its twin compiled without `parallel`: the same iterations, one after another, so
+    the same numbers to the bit (each iteration owns its chunk of the batch and its scratch; sums
+    across them run in a fixed order after the loop). It compiles in about half the time (Numba
+    compiles a parallel region twice), which is what a first run on an empty cache waits for; the
+    parallel kernel follows in the background (Model.warm_up)."""
     dispatcher = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn))
     dispatcher.inlined = dispatcher
+    dispatcher.serial = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn), variant="serial")
     return dispatcher
 
 
@@ -44,9 +51,9 @@ def python_glue(fn):
     return fn
 
 
-def _cached(dispatcher):
+def _cached(dispatcher, variant: str = ""):
     """Numba's disk cache, moved to netc's cache folder and checked on load (netc.codecache)."""
-    use_netc_cache(dispatcher)
+    use_netc_cache(dispatcher, variant)
     return dispatcher
 
 

@@ -198,3 +198,98 @@ def test_a_compile_that_fails_is_logged_and_not_tried_again(fresh_cache, monkeyp
     again = Model(graph, seed=0, tier="auto", background=True)
     again.train_epoch(again.prepare(data), np.arange(prepared["__count__"]), seed=0)
     assert again._compiling is None and again.tier == PYTHON
+
+
+# convs without a fused pool, strided and padded, and with one; a batch of 7 (chunks of unequal size)
+TWINS = """
+netc: 1
+name: twins
+inputs:
+  img: {shape: [2, 9, 9]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: c1, op: conv2d, filters: 4, kernel: 3, stride: 2, padding: 1}
+  - {name: t1, op: tanh}
+  - {name: c2, op: conv2d, filters: 5, kernel: 2}
+  - {name: r2, op: relu}
+  - {name: p2, op: maxpool2d, kernel: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: adam, lr: 0.01}
+train: {batch: 7}
+"""
+
+
+def test_serial_twins_give_the_parallel_kernels_numbers_and_give_way_to_them(monkeypatch):
+    """A first run on a machine runs the parallel kernels' serial twins (half the compile) until the
+    parallel kernels are compiled, then moves to them: the same numbers as parallel kernels throughout."""
+    from netc.compiler import kernel_library
+    from netc.kernels.conv import conv_backward, conv_forward
+
+    graph = build_graph(load_spec_text(TWINS, "twins.yaml"))
+    rng = np.random.default_rng(0)
+    data = {"img": rng.normal(size=(40, 2, 9, 9)), "y": rng.integers(0, 3, 40)}
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
+    monkeypatch.setattr(fused_compile, "start", lambda *args: None)  # the parallel kernels "compile elsewhere"
+    compiled = {"now": False}
+    monkeypatch.setattr(kernel_library, "missing", lambda entries: [] if compiled["now"] else
+                        [entry for entry in entries if kernel_library.is_parallel(entry)])
+    model = Model(graph, seed=0, tier="auto", background=True)
+    assert model.tier == PYTHON
+    model.warm_up()
+    assert {name for _, name, _ in model._waiting} == {"conv_forward", "conv_backward"}
+    prepared = model.prepare(data)
+    orders = [np.random.default_rng(e).permutation(40) for e in range(3)]
+    model.train_epoch(prepared, orders[0], seed=0)
+    namespace = vars(model.plan.module)
+    assert namespace["conv_forward"] is conv_forward.serial and namespace["conv_backward"] is conv_backward.serial
+    model.train_epoch(prepared, orders[1], seed=1)
+    compiled["now"] = True  # the background process marked them ready
+    model.train_epoch(prepared, orders[2], seed=2)
+    assert model._waiting == [] and namespace["conv_forward"] is conv_forward
+    assert model.tier == PYTHON
+
+    monkeypatch.undo()
+    parallel = Model(graph, seed=0, tier=PYTHON)
+    fused = Model(graph, seed=0, tier=FUSED)
+    for other in (parallel, fused):
+        ready = other.prepare(data)
+        for epoch, order in enumerate(orders):
+            other.train_epoch(ready, order, seed=epoch)
+        for key, value in other.get_weights().items():
+            np.testing.assert_array_equal(model.get_weights()[key], value, err_msg=key)
+
+
+def test_compile_workers_share_the_work_and_leave(fresh_cache, monkeypatch):
+    """Workers started early (a first run) and started on demand take one job after another; a worker
+    that dies leaves its entries unmarked (compiled on first call) without stopping the others; none
+    is left running."""
+    from netc.compiler import kernel_library
+
+    kernel_library.start_early()  # an empty cache: a first run on this machine
+    early = list(kernel_library._early)
+    assert len(early) == kernel_library.PROCESSES
+    entries = [entry for name in ("seed_rng", "stage_labels", "copy_rows") for entry in _entries_of("xor", name)]
+    assert kernel_library.compile_missing(entries) == [] and kernel_library.missing(entries) == []
+    assert all(worker.poll() is not None for worker in early) and kernel_library._early == []
+    # a worker that dies at its first job
+    real = kernel_library._start_workers
+
+    def one_broken(count):
+        workers = real(count)
+        workers[0].kill()
+        return workers
+
+    monkeypatch.setattr(kernel_library, "_start_workers", one_broken)
+    more = _entries_of("xor", "adam_update") + _entries_of("xor", "confusion_add")
+    assert len(more) == 2
+    left = kernel_library.compile_missing(more)
+    assert len(left) <= 1 and set(left) <= set(more)  # the living worker compiled the rest
+    kernel_library.start_early()  # the cache has kernels now: no early start
+    assert kernel_library._early == []
+
+
+def _entries_of(spec: str, kernel: str) -> list:
+    model = Model(build_graph(load_spec(SPECS / f"{spec}.yaml")), tier=PYTHON)
+    return [entry for entry in model.kernels_called() if entry[1] == kernel]

@@ -62,14 +62,19 @@ def train(
 ) -> None:
     """Train a spec: progress, eval each epoch, checkpoints and metrics in a run folder."""
     from netc.cli import app as cli_app
+    from netc.compiler import kernel_library
     from netc.viz.curves import save_run_curves
     from netc.viz.painter import CurvesPainter
 
-    # in a process of its own, curves.png is drawn by a painter that imports matplotlib meanwhile
+    # in a process of its own, curves.png is drawn by a painter that imports matplotlib meanwhile, and on
+    # a machine where netc compiled nothing yet, the kernel compilers start while the spec is read
     draw_curves = CurvesPainter() if cli_app.OWN_PROCESS else save_run_curves
+    if cli_app.OWN_PROCESS:
+        kernel_library.start_early()
     try:
         _train(spec, epochs, lr, batch, seed, run_dir, resume, init, force, quiet, tier, tensorboard, draw_curves)
     finally:
+        kernel_library.stop_early()
         if isinstance(draw_curves, CurvesPainter):
             draw_curves.close()
 

@@ -1,7 +1,8 @@
 """The fused tier of a plan, compiled in a process of its own while the run starts on the Python tier.
 
 `start(...)` writes the epoch loop's argument types (Numba types, pickled) next to the fused module
-and starts `python -m netc.compiler.background <module> <dtype>`, which imports the module,
+and starts `python -m netc.compiler.background <module> <dtype>`, which compiles the parallel
+kernels the run is waiting for (it runs their serial twins meanwhile), imports the module,
 compiles its `epoch` for exactly those types (Numba writes the machine code to its disk cache) and
 then writes the marker `ready(...)` looks for. A run swaps to the fused tier at its next epoch once
 the marker is there; the next run of the same plan starts on it. Both tiers run the same kernels in
@@ -13,25 +14,15 @@ plan stays on (or starts again from) the Python tier.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+from netc.compiled import machine_tag
+
 BACKGROUND_ENV = "NETC_BACKGROUND_COMPILE"  # "0": never start a background compile
-
-
-@functools.lru_cache(maxsize=1)
-def machine_tag() -> str:
-    """A short hash of the CPU Numba compiles for (its triple, name and features): a cache folder
-    shared by machines of other CPUs does not mark a loop as ready that Numba would not load."""
-    from numba.core.registry import cpu_target
-
-    machine = (sys.version_info[:2], cpu_target.target_context.codegen().magic_tuple())  # Numba's files are per Python
-    return hashlib.sha256(repr(machine).encode()).hexdigest()[:8]
 
 
 def _beside(module_path: Path, dtype: str, suffix: str) -> Path:
@@ -54,9 +45,11 @@ def enabled() -> bool:
     return os.environ.get(BACKGROUND_ENV, "1") != "0"
 
 
-def start(module_path: Path, source: str, dtype: str, args: tuple) -> subprocess.Popen | None:
+def start(module_path: Path, source: str, dtype: str, args: tuple, kernels: list = ()) -> subprocess.Popen | None:
     """Start compiling the fused epoch for the types of `args`; None when it cannot start (a
-    read-only cache, no process to spare): the run goes on on the Python tier."""
+    read-only cache, no process to spare): the run goes on on the Python tier. `kernels`
+    (kernel_library entries) are compiled and marked ready first: the parallel kernels whose
+    serial twins the Python tier runs meanwhile."""
     from numba import typeof
 
     from netc.codecache import cache_root
@@ -72,7 +65,7 @@ def start(module_path: Path, source: str, dtype: str, args: tuple) -> subprocess
             os.replace(tmp, module_path)
         types = _beside(module_path, dtype, "types")
         tmp = types.with_name(f"{types.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(pickle.dumps(tuple(typeof(a) for a in args)))
+        tmp.write_bytes(pickle.dumps({"types": tuple(typeof(a) for a in args), "kernels": list(kernels)}))
         os.replace(tmp, types)
         env = {**os.environ, "NETC_CACHE_DIR": str(cache_root())}  # the cache this process reads
         with open(_beside(module_path, dtype, "log"), "wb") as log:
@@ -85,11 +78,14 @@ def start(module_path: Path, source: str, dtype: str, args: tuple) -> subprocess
 
 def _compile(module_path: Path, dtype: str) -> None:
     from netc import codecache
+    from netc.compiler import kernel_library
     from netc.compiler.cache import load_module
 
     try:
+        job = pickle.loads(_beside(module_path, dtype, "types").read_bytes())
+        kernel_library.compile_entries(job["kernels"])  # the Python tier moves to them when marked ready
         module, _ = load_module(module_path.read_text())
-        module.epoch.compile(pickle.loads(_beside(module_path, dtype, "types").read_bytes()))
+        module.epoch.compile(job["types"])
     except Exception:
         _beside(module_path, dtype, "failed").write_text("see the .log beside this file\n")
         raise

@@ -5,25 +5,24 @@ A kernel is compiled by Numba for the argument types it is called with and cache
 another. Instead, `needed(...)` runs the plan's Python-tier epoch loop once with recorders in place
 of the kernels, which gives every (kernel, argument types) the plan will call; those this machine
 has not compiled yet are compiled by two processes at once (`compile_missing`), and the plan then
-loads them all from the cache. A marker per entry (`numba/<key>/ready/<machine>/`) says which are
-compiled, so a warm start spawns nothing.
+loads them all from the cache. Markers (netc.compiled) say which are compiled, so a warm start
+spawns nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib
 import os
 import pickle
+import queue
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
+import threading
 
+from netc.compiled import Entry, compile_entries, dispatcher, mark_ready, missing  # noqa: F401  (re-exported)
 from netc.compiler.codegen import KERNEL_MODULES, kernel_parameters
 
-Entry = tuple[str, str, tuple]  # (kernel module, kernel name, Numba argument types)
 PROCESSES = 2
 # what a recorder hands back in place of a kernel whose result the plan uses: the loss kernels'
 # (mean loss, correct), and the weighted total of several losses; other kernels' results are unused
@@ -58,32 +57,28 @@ def needed(python_source: str, calls: list[tuple]) -> list[Entry]:
     return list(found.values())
 
 
-def _ready_dir() -> Path:
-    from netc.codecache import numba_cache_dir
-    from netc.compiler.background import machine_tag
-
-    return numba_cache_dir() / "ready" / machine_tag()
+def is_parallel(entry: Entry) -> bool:
+    return bool(dispatcher(entry).targetoptions.get("parallel"))
 
 
-def _marker(entry: Entry) -> str:
-    module, name, types = entry
-    return hashlib.sha256(f"{module}.{name}{types}".encode()).hexdigest()[:24]
+@functools.lru_cache(maxsize=1)
+def parallel_kernels() -> tuple:
+    """Every parallel kernel's dispatcher (each has a `.serial` twin)."""
+    found = []
+    for module, names in KERNEL_MODULES.items():
+        for name in names:
+            kernel = getattr(importlib.import_module(module), name)
+            if getattr(kernel, "targetoptions", {}).get("parallel"):
+                found.append(kernel)
+    return tuple(found)
 
 
-def missing(entries: list[Entry]) -> list[Entry]:
-    folder = _ready_dir()
-    return [entry for entry in entries if not (folder / _marker(entry)).exists()]
-
-
-def mark_ready(entries: list[Entry]) -> None:
-    """Record entries as compiled on this machine (they are in Numba's disk cache)."""
-    folder = _ready_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        for entry in entries:
-            (folder / _marker(entry)).touch()
-    except OSError:  # a cache we cannot write: the next start only checks again
-        pass
+def serial_twins(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """`entries` with every parallel kernel this machine has not compiled yet replaced by its serial
+    twin (same numbers, half the compile: netc.jit.parallel_kernel), and the parallel entries replaced."""
+    waiting = [entry for entry in missing(entries) if is_parallel(entry)]
+    twins = [(module, f"{name}.serial", types) for module, name, types in waiting]
+    return [entry for entry in entries if entry not in waiting] + twins, waiting
 
 
 def _group(entries: list[Entry]) -> list[list[Entry]]:
@@ -96,57 +91,97 @@ def _group(entries: list[Entry]) -> list[list[Entry]]:
 
 
 def _cost(entry: Entry) -> int:
-    """Rough compile cost: a parallel kernel (a prange region, compiled twice by Numba) costs most."""
-    dispatcher = getattr(importlib.import_module(entry[0]), entry[1])
-    return 6 if dispatcher.targetoptions.get("parallel") else 1
+    """Rough compile cost: a parallel kernel (a prange region, compiled twice by Numba) costs most, its
+    serial twin about half as much (measured: conv_backward 3.9 s, serial 1.8 s; most others 0.1-0.4 s)."""
+    return 6 if is_parallel(entry) else 3 if entry[1].endswith(".serial") else 1
+
+
+def start_early() -> None:
+    """On a cache where this netc has compiled no kernel yet (its first run on this machine), start the
+    compile workers now, before the plan says what they will compile: they import Numba and the
+    kernels meanwhile (~0.5 s), while this process reads the spec and builds the plan."""
+    from netc.compiled import any_ready
+
+    if _early or any_ready():
+        return
+    try:
+        _early.extend(_start_workers(PROCESSES))
+    except OSError:  # no process to spare: compile_missing tries again
+        pass
+
+
+def stop_early() -> None:
+    """Let early workers that got no job leave (they exit when their stdin closes)."""
+    while _early:
+        worker = _early.pop()
+        _send(worker, None)
+        worker.stdout.close()
+
+
+_early: list[subprocess.Popen] = []  # started by start_early, waiting for a job
+
+
+def _start_workers(count: int) -> list[subprocess.Popen]:
+    from netc.codecache import cache_root
+
+    env = {**os.environ, "NETC_CACHE_DIR": str(cache_root())}
+    return [subprocess.Popen([sys.executable, "-m", "netc.compiled"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env=env) for _ in range(count)]
+
+
+def _send(worker: subprocess.Popen, job: list[Entry] | None) -> bool:
+    """Hand a worker a job and wait until it is compiled (None: no more jobs, it leaves); False when
+    the worker died (what it had stays unmarked and compiles on its first call)."""
+    try:
+        if job is None:
+            worker.stdin.close()
+            return True
+        data = pickle.dumps(job)
+        worker.stdin.write(len(data).to_bytes(8, "little") + data)
+        worker.stdin.flush()
+        return worker.stdout.readline() == b"done\n"
+    except OSError:
+        return False
+
+
+def _feed(worker: subprocess.Popen, jobs: queue.SimpleQueue) -> None:
+    """Give a worker the next job each time it finishes one, until none is left: the two workers
+    finish together, whatever each kernel's compile costs on this machine."""
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            break
+        if not _send(worker, job):
+            break
+    _send(worker, None)
+    worker.wait()
 
 
 def compile_missing(entries: list[Entry], on_progress=None) -> list[Entry]:
-    """Compile `entries` into the disk cache in PROCESSES processes at once (largest first, each to the
-    least loaded process) and mark them ready; returns those still not ready. A process that fails,
-    or cannot start, leaves its entries unmarked: they compile on their first call instead.
-    `on_progress(done, total)` is called as entries finish."""
-    from netc.codecache import cache_root
-
-    groups = _group(entries)
-    shares: list[list[Entry]] = [[] for _ in range(min(PROCESSES, len(groups)))]
-    loads = [0] * len(shares)
-    for group in sorted(groups, key=lambda g: sum(map(_cost, g)), reverse=True):
-        i = loads.index(min(loads))
-        shares[i].extend(group)
-        loads[i] += sum(map(_cost, group))
-    env = {**os.environ, "NETC_CACHE_DIR": str(cache_root())}
-    workers = []
+    """Compile `entries` into the disk cache in PROCESSES processes at once, largest first, each
+    process taking the next kernel when it is done with one, and mark them ready; returns those still
+    not ready. A process that fails, or cannot start, leaves its entries unmarked: they compile on
+    their first call instead. `on_progress(done, total)` is called as entries finish."""
+    groups = sorted(_group(entries), key=lambda g: sum(map(_cost, g)), reverse=True)
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+    for group in groups:
+        jobs.put(group)
+    count = min(PROCESSES, len(groups))
+    workers = [_early.pop() for _ in range(min(len(_early), count))]
+    stop_early()
     try:
-        with tempfile.TemporaryDirectory(prefix="netc-kernels-") as folder:
-            for i, share in enumerate(shares):
-                job = Path(folder) / f"job{i}.pickle"
-                job.write_bytes(pickle.dumps(share))
-                workers.append(subprocess.Popen([sys.executable, "-m", "netc.compiler.kernel_library", str(job)],
-                                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL, env=env))
-            while any(worker.poll() is None for worker in workers):
-                if on_progress is not None:
-                    on_progress(len(entries) - len(missing(entries)), len(entries))
-                time.sleep(0.2)
-    except OSError:  # no temporary folder or no process to spare: the kernels compile when first called
-        for worker in workers:
-            worker.wait()
+        workers += _start_workers(count - len(workers))
+    except OSError:  # no process to spare: what no worker takes compiles when first called
+        pass
+    feeders = [threading.Thread(target=_feed, args=(worker, jobs), daemon=True) for worker in workers]
+    for feeder in feeders:
+        feeder.start()
+    while any(feeder.is_alive() for feeder in feeders):
+        if on_progress is not None:
+            on_progress(len(entries) - len(missing(entries)), len(entries))
+        next(feeder for feeder in feeders if feeder.is_alive()).join(0.2)
     left = missing(entries)
     if on_progress is not None:
         on_progress(len(entries) - len(left), len(entries))
     return left
-
-
-def _compile(job: Path) -> None:
-    from netc import codecache
-
-    for entry in pickle.loads(job.read_bytes()):
-        module, name, types = entry
-        getattr(importlib.import_module(module), name).compile(types)
-        if codecache.save_failures == 0:  # marked only once the machine code is in the cache
-            mark_ready([entry])
-
-
-if __name__ == "__main__":
-    _compile(Path(sys.argv[1]))

@@ -78,6 +78,9 @@ class Model:
         self.plan.tier = tier
         self._background = background and self._auto and tier == PYTHON and fused_compile.enabled()
         self._compiling = None  # the background compile of the fused tier, once started
+        # parallel kernels not compiled on this machine yet: the Python tier runs their serial twins
+        # (same numbers, half the compile) until the background process has compiled them
+        self._waiting: list = []
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
@@ -238,14 +241,31 @@ class Model:
                                              (self._compiling is not None and self._compiling.poll() is None))
 
     def _upgrade(self) -> None:
-        """Move to the fused tier once it is compiled (by our background process or another run)."""
+        """Move from serial twins to the parallel kernels, and to the fused tier, once each is compiled
+        (by our background process or another run)."""
         if self.plan.tier != PYTHON or not self._auto:
             return
+        if self._waiting:
+            from netc.compiler import kernel_library
+
+            if not kernel_library.missing(self._waiting):
+                self._waiting = []
         if self._compiling is not None and self._compiling.poll() is None:
             return  # still compiling
         if fused_compile.ready(self._fused_path, self.dtype.name):
             self.plan.tier = FUSED
             self._compiling = None
+
+    def _bind_kernels(self) -> None:
+        """The Python tier's module calls the parallel kernels, or their serial twins while those are
+        compiled elsewhere (set on every call: models of one plan in a process share its module)."""
+        from netc.compiler import kernel_library
+
+        serial = {name for _, name, _ in self._waiting}
+        namespace = vars(self.plan.module)
+        for kernel in kernel_library.parallel_kernels():
+            name = kernel.py_func.__name__
+            namespace[name] = kernel.serial if name in serial else kernel
 
     def _samples(self, count: int) -> dict:
         """`count` samples of zeros, prepared: what warm-ups run (only the types matter)."""
@@ -265,7 +285,10 @@ class Model:
         if self.plan.tier == PYTHON:
             from netc.compiler import kernel_library
 
-            todo = kernel_library.missing(self.kernels_called())
+            entries = self.kernels_called()
+            if self._background:  # a new plan: the fused loop and the parallel kernels follow in the background
+                entries, self._waiting = kernel_library.serial_twins(entries)
+            todo = kernel_library.missing(entries)
             if todo:
                 if on_compile is not None:
                     on_compile(len(todo))
@@ -311,11 +334,14 @@ class Model:
         losses, parts, corrects = args[-5], args[-4], args[-3]
         prepare_threads(self.blas_threads)
         self._upgrade()
+        if self.plan.tier == PYTHON:
+            self._bind_kernels()
         done = self.plan.module.epoch(*args)
         if self._background and count and self.plan.tier == PYTHON:
             # after a call that ran the kernels: on a cold cache they are compiled (and cached) by now,
             # so the other process loads them rather than compiling them a second time
-            self._compiling = fused_compile.start(self._fused_path, self.plan.sources[FUSED], self.dtype.name, args)
+            self._compiling = fused_compile.start(self._fused_path, self.plan.sources[FUSED], self.dtype.name, args,
+                                                  self._waiting)
             self._background = False  # one try per model
         return done, losses[:batches], corrects[:batches], parts[:batches]
 

@@ -1,0 +1,110 @@
+"""Which kernels this machine has compiled, and the worker that compiles them.
+
+A kernel is compiled by Numba for the argument types it is called with and kept in Numba's disk
+cache (netc.codecache). A marker per (kernel, types) (`numba/<key>/ready/<machine>/<hash>`) says
+that its machine code is there, so a start needs only a stat per kernel to know what is left to
+compile, and spawns nothing when the answer is nothing.
+
+`python -m netc.compiled` compiles the jobs (lists of entries) it reads on its stdin, one after
+another (netc.compiler.kernel_library runs two at once, sometimes started before it knows the
+entries: a worker gets Numba ready meanwhile).
+This module imports only Numba and the kernels, not the compiler: a worker starts in ~0.25 s
+instead of ~0.6 s.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import pickle
+import sys
+from pathlib import Path
+
+Entry = tuple[str, str, tuple]  # (kernel module, kernel name, Numba argument types); name "k.serial": a twin
+
+
+@functools.lru_cache(maxsize=1)
+def machine_tag() -> str:
+    """A short hash of the CPU Numba compiles for (its triple, name and features): a cache folder
+    shared by machines of other CPUs does not mark code as ready that Numba would not load."""
+    from numba.core.registry import cpu_target
+
+    machine = (sys.version_info[:2], cpu_target.target_context.codegen().magic_tuple())  # Numba's files are per Python
+    return hashlib.sha256(repr(machine).encode()).hexdigest()[:8]
+
+
+def dispatcher(entry: Entry):
+    """The compiled function an entry names (a kernel, or a parallel kernel's `.serial` twin)."""
+    module, name, _ = entry
+    found = importlib.import_module(module)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def _ready_dir() -> Path:
+    from netc.codecache import numba_cache_dir
+
+    return numba_cache_dir() / "ready" / machine_tag()
+
+
+def _marker(entry: Entry) -> str:
+    module, name, types = entry
+    return hashlib.sha256(f"{module}.{name}{types}".encode()).hexdigest()[:24]
+
+
+def any_ready() -> bool:
+    """Whether this netc has compiled any kernel into this cache (on any machine)."""
+    from netc.codecache import numba_cache_dir
+
+    return (numba_cache_dir() / "ready").exists()
+
+
+def missing(entries: list[Entry]) -> list[Entry]:
+    """The entries not compiled on this machine yet."""
+    folder = _ready_dir()
+    return [entry for entry in entries if not (folder / _marker(entry)).exists()]
+
+
+def mark_ready(entries: list[Entry]) -> None:
+    """Record entries as compiled on this machine (they are in Numba's disk cache)."""
+    folder = _ready_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            (folder / _marker(entry)).touch()
+    except OSError:  # a cache we cannot write: the next start only checks again
+        pass
+
+
+def compile_entries(entries: list[Entry]) -> None:
+    """Compile (or load from the disk cache) each entry in this process, and mark it ready once its
+    machine code is in the cache."""
+    from netc import codecache
+
+    for entry in entries:
+        dispatcher(entry).compile(entry[2])
+        if codecache.save_failures == 0:
+            mark_ready([entry])
+
+
+def _worker() -> None:
+    """Get ready (import the kernels, start Numba's compiler), then compile each job that comes on
+    stdin (8 bytes of length, then the pickled entries), answering "done" to each, until stdin closes."""
+    import pkgutil
+
+    import netc.kernels
+
+    for module in pkgutil.iter_modules(netc.kernels.__path__):
+        importlib.import_module(f"netc.kernels.{module.name}")
+    machine_tag()
+    jobs, answers = sys.stdin.buffer, sys.stdout.buffer
+    while len(head := jobs.read(8)) == 8:
+        compile_entries(pickle.loads(jobs.read(int.from_bytes(head, "little"))))
+        answers.write(b"done\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    _worker()
