@@ -1,10 +1,10 @@
 """The CI entry points for users: the pre-commit hook (.pre-commit-hooks.yaml) and the
 GitHub Action (action.yml), plus the snippets in docs/ci-validation.md.
 
-`test_hook_fails_then_passes` runs `pre-commit try-repo` twice, as a user's commit
-would. try-repo installs netc and its dependencies (NumPy, Numba, SciPy, ...) from the
-package index into a fresh environment every time (45-70 s per run on 2 cores with a local
-index), so the test runs it only twice. It skips when git or pre-commit is missing. The
+`test_hook_fails_then_passes` runs the hook twice through `pre-commit run`, as a user's commits
+would: the first run installs netc and its dependencies (NumPy, Numba, SciPy, ...) from the
+package index into pre-commit's store (45-70 s on 2 cores with a local index), the second reuses
+that environment. It skips when git or pre-commit is missing. The
 other tests only read files or run `netc validate`.
 """
 
@@ -96,9 +96,9 @@ def test_manifest_is_valid_for_pre_commit():
 def netc_repo(tmp_path_factory) -> Path:
     """This repository's working tree (tracked and new files, not ignored ones) committed to a fresh repo.
 
-    try-repo of a repository with uncommitted changes carries over only tracked files
-    (`git add -u`): a new file, .pre-commit-hooks.yaml until it is committed, would be missing.
-    In CI, on a clean clone, the copy equals HEAD.
+    The hook is installed from a commit, so uncommitted changes must be committed somewhere: a new
+    file, .pre-commit-hooks.yaml until it is committed, would be missing from HEAD. In CI, on a
+    clean clone, the copy equals HEAD.
     """
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -117,13 +117,17 @@ def netc_repo(tmp_path_factory) -> Path:
     return repo
 
 
-def try_repo(netc_repo: Path, user_repo: Path, home: Path) -> subprocess.CompletedProcess:
-    """`pre-commit try-repo NETC netc-validate --all-files --verbose` in the user's repository."""
+def commit_hook(netc_repo: Path, user_repo: Path, home: Path) -> subprocess.CompletedProcess:
+    """`pre-commit run --all-files` in a user's repository whose .pre-commit-config.yaml names netc's
+    hook at a commit, as the README shows (a local clone stands in for github.com/netc). The first
+    run installs netc into pre-commit's store `home`; later runs reuse it, as on a user's machine."""
+    rev = git(netc_repo, "rev-parse", "HEAD").strip()
+    config = {"repos": [{"repo": str(netc_repo), "rev": rev, "hooks": [{"id": HOOK_ID}]}]}
+    (user_repo / ".pre-commit-config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     env = clean_env()
-    env["PRE_COMMIT_HOME"] = str(home)  # try-repo installs into a temporary store; logs land here
+    env["PRE_COMMIT_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "pre_commit", "try-repo", str(netc_repo), HOOK_ID,
-         "--all-files", "--verbose", "--color", "never"],
+        [sys.executable, "-m", "pre_commit", "run", HOOK_ID, "--all-files", "--verbose", "--color", "never"],
         cwd=user_repo, env=env, capture_output=True, text=True, timeout=900,
     )
 
@@ -136,7 +140,8 @@ def test_hook_fails_then_passes(netc_repo, tmp_path):
     git(user_repo, "init", "-q")
     git(user_repo, "add", "-A")  # --all-files runs on what git tracks, staged included
 
-    failed = try_repo(netc_repo, user_repo, tmp_path / "pre-commit-home")
+    home = tmp_path / "pre-commit-home"
+    failed = commit_hook(netc_repo, user_repo, home)
     out = ANSI.sub("", failed.stdout + failed.stderr)
     line, col = position(BROKEN, "tahn")
     assert failed.returncode == 1, out
@@ -144,14 +149,16 @@ def test_hook_fails_then_passes(netc_repo, tmp_path):
     # deploy/service.yaml is offered too, and skipped: it has no `netc:` key
     assert "2 specs: 1 valid, 1 invalid (1 error); 1 YAML file without 'netc:' skipped" in out
     assert "service.yaml" not in out
+    assert "Installing environment" in out  # pre-commit's own line as it installs the hook
 
     write(user_repo, {"specs/broken.yaml": GOOD.replace("name: good", "name: fixed")})
     git(user_repo, "add", "-A")
-    passed = try_repo(netc_repo, user_repo, tmp_path / "pre-commit-home")
+    passed = commit_hook(netc_repo, user_repo, home)
     out = ANSI.sub("", passed.stdout + passed.stderr)
     assert passed.returncode == 0, out
     assert re.search(r"netc validate\.+Passed", out), out
     assert "2 specs: 2 valid, 0 invalid" in out
+    assert "Installing environment" not in out, "the second commit reuses the hook's environment"
 
 
 # --------------------------------------------------------------------------- GitHub Action
