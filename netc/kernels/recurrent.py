@@ -18,13 +18,20 @@ gate order. Layouts (row-major, one row per sample; n the batch, F features, H h
 
 Matrix products are BLAS GEMMs (netc.kernels.blas.gemm) over the whole batch: x W_ih^T once for
 every step, h_(t-1) W_hh^T per step (a block of hs addressed by its row stride T*H), and in the
-backward dx, dW_ih once, dW_hh and the gradient into h_(t-1) per step.
+backward dx, dW_ih and dW_hh once (one GEMM over every sample and step each) and the gradient
+into h_(t-1) per step.
+
+The gate loops are written to vectorise: one loop per cell, no branch inside, the biases added to
+every step's input side at once. In float32 the sigmoids and tanh are `sigmoid32`/`tanh32`
+(netc.kernels.fastexp: arithmetic only, so a loop of them vectorises; within a few ulp of libm's);
+float64 keeps libm's exp and tanh, which the float64 gradchecks rely on.
 """
 
 import numpy as np
 
 from netc.jit import kernel
 from netc.kernels.blas import gemm
+from netc.kernels.fastexp import gate_sigmoid, gate_tanh
 
 RNN, LSTM, GRU = 0, 1, 2
 
@@ -34,76 +41,80 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y,
     n = x.shape[0]
     gh, fan_in = w_ih.shape
     hidden = w_hh.shape[1]
-    # gates (n*T, GH) = x (n*T, F) @ w_ih^T: the input side of every step at once
+    zero = np.zeros(1, hs.dtype)[0]
+    one = np.ones(1, hs.dtype)[0]
+    # gates (n*T, GH) = x (n*T, F) @ w_ih^T: the input side of every step at once, with the biases that
+    # add to it (all but a GRU's b_hn, which r multiplies: that one goes to the hidden side below)
     gemm(False, True, n * steps, gh, fan_in, x, 0, fan_in, w_ih, 0, fan_in, 0.0, gates, 0, gh)
+    both = 2 * hidden if cell == GRU else gh
+    if has_bias:
+        for s in range(n):
+            for t in range(steps):
+                for k in range(both):
+                    gates[s, t * gh + k] += b_ih[k] + b_hh[k]
+                for k in range(both, gh):
+                    gates[s, t * gh + k] += b_ih[k]
     for t in range(steps):
         if t > 0:  # hh (n, GH) = h_(t-1) (n, H; row stride T*H) @ w_hh^T
             gemm(False, True, n, gh, hidden, hs, (t - 1) * hidden, steps * hidden, w_hh, 0, hidden, 0.0, hh, 0, gh)
+        else:
+            for s in range(n):
+                for k in range(gh):
+                    hh[s, k] = zero
+        if cell == GRU and has_bias:
+            for s in range(n):
+                for j in range(hidden):
+                    hh[s, 2 * hidden + j] += b_hh[2 * hidden + j]
+        base = t * gh
+        now = t * hidden
+        before = max(t - 1, 0) * hidden  # read at t = 0 too, and not used there
+        first = t == 0
         for s in range(n):
-            base = t * gh
+            # rows of this sample and step as slices: loops over them index from 0, which LLVM
+            # vectorises (offset indices into the 2-D arrays kept Numba's negative-index checks)
+            a = gates[s, base:base + gh]
+            b = hh[s, :gh]
+            c_before = cs[s, before:before + hidden]
+            h_before = hs[s, before:before + hidden]
+            c_now = cs[s, now:now + hidden]
+            h_now = hs[s, now:now + hidden]
+            if cell == LSTM:
+                for j in range(hidden):
+                    i = gate_sigmoid(a[j] + b[j])
+                    f = gate_sigmoid(a[hidden + j] + b[hidden + j])
+                    g = gate_tanh(a[2 * hidden + j] + b[2 * hidden + j])
+                    o = gate_sigmoid(a[3 * hidden + j] + b[3 * hidden + j])
+                    c = f * (zero if first else c_before[j]) + i * g
+                    a[j] = i
+                    a[hidden + j] = f
+                    a[2 * hidden + j] = g
+                    a[3 * hidden + j] = o
+                    c_now[j] = c
+                    h_now[j] = o * gate_tanh(c)
+            elif cell == GRU:  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h = (1 - z) n + z h_prev
+                for j in range(hidden):
+                    r = gate_sigmoid(a[j] + b[j])
+                    z = gate_sigmoid(a[hidden + j] + b[hidden + j])
+                    hn = b[2 * hidden + j]
+                    nn = gate_tanh(a[2 * hidden + j] + r * hn)
+                    a[j] = r
+                    a[hidden + j] = z
+                    a[2 * hidden + j] = nn
+                    c_now[j] = hn
+                    h_now[j] = (one - z) * nn + z * (zero if first else h_before[j])
+            else:
+                for j in range(hidden):
+                    h = gate_tanh(a[j] + b[j])
+                    a[j] = h
+                    h_now[j] = h
+    last = (steps - 1) * hidden
+    for s in range(n):
+        if sequences:
+            for k in range(steps * hidden):
+                y[s, k] = hs[s, k]
+        else:
             for j in range(hidden):
-                # pre-activations of gate k of unit j: input side a_i[k], hidden side a_h[k]
-                if cell == RNN:
-                    a = gates[s, base + j] + (hh[s, j] if t > 0 else 0.0)
-                    if has_bias:
-                        a += b_ih[j] + b_hh[j]
-                    h = np.tanh(a)
-                    gates[s, base + j] = h
-                elif cell == LSTM:
-                    ai = gates[s, base + j]
-                    af = gates[s, base + hidden + j]
-                    ag = gates[s, base + 2 * hidden + j]
-                    ao = gates[s, base + 3 * hidden + j]
-                    if t > 0:
-                        ai += hh[s, j]
-                        af += hh[s, hidden + j]
-                        ag += hh[s, 2 * hidden + j]
-                        ao += hh[s, 3 * hidden + j]
-                    if has_bias:
-                        ai += b_ih[j] + b_hh[j]
-                        af += b_ih[hidden + j] + b_hh[hidden + j]
-                        ag += b_ih[2 * hidden + j] + b_hh[2 * hidden + j]
-                        ao += b_ih[3 * hidden + j] + b_hh[3 * hidden + j]
-                    i = 1.0 / (1.0 + np.exp(-ai))
-                    f = 1.0 / (1.0 + np.exp(-af))
-                    g = np.tanh(ag)
-                    o = 1.0 / (1.0 + np.exp(-ao))
-                    c_prev = cs[s, (t - 1) * hidden + j] if t > 0 else 0.0
-                    c = f * c_prev + i * g
-                    h = o * np.tanh(c)
-                    gates[s, base + j] = i
-                    gates[s, base + hidden + j] = f
-                    gates[s, base + 2 * hidden + j] = g
-                    gates[s, base + 3 * hidden + j] = o
-                    cs[s, t * hidden + j] = c
-                else:  # GRU: n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h = (1 - z) n + z h_prev
-                    ar = gates[s, base + j]
-                    az = gates[s, base + hidden + j]
-                    an = gates[s, base + 2 * hidden + j]
-                    hn = 0.0
-                    if t > 0:
-                        ar += hh[s, j]
-                        az += hh[s, hidden + j]
-                        hn = hh[s, 2 * hidden + j]
-                    if has_bias:
-                        ar += b_ih[j] + b_hh[j]
-                        az += b_ih[hidden + j] + b_hh[hidden + j]
-                        an += b_ih[2 * hidden + j]
-                        hn += b_hh[2 * hidden + j]
-                    r = 1.0 / (1.0 + np.exp(-ar))
-                    z = 1.0 / (1.0 + np.exp(-az))
-                    nn = np.tanh(an + r * hn)
-                    h_prev = hs[s, (t - 1) * hidden + j] if t > 0 else 0.0
-                    h = (1.0 - z) * nn + z * h_prev
-                    gates[s, base + j] = r
-                    gates[s, base + hidden + j] = z
-                    gates[s, base + 2 * hidden + j] = nn
-                    cs[s, t * hidden + j] = hn
-                hs[s, t * hidden + j] = h
-                if sequences:
-                    y[s, t * hidden + j] = h
-                elif t == steps - 1:
-                    y[s, j] = h
+                y[s, j] = hs[s, last + j]
 
 
 @kernel
@@ -112,91 +123,110 @@ def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw
     n = x.shape[0]
     gh, fan_in = w_ih.shape
     hidden = w_hh.shape[1]
+    zero = np.zeros(1, hs.dtype)[0]
+    one = np.ones(1, hs.dtype)[0]
     for s in range(n):
         for j in range(hidden):
-            dh[s, j] = 0.0
-            dc[s, j] = 0.0
+            dh[s, j] = zero
+            dc[s, j] = zero
     for t in range(steps - 1, -1, -1):
         base = t * gh
+        now = t * hidden
+        before = max(t - 1, 0) * hidden
+        first = t == 0
+        # the output's gradient at step t: every step's with `sequences`, else only the last step's
+        out = now if sequences else 0
+        fed = sequences or t == steps - 1
         for s in range(n):
-            for j in range(hidden):
-                # the gradient into h_t: from the output at step t, and from step t + 1 (in dh)
-                g_h = dh[s, j]
-                if sequences:
-                    g_h += dy[s, t * hidden + j]
-                elif t == steps - 1:
-                    g_h += dy[s, j]
-                if cell == RNN:
-                    h = gates[s, base + j]
-                    da = g_h * (1.0 - h * h)
-                    da_ih[s, base + j] = da
-                    da_hh[s, base + j] = da
-                    dh[s, j] = 0.0
-                elif cell == LSTM:
-                    i = gates[s, base + j]
-                    f = gates[s, base + hidden + j]
-                    g = gates[s, base + 2 * hidden + j]
-                    o = gates[s, base + 3 * hidden + j]
-                    c = cs[s, t * hidden + j]
-                    c_prev = cs[s, (t - 1) * hidden + j] if t > 0 else 0.0
-                    tc = np.tanh(c)
-                    g_c = dc[s, j] + g_h * o * (1.0 - tc * tc)
-                    dai = g_c * g * i * (1.0 - i)
-                    daf = g_c * c_prev * f * (1.0 - f)
-                    dag = g_c * i * (1.0 - g * g)
-                    dao = g_h * tc * o * (1.0 - o)
-                    da_ih[s, base + j] = dai
-                    da_ih[s, base + hidden + j] = daf
-                    da_ih[s, base + 2 * hidden + j] = dag
-                    da_ih[s, base + 3 * hidden + j] = dao
-                    da_hh[s, base + j] = dai
-                    da_hh[s, base + hidden + j] = daf
-                    da_hh[s, base + 2 * hidden + j] = dag
-                    da_hh[s, base + 3 * hidden + j] = dao
-                    dc[s, j] = g_c * f
-                    dh[s, j] = 0.0
-                else:  # GRU
-                    r = gates[s, base + j]
-                    z = gates[s, base + hidden + j]
-                    nn = gates[s, base + 2 * hidden + j]
-                    hn = cs[s, t * hidden + j]
-                    h_prev = hs[s, (t - 1) * hidden + j] if t > 0 else 0.0
-                    dan = g_h * (1.0 - z) * (1.0 - nn * nn)
-                    daz = g_h * (h_prev - nn) * z * (1.0 - z)
-                    dar = dan * hn * r * (1.0 - r)
-                    da_ih[s, base + j] = dar
-                    da_ih[s, base + hidden + j] = daz
-                    da_ih[s, base + 2 * hidden + j] = dan
-                    da_hh[s, base + j] = dar
-                    da_hh[s, base + hidden + j] = daz
-                    da_hh[s, base + 2 * hidden + j] = dan * r
-                    dh[s, j] = g_h * z  # h_t = ... + z h_(t-1)
+            a = gates[s, base:base + gh]
+            d_in = da_ih[s, base:base + gh]
+            d_hid = da_hh[s, base:base + gh]
+            g_out = dy[s, out:out + hidden]
+            d_h = dh[s, :hidden]
+            d_c = dc[s, :hidden]
+            c_before = cs[s, before:before + hidden]
+            h_before = hs[s, before:before + hidden]
+            c_now = cs[s, now:now + hidden]
+            if cell == LSTM:
+                for j in range(hidden):
+                    g_h = d_h[j] + (g_out[j] if fed else zero)  # into h_t: the output's, then step t + 1's
+                    i = a[j]
+                    f = a[hidden + j]
+                    g = a[2 * hidden + j]
+                    o = a[3 * hidden + j]
+                    tc = gate_tanh(c_now[j])
+                    g_c = d_c[j] + g_h * o * (one - tc * tc)
+                    dai = g_c * g * i * (one - i)
+                    daf = g_c * (zero if first else c_before[j]) * f * (one - f)
+                    dag = g_c * i * (one - g * g)
+                    dao = g_h * tc * o * (one - o)
+                    d_in[j] = dai
+                    d_in[hidden + j] = daf
+                    d_in[2 * hidden + j] = dag
+                    d_in[3 * hidden + j] = dao
+                    d_hid[j] = dai
+                    d_hid[hidden + j] = daf
+                    d_hid[2 * hidden + j] = dag
+                    d_hid[3 * hidden + j] = dao
+                    d_c[j] = g_c * f
+                    d_h[j] = zero
+            elif cell == GRU:
+                for j in range(hidden):
+                    g_h = d_h[j] + (g_out[j] if fed else zero)
+                    r = a[j]
+                    z = a[hidden + j]
+                    nn = a[2 * hidden + j]
+                    hn = c_now[j]
+                    dan = g_h * (one - z) * (one - nn * nn)
+                    daz = g_h * ((zero if first else h_before[j]) - nn) * z * (one - z)
+                    dar = dan * hn * r * (one - r)
+                    d_in[j] = dar
+                    d_in[hidden + j] = daz
+                    d_in[2 * hidden + j] = dan
+                    d_hid[j] = dar
+                    d_hid[hidden + j] = daz
+                    d_hid[2 * hidden + j] = dan * r
+                    d_h[j] = g_h * z  # h_t = ... + z h_(t-1)
+            else:
+                for j in range(hidden):
+                    g_h = d_h[j] + (g_out[j] if fed else zero)
+                    h = a[j]
+                    da = g_h * (one - h * h)
+                    d_in[j] = da
+                    d_hid[j] = da
+                    d_h[j] = zero
         if t > 0:  # dh (n, H) += da_hh_t (n, GH; row stride T*GH) @ w_hh
             gemm(False, False, n, hidden, gh, da_hh, base, steps * gh, w_hh, 0, hidden, 1.0, dh, 0, hidden)
     if need_dw:
         if not acc_dw:
             for k in range(gh):
                 for i in range(fan_in):
-                    dw_ih[k, i] = 0.0
+                    dw_ih[k, i] = zero
                 for i in range(hidden):
-                    dw_hh[k, i] = 0.0
+                    dw_hh[k, i] = zero
                 if has_bias:
-                    db_ih[k] = 0.0
-                    db_hh[k] = 0.0
+                    db_ih[k] = zero
+                    db_hh[k] = zero
+        if has_bias:  # summed over samples and steps in float64, in a fixed order
+            total_ih = np.zeros(gh)
+            total_hh = np.zeros(gh)
+            for s in range(n):
+                for t in range(steps):
+                    for k in range(gh):
+                        total_ih[k] += da_ih[s, t * gh + k]
+                        total_hh[k] += da_hh[s, t * gh + k]
+            for k in range(gh):
+                db_ih[k] += total_ih[k]
+                db_hh[k] += total_hh[k]
         # dw_ih (GH, F) += da_ih (n*T, GH)^T @ x (n*T, F)
         gemm(True, False, gh, fan_in, n * steps, da_ih, 0, gh, x, 0, fan_in, 1.0, dw_ih, 0, fan_in)
-        for t in range(1, steps):  # dw_hh (GH, H) += da_hh_t^T @ h_(t-1)
-            gemm(True, False, gh, hidden, n, da_hh, t * gh, steps * gh, hs, (t - 1) * hidden, steps * hidden, 1.0,
-                 dw_hh, 0, hidden)
-        if has_bias:
+        # dw_hh (GH, H) += sum over t > 0 of da_hh_t^T @ h_(t-1): one GEMM over the rows of every sample and
+        # step, row r of da_hh (sample s, step t) against row r - 1 of hs (step t - 1 of the same sample);
+        # rows of step 0 meet the previous sample's last step, so they are zeroed first (the biases'
+        # gradients, above, have used them)
+        for s in range(n):
             for k in range(gh):
-                total_ih = 0.0
-                total_hh = 0.0
-                for s in range(n):
-                    for t in range(steps):
-                        total_ih += da_ih[s, t * gh + k]
-                        total_hh += da_hh[s, t * gh + k]
-                db_ih[k] += total_ih
-                db_hh[k] += total_hh
+                da_hh[s, k] = zero
+        gemm(True, False, gh, hidden, n * steps - 1, da_hh, gh, gh, hs, 0, hidden, 1.0, dw_hh, 0, hidden)
     if need_dx:  # dx (n*T, F) (+)= da_ih (n*T, GH) @ w_ih
         gemm(False, False, n * steps, fan_in, gh, da_ih, 0, gh, w_ih, 0, fan_in, 1.0 if acc_dx else 0.0, dx, 0, fan_in)
