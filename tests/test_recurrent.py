@@ -401,3 +401,74 @@ def test_onnx_export_round_trips_through_onnxruntime(cell, sequences, tmp_path):
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"x": x})
     np.testing.assert_allclose(got, model.predict({"x": x}), rtol=2e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------- truncated BPTT
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("sequences", [False, True])
+def test_truncated_bptt_is_pytorchs_chunks_with_the_state_detached(cell, sequences):
+    """bptt: 3 over 7 steps is PyTorch running the sequence in chunks of 3, 3 and 1 steps, the state
+    carried into each chunk but detached from the graph."""
+    torch = pytest.importorskip("torch")
+    module = _torch_module(cell, 3, 4)
+    layer = REGISTRY[cell].spec.model_validate({"op": cell, "hidden": 4, "sequences": sequences, "bptt": 3})
+    params = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    x = np.random.default_rng(0).normal(size=(5, 7, 3))
+    tx = torch.tensor(x, requires_grad=True)
+    state, outs = None, []
+    for start in range(0, 7, 3):
+        out, state = module(tx[:, start:start + 3], state)
+        outs.append(out)
+        state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+    out = torch.cat(outs, dim=1)
+    out = out if sequences else out[:, -1]
+    y = REGISTRY[cell].reference.forward(layer, [x], params)
+    np.testing.assert_allclose(y, out.detach().numpy(), rtol=1e-10, atol=1e-12)  # the forward is unchanged
+    dy = np.random.default_rng(1).normal(size=y.shape)
+    out.backward(torch.tensor(dy))
+    dxs, grads = REGISTRY[cell].reference.backward(layer, [x], y, dy, params)
+    np.testing.assert_allclose(dxs[0], tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+    for name, parameter in module.named_parameters():
+        np.testing.assert_allclose(grads[name], parameter.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("sequences", [False, True])
+def test_truncated_bptt_compiled_matches_the_reference(cell, sequences):
+    _compare(spec_text(cell, sequences, steps=7, extra=", bptt: 3"), N)
+
+
+@pytest.mark.compiled
+def test_a_window_as_long_as_the_sequence_is_the_whole_backpropagation():
+    full, truncated, whole = (Model(graph_of(spec_text("lstm", True, steps=5, extra=extra)), dtype="float64",
+                                    batch=N, seed=0) for extra in ("", ", bptt: 2", ", bptt: 5"))
+    data = arrays(full.graph, N)
+    weights = moved(full.get_weights())
+    results = []
+    for model in (full, truncated, whole):
+        model.set_weights(weights)
+        results.append(model.loss_and_gradients(data))
+    assert results[2][0] == results[0][0] and results[1][0] == results[0][0]  # the forward is the same
+    for key in results[0][1]:
+        np.testing.assert_array_equal(results[2][1][key], results[0][1][key], err_msg=key)
+    assert not np.allclose(results[1][1]["rec.weight_hh_l0"], results[0][1]["rec.weight_hh_l0"])
+
+
+def test_bptt_below_one_is_a_located_error():
+    text = spec_text("gru", extra=", bptt: 0")
+    line = text.splitlines().index(next(l for l in text.splitlines() if "bptt" in l)) + 1
+    check(one_error(text), "E-VALUE", "greater than 0", line, text.splitlines()[line - 1].index("bptt: 0") + 7,
+          path="layers[0].bptt", hint="Truncated backpropagation through time")
+
+
+@pytest.mark.compiled
+def test_gradcheck_checks_the_whole_gradient_of_a_truncated_layer():
+    """Truncation cuts the gradient on purpose; gradcheck checks the derivative, untruncated."""
+    graph = graph_of(spec_text("lstm", True, steps=6, extra=", bptt: 2"))
+    results = gradcheck(graph, count=3)
+    assert results and all(r.max_rel_error < 1e-6 for r in results), results
+    assert graph.by_name["rec"].layer.bptt == 2  # the caller's graph is left as it was

@@ -119,7 +119,9 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y,
 
 @kernel
 def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw_ih, dw_hh, db_ih, db_hh, has_bias,
-                       need_dw, acc_dw, da_ih, da_hh, dh, dc, cell, steps, sequences):
+                       need_dw, acc_dw, da_ih, da_hh, dh, dc, cell, steps, sequences, window):
+    # window: truncated backpropagation through time, gradients cut between windows of that many steps
+    # (the steps themselves for the whole sequence)
     n = x.shape[0]
     gh, fan_in = w_ih.shape
     hidden = w_hh.shape[1]
@@ -130,6 +132,11 @@ def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw
             dh[s, j] = zero
             dc[s, j] = zero
     for t in range(steps - 1, -1, -1):
+        if (t + 1) % window == 0:  # the last step of a window: nothing flows in from the next one
+            for s in range(n):
+                for j in range(hidden):
+                    dh[s, j] = zero
+                    dc[s, j] = zero
         base = t * gh
         now = t * hidden
         before = max(t - 1, 0) * hidden

@@ -31,6 +31,10 @@ class _Recurrent(Layer):
     sequences: Bool = Field(False, description="True: the state after every step, [T, hidden] (many-to-many); "
                                                "false: the last step's state, [hidden] (many-to-one).")
     bias: Bool = Field(True, description="Whether the layer has the biases bias_ih_l0 and bias_hh_l0.")
+    bptt: PosInt | None = Field(
+        None, description="Truncated backpropagation through time: gradients flow back through at most this many "
+                          "steps, in windows of bptt steps from the start (as a sequence trained in chunks with the "
+                          "state detached between them); default: the whole sequence.")
     share: Name | None = Field(
         None, description="Use the parameters of this earlier layer (same op and shapes) instead of new ones.")
     trainable: Bool = Field(True, description="False freezes the parameters (transfer learning).")
@@ -165,12 +169,14 @@ def _backward(e, step):
            dh=e.scratch(2 * side, (batch, hidden), f"{node.name}_dh", f"{node.name} gradient into h_(t-1)"),
            dc=e.scratch(2 * side + batch * hidden, (batch, hidden), f"{node.name}_dc",
                         f"{node.name} gradient into c_(t-1)"),
-           cell=e.size(CELL[node.op]), steps=e.size(steps), sequences=e.flag(node.layer.sequences))
+           cell=e.size(CELL[node.op]), steps=e.size(steps), sequences=e.flag(node.layer.sequences),
+           window=e.size(node.layer.bptt or steps))
 
 
 def _notes(e, step):
     steps = e.graph.shape_of(step.inputs[0])[0]
-    return [f"loop over {steps} steps, BLAS"]
+    bptt = step.node.layer.bptt
+    return [f"loop over {steps} steps, BLAS" + (f", gradients through {bptt} steps" if bptt and bptt < steps else "")]
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -280,7 +286,10 @@ def _ref_backward(layer, xs, y, dy, params):
     dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
     db_ih, db_hh = np.zeros(_gh(layer)), np.zeros(_gh(layer))
     dh_next, dc_next = np.zeros((n, hidden)), np.zeros((n, hidden))
+    window = layer.bptt or steps
     for t in reversed(range(steps)):
+        if (t + 1) % window == 0:  # the last step of a window: nothing flows in from the next window
+            dh_next, dc_next = np.zeros((n, hidden)), np.zeros((n, hidden))
         dh = dys[:, t] + dh_next
         h_prev = kept["h"][:, t - 1] if t > 0 else np.zeros((n, hidden))
         gates = kept["gates"][:, t]
