@@ -10,7 +10,7 @@ import os
 import sys
 
 from netc.cli import (  # noqa: F401  (registration)
-    cache_commands, predict_commands, run_commands, spec_commands, sweep_commands, viz_commands,
+    cache_commands, predict_commands, run_commands, sample_commands, spec_commands, sweep_commands, viz_commands,
 )
 from netc.cli import app as _app_module
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -220,17 +221,23 @@ def evaluate(
         raise typer.BadParameter("top-k accuracy needs classes; this spec's loss is mse on a float target",
                                  param_hint="--top-k")
     top = top_k_accuracy(result.scores, result.labels, top_k) if top_k is not None else None
+    # a language model (text source): its loss in bits per character, the measure such models are compared by
+    bits = result.loss / math.log(2) if _reads_text(loaded, split) else None
     if format == OutputFormat.json:
         stdout_console().print_json(json.dumps({
             "loss": result.loss, "accuracy": result.accuracy, "count": result.count,
+            **({"bits_per_character": bits} if bits is not None else {}),
             "confusion": result.confusion.tolist() if result.confusion is not None else None,
             "per_class": figures["classes"] if figures else None, "macro": figures["macro"] if figures else None,
             **({"top_k": {"k": top_k, "accuracy": top}} if top_k is not None else {})}))
         return
     out = stdout_console()
     out.print(f"{split}: {result.count} samples  loss {result.loss:.4f}  accuracy {_percent(result.accuracy)}"
-              + (f"  top-{top_k} accuracy {_percent(top)}" if top_k is not None else ""))
-    if result.confusion is not None:
+              + (f"  top-{top_k} accuracy {_percent(top)}" if top_k is not None else "")
+              + (f"  {bits:.3f} bits per character" if bits is not None else ""))
+    if bits is not None:  # a table per character of the vocabulary says little; --format json has it
+        out.print("confusion matrix and per-class figures: --format json")
+    elif result.confusion is not None:
         table = Table(title="confusion matrix (rows: true class, columns: predicted)")
         classes = len(result.confusion)
         table.add_column("true")
@@ -251,6 +258,15 @@ def evaluate(
         out.print(scores)
     if plot is not None:
         out.print(f"confusion matrix picture: {plot}")
+
+
+def _reads_text(loaded, split: str) -> bool:
+    """Whether the split's samples come from a text source (an eval held out of train: train's source)."""
+    data = loaded.spec.data
+    if data is None:
+        return False
+    source = data.eval if split == "eval" and data.eval is not None else data.train
+    return getattr(source, "source", getattr(data.train, "source", None)) == "text"
 
 
 @command("warmup")

@@ -259,9 +259,32 @@ class ImagesSource(_Source):
         None, description="The class subfolders in label order (default: every subfolder, sorted by name).")
 
 
+class TextSource(_Source):
+    """Next-character prediction over a text: each sample a window of characters (the index input [T])
+    and the character after it (the label input). The vocabulary, every distinct character in code-point
+    order, is saved in the run folder (classes.json)."""
+
+    source: Literal["text"]
+    path: Text | None = Field(None, description="A UTF-8 text file (relative to the spec file).")
+    module: Annotated[str, Strict(), Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")] | None = \
+        Field(None, description="Instead of `path`: a module of Python's standard library whose source file is "
+                                "the text (e.g. argparse): a text every Python ships.")
+    split: Literal["train", "eval", "all"] = Field(
+        "all", description="train: all but the last eval_fraction of the text; eval: that last part.")
+    eval_fraction: Annotated[float, Strict(), Field(gt=0.0, lt=1.0)] = Field(
+        0.1, description="The share of the text, at its end, that split: eval reads.")
+    stride: PosInt = Field(1, description="Characters between the starts of successive windows.")
+
+    @model_validator(mode="after")
+    def _one_text(self):
+        if (self.path is None) == (self.module is None):
+            raise ValueError("give exactly one of path and module")
+        return self
+
+
 DataSource = Annotated[
     Union[XorSource, SpiralsSource, BlobsSource, DigitsSource, NpzSource, NpySource, CsvSource, IdxSource,
-          ImagesSource],
+          ImagesSource, TextSource],
     Field(discriminator="source"),
 ]
 

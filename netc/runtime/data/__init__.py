@@ -10,7 +10,8 @@ shape when the element count matches) and the labels to its single int64
 input. npz binds arrays by input name (or by `keys`), npy by its `arrays`
 mapping. images reads a folder with one subfolder per class into the float
 [C, H, W] input (converted and resized, pixel values 0..255) and the label
-input, and names the classes (`Dataset.classes`). Paths are relative to the
+input, and names the classes (`Dataset.classes`); text reads windows of
+characters and the character after each (its vocabulary, the classes). Paths are relative to the
 spec's folder (`LoadedSpec.base_dir`).
 
 `data.eval: {from_train: 0.1}` holds evaluation samples out of the train
@@ -37,7 +38,7 @@ normalizing) and `origin` (where a problem sits).
 """
 
 # importing the readers registers them, in the order of the spec's union of sources
-from netc.runtime.data import generated, digits, npz, npy, csv_files, idx, images  # noqa: F401  (registration)
+from netc.runtime.data import generated, digits, npz, npy, csv_files, idx, images, text  # noqa: F401  (registration)
 from netc.runtime.data.dataset import NORMALIZE_KINDS, Dataset, NormStats, compute_stats
 from netc.runtime.data.digits import digits_split
 from netc.runtime.data.idx import read_idx
