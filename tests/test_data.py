@@ -747,4 +747,4 @@ def test_every_spec_source_has_a_reader_and_every_reader_a_spec_source():
 
 def test_no_data_section_hint_lists_the_sources(tmp_path):
     d = error_of(load_dataset, make(tmp_path, None))
-    assert d.hint.endswith("(sources: xor, spirals, blobs, digits, npz, npy, csv, mnist-idx, images)")
+    assert d.hint.endswith("(sources: xor, spirals, blobs, digits, npz, npy, csv, mnist-idx, images, text)")

@@ -67,6 +67,8 @@ SKIPPED = [
     ("README.md", "the test suite itself"),
     ("docs/cli-spec.md", "outputs not shown (long); tests/test_cli_spec.py checks every format, "
                          "and `dot` (Graphviz) may be missing"),
+    ("docs/sequences.md", "trains for about 40 s; tests/test_text.py trains a smaller model on a periodic text and "
+                          "samples it"),
     ("docs/tensorboard.md", "starts a web server (http://localhost:6006) that runs until Ctrl-C"),
 ]
 # (page, where what it shows is tested) of every console block without a command, in page order
