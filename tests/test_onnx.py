@@ -317,3 +317,26 @@ def test_recurrent_layers_round_trip(tmp_path):
     assert list(cells[1].input[1:]) == list(cells[2].input[1:]) == ["l.onnx_W", "l.onnx_R", "l.onnx_B"]
     assert _attribute(cells[0], "linear_before_reset") == 1
     assert "l2.onnx_W" not in result.initializers
+
+
+GATED = """
+netc: 1
+name: gated
+inputs:
+  x: {shape: [6]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: g, op: linear, in: x, out: 4}
+  - {name: gate, op: sigmoid}
+  - {name: h, op: linear, in: x, out: 4}
+  - {name: gated, op: mul, in: [gate, h]}
+  - {name: three, op: mul, in: [gated, h, gate]}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+"""
+
+
+def test_mul_round_trips(tmp_path):
+    """mul of two inputs is one Mul; of three, a chain of two."""
+    proto, _ = _round_trip(load_spec_text(GATED, "gated.yaml"), tmp_path, count=5)
+    assert [n.op_type for n in proto.graph.node].count("Mul") == 3

@@ -56,6 +56,7 @@ SAMPLES = {
     "log_softmax": ({"op": "log_softmax"}, [(5,)], {}),
     "dropout": ({"op": "dropout", "p": 0.3}, [(6,)], {}),
     "add": ({"op": "add", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
+    "mul": ({"op": "mul", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
     "concat": ({"op": "concat", "in": ["a", "b"], "axis": 1}, [(2, 3, 2), (2, 1, 2)], {}),
 }
 # variants whose reference takes another path
@@ -67,6 +68,7 @@ VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
              {"weight_ih_l0": (12, 2), "weight_hh_l0": (12, 3)}),
             ("gru_last", {"op": "gru", "hidden": 3, "bias": False}, [(3, 2)],
              {"weight_ih_l0": (9, 2), "weight_hh_l0": (9, 3)}),
+            ("mul_pair", {"op": "mul", "in": ["a", "b"]}, [(4,), (4,)], {}),
             ("rnn_sequences", {"op": "rnn", "hidden": 3, "sequences": True}, [(3, 2)],
              {"weight_ih_l0": (3, 2), "weight_hh_l0": (3, 3), "bias_ih_l0": (3,), "bias_hh_l0": (3,)})]
 
@@ -218,6 +220,7 @@ def _torch_twin(name, layer, F):
         "layernorm_plain": lambda x: F.layer_norm(x, tuple(x.shape[x.ndim - layer.normalized:]), eps=layer.eps),
         "embedding": lambda idx, w: F.embedding(idx, w),
         "embedding_padding": lambda idx, w: F.embedding(idx, w, padding_idx=layer.padding_idx),
+        "mul": lambda a, b, c: a * b * c, "mul_pair": lambda a, b: a * b,
     }
     return table.get(name)
 

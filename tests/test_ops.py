@@ -51,6 +51,22 @@ SPECS = {
           - {name: fc4, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc4, target: label}
     """,
+    # a gate, sigmoid(g) * h (mul of two), and a product of three tensors, one of them used twice (its
+    # gradient gathers from two places; the three-way backward forms the other inputs' product in scratch)
+    "gated": """
+        inputs:
+          x: {shape: [5]}
+          LABEL
+        layers:
+          - {name: g, op: linear, in: x, out: 4, BIAS}
+          - {name: gate, op: sigmoid}
+          - {name: h, op: linear, in: x, out: 4, BIAS}
+          - {name: gated, op: mul, in: [gate, h]}
+          - {name: k, op: linear, in: x, out: 4, BIAS}
+          - {name: three, op: mul, in: [gated, k, h]}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
     # add of three tensors with relu after it (not fused); log_softmax read by a layer (its own
     # backward, not fused into a loss); softmax read by mse on integer labels (one-hot)
     "unfused": """

@@ -26,6 +26,26 @@ def add_into(a, y):
 
 
 @kernel
+def mul_forward2(a, b, y):
+    # all flat; a, b the batch's rows (y may be a longer scratch)
+    for i in range(a.size):
+        y[i] = a[i] * b[i]
+
+
+@kernel
+def mul_into(a, y):
+    for i in range(a.size):
+        y[i] *= a[i]
+
+
+@kernel
+def mul_grad(dy, x, dx, acc):
+    """dx (+)= dy * x: the gradient of one input of mul, x the product of the others; all flat."""
+    for i in range(dy.size):
+        dx[i] = dx[i] + dy[i] * x[i] if acc else dy[i] * x[i]
+
+
+@kernel
 def concat_forward(x, y, offset):
     # x (n, outer_x?, ...) viewed as (n, A, Bx) and y as (n, A, By): copies x into y[:, :, offset:offset+Bx]
     n, outer, inner = x.shape

@@ -1,4 +1,4 @@
-"""Ops with several inputs: add, concat."""
+"""Ops with several inputs: add, mul, concat."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ class Add(Layer):
     op: Literal["add"]
 
 
+class Mul(Layer):
+    """Element-wise product of two or more tensors of the same shape: a gate, sigmoid(a) * b."""
+
+    op: Literal["mul"]
+
+
 class Concat(Layer):
     """Concatenation of two or more tensors along a feature axis."""
 
@@ -30,6 +36,16 @@ def _add(layer, shapes):
         if other != first:
             listed = " and ".join(str(list(s)) for s in shapes)
             raise OpShapeError(f"got {listed}", field="in", hint="every input of add must have the same shape")
+    return first
+
+
+def _mul(layer, shapes):
+    first = shapes[0]
+    for other in shapes[1:]:
+        if other != first:
+            listed = " and ".join(str(list(s)) for s in shapes)
+            raise OpShapeError(f"got {listed}", field="in", hint="every input of mul must have the same shape "
+                                                                 "(no broadcasting)")
     return first
 
 
@@ -66,6 +82,52 @@ def _add_backward(e, step):
             e.call("grad_pass", dy=e.grad(step.output), dx=e.grad(tensor), acc=e.acc(tensor))
 
 
+def _mul_forward(e, step):
+    e.call("mul_forward2", a=e.val(step.inputs[0]), b=e.val(step.inputs[1]), y=e.val(step.output))
+    for extra in step.inputs[2:]:
+        e.call("mul_into", a=e.val(extra), y=e.val(step.output))
+
+
+def _mul_backward(e, step):
+    """d input k = dy * the product of the other inputs (their forward values, kept in A); with three
+    or more inputs that product is formed in the scratch first."""
+    size = numel(e.graph.shape_of(step.output))
+    for k, tensor in enumerate(step.inputs):
+        if not e.needs_grad[tensor]:
+            continue
+        others = step.inputs[:k] + step.inputs[k + 1:]
+        other = e.val(others[0])
+        if len(others) > 1:
+            other = e.scratch(0, (e.plan.batch * size,), f"{step.output}_others", f"{step.output}: the other inputs' "
+                              "product")
+            e.call("mul_forward2", a=e.val(others[0]), b=e.val(others[1]), y=other)
+            for extra in others[2:]:
+                e.call("mul_into", a=e.val(extra), y=other)
+        e.call("mul_grad", dy=e.grad(step.output), x=other, dx=e.grad(tensor), acc=e.acc(tensor))
+
+
+def _mul_scratch(layer, shapes, facts):
+    return facts.batch * numel(shapes[0]) if len(shapes) > 2 else 0
+
+
+def _mul_reference(layer, xs, params):
+    y = xs[0].copy()
+    for x in xs[1:]:
+        y = y * x
+    return y
+
+
+def _mul_reference_backward(layer, xs, y, dy, params):
+    grads = []
+    for k in range(len(xs)):
+        g = dy.copy()
+        for j, x in enumerate(xs):
+            if j != k:
+                g = g * x
+        grads.append(g)
+    return grads, {}
+
+
 def _concat_out_dims(e, step) -> tuple:
     shape = e.graph.shape_of(step.output)
     axis = step.node.layer.axis
@@ -100,6 +162,18 @@ def _add_onnx(ctx, node):
     ctx.add("Add" if len(node.inputs) == 2 else "Sum", node.inputs, node)
 
 
+def _mul_onnx(ctx, node):
+    if len(node.inputs) == 2:
+        ctx.add("Mul", node.inputs, node)
+        return
+    partial = node.inputs[0]
+    for i, tensor in enumerate(node.inputs[1:-1], 1):
+        product = f"{node.name}.product{i}"
+        ctx.nodes.append(ctx.helper.make_node("Mul", [partial, tensor], [product], name=product))
+        partial = product
+    ctx.add("Mul", [partial, node.inputs[-1]], node)
+
+
 def _concat_onnx(ctx, node):
     ctx.add("Concat", node.inputs, node, axis=node.layer.axis + 1)
 
@@ -115,6 +189,10 @@ ADD = register(OpDef(
                                 lambda layer, xs, y, dy, params: ([dy.copy() for _ in xs], {})),
     _add_onnx, ("add_forward2", "grad_pass"), min_inputs=2, max_inputs=None,
     kernels={_MISC: ("add_forward2", "add_into", "grad_pass")}, forward=_add_forward, backward=_add_backward))
+MUL = register(OpDef(
+    "mul", Mul, _mul, Reference(_mul_reference, _mul_reference_backward), _mul_onnx, ("mul_forward2", "mul_grad"),
+    min_inputs=2, max_inputs=None, scratch=_mul_scratch,
+    kernels={_MISC: ("mul_forward2", "mul_into", "mul_grad")}, forward=_mul_forward, backward=_mul_backward))
 CONCAT = register(OpDef(
     "concat", Concat, _concat,
     Reference(lambda layer, xs, params: np.concatenate(xs, axis=layer.axis + 1), _concat_ref_backward),
