@@ -111,7 +111,8 @@ class OnnxContext:
     def initializer(self, name: str, array: np.ndarray) -> str:
         if name not in self._made:
             self._made.add(name)
-            self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(array), name))
+            # np.array, not np.ascontiguousarray: that makes a scalar (select's Gather index) one-dimensional
+            self.initializers.append(self.numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def param(self, node, pname: str) -> str:

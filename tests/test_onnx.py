@@ -340,3 +340,27 @@ def test_mul_round_trips(tmp_path):
     """mul of two inputs is one Mul; of three, a chain of two."""
     proto, _ = _round_trip(load_spec_text(GATED, "gated.yaml"), tmp_path, count=5)
     assert [n.op_type for n in proto.graph.node].count("Mul") == 3
+
+
+PICKED = """
+netc: 1
+name: picked
+inputs:
+  x: {shape: [5, 3]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: seq, op: gru, hidden: 4, sequences: true}
+  - {name: last, op: select, in: seq, index: -1}
+  - {name: mid, op: slice, in: seq, start: 1, stop: -1}
+  - {name: flat, op: flatten, in: mid}
+  - {name: both, op: concat, in: [last, flat]}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+"""
+
+
+def test_select_and_slice_round_trip(tmp_path):
+    """select is a Gather of one index (the axis dropped), slice a Slice."""
+    proto, _ = _round_trip(load_spec_text(PICKED, "picked.yaml"), tmp_path, count=5)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Gather") == 1 and ops.count("Slice") == 1

@@ -58,6 +58,9 @@ SAMPLES = {
     "add": ({"op": "add", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
     "mul": ({"op": "mul", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
     "concat": ({"op": "concat", "in": ["a", "b"], "axis": 1}, [(2, 3, 2), (2, 1, 2)], {}),
+    # steps 1..3 of a sequence [5, 3]; the last step of one
+    "slice": ({"op": "slice", "axis": 0, "start": 1, "stop": -1}, [(5, 3)], {}),
+    "select": ({"op": "select", "axis": 0, "index": -1}, [(5, 3)], {}),
 }
 # variants whose reference takes another path
 VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
@@ -69,6 +72,8 @@ VARIANTS = [("gelu_tanh", {"op": "gelu", "approximate": "tanh"}, [(6,)], {}),
             ("gru_last", {"op": "gru", "hidden": 3, "bias": False}, [(3, 2)],
              {"weight_ih_l0": (9, 2), "weight_hh_l0": (9, 3)}),
             ("mul_pair", {"op": "mul", "in": ["a", "b"]}, [(4,), (4,)], {}),
+            ("slice_channels", {"op": "slice", "axis": 1, "start": -2}, [(2, 4, 3)], {}),
+            ("select_middle", {"op": "select", "axis": 1, "index": 2}, [(2, 4, 3)], {}),
             ("rnn_sequences", {"op": "rnn", "hidden": 3, "sequences": True}, [(3, 2)],
              {"weight_ih_l0": (3, 2), "weight_hh_l0": (3, 3), "bias_ih_l0": (3,), "bias_hh_l0": (3,)})]
 
@@ -221,6 +226,8 @@ def _torch_twin(name, layer, F):
         "embedding": lambda idx, w: F.embedding(idx, w),
         "embedding_padding": lambda idx, w: F.embedding(idx, w, padding_idx=layer.padding_idx),
         "mul": lambda a, b, c: a * b * c, "mul_pair": lambda a, b: a * b,
+        "slice": lambda x: x[:, 1:-1], "slice_channels": lambda x: x[:, :, -2:],
+        "select": lambda x: x[:, -1], "select_middle": lambda x: x[:, :, 2],
     }
     return table.get(name)
 

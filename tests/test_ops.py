@@ -67,6 +67,23 @@ SPECS = {
           - {name: fc, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc, target: label}
     """,
+    # a sequence's last step (select), two of its steps (slice) and the last two units of every step
+    # (slice on the feature axis): three readers of one tensor, their gradients added into it
+    "sliced": """
+        inputs:
+          x: {shape: [4, 3]}
+          LABEL
+        layers:
+          - {name: seq, op: rnn, in: x, hidden: 5, sequences: true}
+          - {name: last, op: select, in: seq, axis: 0, index: -1}
+          - {name: mid, op: slice, in: seq, axis: 0, start: 1, stop: 3}
+          - {name: midflat, op: flatten, in: mid}
+          - {name: units, op: slice, in: seq, axis: 1, start: -2}
+          - {name: unitsflat, op: flatten, in: units}
+          - {name: both, op: concat, in: [last, midflat, unitsflat]}
+          - {name: fc, op: linear, out: 3, BIAS}
+        loss: {op: cross_entropy, input: fc, target: label}
+    """,
     # add of three tensors with relu after it (not fused); log_softmax read by a layer (its own
     # backward, not fused into a loss); softmax read by mse on integer labels (one-hot)
     "unfused": """

@@ -472,3 +472,48 @@ def test_gradcheck_checks_the_whole_gradient_of_a_truncated_layer():
     results = gradcheck(graph, count=3)
     assert results and all(r.max_rel_error < 1e-6 for r in results), results
     assert graph.by_name["rec"].layer.bptt == 2  # the caller's graph is left as it was
+
+
+# ---------------------------------------------------------------------------------- select / slice of sequences
+
+
+def _picked(layer: str) -> str:
+    return f"""\
+netc: 1
+name: picked
+inputs:
+  x: {{shape: [5, 3]}}
+  label: {{shape: [], dtype: int64, classes: 3}}
+layers:
+  - {{name: seq, op: gru, hidden: 4, sequences: true}}
+  - {layer}
+  - {{name: flat, op: flatten}}
+  - {{name: fc, op: linear, out: 3}}
+loss: {{op: cross_entropy, input: fc, target: label}}
+"""
+
+
+@pytest.mark.parametrize("layer, code, fragment, field", [
+    ("{name: p, op: select, index: 5}", "E-SHAPE", "index 5 is out of range for axis 0 of size 5", "index"),
+    ("{name: p, op: select, index: -6}", "E-SHAPE", "index -6 is out of range for axis 0 of size 5", "index"),
+    ("{name: p, op: select, axis: 2, index: 0}", "E-SHAPE", "axis 2 is out of range for an input of shape [5, 4]",
+     "axis"),
+    ("{name: p, op: slice, start: 3, stop: 3}", "E-SHAPE", "start 3, stop 3 take nothing of axis 0 of size 5", "start"),
+    ("{name: p, op: select}", "E-MISSING", "missing required key 'index'", "index"),
+])
+def test_select_and_slice_out_of_range_are_located_errors(layer, code, fragment, field):
+    text = _picked(layer)
+    line = text.splitlines().index(f"  - {layer}") + 1
+    diag = one_error(text)
+    assert diag.code == code and fragment in diag.message, diag.format()
+    assert diag.location.line == line and diag.path == f"layers[1].{field}" and diag.hint, diag.format()
+    if code == "E-SHAPE":  # the column of the field's value
+        assert text.splitlines()[line - 1][diag.location.col - 1:].startswith(str(layer.split(f"{field}: ")[1][:1])), \
+            diag.format()
+
+
+def test_select_takes_the_last_step_of_a_sequence():
+    graph = graph_of(_picked("{name: p, op: select, index: -1}"))
+    assert graph.shape_of("p") == (4,)
+    graph = graph_of(_picked("{name: p, op: slice, start: -3}"))
+    assert graph.shape_of("p") == (3, 4)

@@ -46,6 +46,34 @@ def mul_grad(dy, x, dx, acc):
 
 
 @kernel
+def slice_forward(x, y, start):
+    # x (n, A, B, C), y (n, A, L, C): y[:, :, l] = x[:, :, start + l] (slice and select)
+    n, outer, length, inner = y.shape
+    for s in range(n):
+        for a in range(outer):
+            for i in range(length):
+                for c in range(inner):
+                    y[s, a, i, c] = x[s, a, start + i, c]
+
+
+@kernel
+def slice_backward(dy, dx, start, acc):
+    # dx (n, A, B, C) (+)= dy (n, A, L, C) placed at positions start .. start + L - 1 of axis B (zeros elsewhere)
+    n, outer, length, inner = dy.shape
+    if not acc:
+        for s in range(n):
+            for a in range(outer):
+                for b in range(dx.shape[2]):
+                    for c in range(inner):
+                        dx[s, a, b, c] = 0.0
+    for s in range(n):
+        for a in range(outer):
+            for i in range(length):
+                for c in range(inner):
+                    dx[s, a, start + i, c] += dy[s, a, i, c]
+
+
+@kernel
 def concat_forward(x, y, offset):
     # x (n, outer_x?, ...) viewed as (n, A, Bx) and y as (n, A, By): copies x into y[:, :, offset:offset+Bx]
     n, outer, inner = x.shape
