@@ -355,12 +355,16 @@ layers:
   - {name: flat, op: flatten, in: mid}
   - {name: both, op: concat, in: [last, flat]}
   - {name: fc, op: linear, out: 3}
-loss: {op: cross_entropy, input: fc, target: y}
+  - {name: fc2, op: linear, in: both, out: 3}
+  - {name: pair, op: stack, in: [fc, fc2], axis: 1}
+  - {name: flat2, op: flatten}
+  - {name: out, op: linear, out: 3}
+loss: {op: cross_entropy, input: out, target: y}
 """
 
 
-def test_select_and_slice_round_trip(tmp_path):
-    """select is a Gather of one index (the axis dropped), slice a Slice."""
+def test_select_slice_and_stack_round_trip(tmp_path):
+    """select is a Gather of one index (the axis dropped), slice a Slice, stack Unsqueezes and a Concat."""
     proto, _ = _round_trip(load_spec_text(PICKED, "picked.yaml"), tmp_path, count=5)
     ops = [n.op_type for n in proto.graph.node]
-    assert ops.count("Gather") == 1 and ops.count("Slice") == 1
+    assert ops.count("Gather") == 1 and ops.count("Slice") == 1 and ops.count("Unsqueeze") == 2

@@ -68,7 +68,8 @@ SPECS = {
         loss: {op: cross_entropy, input: fc, target: label}
     """,
     # a sequence's last step (select), two of its steps (slice) and the last two units of every step
-    # (slice on the feature axis): three readers of one tensor, their gradients added into it
+    # (slice on the feature axis): three readers of one tensor, their gradients added into it; then a
+    # sequence of three steps stacked from two tensors (one of them twice) read by another rnn
     "sliced": """
         inputs:
           x: {shape: [4, 3]}
@@ -81,6 +82,10 @@ SPECS = {
           - {name: units, op: slice, in: seq, axis: 1, start: -2}
           - {name: unitsflat, op: flatten, in: units}
           - {name: both, op: concat, in: [last, midflat, unitsflat]}
+          - {name: a, op: linear, in: both, out: 2, BIAS}
+          - {name: b, op: linear, in: both, out: 2, BIAS}
+          - {name: steps, op: stack, in: [a, b, a]}
+          - {name: again, op: rnn, in: steps, hidden: 3}
           - {name: fc, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc, target: label}
     """,

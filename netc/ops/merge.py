@@ -1,4 +1,4 @@
-"""Ops with several inputs: add, mul, concat."""
+"""Ops with several inputs: add, mul, concat, stack."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ class Concat(Layer):
 
     op: Literal["concat"]
     axis: NonNegInt = Field(0, description="Axis without the batch dimension (0 = channels/features).")
+
+
+class Stack(Layer):
+    """Two or more tensors of the same shape stacked along a new axis: [T, F] steps from T tensors [F]."""
+
+    op: Literal["stack"]
+    axis: NonNegInt = Field(0, description="Where the new axis goes (batch excluded): 0 makes it the first.")
 
 
 def _add(layer, shapes):
@@ -65,6 +72,18 @@ def _concat(layer, shapes):
     out = list(shapes[0])
     out[axis] = sum(s[axis] for s in shapes)
     return tuple(out)
+
+
+def _stack(layer, shapes):
+    first = shapes[0]
+    for other in shapes[1:]:
+        if other != first:
+            listed = " and ".join(str(list(s)) for s in shapes)
+            raise OpShapeError(f"got {listed}", field="in", hint="every input of stack must have the same shape")
+    if layer.axis > len(first):
+        raise OpShapeError(f"axis {layer.axis} is out of range for inputs of rank {len(first)} (the new axis goes "
+                           f"at 0..{len(first)})", field="axis")
+    return tuple(first[:layer.axis]) + (len(shapes),) + tuple(first[layer.axis:])
 
 
 # ----------------------------------------------------------------------------- emitters
@@ -158,6 +177,43 @@ def _concat_backward(e, step):
                    offset=e.size(offset), acc=e.acc(tensor))
 
 
+def _stack_parts(e, step):
+    """Stacking is concatenating each input, seen as [outer, 1, inner], along the new axis: the
+    output seen as [outer, N * inner], input i at offset i * inner."""
+    shape = e.graph.shape_of(step.inputs[0])
+    axis = step.node.layer.axis
+    outer, inner = numel(shape[:axis]), numel(shape[axis:])
+    out = (outer, len(step.inputs) * inner)
+    for i, tensor in enumerate(step.inputs):
+        yield tensor, (outer, inner), out, i * inner
+
+
+def _stack_forward(e, step):
+    for tensor, dims, out, offset in _stack_parts(e, step):
+        e.call("concat_forward", x=e.val(tensor, dims), y=e.val(step.output, out), offset=e.size(offset))
+
+
+def _stack_backward(e, step):
+    for tensor, dims, out, offset in _stack_parts(e, step):
+        if e.needs_grad[tensor]:
+            e.call("concat_backward", dy=e.grad(step.output, out), dx=e.grad(tensor, dims), offset=e.size(offset),
+                   acc=e.acc(tensor))
+
+
+def _stack_onnx(ctx, node):
+    axes = ctx.initializer(f"netc.axis{node.layer.axis + 1}", np.array([node.layer.axis + 1], np.int64))
+    parts = []
+    for i, tensor in enumerate(node.inputs):
+        part = f"{node.name}.part{i}"
+        ctx.nodes.append(ctx.helper.make_node("Unsqueeze", [tensor, axes], [part], name=part))
+        parts.append(part)
+    ctx.add("Concat", parts, node, axis=node.layer.axis + 1)
+
+
+def _stack_ref_backward(layer, xs, y, dy, params):
+    return [np.take(dy, i, axis=layer.axis + 1) for i in range(len(xs))], {}
+
+
 def _add_onnx(ctx, node):
     ctx.add("Add" if len(node.inputs) == 2 else "Sum", node.inputs, node)
 
@@ -189,6 +245,11 @@ ADD = register(OpDef(
                                 lambda layer, xs, y, dy, params: ([dy.copy() for _ in xs], {})),
     _add_onnx, ("add_forward2", "grad_pass"), min_inputs=2, max_inputs=None,
     kernels={_MISC: ("add_forward2", "add_into", "grad_pass")}, forward=_add_forward, backward=_add_backward))
+STACK = register(OpDef(
+    "stack", Stack, _stack,
+    Reference(lambda layer, xs, params: np.stack(xs, axis=layer.axis + 1), _stack_ref_backward),
+    _stack_onnx, ("concat_forward", "concat_backward"), min_inputs=2, max_inputs=None,
+    kernels={_MISC: ("concat_forward", "concat_backward")}, forward=_stack_forward, backward=_stack_backward))
 MUL = register(OpDef(
     "mul", Mul, _mul, Reference(_mul_reference, _mul_reference_backward), _mul_onnx, ("mul_forward2", "mul_grad"),
     min_inputs=2, max_inputs=None, scratch=_mul_scratch,

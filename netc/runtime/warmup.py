@@ -48,7 +48,7 @@ loss: {op: nll, input: logp, target: y}
 optimizer: {type: sgd, lr: 0.1, momentum: 0.9, clip: {norm: 1.0}}
 train: {batch: 4}
 """,
-    # locally connected, merges, softmax, mse on labels, RMSprop
+    # locally connected, merges (add, concat, mul, stack), slice, select, softmax, mse on labels, RMSprop
     "local": """
   img: {shape: [2, 6, 6]}
   y: {shape: [], dtype: int64, classes: 3}
@@ -59,6 +59,14 @@ layers:
   - {name: cat, op: concat, in: [l1, sum]}
   - {name: flat, op: flatten}
   - {name: fc, op: linear, out: 3}
+  - {name: prod, op: mul, in: [l1, l2, sum]}
+  - {name: part, op: slice, axis: 1, start: 1}
+  - {name: one, op: select, index: -1}
+  - {name: first, op: select, in: part, index: 0}
+  - {name: st, op: stack, in: [one, first, one]}
+  - {name: flat2, op: flatten}
+  - {name: fc2, op: linear, out: 3}
+  - {name: heads, op: add, in: [fc, fc2]}
   - {name: sm, op: softmax}
 loss: {op: mse, input: sm, target: y}
 optimizer: {type: rmsprop, lr: 0.01, clip: {value: 0.5}}
