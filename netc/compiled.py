@@ -92,14 +92,19 @@ def compile_entries(entries: list[Entry]) -> None:
 def _worker() -> None:
     """Get ready (import the kernels, start Numba's compiler), then compile each job that comes on
     stdin (8 bytes of length, then the pickled entries), answering "done" to each, until stdin closes."""
+    import os
     import pkgutil
 
+    # answers go to a private copy of stdout; whatever else writes to fd 1 (Numba's debug output, a
+    # kernel's print) goes to stderr, so it cannot be taken for an answer
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
     import netc.kernels
 
     for module in pkgutil.iter_modules(netc.kernels.__path__):
         importlib.import_module(f"netc.kernels.{module.name}")
     machine_tag()
-    jobs, answers = sys.stdin.buffer, sys.stdout.buffer
+    jobs = sys.stdin.buffer
     while len(head := jobs.read(8)) == 8:
         compile_entries(pickle.loads(jobs.read(int.from_bytes(head, "little"))))
         answers.write(b"done\n")

@@ -86,6 +86,15 @@ def test_a_standard_library_module_is_a_text_every_python_has(tmp_path):
     assert len(data.classes) == count and data.arrays["chars"].shape == (len(range(0, len(text) - 16, 50)), 16)
 
 
+def test_a_module_python_imports_frozen_is_read_from_its_source(tmp_path):
+    import os
+
+    text = Path(os.__file__).read_text(encoding="utf-8")
+    data = load_dataset(spec(tmp_path, "{source: text, module: os, stride: 400}", window=8,
+                             vocabulary=len(set(text))), "train")
+    assert data.arrays["chars"].shape[1] == 8 and len(data.classes) == len(set(text))
+
+
 @pytest.mark.parametrize("source, message", [
     ("{source: text, module: numpy}", "'numpy' is not a module of Python's standard library"),
     ("{source: text, module: no_such_module_here}", "is not a module of Python's standard library"),
@@ -131,6 +140,9 @@ def test_a_model_of_a_periodic_text_continues_it_and_samples_the_same_text_twice
                                  "--length", "12", "--temperature", "0"])
     assert greedy.exit_code == 0, greedy.output
     assert greedy.stdout.startswith("abcd\nabcd\nabcd") and "bits per character as drawn" in greedy.stderr
+    cold = runner.invoke(app, ["sample", str(spec_file), "--weights", str(weights), "--prompt", "ab",
+                               "--length", "12", "--temperature", "0.0001"])
+    assert cold.exit_code == 0 and cold.stdout == greedy.stdout, cold.output  # a tiny temperature: greedy
     drawn = [runner.invoke(app, ["sample", str(spec_file), "--weights", str(weights), "--length", "40",
                                  "--temperature", "1.5", "--seed", str(seed)]).stdout for seed in (3, 3, 4)]
     assert drawn[0] == drawn[1] != drawn[2]

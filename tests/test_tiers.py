@@ -231,8 +231,13 @@ def test_serial_twins_give_the_parallel_kernels_numbers_and_give_way_to_them(mon
     rng = np.random.default_rng(0)
     data = {"img": rng.normal(size=(40, 2, 9, 9)), "y": rng.integers(0, 3, 40)}
     monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
-    monkeypatch.setattr(fused_compile, "start", lambda *args: None)  # the parallel kernels "compile elsewhere"
     compiled = {"now": False}
+
+    class Elsewhere:  # the background compile of the parallel kernels, running until `compiled`
+        def poll(self):
+            return 0 if compiled["now"] else None
+
+    monkeypatch.setattr(fused_compile, "start", lambda *args: Elsewhere())
     monkeypatch.setattr(kernel_library, "missing", lambda entries: [] if compiled["now"] else
                         [entry for entry in entries if kernel_library.is_parallel(entry)])
     model = Model(graph, seed=0, tier="auto", background=True)
@@ -249,6 +254,16 @@ def test_serial_twins_give_the_parallel_kernels_numbers_and_give_way_to_them(mon
     model.train_epoch(prepared, orders[2], seed=2)
     assert model._waiting == [] and namespace["conv_forward"] is conv_forward
     assert model.tier == PYTHON
+    # a background compile that ended without compiling them (killed, failed): the run stops waiting,
+    # and the parallel kernels compile here on their first call
+    compiled["now"] = False
+    stuck = Model(graph, seed=0, tier="auto", background=True)
+    stuck.warm_up()
+    assert stuck._waiting
+    stuck.train_epoch(stuck.prepare(data), orders[0], seed=0)
+    stuck._compiling = type("Ended", (), {"poll": lambda self: -9})()
+    stuck.train_epoch(stuck.prepare(data), orders[1], seed=1)
+    assert stuck._waiting == [] and vars(stuck.plan.module)["conv_forward"] is conv_forward
 
     monkeypatch.undo()
     parallel = Model(graph, seed=0, tier=PYTHON)

@@ -83,6 +83,7 @@ def train(
 def _train(spec, epochs, lr, batch, seed, run_dir, resume, init, force, quiet, tier, tensorboard, draw_curves):
     import time
 
+    from netc.compiler import kernel_library
     from netc.runtime.rundir import RUN_FILES
     from netc.runtime.train import Overrides, Trainer
 
@@ -151,6 +152,7 @@ def _train(spec, epochs, lr, batch, seed, run_dir, resume, init, force, quiet, t
                 progress.console.print(f"compiling netc's kernels for this machine (once): {count} in {processes}")
 
         compiled = trainer.model.warm_up(on_compile)
+        kernel_library.stop_early()  # workers started early and not needed (a fused plan) leave now
         if not quiet and (log or compiled):
             seconds = time.perf_counter() - started
             if trainer.model.tier == "python":

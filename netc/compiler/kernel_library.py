@@ -77,6 +77,10 @@ def serial_twins(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
     """`entries` with every parallel kernel this machine has not compiled yet replaced by its serial
     twin (same numbers, half the compile: netc.jit.parallel_kernel), and the parallel entries replaced."""
     waiting = [entry for entry in missing(entries) if is_parallel(entry)]
+    # a kernel is run as its twin or not at all (the plan's module binds it by name): only kernels none
+    # of whose signatures are compiled yet
+    ready = {entry[1] for entry in entries if is_parallel(entry) and entry not in waiting}
+    waiting = [entry for entry in waiting if entry[1] not in ready]
     twins = [(module, f"{name}.serial", types) for module, name, types in waiting]
     return [entry for entry in entries if entry not in waiting] + twins, waiting
 
@@ -177,10 +181,11 @@ def compile_missing(entries: list[Entry], on_progress=None) -> list[Entry]:
     feeders = [threading.Thread(target=_feed, args=(worker, jobs), daemon=True) for worker in workers]
     for feeder in feeders:
         feeder.start()
-    while any(feeder.is_alive() for feeder in feeders):
-        if on_progress is not None:
-            on_progress(len(entries) - len(missing(entries)), len(entries))
-        next(feeder for feeder in feeders if feeder.is_alive()).join(0.2)
+    for feeder in feeders:
+        while feeder.is_alive():
+            if on_progress is not None:
+                on_progress(len(entries) - len(missing(entries)), len(entries))
+            feeder.join(0.2)
     left = missing(entries)
     if on_progress is not None:
         on_progress(len(entries) - len(left), len(entries))

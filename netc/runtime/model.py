@@ -248,13 +248,23 @@ class Model:
         if self._waiting:
             from netc.compiler import kernel_library
 
-            if not kernel_library.missing(self._waiting):
+            ended = self._compiling is not None and self._compiling.poll() is not None
+            if ended or not kernel_library.missing(self._waiting):
+                # compiled, or the background compile is gone (failed, killed, never started): the
+                # parallel kernels compile here on their first call if they must
                 self._waiting = []
         if self._compiling is not None and self._compiling.poll() is None:
             return  # still compiling
         if fused_compile.ready(self._fused_path, self.dtype.name):
             self.plan.tier = FUSED
             self._compiling = None
+
+    @property
+    def module(self):
+        """The plan's module of the current tier, with this model's kernels bound (see _bind_kernels)."""
+        if self.plan.tier == PYTHON:
+            self._bind_kernels()
+        return self.plan.module
 
     def _bind_kernels(self) -> None:
         """The Python tier's module calls the parallel kernels, or their serial twins while those are
@@ -286,7 +296,8 @@ class Model:
             from netc.compiler import kernel_library
 
             entries = self.kernels_called()
-            if self._background:  # a new plan: the fused loop and the parallel kernels follow in the background
+            if self._background and not fused_compile.failed(self._fused_path, self.dtype.name):
+                # a new plan: the fused loop and the parallel kernels follow in the background
                 entries, self._waiting = kernel_library.serial_twins(entries)
             todo = kernel_library.missing(entries)
             if todo:
@@ -334,14 +345,14 @@ class Model:
         losses, parts, corrects = args[-5], args[-4], args[-3]
         prepare_threads(self.blas_threads)
         self._upgrade()
-        if self.plan.tier == PYTHON:
-            self._bind_kernels()
-        done = self.plan.module.epoch(*args)
+        done = self.module.epoch(*args)
         if self._background and count and self.plan.tier == PYTHON:
             # after a call that ran the kernels: on a cold cache they are compiled (and cached) by now,
             # so the other process loads them rather than compiling them a second time
             self._compiling = fused_compile.start(self._fused_path, self.plan.sources[FUSED], self.dtype.name, args,
                                                   self._waiting)
+            if self._compiling is None:  # no background compile: the parallel kernels compile here when called
+                self._waiting = []
             self._background = False  # one try per model
         return done, losses[:batches], corrects[:batches], parts[:batches]
 
@@ -417,7 +428,7 @@ class Model:
             raise ValueError(f"{n} samples exceed the plan's batch of {self.batch}; compile with batch={n}")
         self.stage(prepared, n)
         prepare_threads(self.blas_threads)
-        m = self.plan.module
+        m = self.module
         m.seed_rng(seed)
         m.forward(self.V, n, training)
         value, _ = m.loss(self.V, n, True)

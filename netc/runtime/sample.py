@@ -51,7 +51,8 @@ def sample(loaded: LoadedSpec, weights: str | Path, prompt: str = "\n", length: 
             code = int(np.argmax(p))
             q = p
         else:
-            q = np.exp(np.log(np.maximum(p, 1e-300)) / temperature)
+            logits = np.log(np.maximum(p.astype(np.float64), 1e-300)) / temperature
+            q = np.exp(logits - logits.max())  # shifted: a small temperature neither underflows nor overflows
             q /= q.sum()
             code = int(rng.choice(len(q), p=q))
         log2_p += float(np.log2(max(q[code], 1e-300)))

@@ -65,7 +65,7 @@ def _ask(process: subprocess.Popen, line: str, timeout: float) -> str:
     try:
         process.stdin.write(line)
         process.stdin.flush()
-    except OSError:
+    except (OSError, ValueError):  # a dead painter, or a path its pipe cannot encode
         return ""
     reader.start()
     reader.join(timeout)

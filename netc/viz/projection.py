@@ -111,7 +111,7 @@ class Runner:
         model = self.model
         prepared = model.prepare(arrays)
         count = prepared["__count__"]
-        module = model.plan.module
+        module = model.module
         for start in range(0, count, model.batch):
             n = min(model.batch, count - start)
             part = {name: prepared[name][start:start + n] for name in self.graph.float_inputs + self.graph.index_inputs}
@@ -177,7 +177,7 @@ class Projector(Runner):
         start_grad = buffers.grads[buffers.root(self.tensor)]
         input_grad = buffers.grads[self.source]
         out = np.zeros((count, *self.graph.inputs[self.source]), np.float64)
-        module = model.plan.module
+        module = model.module
         for start, n in self.batches(arrays):
             model.D[start_grad.offset:start_grad.offset + n * start_grad.per_sample] = signal[start:start + n].ravel()
             module.backward(model.V, n, False)

@@ -69,9 +69,12 @@ def text_path(loaded: LoadedSpec, src: m.TextSource, origin: Origin) -> Path:
         found = importlib.util.find_spec(src.module)
     except (ImportError, ValueError):
         found = None
-    file = Path(getattr(found, "origin", None) or "")
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    if file.suffix != ".py" or not file.resolve().is_relative_to(stdlib):
+    file = Path(getattr(found, "origin", None) or "")
+    if getattr(found, "origin", None) == "frozen":  # os, codecs, io...: imported frozen, their source beside the rest
+        file = stdlib.joinpath(*src.module.split(".")).with_suffix(".py")
+    installed = {"site-packages", "dist-packages"} & set(file.parts)  # third-party code under the stdlib folder
+    if file.suffix != ".py" or not file.is_file() or installed or not file.resolve().is_relative_to(stdlib):
         origin.fail(f"'{src.module}' is not a module of Python's standard library with a source file",
                     "name one such as argparse, textwrap or json.decoder")
     return file
