@@ -37,22 +37,14 @@ class Stack(Layer):
     axis: NonNegInt = Field(0, description="Where the new axis goes (batch excluded): 0 makes it the first.")
 
 
-def _add(layer, shapes):
+def _same_shape(layer, shapes):
+    """The inputs' common shape (add, mul, stack take tensors of one shape: no broadcasting)."""
     first = shapes[0]
     for other in shapes[1:]:
         if other != first:
             listed = " and ".join(str(list(s)) for s in shapes)
-            raise OpShapeError(f"got {listed}", field="in", hint="every input of add must have the same shape")
-    return first
-
-
-def _mul(layer, shapes):
-    first = shapes[0]
-    for other in shapes[1:]:
-        if other != first:
-            listed = " and ".join(str(list(s)) for s in shapes)
-            raise OpShapeError(f"got {listed}", field="in", hint="every input of mul must have the same shape "
-                                                                 "(no broadcasting)")
+            raise OpShapeError(f"got {listed}", field="in",
+                               hint=f"every input of {layer.op} must have the same shape (no broadcasting)")
     return first
 
 
@@ -75,11 +67,7 @@ def _concat(layer, shapes):
 
 
 def _stack(layer, shapes):
-    first = shapes[0]
-    for other in shapes[1:]:
-        if other != first:
-            listed = " and ".join(str(list(s)) for s in shapes)
-            raise OpShapeError(f"got {listed}", field="in", hint="every input of stack must have the same shape")
+    first = _same_shape(layer, shapes)
     if layer.axis > len(first):
         raise OpShapeError(f"axis {layer.axis} is out of range for inputs of rank {len(first)} (the new axis goes "
                            f"at 0..{len(first)})", field="axis")
@@ -241,7 +229,7 @@ def _concat_ref_backward(layer, xs, y, dy, params):
 
 _MISC = "netc.kernels.misc"
 ADD = register(OpDef(
-    "add", Add, _add, Reference(lambda layer, xs, params: sum(xs[1:], xs[0].copy()),
+    "add", Add, _same_shape, Reference(lambda layer, xs, params: sum(xs[1:], xs[0].copy()),
                                 lambda layer, xs, y, dy, params: ([dy.copy() for _ in xs], {})),
     _add_onnx, ("add_forward2", "grad_pass"), min_inputs=2, max_inputs=None,
     kernels={_MISC: ("add_forward2", "add_into", "grad_pass")}, forward=_add_forward, backward=_add_backward))
@@ -251,7 +239,7 @@ STACK = register(OpDef(
     _stack_onnx, ("concat_forward", "concat_backward"), min_inputs=2, max_inputs=None,
     kernels={_MISC: ("concat_forward", "concat_backward")}, forward=_stack_forward, backward=_stack_backward))
 MUL = register(OpDef(
-    "mul", Mul, _mul, Reference(_mul_reference, _mul_reference_backward), _mul_onnx, ("mul_forward2", "mul_grad"),
+    "mul", Mul, _same_shape, Reference(_mul_reference, _mul_reference_backward), _mul_onnx, ("mul_forward2", "mul_grad"),
     min_inputs=2, max_inputs=None, scratch=_mul_scratch,
     kernels={_MISC: ("mul_forward2", "mul_into", "mul_grad")}, forward=_mul_forward, backward=_mul_backward))
 CONCAT = register(OpDef(
