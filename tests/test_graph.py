@@ -296,7 +296,8 @@ def test_share_with_a_later_layer():
 # --------------------------------------------------------------------------- shapes and types
 
 
-def test_add_of_different_shapes():
+@pytest.mark.parametrize("op", ["add", "mul", "stack"])
+def test_merges_of_different_shapes(op):
     text = """
         netc: 1
         name: net
@@ -305,12 +306,31 @@ def test_add_of_different_shapes():
           b: {shape: [3]}
           label: {shape: [], dtype: int64, classes: 3}
         layers:
-          - {name: sum, op: add, in: [a, b]}
+          - {name: sum, op: OP, in: [a, b]}
+          - {name: flat, op: flatten}
+          - {name: head, op: linear, out: 3}
+        loss: {op: cross_entropy, input: head, target: label}
+    """.replace("OP", op)
+    col = text.splitlines()[8].index("[a, b]") + 1 - 8  # the spec's lines are indented by 8 here
+    check(one_error(text), "E-SHAPE", f"{op} 'sum': got [4] and [3]", line=8, col=col, path="layers[0].in",
+          hint=f"every input of {op} must have the same shape (no broadcasting)")
+
+
+def test_stack_axis_beyond_the_new_rank():
+    text = """
+        netc: 1
+        name: net
+        inputs:
+          a: {shape: [4]}
+          label: {shape: [], dtype: int64, classes: 3}
+        layers:
+          - {name: st, op: stack, in: [a, a], axis: 2}
+          - {name: flat, op: flatten}
           - {name: head, op: linear, out: 3}
         loss: {op: cross_entropy, input: head, target: label}
     """
-    check(one_error(text), "E-SHAPE", "add 'sum': got [4] and [3]", line=8, col=30, path="layers[0].in",
-          hint="same shape")
+    check(one_error(text), "E-SHAPE", "stack 'st': axis 2 is out of range for inputs of rank 1 (the new axis goes "
+          "at 0..1)", line=7, col=45, path="layers[0].axis")
 
 
 @pytest.mark.parametrize("kernel, shown", [("9", "9x9"), ("[3, 9]", "3x9")])

@@ -189,11 +189,8 @@ def test_a_plain_address_off_loopback_warns():
 optuna = pytest.importorskip("optuna")
 
 
-def test_random_draws_depend_only_on_the_trial_number(tmp_path):
-    pytest.importorskip("optuna")
-    from netc.sweep.study import open_study
-
-    loaded = load_sweep(sweep_file(tmp_path, """
+# random search over two parameters (a float on a log scale, an int with a step)
+RANDOM_DRAWS = """
         metric: {name: eval_accuracy}
         method: random
         trials: 5
@@ -201,13 +198,20 @@ def test_random_draws_depend_only_on_the_trial_number(tmp_path):
         space:
           optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}
           layers[fc1].out: {int: [8, 64], step: 8}
-        """))
+        """
+
+
+def test_random_draws_depend_only_on_the_trial_number(tmp_path):
+    pytest.importorskip("optuna")
+    from netc.sweep.space import distributions
+    from netc.sweep.study import open_study
+
+    loaded = load_sweep(sweep_file(tmp_path, RANDOM_DRAWS))
     draws = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         study = open_study(tmp_path / name, loaded.sweep)
-        trials = [study.ask(__import__("netc.sweep.space", fromlist=["x"]).distributions(loaded.sweep))
-                  for _ in range(3)]
+        trials = [study.ask(distributions(loaded.sweep)) for _ in range(3)]
         draws.append([t.params for t in trials])
     assert draws[0] == draws[1] and draws[0][0] != draws[0][1]
     assert all(8 <= d["layers[fc1].out"] <= 64 and d["layers[fc1].out"] % 8 == 0 for d in draws[0])
@@ -220,15 +224,7 @@ def test_a_trial_killed_in_the_middle_of_its_draws_gets_the_rest_on_resume(tmp_p
     from netc.sweep.space import distributions
     from netc.sweep.study import again, open_study, unfinished
 
-    loaded = load_sweep(sweep_file(tmp_path, """
-        metric: {name: eval_accuracy}
-        method: random
-        trials: 5
-        seed: 3
-        space:
-          optimizer.lr: {loguniform: [1.0e-4, 1.0e-1]}
-          layers[fc1].out: {int: [8, 64], step: 8}
-        """))
+    loaded = load_sweep(sweep_file(tmp_path, RANDOM_DRAWS))
     space = distributions(loaded.sweep)
     (tmp_path / "whole").mkdir()
     whole = open_study(tmp_path / "whole", loaded.sweep).ask(space).params

@@ -64,14 +64,14 @@ def sample(loaded: LoadedSpec, weights: str | Path, prompt: str = "\n", length: 
 
 
 def _window_input(loaded: LoadedSpec) -> str:
-    found = [name for name, inp in loaded.spec.inputs.items() if inp.indices is not None and len(inp.shape) == 1]
-    labels = [name for name, inp in loaded.spec.inputs.items() if inp.classes is not None]
-    if len(found) != 1 or len(labels) != 1:
-        location = loaded.smap.locate(("inputs",))
+    from netc.runtime.data.text import window_inputs
+
+    found = window_inputs(loaded)
+    if found is None:
         raise RunError(Diagnostic(
             "E-RUN", f"{loaded.spec.name} is not a character model: sampling needs one index input [T] (a window "
-                     "of characters) and one label input (the next character)", location, "inputs",
-            "train a spec on `source: text` (see docs/sequences.md)"))
+                     "of characters) and one label input (the next character)", loaded.smap.locate(("inputs",)),
+            "inputs", "train a spec on `source: text` (see docs/sequences.md)"))
     return found[0]
 
 

@@ -86,16 +86,24 @@ def encode(text: str, vocabulary: list[str]) -> np.ndarray:
     return np.fromiter((lookup[char] for char in text), dtype=np.int64, count=len(text))
 
 
-def _inputs(loaded: LoadedSpec, origin: Origin) -> tuple[str, str]:
-    """The spec's index input of one axis (the window) and its label input."""
+def window_inputs(loaded: LoadedSpec) -> tuple[str, str] | None:
+    """The spec's index input of one axis (the window of characters) and its label input (the next
+    character), when those are its only inputs: a character model's; else None."""
     inputs = loaded.spec.inputs
     tokens = [n for n, i in inputs.items() if i.indices is not None and len(i.shape) == 1]
     labels = [n for n, i in inputs.items() if i.classes is not None]
-    others = [n for n in inputs if n not in tokens + labels]
-    if len(tokens) != 1 or len(labels) != 1 or others:
+    if len(tokens) != 1 or len(labels) != 1 or len(inputs) != 2:
+        return None
+    return tokens[0], labels[0]
+
+
+def _inputs(loaded: LoadedSpec, origin: Origin) -> tuple[str, str]:
+    found = window_inputs(loaded)
+    if found is None:
+        inputs = loaded.spec.inputs
         origin.fail("the text source gives a window of characters and the character after it, for one index "
                     "input [T] and one label input; the spec has "
                     + ", ".join(f"{n} {list(i.shape)} {i.dtype}" for n, i in inputs.items()),
                     "declare e.g. `chars: {shape: [32], dtype: int64, indices: 96}` and "
                     "`next: {shape: [], dtype: int64, classes: 96}`")
-    return tokens[0], labels[0]
+    return found
