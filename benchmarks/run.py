@@ -4,11 +4,17 @@ alternately in one run. PyTorch is optional: without it only netc is timed.
     .venv/bin/python benchmarks/run.py                   # all workloads, a Markdown table
     .venv/bin/python benchmarks/run.py --only lenet5 --rounds 5
     .venv/bin/python benchmarks/run.py --torch-compile   # also torch.compile (slow to compile)
+    .venv/bin/python benchmarks/run.py --jax             # also JAX (pip install -e ".[jax]")
+    .venv/bin/python benchmarks/run.py --contended       # also beside one CPU-bound process per core
 
-Reports samples/s (steps/s for the one-sample-per-step workload), the ratio netc ÷ PyTorch,
-netc's cold compile time (empty caches) and warm start-up time (process start to the first
-training step done, data loading excluded), peak memory of each framework (each alone in its
-own process), and the versions.
+Reports samples/s (steps/s for the one-sample-per-step workloads), the ratio netc ÷ PyTorch
+(and ÷ JAX's faster variant), the fraction of the machine's SGEMM rate (all cores, measured at
+the start through the OpenBLAS netc calls) that each framework's training reaches (6 FLOPs per
+forward multiply-add: forward, backward-data, backward-weights), netc's cold compile time
+(empty caches) and warm start-up time (process start to the first training step done, data
+loading excluded), peak memory of each framework (each alone in its own process), and the
+versions. `--contended` times every framework again with one busy process per core beside it and
+reports each one's slowdown (median loaded epoch ÷ median quiet epoch).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,26 +127,84 @@ def _time(fn) -> float:
     return time.perf_counter() - start
 
 
-def run_workload(w: Workload, rounds: int, use_torch: bool, torch_compile: bool) -> dict:
+def run_workload(w: Workload, rounds: int, peers: set[str], contended: bool) -> dict:
     graph = load_graph(w.spec, w.batch, w.lr)
     data = make_data(graph, w.samples)
     netc = NetcRunner(graph, data)
     runners = {"netc": netc}
-    if use_torch:
-        runners["torch"] = TorchRunner(graph, data, netc.model.get_weights(), compiled=False)
-        if torch_compile:
+    peer_classes = {"torch": (TorchRunner, {"compiled": False}), "torch.compile": (TorchRunner, {"compiled": True}),
+                    "jax.jit": (_jax_runner, {"variant": "jit"}), "jax.scan": (_jax_runner, {"variant": "scan"})}
+    for name, (make, options) in peer_classes.items():
+        if name in peers:
             try:
-                runners["torch.compile"] = TorchRunner(graph, data, netc.model.get_weights(), compiled=True)
+                runners[name] = make(graph, data, netc.model.get_weights(), **options)
             except Exception as exc:  # report, keep the rest of the suite
-                print(f"torch.compile failed on {w.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                print(f"{name} failed on {w.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    times = alternate(runners, rounds)
+    units = w.samples / w.batch if w.per_step else w.samples
+    result = {"workload": w.name, "unit": "steps/s" if w.per_step else "samples/s",
+              "rates": {name: units / float(np.median(t)) for name, t in times.items()},
+              "spreads": {name: [units / max(t), units / min(t)] for name, t in times.items()},
+              "flops_per_unit": 6 * graph.macs * (w.batch if w.per_step else 1)}
+    if contended:
+        with busy_processes(cores()):
+            loaded = alternate(runners, rounds)
+        result["slowdowns"] = {name: float(np.median(loaded[name]) / np.median(times[name])) for name in runners}
+        result["loaded_spreads"] = {name: [units / max(t), units / min(t)] for name, t in loaded.items()}
+    return result
+
+
+def _jax_runner(graph, data, weights, variant: str):
+    from benchmarks.jax_model import JaxRunner
+
+    return JaxRunner(graph, data, weights, variant)
+
+
+def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
+    """Epoch times per framework, one epoch of each in turn per round, so that drifts in the
+    machine's speed hit every framework alike."""
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):  # alternate, so drifts in machine load hit every framework alike
+    for _ in range(rounds):
         for name, runner in runners.items():
             times[name].append(_time(runner.epoch))
-    units = w.samples / w.batch if w.per_step else w.samples
-    rates = {name: units / float(np.median(t)) for name, t in times.items()}
-    return {"workload": w.name, "unit": "steps/s" if w.per_step else "samples/s", "rates": rates,
-            "spreads": {name: [units / max(t) , units / min(t)] for name, t in times.items()}}
+    return times
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextmanager
+def busy_processes(count: int):
+    """`count` CPU-bound processes (a Python busy loop each) beside the timed run: a laptop or CI
+    runner that is never idle."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def sgemm_rates(size: int = 1024, repeats: int = 10) -> dict[int, float]:
+    """GFLOP/s of a square float32 GEMM through the OpenBLAS netc calls (SciPy's), on one core and
+    on all of them: the best of `repeats`, what the hardware allows a training step's GEMMs."""
+    from scipy.linalg.blas import sgemm
+    from threadpoolctl import threadpool_limits
+
+    from netc.jit import load_cython_blas
+
+    load_cython_blas()
+    a = np.asfortranarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
+    rates = {}
+    for threads in sorted({1, cores()}):
+        with threadpool_limits(threads, user_api="blas"):
+            sgemm(1.0, a, a)
+            best = min(_time(lambda: sgemm(1.0, a, a)) for _ in range(repeats))
+        rates[threads] = 2 * size**3 / best / 1e9
+    return rates
 
 
 # ------------------------------------------------------------------ start-up and memory (subprocesses)
@@ -205,7 +270,20 @@ def peak_memory_mib(index: int, framework: str) -> float:
     return json.loads(out.strip().splitlines()[-1]) / 1024
 
 
-def machine_text(use_torch: bool) -> str:
+def cpu_text() -> str:
+    """The CPU's model name and widest vector extension (figures move with both)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model}, {vector}"
+
+
+def machine_text(frameworks: list[str]) -> str:
     import numba
     from threadpoolctl import threadpool_info
 
@@ -213,14 +291,20 @@ def machine_text(use_torch: bool) -> str:
 
     blas = {i.get("internal_api"): f"{i.get('version')} {i.get('architecture')} x{i.get('num_threads')}"
             for i in threadpool_info()}
-    lines = [f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-             f"- Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, netc {netc.__version__}",
+    lines = [f"- machine: {cpu_text()}, {os.cpu_count()} cores, {platform.platform()}",
+             f"- Python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__} "
+             f"({numba.threading_layer()} threading layer, NETC_THREADS={os.environ.get('NETC_THREADS', 'unset')}), "
+             f"netc {netc.__version__}",
              f"- BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
              f"netc BLAS threads: per plan, 1 or all cores for GEMMs of 50 M+ multiply-adds (NETC_BLAS_THREADS={os.environ.get('NETC_BLAS_THREADS', 'unset')})"]
-    if use_torch:
+    if "torch" in frameworks:
         import torch
 
         lines.append(f"- PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+    if any(f.startswith("jax") for f in frameworks):
+        import jax
+
+        lines.append(f"- JAX {jax.__version__} ({jax.default_backend()})")
     return "\n".join(lines)
 
 
@@ -230,56 +314,82 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed epochs per framework (alternating)")
     parser.add_argument("--torch-compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--no-torch", action="store_true", help="time netc only")
+    parser.add_argument("--jax", action="store_true", help="also time JAX: a jitted step per batch, and a "
+                        "whole epoch as one jitted lax.scan")
+    parser.add_argument("--contended", action="store_true", help="time every framework again beside one "
+                        "CPU-bound process per core, and report each one's slowdown")
     parser.add_argument("--no-startup", action="store_true", help="skip compile/start-up/memory measurements")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
-    try:
-        import torch  # noqa: F401
-
-        use_torch = not args.no_torch
-    except ImportError:
-        use_torch = False
-        print("PyTorch is not installed: timing netc only (pip install torch==2.13.0 for the comparison)",
-              file=sys.stderr)
+    peers = set()
+    if not args.no_torch:
+        if _installed("torch"):
+            peers |= {"torch"} | ({"torch.compile"} if args.torch_compile else set())
+        else:
+            print("PyTorch is not installed: no PyTorch column (pip install torch==2.13.0)", file=sys.stderr)
+    if args.jax:
+        if _installed("jax"):
+            peers |= {"jax.jit", "jax.scan"}
+        else:
+            print("JAX is not installed: no JAX column (pip install -e '.[jax]')", file=sys.stderr)
     chosen = [WORKLOADS[KEYS[k]] for k in args.only] if args.only else WORKLOADS
+    sgemm = sgemm_rates()
+    print(json.dumps({"sgemm_gflops": sgemm}), file=sys.stderr)
     results = []
     for w in chosen:
-        result = run_workload(w, args.rounds, use_torch, args.torch_compile)
+        result = run_workload(w, args.rounds, peers, args.contended)
         if not args.no_startup:
             index = WORKLOADS.index(w)
             result["cold_compile_s"], result["warm_start_s"] = cold_and_warm(index)
             result["peak_mib"] = {"netc": peak_memory_mib(index, "netc")}
-            if use_torch:
+            if "torch" in peers:
                 result["peak_mib"]["torch"] = peak_memory_mib(index, "torch")
         results.append(result)
         print(json.dumps(result), file=sys.stderr)
-    print(render(results, use_torch, args))
+    print(render(results, sgemm, args))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"sgemm_gflops": sgemm, "workloads": results}, indent=2))
 
 
-def render(results: list[dict], use_torch: bool, args) -> str:
-    frameworks = ["netc"] + (["torch"] if use_torch else []) + (["torch.compile"] if args.torch_compile else [])
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def render(results: list[dict], sgemm: dict[int, float], args) -> str:
+    names = set().union(*(r["rates"] for r in results))
+    frameworks = [f for f in ("netc", "torch", "torch.compile", "jax.jit", "jax.scan") if f in names]
+    jax = [f for f in frameworks if f.startswith("jax")]
+    peak = sgemm[max(sgemm)]
     head = ["workload", "unit"] + frameworks
-    if use_torch:
-        head += ["netc ÷ torch"] + (["netc ÷ torch.compile"] if args.torch_compile else [])
-    head += ["netc cold compile", "netc warm start", "peak RSS netc / torch"]
+    head += [f"netc ÷ {f}" for f in frameworks if f.startswith("torch")] + (["netc ÷ JAX (best)"] if jax else [])
+    head += ["% of SGEMM: " + " / ".join(f for f in frameworks if f != "torch.compile")]
+    if args.contended:
+        head += ["slowdown under load: " + " / ".join(frameworks)]
+    if not args.no_startup:
+        head += ["netc cold compile", "netc warm start", "peak RSS netc / torch"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         rates = r["rates"]
         cells = [r["workload"], r["unit"]] + [f"{rates[f]:,.0f}" if f in rates else "-" for f in frameworks]
-        if use_torch:
-            cells.append(f"**{rates['netc'] / rates['torch']:.2f}×**")
-            if args.torch_compile:
-                cells.append(f"{rates['netc'] / rates['torch.compile']:.2f}×" if "torch.compile" in rates else "-")
-        if "cold_compile_s" in r:
-            peak = r["peak_mib"]
+        cells += [f"**{rates['netc'] / rates[f]:.2f}×**" if f in rates else "-"
+                  for f in frameworks if f.startswith("torch")]
+        if jax:
+            best = max((f for f in jax if f in rates), key=rates.get, default=None)
+            cells.append(f"**{rates['netc'] / rates[best]:.2f}×** ({best[4:]})" if best else "-")
+        cells.append(" / ".join(f"{100 * rates[f] * r['flops_per_unit'] / (peak * 1e9):.1f}%" if f in rates else "-"
+                                for f in frameworks if f != "torch.compile"))
+        if args.contended:
+            cells.append(" / ".join(f"{r['slowdowns'][f]:.2f}×" if f in r["slowdowns"] else "-" for f in frameworks))
+        if not args.no_startup:
+            peak_mib = r["peak_mib"]
             cells += [f"{r['cold_compile_s']:.1f} s", f"{r['warm_start_s']:.2f} s",
-                      f"{peak['netc']:.0f} / {peak.get('torch', float('nan')):.0f} MiB"]
-        else:
-            cells += ["-", "-", "-"]
+                      f"{peak_mib['netc']:.0f} / {peak_mib.get('torch', float('nan')):.0f} MiB"]
         rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n\n" + machine_text(use_torch) + f"\n- rounds: {args.rounds} (median)\n"
+    rates_text = ", ".join(f"{threads} core{'s' if threads > 1 else ''} {rate:.0f}" for threads, rate in sorted(sgemm.items()))
+    return ("\n".join(rows) + "\n\n" + machine_text(frameworks) + f"\n- SGEMM 1024³ (GFLOP/s, best of 10): {rates_text}"
+            + f"\n- rounds: {args.rounds} (median)\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import os
 from numba import njit
 
 from netc.codecache import use_netc_cache
+from netc.errors import Diagnostic, Location, NetcError
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -88,25 +89,67 @@ def load_cython_blas() -> None:
 
 
 _blas_threads: int | None = None  # what prepare_threads last set
+_threads_started = False
+
+
+def thread_count() -> int | None:
+    """NETC_THREADS: the threads (and the chunks of a conv pass) netc uses; None when unset,
+    then every core this process may run on (see steps.cores)."""
+    text = os.environ.get("NETC_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise NetcError(Diagnostic("E-ENV", f"NETC_THREADS={text!r} is not a thread count",
+                                   Location("NETC_THREADS"), hint="a whole number from 1, e.g. NETC_THREADS=2; "
+                                   "unset it to use every core"))
+    return int(text)
+
+
+def start_threads() -> None:
+    """Start Numba's thread pool once, its OpenMP threads waiting passively (asleep, not spinning)
+    between parallel regions unless the user chose OMP_WAIT_POLICY. Spinning threads hold their
+    core between the conv passes of a step; when other processes want the cores, the spin steals
+    the time the thread that has work needs, and a LeNet-5 epoch took 3-4x its time beside two
+    CPU-bound processes instead of ~2x (benchmarks/run.py --contended; RESULTS.md). libgomp reads
+    the variable once, as it loads, so it is set only while Numba loads it and then restored:
+    another OpenMP library loaded later (PyTorch bundles its own) keeps its own policy."""
+    global _threads_started
+    if _threads_started:
+        return
+    from numba.np.ufunc import parallel
+
+    chosen = "OMP_WAIT_POLICY" in os.environ
+    if not chosen:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        parallel._launch_threads()
+    finally:
+        if not chosen:
+            del os.environ["OMP_WAIT_POLICY"]
+    _threads_started = True
 
 
 def prepare_threads(threads: int = 1) -> int:
-    """Ready the threads for the plan about to run: Numba's pool started, and the BLAS thread
-    count set (NETC_BLAS_THREADS overrides it). Called before every compiled call.
+    """Ready the threads for the plan about to run: Numba's pool started (start_threads) with
+    NETC_THREADS threads when set, and the BLAS thread count set (NETC_BLAS_THREADS overrides
+    it). Called before every compiled call.
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
     cores are busy, its spinning made a digits-mlp epoch 3-8x slower (0.07 s vs 0.24-0.6 s);
     the compiler asks for more threads only for large GEMMs (steps.blas_threads). Set on every
     change, not once: the thread count changes the order of BLAS sums, and a plan must give the
     same numbers whatever ran before it in the process. Kernels call SciPy's OpenBLAS (see
-    netc.kernels.blas), which threadpoolctl only reaches once it is loaded."""
+    netc.kernels.blas), which threadpoolctl only reaches once it is loaded. Numba's thread
+    count does not change any number: a conv pass has a fixed number of chunks per plan."""
     global _blas_threads
-    if _blas_threads is None:
-        # Start Numba's thread pool: a plan loaded from the disk cache calls the parallel regions of
-        # its kernels without compiling them, and they need the pool (a null call otherwise).
+    # A plan loaded from the disk cache calls the parallel regions of its kernels without
+    # compiling them, and they need the pool (a null call otherwise).
+    start_threads()
+    wanted = thread_count()
+    if wanted is not None:
         import numba
 
-        numba.get_num_threads()
+        numba.set_num_threads(min(wanted, numba.config.NUMBA_NUM_THREADS))  # per calling thread
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
         from threadpoolctl import threadpool_limits

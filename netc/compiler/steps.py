@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
+from netc.jit import thread_count
 from netc.ops.base import (ACTIVATION, ALIAS, BLAS, EPILOGUE, LOG_PROBABILITIES, MONOTONE, PARALLEL, POOL_EPILOGUE,
                            REGISTRY)
 
@@ -147,8 +148,10 @@ def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
 
 
 def cores() -> int:
-    """Cores this process may run on (NUMBA_NUM_THREADS, when set, caps Numba's threads)."""
+    """Threads a plan is made for: NETC_THREADS when set, else the cores this process may run on;
+    NUMBA_NUM_THREADS, when set, caps both (Numba starts no more threads than that)."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    available = thread_count() or available
     return max(1, min(available, int(os.environ.get("NUMBA_NUM_THREADS", available))))
 
 
