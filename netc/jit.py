@@ -1,17 +1,22 @@
 """The one Numba policy: every compiled function in netc gets its flags here.
 
-fastmath allows re-association and contraction (faster reductions) but keeps
-NaN/inf semantics, so a diverging run is still detected.
+fastmath is only `nsz` (the sign of a zero may be ignored). Re-association and contraction
+(FMA) let LLVM reorder a sum or fuse a multiply-add differently in each function it inlines a
+kernel into, so the compiled tier's numbers differed from the Python tier's in the last bit
+(tests/test_tiers.py) and depended on the CPU's vector width; without them the numbers are the
+same in every tier and on every x86-64 CPU with AVX2, BLAS and libm aside. NaN/inf semantics are
+kept, so a diverging run is still detected.
 """
 
 import os
 
-from numba import njit
+from numba import carray, njit, types
+from numba.extending import intrinsic, overload
 
 from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
 
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+FASTMATH = {"nsz"}
 
 
 def kernel(fn):
@@ -50,6 +55,34 @@ def python_glue(fn):
     kernels (which are cached on disk), so a new plan starts without compiling anything but the
     kernels it is the first to use."""
     return fn
+
+
+def fixed_view(array, shape):
+    """`array` (a C-contiguous view of an arena, V[k]) as the generated functions bind it. Run as
+    Python (the Python tier), the array itself; compiled, a view of the same memory whose shape is
+    the constant `shape` and which holds no reference count. The compiler then knows every loop
+    bound but the batch's and drops the reference counting of each array passed to a kernel: a step
+    of the lecture's 3-4-3-2 MLP went from ~1.1-1.9 us to ~0.4 us (benchmarks/RESULTS.md). The
+    arena outlives every call (V is an argument), so the view never outlives its memory."""
+    return array
+
+
+@overload(fixed_view, inline="always")
+def _fixed_view_compiled(array, shape):
+    def view(array, shape):
+        return carray(_data_pointer(array), shape)
+
+    return view
+
+
+@intrinsic
+def _data_pointer(typingctx, array):
+    """The array's data as a typed pointer (what numba.carray takes)."""
+
+    def codegen(context, builder, signature, args):
+        return context.make_array(array)(context, builder, args[0]).data
+
+    return types.CPointer(array.dtype)(array), codegen
 
 
 def _cached(dispatcher, variant: str = ""):

@@ -1,6 +1,7 @@
 """The generated plan module reads like hand-written code: each function binds the views it uses
-to named locals with what they hold and their shape (`fc1_weight = V[5]  # P: fc1.weight [500, 800]`),
-and the kernel calls name their arguments. The source tests compile nothing; the run tests check
+to named locals with what they hold and their shape
+(`fc1_weight = fixed_view(V[5], (500, 800))  # P: fc1.weight [500, 800]`: compiled, a view whose
+shape the compiler knows), and the kernel calls name their arguments. The source tests compile nothing; the run tests check
 that a plan written this way trains to the numbers recorded from the positional `V[k]` code."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from netc.graph import build_graph
 from netc.spec import load_spec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-BINDING = re.compile(r"^    (\w+) = V\[(\d+)\] +# ([PGSADIWLTH]): (.+) \[([\d, ]*)\]$")
+BINDING = re.compile(r"^    (\w+) = (?:fixed_view\(V\[(\d+)\], \(([\d, ]+?),?\)\)|V\[(\d+)\]) +"
+                     r"# ([PGSADIWLTH]): (.+) \[([\d, ]*)\]$")
 
 
 def plan_of(name: str, batch: int | None = None):
@@ -34,22 +36,27 @@ def functions(source: str) -> dict[str, tuple[ast.FunctionDef, list[str]]]:
 
 
 def check_function(name: str, node: ast.FunctionDef, lines: list[str], views: ViewTable) -> dict[str, int]:
-    """The function opens with its bindings, each `name = V[k]  # arena: what [shape]` matching the
-    view table; binds each name once and only names it uses; reads V nowhere else."""
+    """The function opens with its bindings, each `name = fixed_view(V[k], shape)  # arena: what
+    [shape]` (a 0-d view: `name = V[k]`) matching the view table; binds each name once and only names
+    it uses; reads V nowhere else."""
     bound: dict[str, int] = {}
     for statement in node.body:
-        if not (isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Subscript)
-                and isinstance(statement.value.value, ast.Name) and statement.value.value.id == "V"):
+        value = statement.value if isinstance(statement, ast.Assign) else None
+        if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "fixed_view":
+            value = value.args[0]
+        if not (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name) and value.value.id == "V"):
             break
         line = lines[statement.lineno - node.lineno]
         match = BINDING.match(line)
         assert match, f"{name}: binding without a comment of what it holds and its shape: {line!r}"
-        local, k = match.group(1), int(match.group(2))
+        local, k = match.group(1), int(match.group(2) or match.group(4))
         assert local not in bound, f"{name}: {local} bound twice"
         assert local.isidentifier() and local in views.names, local
         arena, _, shape = views.entries[k]
-        assert views.names[local] == (k, match.group(4)), line
-        assert (match.group(3), match.group(5)) == (arena, ", ".join(str(s) for s in shape)), line
+        dims = ", ".join(str(s) for s in shape)
+        assert views.names[local] == (k, match.group(6)), line
+        assert (match.group(5), match.group(7)) == (arena, dims), line
+        assert (match.group(3) or "") == dims, f"{name}: the view's fixed shape is not its table shape: {line!r}"
         bound[local] = k
     rest = node.body[len(bound):]
     subscripts = [n for s in rest for n in ast.walk(s)
@@ -101,7 +108,7 @@ def test_kernel_calls_name_their_arguments():
             assert not call.keywords and len(call.args) == len(params)
     text = plan.source
     assert "linear_forward(x=flat_out[:n], w=fc1_weight, b=fc1_bias, has_bias=B(True)," in text
-    assert "    conv1_weight = V[" in text and "# P: conv1.weight [16, 9]" in text
+    assert "    conv1_weight = fixed_view(V[" in text and "], (16, 9))" in text and "# P: conv1.weight [16, 9]" in text
     assert "# conv_backward(x, w, y, dy, arg," in text
     assert "adam_update(p=fc2_weight_flat, g=fc2_weight_flat_grad, m=fc2_weight_m, v=fc2_weight_v," in text
 
@@ -124,7 +131,7 @@ def test_view_names_are_unique_and_never_shadow_the_modules_names():
 def test_tiny_plan_inlines_its_kernels_and_names_its_views():
     source = plan_of("xor").source
     assert "linear_forward = linear_forward.inlined" in source
-    assert "    hidden_weight = V[" in source and "linear_forward(x=x_in[:n], w=hidden_weight," in source
+    assert "    hidden_weight = fixed_view(V[" in source and "linear_forward(x=x_in[:n], w=hidden_weight," in source
 
 
 # -------------------------------------------------------------------------- compiled

@@ -34,8 +34,11 @@ output in docs/ci-validation.md): listed in TRANSCRIPTS with where it is tested 
 Training figures: the same seed gives the same numbers on the same machine. The pages show a
 2-core machine's; NUMBA_NUM_THREADS is set to 2 (at most the cores there are) because a conv pass
 splits the batch into one chunk per core and the chunk count fixes the order of the weight-gradient
-sums (`netc.compiler.steps.parallel_chunks`). A CPU whose BLAS rounds differently may still change
-the last digit of a loss; the test then fails and shows the diff.
+sums (`netc.compiler.steps.parallel_chunks`). The CPU's instruction set changes the last bits too
+(OpenBLAS picks its GEMM kernels by CPU, numpy its SIMD loops), and a training run amplifies one bit
+into another epoch count: CI on an AVX-512 machine printed other figures than the pages showed.
+So the pages run as on one x86-64 level, AVX2 with FMA (REFERENCE_CPU): Numba compiles for it,
+OpenBLAS uses its Haswell kernels and numpy no AVX-512 loops, on any machine that has AVX2.
 """
 
 from __future__ import annotations
@@ -193,10 +196,27 @@ def netc_command() -> str:
     return f'netc() {{ "{sys.executable}" -m netc.cli "$@"; }}'
 
 
+def reference_cpu() -> dict[str, str]:
+    """What makes every AVX2 machine compute like one x86-64-v3 CPU (see the module's docstring).
+    numpy warns about, and ignores, a feature it does not dispatch; its names change between
+    versions, so the AVX-512 ones are read from numpy itself."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__
+    except ImportError:  # numpy 1
+        from numpy.core._multiarray_umath import __cpu_dispatch__
+
+    wider = [name for name in __cpu_dispatch__ if "AVX512" in name or name == "X86_V4"]
+    return dict(NUMBA_CPU_NAME="x86-64-v3", NUMBA_CPU_FEATURES="-avx512f", OPENBLAS_CORETYPE="Haswell",
+                NPY_DISABLE_CPU_FEATURES=" ".join(wider))
+
+
+REFERENCE_CPU = reference_cpu()
+
+
 def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
     env.update(COLUMNS="200", NO_COLOR="1", TERM="dumb", PYTHONIOENCODING="utf-8",
-               NUMBA_NUM_THREADS=str(min(2, os.cpu_count() or 1)))
+               NUMBA_NUM_THREADS=str(min(2, os.cpu_count() or 1)), **REFERENCE_CPU)
     return env
 
 

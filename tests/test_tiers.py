@@ -89,7 +89,7 @@ def test_the_tiers_give_the_same_numbers_to_the_bit(name):
 def test_the_python_tier_compiles_no_glue():
     model = Model(build_graph(load_spec(SPECS / "xor.yaml")), tier=PYTHON)
     assert not hasattr(model.plan.module.epoch, "stats"), "a plain Python function"
-    assert "from netc.jit import python_glue as plan_function" in model.plan.sources[PYTHON]
+    assert "from netc.jit import fixed_view, python_glue as plan_function" in model.plan.sources[PYTHON]
     assert ".inlined" not in model.plan.sources[PYTHON] and ".inlined" in model.plan.sources[FUSED]
     model.warm_up()  # compiles the kernels this machine lacks (none, usually), never the glue
     assert model.warm_up() is False, "the kernels are marked compiled"

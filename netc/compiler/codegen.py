@@ -176,15 +176,25 @@ class ViewTable:
             self.names[unique] = (k, about)
         return self._named[(k, about)]
 
+    def _binding(self, name: str) -> str:
+        """`name = fixed_view(V[k], (4, 3))`: compiled, a view whose shape the compiler knows (see
+        netc.jit.fixed_view); a 0-d view stays V[k]."""
+        k = self.names[name][0]
+        shape = self.entries[k][2]
+        if not shape:
+            return f"{name} = V[{k}]"
+        dims = ", ".join(str(size) for size in shape) + ("," if len(shape) == 1 else "")
+        return f"{name} = fixed_view(V[{k}], ({dims}))"
+
     def bindings(self, lines: list[str], indent: str = "    ") -> list[str]:
-        """`name = V[k]  # arena: what it holds [shape]` for every view name the code lines use
-        (comments aside), in order of first use."""
+        """`name = fixed_view(V[k], shape)  # arena: what it holds [shape]` for every view name the
+        code lines use (comments aside), in order of first use."""
         used: dict[str, None] = {}
         for line in lines:
             for word in _IDENTIFIER.findall(line.split("#", 1)[0]):
                 if word in self.names:
                     used[word] = None
-        heads = [f"{name} = V[{self.names[name][0]}]" for name in used]
+        heads = [self._binding(name) for name in used]
         width = max((len(head) for head in heads), default=0)
         out = []
         for head, name in zip(heads, used):

@@ -110,7 +110,7 @@ def _header(header: str, tiny: bool, tier: str) -> list[str]:
     kernels (`python_glue`), so it starts without compiling any glue."""
     glue = "plan_function" if tier == FUSED else "python_glue as plan_function"
     out = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64",
-           "", f"from netc.jit import {glue}"]
+           "", f"from netc.jit import fixed_view, {glue}"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     if tiny and tier == FUSED:
@@ -235,7 +235,7 @@ def generate_timing_source(plan) -> str:
     plan's own step bodies (so gradient flags and views agree)."""
     graph, views = plan.graph, plan.views
     out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
-           "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import plan_function"]
+           "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import fixed_view, plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]
