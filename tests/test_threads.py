@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
-from netc.compiler.steps import cores, parallel_chunks
+from netc.compiler.steps import blas_threads, cores, parallel_chunks
 from netc.errors import NetcError
+from netc.graph import build_graph
 from netc.jit import thread_count
+from netc.spec import load_spec, load_spec_text
 
 from helpers import SPECS
 
@@ -38,6 +40,33 @@ def test_netc_threads_sets_the_chunks_of_a_conv_pass(monkeypatch):
     assert cores() == 3 and parallel_chunks(64) == 3 and parallel_chunks(2) == 2
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")  # Numba starts no more threads than this
     assert cores() == 2
+
+
+WIDE_MLP = """
+netc: 1
+name: wide
+inputs:
+  x: {shape: [2048]}
+  y: {shape: [], dtype: int64, classes: 10}
+layers:
+  - {name: fc1, op: linear, in: x, out: 2048}
+  - {name: fc2, op: linear, out: 10}
+loss: {op: cross_entropy, input: fc2, target: y}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 32}
+"""
+
+
+def test_blas_splits_a_large_gemm_but_never_a_recurrent_layers(monkeypatch):
+    """A plan with a GEMM of 50 M+ multiply-adds gets every core's BLAS thread; a recurrent layer's
+    per-step GEMMs keep one, whatever the layer's total work (benchmarks/specs/lstm.yaml: 84 M)."""
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setenv("NETC_THREADS", "2")
+    assert blas_threads(build_graph(load_spec_text(WIDE_MLP, "wide.yaml")), 32) == 2
+    assert blas_threads(build_graph(load_spec_text(WIDE_MLP, "wide.yaml")), 4) == 1
+    lstm = build_graph(load_spec(SPECS.parent / "benchmarks" / "specs" / "lstm.yaml"))
+    assert 32 * sum(node.macs for node in lstm.nodes) >= 50_000_000
+    assert blas_threads(lstm, 32) == 1
 
 
 def test_a_run_with_a_bad_netc_threads_stops_before_it_writes_anything(tmp_path):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from netc.graph.ir import Graph, Node
 from netc.jit import thread_count
 from netc.ops.base import (ACTIVATION, ALIAS, BLAS, EPILOGUE, LOG_PROBABILITIES, MONOTONE, PARALLEL, POOL_EPILOGUE,
-                           REGISTRY)
+                           REGISTRY, STEPPED)
 
 
 @dataclass
@@ -166,8 +166,10 @@ def blas_threads(graph: Graph, batch: int) -> int:
     batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
     thread pools spinning against each other cost milliseconds per switch on two cores. Plans
     without them use every core when some GEMM is large enough that splitting it pays (50 M
-    multiply-adds), else one (see netc.jit.prepare_threads)."""
-    if any(REGISTRY[node.op].is_(PARALLEL) for node in graph.nodes):
+    multiply-adds), else one (see netc.jit.prepare_threads). Recurrent layers (STEPPED) keep one:
+    their per-step GEMMs are small, and threads that meet at each of them stall when the cores
+    are busy (benchmarks/RESULTS.md, "Under load")."""
+    if any(REGISTRY[node.op].is_(PARALLEL) or REGISTRY[node.op].is_(STEPPED) for node in graph.nodes):
         return 1
     largest = max((batch * node.macs for node in graph.nodes if REGISTRY[node.op].is_(BLAS)), default=0)
     return cores() if largest >= 50_000_000 else 1

@@ -35,11 +35,12 @@ FILTERS = "filters"  # its "weight" is a bank of 2-D filters [out, in, kh, kw] s
 POOL_EPILOGUE = "pool_epilogue"  # takes a following max pool that `fuses_as_pool` into its epilogue (conv2d)
 PARALLEL = "parallel"  # runs in Numba parallel regions, a chunk of the batch per core: BLAS must stay single-threaded
 BLAS = "blas"  # one GEMM over the batch: BLAS may split a large one over the cores
+STEPPED = "stepped"  # a loop over time steps with a small GEMM in each: BLAS must stay single-threaded
 INDEXED = "indexed"  # reads an int64 index input (no gradient flows into it): `rows` says how many it can look up
 PROBABILITIES = "probabilities"  # gives (log-)probabilities: cross_entropy, which applies softmax itself, refuses them
 LOG_PROBABILITIES = "log_probabilities"  # gives log-probabilities: what nll reads (and fuses with)
 CATEGORIES = (ALIAS, ACTIVATION, EPILOGUE, ELEMENTWISE, MONOTONE, TRAIN_MODE, WINDOW, FILTERS, POOL_EPILOGUE,
-              PARALLEL, BLAS, INDEXED, PROBABILITIES, LOG_PROBABILITIES)
+              PARALLEL, BLAS, STEPPED, INDEXED, PROBABILITIES, LOG_PROBABILITIES)
 
 
 class OpShapeError(Exception):

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from netc.ops.base import BLAS, OpDef, OpShapeError, Reference, Saved, register
+from netc.ops.base import STEPPED, OpDef, OpShapeError, Reference, Saved, register
 from netc.spec.base import Bool, Initializer, Layer, Name, NonNegFloat, PosInt, UniformInit
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -336,9 +336,10 @@ def _recurrent(name, spec) -> OpDef:
         (f"recurrent_forward ({name}, loop over steps)", f"recurrent_backward ({name}, through time)"),
         params=_params, saved=_saved, scratch=_scratch, macs=_macs, kernels=_KERNELS, forward=_forward,
         backward=_backward, notes=_notes, initializer=_initializer,
-        # its GEMMs are over the whole batch: a large layer splits them over the cores (LSTM T=32 H=128
-        # batch 32: 6.9 ms a step with two BLAS threads, 9.7 ms with one)
-        categories=frozenset({BLAS})))
+        # a GEMM per time step, each too small to split: two BLAS threads synchronise on every one of
+        # them, and beside two busy processes the LSTM of benchmarks/run.py (T=32 H=128 batch 32) ran
+        # 6.2x slower with two threads, 2.0x with one (quiet, two threads were ~15% faster)
+        categories=frozenset({STEPPED})))
 
 
 RNN = _recurrent("rnn", Rnn)
