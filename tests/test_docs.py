@@ -44,6 +44,7 @@ OpenBLAS uses its Haswell kernels and numpy no AVX-512 loops, on any machine tha
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shutil
@@ -324,6 +325,26 @@ def test_every_block_not_run_is_listed_with_its_reason():
         assert block.marker is None or block.marker[0] in ("skip", "needs", "same-as", "excerpt-of"), block.id
         assert block.marker is None or block.marker[0] != "same-as" or block.lang == "yaml", block.id
         assert block.marker is None or block.marker[0] != "excerpt-of" or block.lang == "text", block.id
+
+
+def test_the_pages_run_as_on_the_reference_cpu():
+    """In the pages' environment Numba compiles for x86-64-v3 without AVX-512, OpenBLAS runs its
+    Haswell kernels and numpy none of its AVX-512 loops, whatever this machine has."""
+    probe = ("import json, numpy, scipy.linalg, threadpoolctl\n"
+             "from numba.core.registry import cpu_target\n"
+             "try:\n    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
+             "except ImportError:\n    from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
+             "_, name, features = cpu_target.target_context.codegen().magic_tuple()\n"
+             "blas = [i.get('architecture') for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas']\n"
+             "wide = [f for f in __cpu_dispatch__ if 'AVX512' in f or f == 'X86_V4']\n"
+             "print(json.dumps([name, features, blas, [f for f in wide if __cpu_features__.get(f)]]))\n")
+    done = subprocess.run([sys.executable, "-c", probe], env=environment(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    name, features, blas, numpy_wide = json.loads(done.stdout.splitlines()[-1])
+    assert (name, features) == ("x86-64-v3", "-avx512f")
+    assert blas and set(blas) == {"Haswell"}, blas
+    assert numpy_wide == [], f"numpy still runs {numpy_wide} loops"
 
 
 def test_masks_hide_timing_and_cache_state_but_not_results():
