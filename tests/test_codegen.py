@@ -1,8 +1,9 @@
 """The generated plan module reads like hand-written code: each function binds the views it uses
 to named locals with what they hold and their shape
 (`fc1_weight = fixed_view(V[5], (500, 800))  # P: fc1.weight [500, 800]`: compiled, a view whose
-shape the compiler knows), and the kernel calls name their arguments. The source tests compile nothing; the run tests check
-that a plan written this way trains to the numbers recorded from the positional `V[k]` code."""
+shape the compiler knows), and the kernel calls name their arguments. The source tests compile
+nothing; the run tests check that a plan written this way trains to the numbers recorded from the
+positional `V[k]` code."""
 
 from __future__ import annotations
 

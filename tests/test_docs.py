@@ -335,7 +335,8 @@ def test_the_pages_run_as_on_the_reference_cpu():
              "try:\n    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
              "except ImportError:\n    from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
              "_, name, features = cpu_target.target_context.codegen().magic_tuple()\n"
-             "blas = [i.get('architecture') for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas']\n"
+             "blas = [i.get('architecture') for i in threadpoolctl.threadpool_info()\n"
+             "        if i['internal_api'] == 'openblas']\n"
              "wide = [f for f in __cpu_dispatch__ if 'AVX512' in f or f == 'X86_V4']\n"
              "print(json.dumps([name, features, blas, [f for f in wide if __cpu_features__.get(f)]]))\n")
     done = subprocess.run([sys.executable, "-c", probe], env=environment(), capture_output=True, text=True,

@@ -235,7 +235,8 @@ def generate_timing_source(plan) -> str:
     plan's own step bodies (so gradient flags and views agree)."""
     graph, views = plan.graph, plan.views
     out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
-           "from numpy import bool_ as B", "from numpy import int64 as I64", "", "from netc.jit import fixed_view, plan_function"]
+           "from numpy import bool_ as B", "from numpy import int64 as I64", "",
+           "from netc.jit import fixed_view, plan_function"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]

@@ -168,7 +168,7 @@ def blas_threads(graph: Graph, batch: int) -> int:
     without them use every core when some GEMM is large enough that splitting it pays (50 M
     multiply-adds), else one (see netc.jit.prepare_threads). Recurrent layers (STEPPED) keep one:
     their per-step GEMMs are small, and threads that meet at each of them stall when the cores
-    are busy (benchmarks/RESULTS.md, "Under load")."""
+    are busy (benchmarks/RESULTS.md, "Threads under load")."""
     if any(REGISTRY[node.op].is_(PARALLEL) or REGISTRY[node.op].is_(STEPPED) for node in graph.nodes):
         return 1
     largest = max((batch * node.macs for node in graph.nodes if REGISTRY[node.op].is_(BLAS)), default=0)
