@@ -126,14 +126,17 @@ def softmax_forward(x, y, log):
                 m = x[s, j]
         total = 0.0
         for j in range(f):
-            total += np.exp(x[s, j] - m)
+            e = np.exp(x[s, j] - m)
+            if not log:  # kept in y for the division: each exp computed once
+                y[s, j] = e
+            total += e
         if log:
             lse = m + np.log(total)
             for j in range(f):
                 y[s, j] = x[s, j] - lse
         else:
             for j in range(f):
-                y[s, j] = np.exp(x[s, j] - m) / total
+                y[s, j] = y[s, j] / total
 
 
 @kernel

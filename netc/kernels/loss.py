@@ -29,23 +29,30 @@ def _put(d, s, j, g, weight, acc):
 @kernel
 def cross_entropy(z, labels, dz, need_grad, weight, acc):
     # z (n, K) logits, labels (n,) int64, dz (n, K): softmax(z) - onehot, over n
+    # Without acc, dz holds each row's exponentials between the two passes: the same values as
+    # computing them again (half the exps of a step of a small classifier), so the same numbers.
     n, k = z.shape
     total = 0.0
     correct = 0
+    keep = need_grad and not acc
     for s in range(n):
         m = z[s, 0]
         for j in range(1, k):
             m = max(m, z[s, j])
         norm = 0.0
         for j in range(k):
-            norm += np.exp(z[s, j] - m)
+            e = np.exp(z[s, j] - m)
+            if keep:
+                dz[s, j] = e
+            norm += e
         label = labels[s]
         total += m + np.log(norm) - z[s, label]
         if _argmax_row(z, s) == label:
             correct += 1
         if need_grad:
             for j in range(k):
-                p = np.exp(z[s, j] - m) / norm
+                e = dz[s, j] if keep else np.exp(z[s, j] - m)
+                p = e / norm
                 _put(dz, s, j, (p - (1.0 if j == label else 0.0)) / n, weight, acc)
     return total / n, correct
 
