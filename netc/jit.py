@@ -10,8 +10,10 @@ kept, so a diverging run is still detected.
 
 import os
 
-from numba import carray, njit, types
+from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
 from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
@@ -67,22 +69,35 @@ def fixed_view(array, shape):
     return array
 
 
-@overload(fixed_view, inline="always")
+@overload(fixed_view)
 def _fixed_view_compiled(array, shape):
-    def view(array, shape):
-        return carray(_data_pointer(array), shape)
-
-    return view
+    return lambda array, shape: _constant_shape_view(array, shape)
 
 
 @intrinsic
-def _data_pointer(typingctx, array):
-    """The array's data as a typed pointer (what numba.carray takes)."""
+def _constant_shape_view(typingctx, array, shape):
+    """A C-contiguous array over `array`'s data with the shape `shape` and no meminfo (so no
+    reference count). Built directly: going through numba.carray inlined Numba IR at every
+    binding and made a LeNet-5 fused plan compile ~1.6 s (~18%) longer."""
+    if not (isinstance(array, types.Array) and isinstance(shape, types.BaseTuple)
+            and all(isinstance(size, types.Integer) for size in shape)):
+        return None
+    view_type = types.Array(array.dtype, len(shape), "C")
 
     def codegen(context, builder, signature, args):
-        return context.make_array(array)(context, builder, args[0]).data
+        source = context.make_array(array)(context, builder, args[0])
+        view = context.make_array(view_type)(context, builder)
+        sizes = [context.cast(builder, size, size_type, types.intp)
+                 for size, size_type in zip(cgutils.unpack_tuple(builder, args[1]), shape)]
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(context.get_data_type(array.dtype)))
+        strides, step = [], itemsize
+        for size in reversed(sizes):
+            strides.insert(0, step)
+            step = builder.mul(step, size)
+        populate_array(view, data=source.data, shape=sizes, strides=strides, itemsize=itemsize, meminfo=None)
+        return view._getvalue()
 
-    return types.CPointer(array.dtype)(array), codegen
+    return view_type(array, shape), codegen
 
 
 def _cached(dispatcher, variant: str = ""):
