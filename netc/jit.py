@@ -13,7 +13,6 @@ import os
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
-from numba.np.arrayobj import populate_array
 
 from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
@@ -78,13 +77,15 @@ def _fixed_view_compiled(array, shape):
 def _constant_shape_view(typingctx, array, shape):
     """A C-contiguous array over `array`'s data with the shape `shape` and no meminfo (so no
     reference count). Built directly: going through numba.carray inlined Numba IR at every
-    binding and made a LeNet-5 fused plan compile ~1.6 s (~18%) longer."""
+    binding and made a LeNet-5 fused plan compile ~2 s (~20%) longer."""
     if not (isinstance(array, types.Array) and isinstance(shape, types.BaseTuple)
             and all(isinstance(size, types.Integer) for size in shape)):
         return None
     view_type = types.Array(array.dtype, len(shape), "C")
 
     def codegen(context, builder, signature, args):
+        from numba.np.arrayobj import populate_array  # loaded with Numba's CPU target anyway; not at import
+
         source = context.make_array(array)(context, builder, args[0])
         view = context.make_array(view_type)(context, builder)
         sizes = [context.cast(builder, size, size_type, types.intp)
