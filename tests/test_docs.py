@@ -331,13 +331,13 @@ def test_every_block_not_run_is_listed_with_its_reason():
 def test_the_pages_run_on_the_libraries_avx2_code():
     """In the pages' environment OpenBLAS runs its Haswell kernels and numpy none of its AVX-512
     loops, whatever this machine has."""
+    wide = REFERENCE_CPU["NPY_DISABLE_CPU_FEATURES"].split()
     probe = ("import json, numpy, scipy.linalg, threadpoolctl\n"
-             "try:\n    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
-             "except ImportError:\n    from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__\n"
+             "try:\n    from numpy._core._multiarray_umath import __cpu_features__\n"
+             "except ImportError:\n    from numpy.core._multiarray_umath import __cpu_features__\n"
              "blas = [i.get('architecture') for i in threadpoolctl.threadpool_info()\n"
              "        if i['internal_api'] == 'openblas']\n"
-             "wide = [f for f in __cpu_dispatch__ if 'AVX512' in f or f == 'X86_V4']\n"
-             "print(json.dumps([blas, [f for f in wide if __cpu_features__.get(f)]]))\n")
+             f"print(json.dumps([blas, [f for f in {wide!r} if __cpu_features__.get(f)]]))\n")
     done = subprocess.run([sys.executable, "-c", probe], env=environment(), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr

@@ -62,8 +62,8 @@ def test_blas_splits_a_large_gemm_but_never_a_recurrent_layers(monkeypatch):
     per-step GEMMs keep one, whatever the layer's total work (benchmarks/specs/lstm.yaml: 84 M)."""
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     monkeypatch.setenv("NETC_THREADS", "2")
-    assert blas_threads(build_graph(load_spec_text(WIDE_MLP, "wide.yaml")), 32) == 2
-    assert blas_threads(build_graph(load_spec_text(WIDE_MLP, "wide.yaml")), 4) == 1
+    wide = build_graph(load_spec_text(WIDE_MLP, "wide.yaml"))
+    assert blas_threads(wide, 32) == 2 and blas_threads(wide, 4) == 1
     lstm = build_graph(load_spec(SPECS.parent / "benchmarks" / "specs" / "lstm.yaml"))
     assert 32 * sum(node.macs for node in lstm.nodes) >= 50_000_000
     assert blas_threads(lstm, 32) == 1
