@@ -73,7 +73,7 @@ def test_schema_has_blocks_and_the_block_layer():
     assert set(block_layer["properties"]) == {"name", "in", "op", "block", "repeat", "share"}
     assert block_layer["additionalProperties"] is False
     block = schema["$defs"]["BlockSpec"]
-    assert set(block["properties"]) == {"description", "inputs", "layers", "output"}
+    assert set(block["properties"]) == {"description", "inputs", "layers", "output", "state"}
     assert block["additionalProperties"] is False
     # a block's layers are the same union as the spec's: ops and block instances
     assert block["properties"]["layers"]["items"] == schema["properties"]["layers"]["items"]

@@ -21,12 +21,15 @@ from dataclasses import dataclass, field
 from netc.compiler.steps import LossStep, Step, parallel_chunks
 from netc.graph.ir import Graph
 from netc.ops.base import REGISTRY, PlanFacts, numel
+from netc.ops.scan import scan_steps
 
 
 @dataclass
 class Region:
     offset: int
     per_sample: int  # elements per sample (batch-row arrays) or in all
+    slots: int = 0  # a scan's tensor: this many time-major slots of `batch` rows (netc.ops.scan), else 0
+    shift: int = 0  # the slot of step t is t + shift (1 for a state's next value: slot 0 holds the zeros)
 
 
 @dataclass
@@ -70,10 +73,20 @@ def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_
             offset += numel(tensor.shape)
     plan.state_size = offset
 
-    def take_a(size: int) -> Region:
-        region = Region(plan.a_size, size)
-        plan.a_size += size * batch
+    def take_a(size: int, slots: int = 0, shift: int = 0) -> Region:
+        region = Region(plan.a_size, size, slots, shift)
+        plan.a_size += size * batch * max(slots, 1)
         return region
+
+    # a scan's tensors are kept for every step: T slots, T + 1 for a state's next value (netc.ops.scan)
+    lengths = {node.name: scan_steps(graph, node) for node in graph.nodes if node.op == "scan"}
+    carried = {node.layer.next: node for node in graph.nodes if node.op == "scan_state"}
+
+    def slots_of(step: Step) -> tuple[int, int]:
+        scan = step.node.scan
+        if scan is None or step.kind == "scan_state":
+            return 0, 0
+        return (lengths[scan] + 1, 1) if step.output in carried else (lengths[scan], 0)
 
     def covered(step: Step):  # the step's nodes with what each keeps, in the order they run
         facts = PlanFacts(batch, plan.chunks, step.needs_grad and step.node.trainable)
@@ -94,16 +107,25 @@ def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_
         if step.kind == "alias":
             plan.alias_root[step.output] = step.inputs[0]
             continue
-        plan.values[step.output] = take_a(numel(graph.shape_of(step.output)))
+        if step.kind == "scan_state":  # the storage of its next value, one step behind (after the loop below)
+            continue
+        slots, shift = slots_of(step)
+        plan.values[step.output] = take_a(numel(graph.shape_of(step.output)), slots, shift)
+        kept_slots = lengths[step.node.scan] if step.node.scan is not None else 0
         for node, saved, _, _ in covered(step):
             for name, kept in saved.items():
                 if not kept.rows:
+                    assert not kept_slots, "graph.build refuses ops that keep one batch's worth inside a scan"
                     kept_in_w.append(((node.name, name), kept.elements))
                 elif kept.ints:
-                    plan.saved[(node.name, name)] = ("I", Region(plan.i_size, kept.elements))
-                    plan.i_size += kept.elements * batch
+                    plan.saved[(node.name, name)] = ("I", Region(plan.i_size, kept.elements, kept_slots))
+                    plan.i_size += kept.elements * batch * max(kept_slots, 1)
                 else:
-                    plan.saved[(node.name, name)] = ("A", take_a(kept.elements))
+                    plan.saved[(node.name, name)] = ("A", take_a(kept.elements, kept_slots))
+    for step in steps:
+        if step.kind == "scan_state":
+            carrier = plan.values[plan.root(step.node.layer.next)]
+            plan.values[step.output] = Region(carrier.offset, carrier.per_sample, carrier.slots, 0)
     # gradients of the tensors that need one (by storage root); an input needs one only in a projection
     for tensor in [*graph.inputs, *(step.output for step in steps)]:
         root = plan.root(tensor)

@@ -19,7 +19,7 @@ import itertools
 import keyword
 import re
 
-from netc.compiler.buffers import BufferPlan
+from netc.compiler.buffers import BufferPlan, Region
 from netc.compiler.steps import LossStep, Step, losses_weighted, should_use_blas
 from netc.graph.ir import Graph
 from netc.ops.base import REGISTRY, numel
@@ -27,6 +27,7 @@ from netc.ops.base import REGISTRY, numel
 # kernels every plan may call besides its ops' own: staging, the losses, the optimizers
 _RUNTIME_KERNELS = {
     "netc.kernels.misc": ("stage_rows", "stage_labels", "seed_rng", "copy_rows"),
+    "netc.kernels.scan": ("to_time_major", "from_time_major", "seed_step_grad", "scatter_step_grad", "zero_fill"),
     "netc.kernels.loss": ("cross_entropy", "nll_after_log_softmax", "mse", "mse_onehot", "scale_gradient",
                           "weighted_total", "confusion_add"),
     "netc.kernels.optim": ("sgd_update", "rmsprop_update", "adam_update", "clip_grad_norm", "clip_grad_value"),
@@ -83,7 +84,7 @@ _BATCH_ARENAS = "ADIL"  # views with the batch as first dimension
 # names the generated module uses besides the views: its imports, functions and their arguments
 _RESERVED = {name for names in KERNEL_MODULES.values() for name in names} | {
     "np", "B", "I64", "plan_function", "min", "range", "V", "n", "training", "need_grad",
-    "forward", "loss", "backward", "epoch", "noop"}
+    "forward", "loss", "backward", "epoch", "noop", "t"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def hyper_table(graph: Graph) -> dict[str, float]:
@@ -279,13 +280,21 @@ class Emitter:
     # -- views into the arenas ------------------------------------------------------------
     # Each view is named after what it holds (ViewTable.ref): `conv1_out`, `flat_grad`, `fc1_weight`.
     def _batch_view(self, arena: str, offset: int, size: int, dims: tuple, name: str | None = None,
-                    about: str | None = None) -> str:
+                    about: str | None = None, region: Region | None = None) -> str:
         batch = self.plan.batch
         # the first n rows; with a batch of one, n is always 1 and the slice (a new array) is skipped
         rows = "" if batch == 1 else ("[:n]" if dims else f"[:n * {size}]")
+        if region is not None and region.slots:  # a scan's tensor: this step's rows (the loop's `t`)
+            step = "t" if not region.shift else f"t + {region.shift}"
+            return f"{self._slot_view(arena, region, dims, name, about)}[{step}]{rows}"
         if not dims:  # flat, for element-wise kernels
             return f"{self.views.ref(arena, offset, (batch * size,), name, about)}{rows}"
         return f"{self.views.ref(arena, offset, (batch, *dims), name, about)}{rows}"
+
+    def _slot_view(self, arena: str, region: Region, dims: tuple, name: str | None, about: str | None) -> str:
+        """Every step of a scan's tensor, time-major: (slots, batch, *dims), or (slots, batch * size) flat."""
+        shape = (region.slots, self.plan.batch, *dims) if dims else (region.slots, self.plan.batch * region.per_sample)
+        return self.views.ref(arena, region.offset, shape, f"{name}_steps", f"{about} at every step")
 
     def _tensor_about(self, tensor: str, gradient: bool = False) -> str:
         """`input image`, `fc1 output`, `gradient of fc1`; `flat output (a view of pool2)` for an alias."""
@@ -299,7 +308,16 @@ class Emitter:
     def val(self, tensor: str, dims: tuple = ()) -> str:
         region = self.plan.values[self.plan.root(tensor)]
         name = (f"{tensor}_in" if tensor in self.graph.inputs else f"{tensor}_out") + ("" if dims else "_flat")
-        return self._batch_view("A", region.offset, region.per_sample, dims, name, self._tensor_about(tensor))
+        return self._batch_view("A", region.offset, region.per_sample, dims, name, self._tensor_about(tensor), region)
+
+    def slots(self, tensor: str, dims: tuple = ()) -> str:
+        """A scan's tensor at every step (see netc.ops.scan): (slots, batch, *dims)."""
+        region = self.plan.values[self.plan.root(tensor)]
+        return self._slot_view("A", region, dims, f"{tensor}_out", self._tensor_about(tensor))
+
+    def slot(self, tensor: str, index: str) -> str:
+        """One slot of a scan's tensor, every row of the batch, flat."""
+        return f"{self.slots(tensor)}[{index}]"
 
     def grad(self, tensor: str, dims: tuple = ()) -> str:
         region = self.plan.grads[self.plan.root(tensor)]
@@ -363,7 +381,8 @@ class Emitter:
         arena, region = self.plan.saved[(node.name, name)]
         about = f"{node.name} {about or name}, kept from forward to backward"
         if arena in _BATCH_ARENAS:
-            return self._batch_view(arena, region.offset, region.per_sample, dims, f"{node.name}_{name}", about)
+            return self._batch_view(arena, region.offset, region.per_sample, dims, f"{node.name}_{name}", about,
+                                    region)
         return self.views.ref(arena, region.offset, dims or (region.per_sample,), f"{node.name}_{name}", about)
 
     def has_saved(self, node, name: str) -> bool:
@@ -390,6 +409,10 @@ class Emitter:
         first = key not in self.written
         self.written.add(key)
         return lit(not first)
+
+    def written_param(self, node) -> bool:
+        """Whether a step written so far wrote the node's parameter gradients."""
+        return "p:" + node.param_owner in self.written
 
 
 # ---------------------------------------------------------------------------------- steps

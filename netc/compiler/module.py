@@ -5,18 +5,33 @@ its body uses to named locals (ViewTable.bindings)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netc.compiler.buffers import BufferPlan
 from netc.compiler.codegen import (KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_clip, emit_forward, emit_loss,
                                    emit_update, hyper_table, loss_value)
 from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
+from netc.ops import scan
 from netc.ops.base import numel
 
 # the two tiers of a plan: its functions compiled by Numba (the fused epoch loop), or the same
 # functions run as Python over the compiled kernels (starts at once; see netc.runtime.model)
 FUSED, PYTHON = "fused", "python"
+
+
+def in_loop(step: Step) -> bool:
+    """Whether a step runs inside its scan's loop (the block's layers; not the scan's own pieces)."""
+    return step.node.scan is not None and step.kind not in ("scan_input", "scan_state")
+
+
+@dataclass
+class ScanLoop:
+    """A scan's loop: its steps lie between `first` (its first input) and the scan's own step."""
+
+    first: int
+    steps: int  # T
+    before: list[str]  # before its backward loop: the block's parameter gradients zeroed
 
 
 @dataclass
@@ -30,27 +45,54 @@ class Bodies:
     backward: list[list[str]]  # per step (same index; empty when it has no gradient to compute)
     updates: dict[int, list[str]]  # step index -> the optimizer updates written after its backward
     clip: list[str]  # gradient clipping, when the optimizer has it: then every update waits for it
+    scans: dict[int, ScanLoop] = field(default_factory=dict)  # a scan's step index -> its loop
 
     def comment(self, steps: list[Step], i: int) -> str:
         return f"    # {' + '.join(steps[i].covers)}"
 
     def forward_body(self, steps: list[Step]) -> list[str]:
-        lines = []
-        for i, step in enumerate(steps):
-            if step.kind != "alias":
-                lines.append(self.comment(steps, i))
-            lines += self.forward[i]
+        """In step order; a scan's block inside its loop over the steps."""
+        lines, i = [], 0
+        while i < len(steps):
+            if in_loop(steps[i]):
+                end = next(j for j in range(i, len(steps)) if not in_loop(steps[j]))
+                loop = self.scans[end]  # the scan's own step follows its block
+                inner = [line for j in range(i, end) for line in self._forward_lines(steps, j)]
+                lines += [f"    for t in range({loop.steps}):  # scan {steps[end].output}: its block at step t",
+                          *_indent(inner or ["    pass"], 1)]
+                i = end
+                continue
+            lines += self._forward_lines(steps, i)
+            i += 1
         return lines
+
+    def _forward_lines(self, steps: list[Step], i: int) -> list[str]:
+        return ([self.comment(steps, i)] if steps[i].kind != "alias" else []) + self.forward[i]
+
+    def scan_backward(self, steps: list[Step], i: int) -> list[str]:
+        """A scan's backward: its steps in reverse, each seeded, its block's backward, its inputs'
+        gradients into their sequences (netc.ops.scan)."""
+        loop = self.scans[i]
+        inner = [line for j in range(i, loop.first - 1, -1) if self.backward[j]
+                 for line in (self.comment(steps, j), *self.backward[j])]
+        if not inner:
+            return []
+        return [*loop.before, f"    for t in range({loop.steps - 1}, -1, -1):  # scan {steps[i].output}, backwards",
+                *_indent(inner, 1)]
 
     def backward_body(self, steps: list[Step], with_updates: bool) -> list[str]:
         """In reverse step order; `with_updates`: each parameter's update right after its last
         gradient (the epoch loop), else gradients only (gradcheck, the Python API)."""
-        lines = []
-        for i in reversed(range(len(steps))):
-            if self.backward[i]:
+        lines, i = [], len(steps) - 1
+        while i >= 0:
+            if i in self.scans:
+                lines += self.scan_backward(steps, i)
+                i = self.scans[i].first  # its updates follow the loop
+            elif self.backward[i]:
                 lines += [self.comment(steps, i), *self.backward[i]]
             if with_updates and not self.clip:
                 lines += self.updates.get(i, [])
+            i -= 1
         if with_updates and self.clip:  # clipping needs every gradient first
             lines += self.clip
             for i in reversed(range(len(steps))):
@@ -66,8 +108,18 @@ def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: B
     forward = []
     for step in steps:
         e.lines = []
-        emit_forward(e, step)
+        if step.kind in ("scan_input", "scan_state"):
+            scan.forward_before(e, step.node)
+        elif step.kind == "scan":
+            scan.forward_after(e, step.node)
+        else:
+            emit_forward(e, step)
         forward.append(e.lines)
+    first = {}  # scan -> the index of its first step
+    for i, step in enumerate(steps):
+        if step.node.scan is not None:
+            first.setdefault(step.node.scan, i)
+    loops = {}
     e = Emitter(graph, plan, needs_grad, views)
     emit_loss(e, losses)
     loss_lines = e.lines
@@ -77,7 +129,21 @@ def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: B
     backward: list[list[str]] = [[] for _ in steps]
     for i in reversed(range(len(steps))):
         e.lines = []
-        emit_backward(e, steps[i])
+        step = steps[i]
+        if step.kind == "scan":
+            begin = first[step.output]
+            assert all(s.node.scan == step.output for s in steps[begin:i]), "a scan's steps are contiguous"
+            owners = [node for node in graph.owners if node.scan == step.output and node.trainable]
+            if step.needs_grad:
+                scan.backward_before(e, step.node, owners)
+            loops[i] = ScanLoop(begin, scan.scan_steps(graph, step.node), e.lines)
+            e.lines = []
+            if step.needs_grad:
+                scan.seed_gradients(e, step.node)
+        elif step.kind == "scan_input":
+            scan.scatter_input_gradient(e, step.node)
+        else:
+            emit_backward(e, step)
         backward[i] = e.lines
     # each owner's update goes after the last (in backward order) step that adds to its gradients
     optimizer = graph.spec.optimizer
@@ -94,14 +160,15 @@ def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: B
                 e = Emitter(graph, plan, needs_grad, views)
                 e.line(f"# {optimizer.type} update of {owner}")
                 emit_update(e, graph.by_name[owner], optimizer)
-                updates[i] = e.lines
+                at = first[steps[i].node.scan] if steps[i].node.scan is not None else i  # after a scan's loop
+                updates[at] = updates.get(at, []) + e.lines
     clip: list[str] = []
     if optimizer.clip is not None:
         e = Emitter(graph, plan, needs_grad, views)
         e.line(f"# gradient clipping ({'norm' if optimizer.clip.norm is not None else 'value'})")
         emit_clip(e, optimizer)
         clip = e.lines
-    return Bodies(forward, loss_lines, backward, updates, clip)
+    return Bodies(forward, loss_lines, backward, updates, clip, loops)
 
 
 def _header(header: str, tiny: bool, tier: str) -> list[str]:
@@ -244,9 +311,20 @@ def generate_timing_source(plan) -> str:
     def function(signature: str, body: list[str]) -> None:
         out.extend(["", "", "@plan_function", f"def {signature}:", *(views.bindings(body) + body or ["    pass"])])
 
-    for i, lines in enumerate(plan.bodies.forward):
-        function(f"fwd_{i}(V, n, training)", lines)
-    function("loss(V, n, need_grad)", plan.bodies.loss)
-    for i in reversed(range(len(plan.steps))):
-        function(f"bwd_{i}(V, n, training)", plan.bodies.backward[i])
+    bodies, steps = plan.bodies, plan.steps
+    looped = {i: bodies.scans[end] for end in bodies.scans for i in range(bodies.scans[end].first, end + 1)}
+
+    def loop(i: int, lines: list[str], backwards: bool) -> list[str]:  # a step of a scan runs at every step
+        if not lines or i not in looped:
+            return lines
+        steps_t = looped[i].steps
+        head = f"    for t in range({steps_t - 1}, -1, -1):" if backwards else f"    for t in range({steps_t}):"
+        return [head, *_indent(lines, 1)]
+
+    for i, lines in enumerate(bodies.forward):
+        function(f"fwd_{i}(V, n, training)", loop(i, lines, False) if in_loop(steps[i]) else lines)
+    function("loss(V, n, need_grad)", bodies.loss)
+    for i in reversed(range(len(steps))):
+        before = bodies.scans[i].before if i in bodies.scans else []
+        function(f"bwd_{i}(V, n, training)", before + loop(i, bodies.backward[i], True))
     return "\n".join(out) + "\n"

@@ -130,15 +130,22 @@ def _lower_loss(graph: Graph, steps: list[Step], loss, weight: str | None) -> Lo
 
 
 def mark_gradients(graph: Graph, steps: list[Step]) -> dict[str, bool]:
-    """A tensor needs a gradient when a trainable parameter lies upstream of it."""
-    needs = {name: False for name in graph.inputs}
-    for step in steps:
-        own = bool(step.node.param_shapes) and step.node.trainable and step.kind != "alias"
-        needs[step.output] = own or any(needs[t] for t in step.inputs)
-        for covered in step.covers:
-            needs.setdefault(covered, needs[step.output])
-        step.needs_grad = needs[step.output]
-    return needs
+    """A tensor needs a gradient when a trainable parameter lies upstream of it. A scan's state lies
+    downstream of its next value (at the step before): marked again until no state changes."""
+    carried = {step.output: step.node.layer.next for step in steps if step.kind == "scan_state"}
+    upstream: set[str] = set()  # states whose next value needs a gradient
+    while True:
+        needs = {name: False for name in graph.inputs}
+        for step in steps:
+            own = bool(step.node.param_shapes) and step.node.trainable and step.kind != "alias"
+            needs[step.output] = own or step.output in upstream or any(needs[t] for t in step.inputs)
+            for covered in step.covers:
+                needs.setdefault(covered, needs[step.output])
+            step.needs_grad = needs[step.output]
+        more = {state for state, nxt in carried.items() if needs[nxt]} - upstream
+        if not more:
+            return needs
+        upstream |= more
 
 
 def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:

@@ -12,7 +12,7 @@ from netc.errors import Diagnostic, SpecErrors, did_you_mean, path_text
 from netc.graph.ir import Graph, Node
 from netc.graph.memory import check_memory
 from netc.ops import REGISTRY, OpShapeError
-from netc.ops.base import INDEXED, LOG_PROBABILITIES, PROBABILITIES, ops_in
+from netc.ops.base import ALIAS, INDEXED, LOG_PROBABILITIES, PARALLEL, PROBABILITIES, STEPPED, PlanFacts, ops_in
 from netc.spec import blocks
 from netc.spec.load import LoadedSpec
 
@@ -49,9 +49,11 @@ def build_graph(loaded: LoadedSpec, check_memory_for_batch: bool = True) -> Grap
     nodes = _make_nodes(unrolled, len(spec.layers)) if unrolled is not None else []
     ordered = _topological_order(nodes, inputs, errors)
     if ordered is not None:
+        ordered = _scans_contiguous(ordered)
         by_name = {node.name: node for node in ordered}  # one index for every pass below
         _resolve_shares(ordered, by_name, errors)
         _infer_shapes(ordered, by_name, inputs, spec.inputs, unrolled.repeat_checks, errors)
+        _check_scans(ordered, by_name, inputs, errors)
         _check_losses(spec, by_name, inputs, unrolled.instances, errors)
         _check_monitors(spec, errors)
         _check_reachability(spec, ordered, by_name, inputs, errors)
@@ -100,8 +102,84 @@ def _make_nodes(unrolled: blocks.Unrolled, top_level: int) -> list[Node]:
             index, path, inner = inner, placed.path, inner + 1
         nodes.append(Node(placed.name, layer.op, layer, index, placed.inputs,
                           trainable=_field(layer, "trainable", True), lr_mult=_field(layer, "lr_mult", 1.0),
-                          path=path, instance=placed.instance, share=placed.share))
+                          path=path, instance=placed.instance, share=placed.share,
+                          scan=placed.instance.in_scan if placed.instance is not None else None))
     return nodes
+
+
+def _scans_contiguous(ordered: list[Node]) -> list[Node]:
+    """Each scan's pieces right before its output, in the order its loop needs them: the steps of its
+    sequences, its states, its block's layers (netc.ops.scan). Nothing outside a scan reads inside it,
+    so moving them there keeps the order topological."""
+    members: dict[str, list[Node]] = {}
+    for node in ordered:
+        if node.scan is not None:
+            members.setdefault(node.scan, []).append(node)
+    if not members:
+        return ordered
+    out = []
+    for node in ordered:
+        if node.scan is not None:
+            continue
+        if node.op == "scan":  # stable: the block keeps its topological order
+            out += sorted(members[node.name], key=lambda n: (n.op != "scan_input", n.op != "scan_state"))
+        out.append(node)
+    return out
+
+
+def _check_scans(nodes: list[Node], by_name: dict[str, Node], inputs, errors: _Collector) -> None:
+    """What a scan's loop needs: sequences of one length, each state's next value computed in the
+    block with the state's shape, and layers that work one step at a time. The block's mult-adds
+    count every step."""
+    def length(piece: Node) -> int | None:  # T of the sequence a scan_input steps through
+        ref = piece.inputs[0]
+        shape = inputs[ref] if ref in inputs else by_name[ref].shape
+        return shape[0] if piece.shape is not None else None
+
+    for scan in (node for node in nodes if node.op == "scan" and node.shape is not None):
+        pieces = [node for node in nodes if node.scan == scan.name]
+        context = pieces[0].instance.context
+        sequences = [node for node in pieces if node.op == "scan_input"]
+        first = sequences[0]
+        for node in sequences[1:]:
+            if length(node) is not None and length(node) != length(first):
+                errors.at(node, "E-SHAPE", f"sequence '{node.inputs[0]}' has {length(node)} steps, "
+                          f"'{first.inputs[0]}' has {length(first)}", (), "a scan steps through sequences of one length")
+        for state in (node for node in pieces if node.op == "scan_state"):
+            nxt = by_name[state.layer.next]
+            local, nxt_local = state.name[len(scan.name) + 1:], nxt.name[len(scan.name) + 1:]
+            at = ("blocks", scan.layer.block, "state", local, "next")
+            if REGISTRY[nxt.op].is_(ALIAS) or nxt.op in ("scan_input", "scan_state"):
+                errors.add("E-BLOCK", f"{context}: state '{local}' takes its next value from '{nxt_local}', "
+                           f"which computes nothing ({nxt.op})", at,
+                           "name a layer that computes the new value (a view of another tensor cannot carry it)")
+            elif nxt.shape is not None and nxt.shape != state.shape:
+                errors.add("E-SHAPE", f"{context}: state '{local}' is {list(state.shape)} but its next value "
+                           f"'{nxt_local}' is {list(nxt.shape)}", at,
+                           "the layer giving a state's next value must have the state's shape")
+        for node in pieces:
+            if node.op in ("scan_input", "scan_state") or node.shape is None:
+                continue
+            why = _not_per_step(node, by_name)
+            if why:
+                errors.at(node, "E-BLOCK", f"{node.op} '{node.name}' cannot run inside a scan: {why}", (),
+                          "keep it outside the scan's block")
+            node.macs *= length(first) or 1
+
+
+def _not_per_step(node: Node, by_name: dict[str, Node]) -> str:
+    """Why an op cannot run at each step of a scan's loop ("" when it can)."""
+    op = REGISTRY[node.op]
+    if op.is_(PARALLEL) or op.is_(STEPPED):
+        return "it runs its own loop over the batch or the steps"
+    if node.state:
+        return "it keeps running statistics over whole batches"
+    shapes = [by_name[ref].shape for ref in node.inputs]  # a block's layers read only the block's tensors
+    if all(shape is not None for shape in shapes):
+        saved = op.saved(node.layer, shapes, PlanFacts(2, 1))
+        if any(not kept.rows for kept in saved.values()):
+            return "it keeps one batch's worth of values for its backward, not one per step"
+    return ""
 
 
 def _topological_order(nodes: list[Node], inputs, errors: _Collector) -> list[Node] | None:

@@ -26,6 +26,7 @@ class Node:
     path: tuple = ()  # where the layer is written, when not ("layers", index): ("blocks", "res", "layers", 1)
     instance: Instance | None = None  # the block instance it is part of (innermost); None at the top level
     share: str | None = None  # the layer whose parameters it asks for (`share:`, `share: true`), full name
+    scan: str | None = None  # the scan whose loop runs it, once per step (netc.ops.scan); None outside any
 
     @property
     def param_owner(self) -> str:

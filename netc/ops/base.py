@@ -174,14 +174,25 @@ class OpDef:
         return category in self.categories
 
 
-REGISTRY: dict[str, OpDef] = {}
+class _Registry(dict):
+    """The ops a spec can name, in the order the language lists them. Looking one up by name also
+    finds the compiler's internal ops (INTERNAL: the pieces a `scan` unrolls into), which the
+    language, the schema and the op-contract tests never list."""
+
+    def __missing__(self, name: str) -> OpDef:
+        return INTERNAL[name]
 
 
-def register(op: OpDef) -> OpDef:
-    assert op.name not in REGISTRY, op.name
+REGISTRY: dict[str, OpDef] = _Registry()
+INTERNAL: dict[str, OpDef] = {}
+
+
+def register(op: OpDef, internal: bool = False) -> OpDef:
+    table = INTERNAL if internal else REGISTRY
+    assert op.name not in REGISTRY and op.name not in INTERNAL, op.name
     unknown = set(op.categories) - set(CATEGORIES)
     assert not unknown, f"{op.name}: unknown categories {unknown}"
-    REGISTRY[op.name] = op
+    table[op.name] = op
     return op
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from netc.errors import did_you_mean, path_text
 from netc.ops import REGISTRY
-from netc.spec.models import BLOCK_OP, BlockLayer, Spec, layer_name
+from netc.ops.scan import ScanInput, ScanOutput, ScanState
+from netc.spec.models import BLOCK_OP, SCAN_OP, BlockLayer, ScanLayer, Spec, layer_name
 
 # the most layers a spec may unroll into: a 100,000-layer chain is fine, a block repeated into
 # millions of layers is a mistake to report, not a graph to build
@@ -49,6 +50,7 @@ class Instance:
     inputs: tuple[str, ...]  # the tensors it reads (full names)
     path: tuple  # the instance layer in the spec: ("layers", 3) or ("blocks", "outer", "layers", 1)
     parent: Instance | None = None  # the instance this one sits in
+    scan: bool = False  # a scan (netc.ops.scan): its layers run once per step of its sequences
 
     @property
     def root(self) -> Instance:
@@ -58,8 +60,18 @@ class Instance:
     @property
     def context(self) -> str:
         """How an error inside it names it: `in block instance 'b1' (resblock, repeat 3, shared)`."""
+        if self.scan:
+            return f"in scan '{self.name}' ({self.block})"
         about = [self.block] + [f"repeat {self.repeat}"] * (self.repeat > 1) + ["shared"] * self.share
         return f"in block instance '{self.name}' ({', '.join(about)})"
+
+    @property
+    def in_scan(self) -> str | None:
+        """The scan whose loop runs the layers of this instance (itself or one it sits in), if any."""
+        instance = self
+        while instance is not None and not instance.scan:
+            instance = instance.parent
+        return instance.name if instance is not None else None
 
 
 @dataclass(slots=True, eq=False)
@@ -125,12 +137,21 @@ def _check_block(spec: Spec, name: str, block, report: Report) -> None:
             report("E-DUP-NAME", f"in block '{name}': input '{inp}' is listed twice", ("blocks", name, "inputs", j),
                    "each input of a block has its own name")
         seen.setdefault(inp, j)
-    names = _check_scope(spec, name, block.inputs, block.layers, block.inputs[0], report)
+    for state in block.state:
+        if state in seen:
+            report("E-DUP-NAME", f"in block '{name}': state '{state}' is already an input name",
+                   ("blocks", name, "state", state), "a state and an input need their own names", key=True)
+    names = _check_scope(spec, name, block.inputs + list(block.state), block.layers, block.inputs[0], report)
     if block.output is not None and block.output not in names:
         hint = ("the output is one of the block's layers" if block.output in block.inputs
                 else did_you_mean(block.output, list(names), "layers of the block"))
         report("E-REF", f"in block '{name}': output '{block.output}' is not a layer of the block",
                ("blocks", name, "output"), hint)
+    for state, carried in block.state.items():
+        if carried.next not in names:
+            report("E-REF", f"in block '{name}': state '{state}' takes its next value from '{carried.next}', "
+                   "which is not a layer of the block", ("blocks", name, "state", state, "next"),
+                   did_you_mean(carried.next, list(names), "layers of the block"))
 
 
 def _check_scope(spec: Spec, block: str | None, inputs: list[str], layers: list, default_input: str,
@@ -170,6 +191,8 @@ def _check_scope(spec: Spec, block: str | None, inputs: list[str], layers: list,
         in_at = where + (i, "in") if layer.inputs is not None else where + (i,)
         if layer.op == BLOCK_OP:
             _check_instance(spec, layer, refs, where + (i,), in_at, about, report)
+        elif layer.op == SCAN_OP:
+            _check_scan(spec, block, layer, refs, where + (i,), in_at, about, report)
         else:
             opdef = REGISTRY[layer.op]
             if len(refs) < opdef.min_inputs or (opdef.max_inputs is not None and len(refs) > opdef.max_inputs):
@@ -205,6 +228,30 @@ def _check_instance(spec: Spec, layer: BlockLayer, refs: list[str], at: tuple, i
     if layer.share and layer.repeat == 1:
         report("E-BLOCK", f"{about}`share: true` shares parameters between repeats, and this instance has one",
                at + ("share",), "add `repeat: N`, or drop `share`")
+    if block.state:
+        report("E-BLOCK", f"{about}block '{layer.block}' carries state from step to step ({', '.join(block.state)})",
+               at + ("op",), "run it over sequences with `op: scan`, or remove its `state:`")
+
+
+def _check_scan(spec: Spec, scope: str | None, layer: ScanLayer, refs: list[str], at: tuple, in_at: tuple,
+                about: str, report: Report) -> None:
+    if scope is not None:
+        report("E-BLOCK", f"{about}a scan runs at the top level of the spec, not inside a block", at + ("op",),
+               "move the scan out of the block (scans do not nest)")
+        return
+    block = spec.blocks.get(layer.block)
+    if block is None:
+        report("E-BLOCK", f"unknown block '{layer.block}'", at + ("block",),
+               did_you_mean(layer.block, list(spec.blocks), "blocks") if spec.blocks
+               else "define it under `blocks:` with `inputs:`, `state:` and `layers:`")
+        return
+    if not block.state:
+        report("E-BLOCK", f"block '{layer.block}' has no `state:` for a scan to carry from step to step", at + ("block",),
+               "give the block a state, `state: {h: {shape: [64], next: <layer>}}`, or instantiate it with `op: block`")
+    if len(refs) != len(block.inputs):
+        report("E-ARITY", f"block '{layer.block}' takes {len(block.inputs)} sequence(s) ({', '.join(block.inputs)}), "
+               f"got {len(refs)}", in_at, "list a sequence for each of the block's inputs: `in: ["
+               + ", ".join(block.inputs) + "]`")
 
 
 def _check_recursion(spec: Spec, report: Report) -> None:
@@ -250,10 +297,11 @@ def _check_size(spec: Spec, report: Report) -> None:
     def size(layers) -> int:  # recursion as deep as blocks nest: at most MAX_DEPTH
         total = 0
         for layer in layers:
-            if layer.op == BLOCK_OP:
+            if layer.op in (BLOCK_OP, SCAN_OP):
                 if layer.block not in sizes:
                     sizes[layer.block] = size(spec.blocks[layer.block].layers)
-                total += layer.repeat * sizes[layer.block] + 1  # + the identity naming its output
+                repeat = layer.repeat if layer.op == BLOCK_OP else 1
+                total += repeat * sizes[layer.block] + 1  # + the identity naming its output, or the scan's output
             else:
                 total += 1
         return total
@@ -272,7 +320,7 @@ def dead_parts(spec: Spec, report: Report) -> None:
     """Blocks never instantiated, block inputs never read, block layers that do not lead to the
     block's output: typos, as dead layers at the top level are (reported once, where written)."""
     used: set[str] = set()
-    todo = [layer.block for layer in spec.layers if layer.op == BLOCK_OP]
+    todo = [layer.block for layer in spec.layers if layer.op in (BLOCK_OP, SCAN_OP)]
     while todo:
         name = todo.pop()
         if name in used or name not in spec.blocks:
@@ -291,7 +339,7 @@ def dead_parts(spec: Spec, report: Report) -> None:
             reads[local] = _refs(layer, previous)
             previous = local
         output = block.output if block.output is not None else names[-1]
-        live, stack = set(), [output]
+        live, stack = set(), [output] + [carried.next for carried in block.state.values()]
         while stack:
             tensor = stack.pop()
             if tensor not in live:
@@ -305,6 +353,10 @@ def dead_parts(spec: Spec, report: Report) -> None:
             if inp not in live:
                 report("E-DEAD", f"in block '{name}': input '{inp}' is never read", ("blocks", name, "inputs", j),
                        "remove it, or read it in a layer")
+        for state in block.state:
+            if state not in live:
+                report("E-DEAD", f"in block '{name}': state '{state}' is never read", ("blocks", name, "state", state),
+                       "read it in a layer (the value carried from the step before), or remove it", key=True)
 
 
 # --------------------------------------------------------------------------- unrolling
@@ -333,6 +385,8 @@ def _unroll(spec: Spec, layers: list, block: str | None, prefix: str, env: dict[
         refs = [full[ref] for ref in _refs(layer, previous)]
         if layer.op == BLOCK_OP:
             _unroll_instance(spec, layer, name, refs, where + (i,), instance, mirror, out)
+        elif layer.op == SCAN_OP:
+            _unroll_scan(spec, layer, name, refs, where + (i,), out)
         else:
             share = None
             if "share" in type(layer).model_fields and layer.share is not None:
@@ -360,3 +414,27 @@ def _unroll_instance(spec: Spec, layer: BlockLayer, name: str, refs: list[str], 
             out.repeat_checks[current[0]] = instance
     # the instance's output tensor: an identity (a view, no copy) named after the instance
     out.layers.append(Placed(name, REGISTRY["identity"].spec(op="identity"), path, current, None, parent))
+
+
+def _unroll_scan(spec: Spec, layer: ScanLayer, name: str, refs: list[str], path: tuple, out: Unrolled) -> None:
+    """A scan's pieces (netc.ops.scan): a step of each sequence (`rnn.x`), each state (`rnn.h`), the
+    block's layers (`rnn.<layer>`), and the scan's output, named after the scan."""
+    block = spec.blocks[layer.block]
+    instance = Instance(name, layer.block, 1, False, tuple(refs), path, None, scan=True)
+    out.instances[name] = instance
+    prefix = f"{name}."
+    for j, (inp, sequence) in enumerate(zip(block.inputs, refs)):
+        at = path + (("in", j) if isinstance(layer.inputs, list) else ("in",) if layer.inputs is not None else ())
+        out.layers.append(Placed(prefix + inp, ScanInput(op="scan_input", scan=name), at, [sequence], None, instance))
+    states = {prefix + state: prefix + carried.next for state, carried in block.state.items()}
+    for state, carried in block.state.items():
+        out.layers.append(Placed(prefix + state, ScanState(op="scan_state", scan=name, shape=list(carried.shape),
+                                                           next=prefix + carried.next),
+                                 ("blocks", layer.block, "state", state), [], None, instance))
+    env = {local: prefix + local for local in [*block.inputs, *block.state]}
+    _unroll(spec, block.layers, layer.block, prefix, env, block.inputs[0], instance, None, out)
+    output = prefix + (block.output if block.output is not None else layer_name(block.layers[-1], len(block.layers) - 1))
+    node = ScanOutput(op="scan", block=layer.block, sequences=layer.sequences, bptt=layer.bptt, output=output,
+                      states=states)
+    # reads the output and each next value (so they come before it and stay live), then the first sequence (its T)
+    out.layers.append(Placed(name, node, path, [*dict.fromkeys([output, *states.values()]), refs[0]], None, None))

@@ -27,6 +27,7 @@ LayerSpec = Annotated[Union[tuple(op.spec for op in REGISTRY.values())], Field(d
 # --------------------------------------------------------------------------- blocks
 
 BLOCK_OP = "block"  # the `op` of a block instance: a spec-level layer, unrolled before ops are looked up
+SCAN_OP = "scan"  # the `op` of a scan: a block applied at every step of a sequence, compiled as a loop
 
 
 class BlockLayer(Layer):
@@ -42,8 +43,31 @@ class BlockLayer(Layer):
                         "(an unrolled recurrent network) instead of its own.")
 
 
-# a layer of the spec or of a block: an op, or a block instance
-SpecLayer = Annotated[Union[tuple(op.spec for op in REGISTRY.values()) + (BlockLayer,)], Field(discriminator="op")]
+class ScanLayer(Layer):
+    """A block applied at every step of sequences `[T, ...]`, carrying its `state:` from one step to
+    the next (a recurrent network with a cell of your own), compiled as one loop over the steps
+    with backpropagation through time. `in:` lists a sequence for each of the block's inputs; the
+    block's layers are named `<name>.<layer>`, their parameters `<name>.<layer>.weight`."""
+
+    op: Literal["scan"]
+    block: Name = Field(description="The block applied at every step (a key of `blocks:`, with `state:`).")
+    sequences: Bool = Field(False, description="true: the block's output at every step [T, ...]; false: at the "
+                            "last step only (classify a sequence).")
+    bptt: PosInt | None = Field(None, description="Truncated backpropagation through time: gradients flow back "
+                                "through at most this many steps, in windows of that many steps from the start.")
+
+
+# a layer of the spec or of a block: an op, a block instance or a scan
+SpecLayer = Annotated[Union[tuple(op.spec for op in REGISTRY.values()) + (BlockLayer, ScanLayer)],
+                      Field(discriminator="op")]
+
+
+class StateSpec(Model):
+    """A tensor a block carries from one step of a scan to the next (an RNN's hidden state)."""
+
+    shape: Annotated[list[PosInt], Field(min_length=1)] = Field(description="Its shape, without the batch.")
+    next: Name = Field(description="The block's layer whose output is its value at the next step; zeros before "
+                       "the first step.")
 
 
 class BlockSpec(Model):
@@ -56,6 +80,8 @@ class BlockSpec(Model):
     layers: Annotated[list[SpecLayer], Field(min_length=1)] = Field(
         description="Layers in order; the first one reads the first input unless it says otherwise.")
     output: Name | None = Field(None, description="The layer whose output is the block's output (default: the last).")
+    state: dict[Name, StateSpec] = Field(default_factory=dict, description="Tensors carried from one step to the "
+                                         "next when the block runs under `op: scan`; its layers read them by name.")
 
 
 # --------------------------------------------------------------------------- losses
