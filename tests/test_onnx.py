@@ -331,15 +331,17 @@ layers:
   - {name: h, op: linear, in: x, out: 4}
   - {name: gated, op: mul, in: [gate, h]}
   - {name: three, op: mul, in: [gated, h, gate]}
+  - {name: diff, op: sub, in: [three, h]}
   - {name: fc, op: linear, out: 3}
 loss: {op: cross_entropy, input: fc, target: y}
 """
 
 
 def test_mul_round_trips(tmp_path):
-    """mul of two inputs is one Mul; of three, a chain of two."""
+    """mul of two inputs is one Mul; of three, a chain of two; sub is Sub."""
     proto, _ = _round_trip(load_spec_text(GATED, "gated.yaml"), tmp_path, count=5)
     assert [n.op_type for n in proto.graph.node].count("Mul") == 3
+    assert [n.op_type for n in proto.graph.node].count("Sub") == 1
 
 
 PICKED = """

@@ -57,6 +57,7 @@ SAMPLES = {
     "dropout": ({"op": "dropout", "p": 0.3}, [(6,)], {}),
     "add": ({"op": "add", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
     "mul": ({"op": "mul", "in": ["a", "b", "c"]}, [(2, 3), (2, 3), (2, 3)], {}),
+    "sub": ({"op": "sub", "in": ["a", "b"]}, [(2, 3), (2, 3)], {}),
     "concat": ({"op": "concat", "in": ["a", "b"], "axis": 1}, [(2, 3, 2), (2, 1, 2)], {}),
     # three [2, 3] tensors stacked in the middle: [2, 3 (new), 3]
     "stack": ({"op": "stack", "in": ["a", "b", "c"], "axis": 1}, [(2, 3), (2, 3), (2, 3)], {}),
@@ -227,7 +228,7 @@ def _torch_twin(name, layer, F):
         "layernorm_plain": lambda x: F.layer_norm(x, tuple(x.shape[x.ndim - layer.normalized:]), eps=layer.eps),
         "embedding": lambda idx, w: F.embedding(idx, w),
         "embedding_padding": lambda idx, w: F.embedding(idx, w, padding_idx=layer.padding_idx),
-        "mul": lambda a, b, c: a * b * c, "mul_pair": lambda a, b: a * b,
+        "mul": lambda a, b, c: a * b * c, "mul_pair": lambda a, b: a * b, "sub": lambda a, b: a - b,
         "stack": lambda a, b, c: __import__("torch").stack([a, b, c], dim=2),
         "slice": lambda x: x[:, 1:-1], "slice_channels": lambda x: x[:, :, -2:],
         "select": lambda x: x[:, -1], "select_middle": lambda x: x[:, :, 2],

@@ -52,7 +52,8 @@ SPECS = {
         loss: {op: cross_entropy, input: fc4, target: label}
     """,
     # a gate, sigmoid(g) * h (mul of two), and a product of three tensors, one of them used twice (its
-    # gradient gathers from two places; the three-way backward forms the other inputs' product in scratch)
+    # gradient gathers from two places; the three-way backward forms the other inputs' product in scratch),
+    # minus one of them (sub: its gradient negated into k, which also reads into the product)
     "gated": """
         inputs:
           x: {shape: [5]}
@@ -64,6 +65,7 @@ SPECS = {
           - {name: gated, op: mul, in: [gate, h]}
           - {name: k, op: linear, in: x, out: 4, BIAS}
           - {name: three, op: mul, in: [gated, k, h]}
+          - {name: diff, op: sub, in: [three, k]}
           - {name: fc, op: linear, out: 3, BIAS}
         loss: {op: cross_entropy, input: fc, target: label}
     """,

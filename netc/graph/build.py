@@ -311,8 +311,8 @@ def _infer_shapes(nodes: list[Node], by_name: dict[str, Node], inputs, input_spe
             node.macs = opdef.macs(node.layer, in_shapes, node.shape)
             node.state = opdef.state(node.layer, in_shapes)
         except OpShapeError as exc:
-            errors.at(node, exc.code, f"{node.op} '{node.name}': {exc.message}", (exc.field,) if exc.field else (),
-                      exc.hint)
+            about = "" if node.op == "scan_input" else f"{node.op} '{node.name}': "  # the scan names itself
+            errors.at(node, exc.code, about + exc.message, (exc.field,) if exc.field else (), exc.hint)
             continue
         if node.owner is not None:
             owner = by_name[node.owner]

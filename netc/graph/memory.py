@@ -32,7 +32,10 @@ class MemoryEstimate:
 def estimate(graph, batch: int) -> MemoryEstimate:
     width = _DTYPE_BYTES[graph.spec.train.dtype]
     per_sample = sum(numel(s) for s in graph.inputs.values())
-    per_sample += 2 * sum(numel(node.shape) for node in graph.nodes)  # value + gradient
+    # value + gradient; a scan keeps its block's values for every step, its gradients for one (netc.ops.scan)
+    steps = {node.name: graph.shape_of(node.inputs[-1])[0] for node in graph.nodes if node.op == "scan"}
+    per_sample += sum(numel(node.shape) * (1 + (steps[node.scan] if node.scan is not None else 1))
+                      for node in graph.nodes)
     params = graph.param_count()
     state = 2 + optimizer_slots(graph.spec.optimizer)  # value, gradient, optimizer slots
     return MemoryEstimate(per_sample * batch * width, params * state * width)

@@ -20,6 +20,20 @@ def add_forward2(a, b, y):
 
 
 @kernel
+def sub_forward(a, b, y):
+    # all flat (n * size,)
+    for i in range(y.size):
+        y[i] = a[i] - b[i]
+
+
+@kernel
+def grad_negated(dy, dx, acc):
+    """dx (+)= -dy; both flat. The backward of sub's second input."""
+    for i in range(dy.size):
+        dx[i] = dx[i] - dy[i] if acc else -dy[i]
+
+
+@kernel
 def add_into(a, y):
     for i in range(y.size):
         y[i] += a[i]

@@ -1,4 +1,4 @@
-"""Ops with several inputs: add, mul, concat, stack."""
+"""Ops with several inputs: add, sub, mul, concat, stack."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ class Add(Layer):
     """Element-wise sum of two or more tensors of the same shape."""
 
     op: Literal["add"]
+
+
+class Sub(Layer):
+    """Element-wise difference of two tensors of the same shape: the first minus the second."""
+
+    op: Literal["sub"]
 
 
 class Mul(Layer):
@@ -87,6 +93,19 @@ def _add_backward(e, step):
     for tensor in step.inputs:  # each input with its own need for a gradient
         if e.needs_grad[tensor]:
             e.call("grad_pass", dy=e.grad(step.output), dx=e.grad(tensor), acc=e.acc(tensor))
+
+
+def _sub_forward(e, step):
+    a, b = step.inputs
+    e.call("sub_forward", a=e.val(a), b=e.val(b), y=e.val(step.output))
+
+
+def _sub_backward(e, step):
+    a, b = step.inputs
+    if e.needs_grad[a]:
+        e.call("grad_pass", dy=e.grad(step.output), dx=e.grad(a), acc=e.acc(a))
+    if e.needs_grad[b]:
+        e.call("grad_negated", dy=e.grad(step.output), dx=e.grad(b), acc=e.acc(b))
 
 
 def _mul_forward(e, step):
@@ -233,6 +252,12 @@ ADD = register(OpDef(
                                 lambda layer, xs, y, dy, params: ([dy.copy() for _ in xs], {})),
     _add_onnx, ("add_forward2", "grad_pass"), min_inputs=2, max_inputs=None,
     kernels={_MISC: ("add_forward2", "add_into", "grad_pass")}, forward=_add_forward, backward=_add_backward))
+SUB = register(OpDef(
+    "sub", Sub, _same_shape, Reference(lambda layer, xs, params: xs[0] - xs[1],
+                                lambda layer, xs, y, dy, params: ([dy.copy(), -dy], {})),
+    lambda ctx, node: ctx.add("Sub", node.inputs, node), ("sub_forward", "grad_negated"), min_inputs=2,
+    max_inputs=2, kernels={_MISC: ("sub_forward", "grad_pass", "grad_negated")}, forward=_sub_forward,
+    backward=_sub_backward))
 STACK = register(OpDef(
     "stack", Stack, _stack,
     Reference(lambda layer, xs, params: np.stack(xs, axis=layer.axis + 1), _stack_ref_backward),

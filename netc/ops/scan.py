@@ -64,7 +64,7 @@ def scan_steps(graph, scan) -> int:
 def _infer_input(layer, shapes):
     (shape,) = shapes
     if len(shape) < 2:
-        raise OpShapeError(f"reads {list(shape)}, not a sequence", field="in",
+        raise OpShapeError(f"reads {list(shape)}, not a sequence",
                            hint="a scan reads sequences [T, ...]: T steps of the block's input")
     return tuple(shape[1:])
 

@@ -72,10 +72,14 @@ class InstanceRow:
     repeat: int
     share: bool
     inputs: tuple[str, ...] = ()  # the tensors it reads
+    scan: bool = False  # a scan (`{op: scan}`): its block runs at every step of its sequences
 
     @property
     def op_text(self) -> str:
-        """`block resblock`, `block resblock x3`, `block step x4 shared` (ASCII, as the table's `lr x0.1`)."""
+        """`block resblock`, `block resblock x3`, `block step x4 shared`, `scan lstm_cell` (ASCII, as the
+        table's `lr x0.1`)."""
+        if self.scan:
+            return f"scan {self.block}"
         return f"block {self.block}" + f" x{self.repeat}" * (self.repeat > 1) + " shared" * self.share
 
 
@@ -158,7 +162,7 @@ def summarize(graph, batch: int | None = None, expand: bool = False) -> Summary:
         )
         for node in graph.nodes
     )
-    instances = tuple(InstanceRow(inst.name, inst.block, inst.repeat, inst.share, inst.inputs)
+    instances = tuple(InstanceRow(inst.name, inst.block, inst.repeat, inst.share, inst.inputs, inst.scan)
                       for inst in graph.instances.values() if inst.parent is None)
     memory = estimate(graph, batch)
     return Summary(
@@ -410,6 +414,7 @@ def _instances_dict(summary: Summary) -> list[dict]:
             members.setdefault(row.part_of, []).append(row.name)
     return [
         {"name": instance.name, "block": instance.block, "repeat": instance.repeat, "share": instance.share,
+         "scan": instance.scan,
          "inputs": list(instance.inputs), "output_shape": list(rows[instance.name].shape),
          "params": rows[instance.name].params, "mult_adds": rows[instance.name].mult_adds,
          "state": rows[instance.name].state, "layers": members.get(instance.name, []) + [instance.name]}
