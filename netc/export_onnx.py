@@ -124,6 +124,12 @@ class OnnxContext:
         key = f"{node.name}.{name}"
         return self.initializer(key, np.asarray(self.weights[key], np.float32))
 
+    def inner(self) -> OnnxContext:
+        """A context for a subgraph (a scan's body): its own nodes, the initializers of this one."""
+        inner = OnnxContext(self.graph, self.weights, self.opset, self.helper, self.numpy_helper, self.locate)
+        inner.initializers, inner._made = self.initializers, self._made
+        return inner
+
     def add(self, op_type: str, inputs: list[str], node, **attributes) -> None:
         """One ONNX node computing the netc node's output."""
         self.nodes.append(self.helper.make_node(op_type, list(inputs), [node.name], name=node.name, **attributes))
@@ -155,7 +161,7 @@ def onnx_model(graph, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET
 
     ctx = OnnxContext(graph, weights, opset, helper, numpy_helper, locate)
     for node in graph.nodes:
-        if node.name in needed:
+        if node.name in needed and node.scan is None:  # a scan's block is written inside its Scan
             REGISTRY[node.op].onnx(ctx, node)
     nodes, initializers = ctx.nodes, ctx.initializers
 

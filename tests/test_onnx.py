@@ -370,3 +370,42 @@ def test_select_slice_and_stack_round_trip(tmp_path):
     proto, _ = _round_trip(load_spec_text(PICKED, "picked.yaml"), tmp_path, count=5)
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("Gather") == 1 and ops.count("Slice") == 1 and ops.count("Unsqueeze") == 2
+
+
+@pytest.mark.parametrize("name", ["digits-lstm-cell", "digits-gru-cell"])
+def test_a_scan_of_a_cell_is_one_onnx_scan(name, tmp_path):
+    """The cell's layers in the Scan's body; the last state's output taken from the stacked steps."""
+    proto, _ = _round_trip(load_spec(SPECS / f"{name}.yaml"), tmp_path)
+    assert [n.op_type for n in proto.graph.node].count("Scan") == 1
+
+
+def test_a_scan_of_every_step_with_two_sequences_round_trips(tmp_path):
+    """Every step's output [N, T, ...] of a scan reading two sequences, its output not its state."""
+    text = """\
+netc: 1
+name: two
+inputs:
+  a: {shape: [6, 3]}
+  b: {shape: [6, 2]}
+  y: {shape: [], dtype: int64, classes: 3}
+blocks:
+  cell:
+    inputs: [x, e]
+    state:
+      h: {shape: [4], next: h_new}
+    layers:
+      - {name: both, op: concat, in: [x, e]}
+      - {name: ih, op: linear, out: 4}
+      - {name: hh, op: linear, in: h, out: 4}
+      - {name: pre, op: add, in: [ih, hh]}
+      - {name: h_new, op: tanh}
+      - {name: head, op: linear, in: h_new, out: 2}
+    output: head
+layers:
+  - {name: rec, op: scan, block: cell, in: [a, b], sequences: true}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+"""
+    proto, _ = _round_trip(load_spec_text(text, "two.yaml"), tmp_path)
+    assert [n.op_type for n in proto.graph.node].count("Scan") == 1

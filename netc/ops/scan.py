@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from netc.ops.base import OpDef, OpShapeError, Reference, numel, register
+import numpy as np
+
+from netc.ops.base import REGISTRY, OpDef, OpShapeError, Reference, numel, register
 from netc.spec.base import Layer
 
 
@@ -87,16 +89,61 @@ def _alone(*args, **kwargs):
                               "with the same network unrolled")
 
 
-def _onnx(ctx, node):
-    raise NotImplementedError("a scan exports as a whole (netc.export_onnx)")
+def _onnx_piece(ctx, node):
+    raise AssertionError("a scan's pieces export inside its ONNX Scan (see _onnx_scan)")
+
+
+def _onnx_scan(ctx, scan):
+    """One ONNX `Scan` over the sequences' axis 1 (batch first): its body graph holds the block's layers
+    (each op's own mapping), reads the states and one step of each sequence, and gives the next values
+    and the block's output at that step; the states start as zeros [N, ...]. The parameters stay
+    initializers of the outer graph, which the body reads by name. The last step's output is taken
+    from the stacked outputs (Gather on axis 1)."""
+    from onnx import TensorProto
+
+    graph, helper, layer = ctx.graph, ctx.helper, scan.layer
+    pieces = [node for node in graph.nodes if node.scan == scan.name]
+    sequences = [node for node in pieces if node.op == "scan_input"]
+    states = [node for node in pieces if node.op == "scan_state"]
+    body = ctx.inner()
+    for node in pieces:
+        if node.op not in ("scan_input", "scan_state"):
+            REGISTRY[node.op].onnx(body, node)
+    outputs = []  # the body's outputs need names of their own: a next value may also be the output
+    for i, tensor in enumerate([*(state.layer.next for state in states), layer.output]):
+        name = f"{scan.name}.out{i}"
+        body.nodes.append(helper.make_node("Identity", [tensor], [name], name=name))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *graph.shape_of(tensor)]))
+    inputs = [helper.make_tensor_value_info(node.name, TensorProto.FLOAT, ["N", *node.shape])
+              for node in [*states, *sequences]]
+    loop = helper.make_graph(body.nodes, f"{scan.name}.body", inputs, outputs)
+    initial = []
+    for state in states:  # zeros [N, *shape], N from the first sequence
+        batch = f"{state.name}.batch"
+        ctx.nodes.append(helper.make_node("Shape", [sequences[0].inputs[0]], [batch], name=batch, start=0, end=1))
+        size = ctx.initializer(f"{state.name}.size", np.array(state.shape, np.int64))
+        shape = f"{state.name}.shape"
+        ctx.nodes.append(helper.make_node("Concat", [batch, size], [shape], name=shape, axis=0))
+        zeros = f"{state.name}.zeros"
+        ctx.nodes.append(helper.make_node("ConstantOfShape", [shape], [zeros], name=zeros,
+                                          value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])))
+        initial.append(zeros)
+    finals = [f"{state.name}.final" for state in states]
+    every = scan.name if layer.sequences else f"{scan.name}.steps"
+    ctx.nodes.append(helper.make_node(
+        "Scan", initial + [node.inputs[0] for node in sequences], finals + [every], name=f"{scan.name}.scan",
+        body=loop, num_scan_inputs=len(sequences), scan_input_axes=[1] * len(sequences), scan_output_axes=[1]))
+    if not layer.sequences:
+        last = ctx.initializer(f"{scan.name}.last", np.array(scan_steps(graph, scan) - 1, np.int64))
+        ctx.add("Gather", [every, last], scan, axis=1)
 
 
 _KERNELS = {"netc.kernels.scan": ("to_time_major", "from_time_major", "seed_step_grad", "scatter_step_grad",
                                   "zero_fill")}
-for _name, _spec, _infer, _inputs, _labels in (
-        ("scan_input", ScanInput, _infer_input, (1, 1), ("to time-major", "gradient into the sequence")),
-        ("scan_state", ScanState, _infer_state, (0, 0), ("state", "state gradient")),
-        ("scan", ScanOutput, _infer_output, (2, None), ("from time-major", "seed step gradients"))):
+for _name, _spec, _infer, _inputs, _labels, _onnx in (
+        ("scan_input", ScanInput, _infer_input, (1, 1), ("to time-major", "gradient into the sequence"), _onnx_piece),
+        ("scan_state", ScanState, _infer_state, (0, 0), ("state", "state gradient"), _onnx_piece),
+        ("scan", ScanOutput, _infer_output, (2, None), ("from time-major", "seed step gradients"), _onnx_scan)):
     register(OpDef(_name, _spec, _infer, Reference(_alone, _alone), _onnx, _labels, min_inputs=_inputs[0],
                    max_inputs=_inputs[1], kernels=_KERNELS, forward=_nothing, backward=_nothing), internal=True)
 
