@@ -27,7 +27,7 @@ def random_batch(graph: Graph, count: int, seed: int) -> dict[str, np.ndarray]:
     arrays = {}
     for name, inp in graph.spec.inputs.items():
         if inp.classes is not None:
-            arrays[name] = rng.integers(0, inp.classes, count)
+            arrays[name] = rng.integers(0, inp.classes, (count, *inp.shape))  # [] or a label per step [T]
         elif inp.indices is not None:
             arrays[name] = rng.integers(0, inp.indices, (count, *inp.shape))
         else:
