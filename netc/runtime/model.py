@@ -322,7 +322,7 @@ class Model:
 
         one = self._samples(1)
         k = numel(self.graph.shape_of(self.plan.loss.input))
-        classes = k if self.has_accuracy() else 1
+        classes = k // self.graph.label_steps if self.has_accuracy() else 1  # [T, C] scores: C
         calls = [self._epoch_args(one, np.zeros(1, np.int64), True, 0.0, 0),
                  self._epoch_args(one, np.zeros(1, np.int64), False, 0.0, 0,
                                   np.zeros((classes, classes), np.int64), np.zeros((1, k), self.dtype))]
@@ -396,7 +396,7 @@ class Model:
         """Loss, accuracy, confusion matrix and scores over every sample (dropout off, no updates)."""
         count = prepared["__count__"]
         k = numel(self.graph.shape_of(self.plan.loss.input))
-        classes = k if self.has_accuracy() else 1
+        classes = k // self.graph.label_steps if self.has_accuracy() else 1  # [T, C] scores: C
         confusion = np.zeros((classes, classes), np.int64)
         scores = np.zeros((count, k), self.dtype)
         done, losses, corrects, parts = self._epoch(prepared, np.arange(count, dtype=np.int64), False, 0.0, 0,
