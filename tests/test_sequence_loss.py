@@ -277,3 +277,48 @@ def test_lstm_linear_and_cross_entropy_at_every_step_match_pytorch():
     assert set(grads) == set(expected)
     for name, grad in grads.items():
         np.testing.assert_allclose(grad, expected[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.compiled
+def test_a_model_with_a_loss_at_every_step_trains_evaluates_and_samples(tmp_path):
+    """The periodic text of tests/test_text.py, every position scored: it is learnt, `netc eval` counts
+    every step (the confusion matrix holds N * T predictions) and `netc sample` continues from the last."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from netc.cli.app import app
+    from netc.runtime.train import Overrides, Trainer
+
+    (tmp_path / "p.txt").write_text("abcd\n" * 300)
+    text = f"""netc: 1
+name: chars
+inputs:
+  chars: {{shape: [6], dtype: int64, indices: 5}}
+  next: {{shape: [6], dtype: int64, classes: 5}}
+layers:
+  - {{name: emb, op: embedding, in: chars, num: 5, dim: 8}}
+  - {{name: lstm, op: lstm, hidden: 16, sequences: true}}
+  - {{name: out, op: linear, out: 5}}
+loss: {{op: cross_entropy, input: out, target: next}}
+optimizer: {{type: adam, lr: 0.02}}
+train: {{batch: 32, epochs: 3, seed: 0}}
+data:
+  train: {{source: text, path: p.txt}}
+"""
+    spec_file = tmp_path / "chars.yaml"
+    spec_file.write_text(text)
+    result = Trainer(load_spec_text(text, file=str(spec_file), base_dir=tmp_path), Overrides(),
+                     run_dir=tmp_path / "run").run()
+    assert result.epochs[-1].train_accuracy > 0.99
+    weights = str(result.run_dir / "last.safetensors")
+    runner = CliRunner()
+    figures = json.loads(runner.invoke(app, ["eval", str(spec_file), "--weights", weights, "--split", "train",
+                                             "-f", "json"]).stdout)
+    assert sum(map(sum, figures["confusion"])) == figures["count"] * 6  # every step of every window
+    assert figures["bits_per_character"] == pytest.approx(figures["loss"] / np.log(2), rel=1e-12)
+    assert figures["bits_per_character"] < 0.1
+    greedy = runner.invoke(app, ["sample", str(spec_file), "--weights", weights, "--prompt", "ab", "--length", "12",
+                                 "--temperature", "0"])
+    assert greedy.exit_code == 0, greedy.output
+    assert greedy.stdout.startswith("abcd\nabcd\nabcd")
