@@ -197,7 +197,8 @@ def _loops(graph: Graph, plan: BufferPlan, losses: list[LossStep], views: ViewTa
         scored, _, labels = loss_operands(e, loss)
         confusion = f"        confusion_add({scored}, {labels}, confusion)"
     else:
-        confusion = f"        confusion_add(scores, {e.labels()}, confusion)" if has_labels and loss.kind != "mse" else ""
+        confusion = (f"        confusion_add(scores, {e.labels()}, confusion)" if has_labels and loss.kind != "mse"
+                     else "")
     body = [
         "    seed_rng(seed)",
         "    training = train",

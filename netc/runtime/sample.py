@@ -3,8 +3,9 @@
 The spec reads windows of T characters (an index input [T]) and predicts the next one (a
 classifier over the vocabulary, the text source's classes.json in the run folder). Sampling
 starts from a prompt, left-padded to T characters with newlines, predicts the next character's
-probabilities from the last T characters (a model with a prediction at every position: its last), draws it (probabilities sharpened or flattened by the
-temperature: p^(1/temperature), renormalized; 0 takes the most likely), appends it, and goes on.
+probabilities from the last T characters (a model with a prediction at every position: its last),
+draws it (probabilities sharpened or flattened by the temperature: p^(1/temperature), renormalized;
+0 takes the most likely), appends it, and goes on.
 Draws come from a generator seeded by `seed`, so the same command prints the same text.
 """
 
