@@ -59,6 +59,18 @@ def mse_loss(y, t):
     return 0.5 * np.sum(diff * diff) / n, diff / n
 
 
+def _per_step(loss):
+    """A loss on scores (n, T, K) with a label at every step (n, T): the same loss over the n * T rows
+    (PyTorch's F.cross_entropy(z.reshape(-1, K), labels.reshape(-1)))."""
+    def on_rows(z, labels):
+        if z.ndim == 2:
+            return loss(z, labels)
+        value, dz = loss(z.reshape(-1, z.shape[-1]), labels.reshape(-1))
+        return value, dz.reshape(z.shape)
+    return on_rows
+
+
+@_per_step
 def cross_entropy_loss(z, labels):
     # z (n, K) logits, labels (n,)  ->  -mean log softmax(z)[label], dz = (softmax(z) - onehot) / n
     n, k = z.shape
@@ -68,6 +80,7 @@ def cross_entropy_loss(z, labels):
     return loss, (np.exp(logp) - one_hot(labels, k)) / n
 
 
+@_per_step
 def nll_loss(logp, labels):
     # logp (n, K) log-probabilities  ->  -mean logp[label], dlogp = -onehot / n
     n, k = logp.shape

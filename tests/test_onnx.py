@@ -409,3 +409,39 @@ loss: {op: cross_entropy, input: fc, target: y}
 """
     proto, _ = _round_trip(load_spec_text(text, "two.yaml"), tmp_path)
     assert [n.op_type for n in proto.graph.node].count("Scan") == 1
+
+
+SEQUENCE_HEADS = """
+netc: 1
+name: sequence_heads
+inputs:
+  x: {shape: [5, 6]}
+  y: {shape: [5], dtype: int64, classes: 3}
+layers:
+  - {name: fc1, op: linear, out: 4}
+  - {name: act, op: tanh}
+  - {name: fc2, op: linear, out: 3, bias: false}
+  - {name: logp, op: log_softmax}
+loss: {op: nll, input: logp, target: y}
+"""
+
+
+def test_linear_and_log_softmax_over_a_sequence_round_trip(tmp_path):
+    """linear over [T, F] is MatMul (+ Add for the bias): Gemm takes only matrices; log_softmax
+    normalises each step (axis 2 of [N, T, F])."""
+    loaded = load_spec_text(SEQUENCE_HEADS, "heads.yaml")
+    graph = build_graph(loaded)
+    model = Model(graph)
+    checkpoint = tmp_path / "w.safetensors"
+    save_checkpoint(checkpoint, _random_weights(model, 1))
+    result = export_onnx(loaded, checkpoint, tmp_path / "model.onnx")
+    proto = onnx.load(str(result.path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [n.op_type for n in proto.graph.node] == ["MatMul", "Add", "Tanh", "MatMul", "LogSoftmax"]
+    assert _attribute(proto.graph.node[-1], "axis") == 2
+    x = np.random.default_rng(0).normal(size=(7, 5, 6)).astype(np.float32)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x})
+    assert got.shape == (7, 5, 3)
+    np.testing.assert_allclose(got.reshape(7, -1), model.predict({"x": x}), rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(np.exp(got).sum(axis=-1), 1.0, rtol=1e-5)  # every step a distribution

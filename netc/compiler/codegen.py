@@ -324,16 +324,35 @@ class Emitter:
         name = f"{tensor}_grad" + ("" if dims else "_flat")
         return self._batch_view("D", region.offset, region.per_sample, dims, name, self._tensor_about(tensor, True))
 
+    def step_rows(self, tensor: str, steps: int, width: int, gradient: bool = False) -> str:
+        """A tensor of `steps` rows of `width` per sample (a sequence [T, F]) seen as one matrix
+        [n * steps, width]: what applies the same weights at every step (linear over a sequence, a
+        loss at every step) runs one GEMM, or one loop, over every step of every sample."""
+        region = (self.plan.grads if gradient else self.plan.values)[self.plan.root(tensor)]
+        name = f"{tensor}_grad_rows" if gradient else f"{tensor}_in_rows" if tensor in self.graph.inputs \
+            else f"{tensor}_out_rows"
+        view = self.views.ref("D" if gradient else "A", region.offset, (self.plan.batch * steps, width), name,
+                              self._tensor_about(tensor, gradient))
+        return view if self.plan.batch == 1 else f"{view}[:n * {steps}]"
+
     def indices(self, tensor: str, dims: tuple = ()) -> str:
         """An index input as staged in I (int32), [n, *dims]."""
         region = self.plan.indices[tensor]
         return self._batch_view("I", region.offset, region.per_sample, dims, f"{tensor}_in",
                                 f"input {tensor} (indices)")
 
-    def labels(self, rows: bool = True) -> str:
-        """The labels staged for the batch (its first n rows, or all of them with rows=False)."""
+    def labels(self, rows: bool = True, steps: int = 1) -> str:
+        """The labels staged for the batch (its first n rows, or all of them with rows=False). Labels at
+        every step (`steps` > 1): one row per step of every sample, [n * steps], as the loss reads them;
+        with rows=False [batch, steps], as they are staged."""
         label = self.graph.label_input or "label"
-        view = self.views.ref("L", 0, (self.plan.batch,), f"{label}_in", f"input {label} (labels)")
+        about = f"input {label} (labels)"
+        if steps > 1:
+            if not rows:
+                return self.views.ref("L", 0, (self.plan.batch, steps), f"{label}_in", about)
+            view = self.views.ref("L", 0, (self.plan.batch * steps,), f"{label}_in_rows", about)
+            return view if self.plan.batch == 1 else f"{view}[:n * {steps}]"
+        view = self.views.ref("L", 0, (self.plan.batch,), f"{label}_in", about)
         return f"{view}[:n]" if rows else view
 
     def _param_view(self, arena: str, node, pname: str, dims: tuple, slot: int = 0, name: str | None = None,
@@ -468,6 +487,20 @@ def loss_value(i: int) -> str:
     return f"loss_{i}"
 
 
+def loss_operands(e: Emitter, loss: LossStep) -> tuple[str, str, str]:
+    """(scores, their gradient, targets) as a loss kernel reads them: a row per sample, or with a label
+    at every step one row per step of every sample ([n * T, C] scores, [n * T] labels), so the kernel
+    averages over every step of every sample (PyTorch's cross_entropy on the flattened steps)."""
+    steps = e.graph.label_steps if loss.target == e.graph.label_input else 1
+    if steps > 1:
+        classes = numel(e.graph.shape_of(loss.input)) // steps
+        return (e.step_rows(loss.input, steps, classes), e.step_rows(loss.grad_target, steps, classes, True),
+                e.labels(steps=steps))
+    k = numel(e.graph.shape_of(loss.input))
+    target = e.labels() if loss.target == e.graph.label_input else e.val(loss.target, (k,))
+    return e.val(loss.input, (k,)), e.grad(loss.grad_target, (k,)), target
+
+
 def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
     """The losses' kernel calls, ending in `return <total>, <correct>`: one call for a single loss.
     For several, each loss writes its gradient and scales it by its weight (H), or, where an earlier
@@ -477,11 +510,8 @@ def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
     tiers: a multiply inside the loss kernel is re-associated differently once inlined.)"""
     calls = []
     for loss in losses:
-        k = numel(e.graph.shape_of(loss.input))
-        scores = e.val(loss.input, (k,))
-        grad = e.grad(loss.grad_target, (k,))
+        scores, grad, target = loss_operands(e, loss)
         adds = e.acc(loss.grad_target) != lit(False)
-        target = e.labels() if loss.target == e.graph.label_input else e.val(loss.target, (k,))
         weight = e.hyper(loss.weight) if adds else e.number(1.0)
         calls.append((f"{loss.kind}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))
     if len(losses) == 1 and losses[0].weight is None:

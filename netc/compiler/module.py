@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from netc.compiler.buffers import BufferPlan
 from netc.compiler.codegen import (KERNEL_MODULES, Emitter, ViewTable, emit_backward, emit_clip, emit_forward, emit_loss,
-                                   emit_update, hyper_table, loss_value)
+                                   emit_update, hyper_table, loss_operands, loss_value)
 from netc.compiler.steps import LossStep, Step, should_inline_kernels
 from netc.graph.ir import Graph
 from netc.ops import scan
@@ -234,7 +234,9 @@ def _stage(graph: Graph, e: Emitter) -> list[str]:
     for name in graph.index_inputs:
         rows = e.indices(name, (numel(graph.inputs[name]),))
         lines.append(f"        stage_rows(X_{name}, order, start, n, {rows})")
-    if graph.label_input:
+    if graph.label_input and graph.label_steps > 1:  # a label at every step: Y is [N, T]
+        lines.append(f"        stage_rows(Y, order, start, n, {e.labels(rows=False, steps=graph.label_steps)})")
+    elif graph.label_input:
         lines.append(f"        stage_labels(Y, order, start, n, {e.labels(rows=False)})")
     return lines
 
@@ -258,7 +260,12 @@ def _loops(graph: Graph, plan: BufferPlan, losses: list[LossStep], views: ViewTa
     stage = _stage(graph, e)
     scores = e.val(loss.input, (numel(graph.shape_of(loss.input)),))
     has_labels = graph.label_input is not None
-    confusion = f"        confusion_add(scores, {e.labels()}, confusion)" if has_labels and loss.kind != "mse" else ""
+    if loss.target == graph.label_input and graph.label_steps > 1:  # every step counts: one row per step
+        scored, _, labels = loss_operands(e, loss)
+        confusion = f"        confusion_add({scored}, {labels}, confusion)"
+    else:
+        confusion = (f"        confusion_add(scores, {e.labels()}, confusion)" if has_labels and loss.kind != "mse"
+                     else "")
     body = [
         "    seed_rng(seed)",
         "    training = train",

@@ -408,10 +408,8 @@ def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, instanc
         if target.dtype != "int64":
             errors.add("E-LOSS", f"{loss.op} needs an int64 label target, '{loss.target}' is {target.dtype}",
                        at + ("target",), "declare the label as `{shape: [], dtype: int64, classes: N}`")
-        elif len(shape) != 1 or shape[0] != target.classes:
-            errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
-                       f"'{loss.target}' has {target.classes} classes", at + ("input",),
-                       f"the last layer should produce [{target.classes}] values (one per class)")
+        else:
+            _check_scores(loss, at, shape, target, errors)
         made_by = _producer(by_name, instances, loss.input)
         producer = REGISTRY[made_by.op]
         if loss.op == "nll" and not producer.is_(LOG_PROBABILITIES):
@@ -422,7 +420,11 @@ def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, instanc
                        f"{_made_by_text(made_by)}", at + ("input",),
                        "feed the logits (the layer before), or use nll after log_softmax")
     else:  # mse
-        if target.dtype == "int64":
+        if target.dtype == "int64" and target.shape:
+            errors.add("E-LOSS", f"mse reads one label per sample, but target '{loss.target}' has a label at each "
+                       f"of {target.shape[0]} steps", at + ("target",),
+                       "use cross_entropy for a label at every step (mean over every step of every sample)")
+        elif target.dtype == "int64":
             if len(shape) != 1 or shape[0] != target.classes:
                 errors.add("E-LOSS", f"mse with integer target '{loss.target}' ({target.classes} classes, "
                            f"one-hot encoded) needs input shape [{target.classes}], got {list(shape)}",
@@ -430,6 +432,32 @@ def _check_loss(loss, at: tuple, spec, by_name: dict[str, Node], inputs, instanc
         elif tuple(target.shape) != shape:
             errors.add("E-LOSS", f"mse input '{loss.input}' has shape {list(shape)} but target "
                        f"'{loss.target}' has {list(target.shape)}", at + ("target",))
+
+
+def _check_scores(loss, at: tuple, shape: tuple, target, errors: _Collector) -> None:
+    """A classifier's scores against its labels: [C] for a label per sample (shape []), [T, C] for a label
+    at each of T steps (shape [T]): a loss at every step of a sequence."""
+    classes = target.classes
+    if target.shape:  # a label at every step
+        steps = target.shape[0]
+        if len(shape) != 2 or shape[0] != steps:
+            per = "one score vector per sample" if len(shape) == 1 else f"{shape[0]} steps" if len(shape) == 2 else ""
+            errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)}"
+                       + (f" ({per})" if per else "") + f" but target '{loss.target}' has a label at each of "
+                       f"{steps} steps", at + ("input",),
+                       f"score every step: [{steps}, {classes}] (a recurrent layer with `sequences: true`, then a "
+                       "linear); or declare the target {shape: []} for one label per sample")
+        elif shape[1] != classes:
+            errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
+                       f"'{loss.target}' has {classes} classes", at + ("input",),
+                       f"the last layer should produce [{steps}, {classes}] values (one per class at every step)")
+    elif len(shape) != 1 or shape[0] != classes:
+        hint = f"the last layer should produce [{classes}] values (one per class)"
+        if len(shape) == 2 and shape[1] == classes:
+            hint = (f"a label at every step is declared `{{shape: [{shape[0]}], dtype: int64, classes: {classes}}}`; "
+                    "for one per sample, score one step (`{op: select, index: -1}`) or the last state")
+        errors.add("E-LOSS", f"{loss.op} input '{loss.input}' has shape {list(shape)} but target "
+                   f"'{loss.target}' has {classes} classes", at + ("input",), hint)
 
 
 def _producer(by_name: dict[str, Node], instances: dict, tensor: str) -> Node:

@@ -86,6 +86,12 @@ class Graph:
         return next((name for name, inp in self.spec.inputs.items() if inp.classes is not None), None)
 
     @property
+    def label_steps(self) -> int:
+        """Labels per sample: T for a label at every step of a sequence (shape [T]), else 1."""
+        label = self.label_input
+        return numel(self.inputs[label]) if label is not None else 1
+
+    @property
     def index_inputs(self) -> list[str]:
         """The inputs holding int64 indices (`indices`: what an embedding reads), in spec order."""
         return [name for name, inp in self.spec.inputs.items() if inp.indices is not None]

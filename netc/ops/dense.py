@@ -1,12 +1,18 @@
-"""linear: y = x W^T + b, W shaped [out, in] (as PyTorch); an activation may fuse into its epilogue."""
+"""linear: y = x W^T + b, W shaped [out, in] (as PyTorch); an activation may fuse into its epilogue.
+
+Over a sequence [T, F] it applies the same weights at every step ([T, out]: PyTorch's nn.Linear and
+Keras's Dense on the last axis), so a recurrent layer's every state can be scored (a loss at every
+step). Inputs of higher rank are refused: a conv's [C, H, W] must be flattened on purpose, not
+silently read as positions."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
-from netc.ops.base import BLAS, EPILOGUE, OpDef, OpShapeError, Reference, register
+from netc.ops.base import BLAS, EPILOGUE, OpDef, OpShapeError, Reference, numel, register
 from netc.spec.base import ParamLayer, PosInt
 
 
@@ -19,74 +25,107 @@ class Linear(ParamLayer):
 
 def _infer(layer, shapes):
     (shape,) = shapes
-    if len(shape) != 1:
+    if len(shape) not in (1, 2):
         raise OpShapeError(
             f"needs a flat input [features], got {list(shape)}",
             hint="add `{op: flatten}` before this layer",
         )
-    return (layer.out,)
+    return (*shape[:-1], layer.out)
 
 
 def _params(layer, shapes):
-    params = {"weight": (layer.out, shapes[0][0])}
+    params = {"weight": (layer.out, shapes[0][-1])}
     if layer.bias:
         params["bias"] = (layer.out,)
     return params
 
 
 def _macs(layer, shapes, out):
-    return shapes[0][0] * layer.out
+    return numel(shapes[0]) * layer.out
+
+
+def _steps(e, step) -> int:
+    """Rows per sample: T for a sequence [T, F], else 1."""
+    shape = e.graph.shape_of(step.inputs[0])
+    return shape[0] if len(shape) == 2 else 1
 
 
 # ----------------------------------------------------------------------------- emitters
 
 
+def _rows(e, step, tensor, width, gradient=False):
+    """[n, width] rows, or a sequence's [n * T, width]: one GEMM over every step of every sample."""
+    steps = _steps(e, step)
+    if steps == 1:
+        return e.grad(tensor, (width,)) if gradient else e.val(tensor, (width,))
+    return e.step_rows(tensor, steps, width, gradient)
+
+
+def _blas(e, step, fan_in, out):
+    # a GEMM of n * T rows costs what one of n rows with T times the fan-in does
+    return e.flag(e.use_blas(fan_in * _steps(e, step), out))
+
+
 def _forward(e, step):
     node = step.node
     out, fan_in = node.param_shapes["weight"]
-    e.call("linear_forward", x=e.val(step.inputs[0], (fan_in,)), w=e.param(node, "weight", (out, fan_in)),
-           b=e.param(node, "bias"), has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, (out,)),
-           act=e.act_code(step), alpha=e.act_alpha(step), blas=e.flag(e.use_blas(fan_in, out)))
+    e.call("linear_forward", x=_rows(e, step, step.inputs[0], fan_in), w=e.param(node, "weight", (out, fan_in)),
+           b=e.param(node, "bias"), has_bias=e.flag("bias" in node.param_shapes), y=_rows(e, step, step.output, out),
+           act=e.act_code(step), alpha=e.act_alpha(step), blas=_blas(e, step, fan_in, out))
 
 
 def _backward(e, step):
     node, x = step.node, step.inputs[0]
     out, fan_in = node.param_shapes["weight"]
     need_dx, need_dw = e.needs_grad[x], node.trainable
-    x_view, w_view = e.val(x, (fan_in,)), e.param(node, "weight", (out, fan_in))
-    e.call("linear_backward", x=x_view, w=w_view, y=e.val(step.output, (out,)), dy=e.grad(step.output, (out,)),
-           act=e.act_code(step), alpha=e.act_alpha(step),
-           dx=e.grad(x, (fan_in,)) if need_dx else x_view, need_dx=e.flag(need_dx),
+    x_view, w_view = _rows(e, step, x, fan_in), e.param(node, "weight", (out, fan_in))
+    e.call("linear_backward", x=x_view, w=w_view, y=_rows(e, step, step.output, out),
+           dy=_rows(e, step, step.output, out, gradient=True), act=e.act_code(step), alpha=e.act_alpha(step),
+           dx=_rows(e, step, x, fan_in, gradient=True) if need_dx else x_view, need_dx=e.flag(need_dx),
            acc_dx=e.acc(x) if need_dx else e.flag(False),
            dw=e.pgrad(node, "weight", (out, fan_in)) if need_dw else w_view, db=e.pgrad(node, "bias"),
            need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
-           has_bias=e.flag("bias" in node.param_shapes), blas=e.flag(e.use_blas(fan_in, out)))
+           has_bias=e.flag("bias" in node.param_shapes), blas=_blas(e, step, fan_in, out))
 
 
 def _notes(e, step):
     out, fan_in = step.node.param_shapes["weight"]
-    return ["BLAS" if e.use_blas(fan_in, out) else "loops"]
+    return ["BLAS" if e.use_blas(fan_in * _steps(e, step), out) else "loops"]
 
 
 def _onnx(ctx, node):
-    inputs = [node.inputs[0], ctx.param(node, "weight")] + ([ctx.param(node, "bias")] if "bias" in node.param_shapes else [])
-    ctx.add("Gemm", inputs, node, transB=1)
+    weight = ctx.param(node, "weight")
+    bias = [ctx.param(node, "bias")] if "bias" in node.param_shapes else []
+    if len(ctx.shape_of(node.inputs[0])) == 1:
+        ctx.add("Gemm", [node.inputs[0], weight, *bias], node, transB=1)
+        return
+    # a sequence [N, T, F]: Gemm takes only matrices; MatMul broadcasts over the steps
+    w_t = ctx.initializer(f"{node.param_owner}.weight_T", np.asarray(ctx.weights[f"{node.param_owner}.weight"],
+                                                                     np.float32).T)
+    if not bias:
+        ctx.add("MatMul", [node.inputs[0], w_t], node)
+        return
+    product = f"{node.name}.matmul"
+    ctx.nodes.append(ctx.helper.make_node("MatMul", [node.inputs[0], w_t], [product], name=product))
+    ctx.add("Add", [product, *bias], node)
 
 
 # ----------------------------------------------------------------------------- reference
 
 
 def _ref_forward(layer, xs, params):
-    # x (n, I)  w (O, I)  b (O,) or absent  ->  y (n, O)
+    # x (n, I) or (n, T, I)  w (O, I)  b (O,) or absent  ->  y (n, O) or (n, T, O): the same weights at every step
     y = xs[0] @ params["weight"].T
     return y + params["bias"] if "bias" in params else y
 
 
 def _ref_backward(layer, xs, y, dy, params):
-    # dy (n, O) -> dx (n, I), dw (O, I), db (O,)
-    grads = {"weight": dy.T @ xs[0]}
+    # dy (n, O) or (n, T, O) -> dx like x, dw (O, I), db (O,): summed over the samples and their steps
+    x = xs[0].reshape(-1, xs[0].shape[-1])
+    rows = dy.reshape(-1, dy.shape[-1])
+    grads = {"weight": rows.T @ x}
     if "bias" in params:
-        grads["bias"] = dy.sum(axis=0)
+        grads["bias"] = rows.sum(axis=0)
     return [dy @ params["weight"]], grads
 
 

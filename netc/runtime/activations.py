@@ -20,7 +20,7 @@ def layer_activations(model, arrays: dict[str, np.ndarray], tensor: str) -> Iter
     for start in range(0, count, model.batch):
         stop = min(start + model.batch, count)
         part = {name: prepared[name][start:stop] for name in graph.float_inputs}
-        part["__labels__"] = labels[start:stop] if len(labels) else np.zeros(stop - start, np.int64)
+        part["__labels__"] = labels[start:stop] if len(labels) else model.label_zeros(stop - start)
         part["__count__"] = stop - start
         model.evaluate(part)  # one batch: the arena now holds this batch's activations
         values = model.A[region.offset:region.offset + (stop - start) * region.per_sample]

@@ -27,7 +27,7 @@ def random_batch(graph: Graph, count: int, seed: int) -> dict[str, np.ndarray]:
     arrays = {}
     for name, inp in graph.spec.inputs.items():
         if inp.classes is not None:
-            arrays[name] = rng.integers(0, inp.classes, count)
+            arrays[name] = rng.integers(0, inp.classes, (count, *inp.shape))  # [] or a label per step [T]
         elif inp.indices is not None:
             arrays[name] = rng.integers(0, inp.indices, (count, *inp.shape))
         else:
@@ -48,7 +48,10 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
     (sampling `max_entries` entries of large tensors).
 
     An entry above `tolerance` is measured again with steps 10x and 100x smaller: a step
-    that crosses a ReLU or max-pool kink does not survive that, a wrong gradient does.
+    that crosses a ReLU or max-pool kink does not survive that, a wrong gradient does. Then with
+    one 10x larger: a loss averaged over many rows (a loss at every step of a sequence) has
+    gradients small enough (~1e-4) that the loss's round-off (~1e-15) divided by a step of 1e-6
+    shows; a wrong gradient fails at every step.
 
     `training`: in training mode (batch norm on batch statistics, dropout masks drawn from
     `seed`, the same for every evaluation); the state a training forward updates (running
@@ -69,7 +72,7 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
         worst_rel = worst_abs = 0.0
         for i in picks:
             exact = grad.reshape(-1)[i]
-            for step in (eps, eps / 10, eps / 100):
+            for step in (eps, eps / 10, eps / 100, eps * 10):
                 numeric = _central_difference(evaluate, flat, i, step)
                 if relative_error(numeric, exact) <= tolerance:
                     break

@@ -31,5 +31,7 @@ def per_class(confusion: np.ndarray) -> dict:
 def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     """The share of samples whose class is among the k highest scores (Keras's top_k_categorical_accuracy;
     ties resolved as scikit-learn's top_k_accuracy_score: a tied class of a higher index ranks first)."""
+    labels = np.asarray(labels)
+    scores = np.asarray(scores).reshape(labels.size, -1)  # labels [N, T] (one at every step): a row per step
     order = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
-    return float(np.mean(np.any(order == np.asarray(labels)[:, None], axis=1)))
+    return float(np.mean(np.any(order == labels.reshape(-1)[:, None], axis=1)))

@@ -91,7 +91,7 @@ class Model:
         self.D = np.zeros(max(b.d_size, 1), self.dtype)
         self.I = np.zeros(max(b.i_size, 1), np.int32)
         self.W = np.zeros(b.w_size, self.dtype)
-        self.L = np.zeros(self.batch, np.int64)
+        self.L = np.zeros(self.batch * graph.label_steps, np.int64)  # a label per sample, or per step of each
         self.T = np.zeros(max(b.state_size, 1), self.dtype)  # state tensors: running statistics, counters
         self.H = np.array(list(self.plan.hyper.values()) or [0.0], np.float64)  # hyperparameters (data, not source)
         self.V = self.plan.make_views({"P": self.P, "G": self.G, "S": self.S, "A": self.A, "D": self.D,
@@ -200,6 +200,8 @@ class Model:
         label = self.graph.label_input
         if label is not None:
             y = np.asarray(arrays.get(label, np.zeros(0)))
+            if self.graph.label_steps > 1 and len(y):  # a label at every step: [N, T]
+                y = y.reshape(len(y), self.graph.label_steps)
             prepared["__labels__"] = np.ascontiguousarray(y, dtype=np.int64)
         else:
             prepared["__labels__"] = np.zeros(0, np.int64)
@@ -283,9 +285,15 @@ class Model:
                     for name in self.graph.float_inputs}
         prepared.update({name: np.zeros((count, numel(self.graph.inputs[name])), np.int64)
                          for name in self.graph.index_inputs})
-        prepared["__labels__"] = np.zeros(count if self.graph.label_input else 0, np.int64)
+        prepared["__labels__"] = self.label_zeros(count if self.graph.label_input else 0)
         prepared["__count__"] = count
         return prepared
+
+    def label_zeros(self, count: int) -> np.ndarray:
+        """Labels of `count` samples, all 0, shaped as the plan stages them: [N], or [N, T] with a label at
+        every step (predictions and warm-ups, whose loss nobody reads)."""
+        steps = self.graph.label_steps
+        return np.zeros((count, steps) if steps > 1 else count, np.int64)
 
     def warm_up(self, on_compile: Callable[[int], None] | None = None) -> bool:
         """Make the plan ready to run, doing no work; True when something was compiled. Fused tier:
@@ -314,7 +322,7 @@ class Model:
 
         one = self._samples(1)
         k = numel(self.graph.shape_of(self.plan.loss.input))
-        classes = k if self.has_accuracy() else 1
+        classes = k // self.graph.label_steps if self.has_accuracy() else 1  # [T, C] scores: C
         calls = [self._epoch_args(one, np.zeros(1, np.int64), True, 0.0, 0),
                  self._epoch_args(one, np.zeros(1, np.int64), False, 0.0, 0,
                                   np.zeros((classes, classes), np.int64), np.zeros((1, k), self.dtype))]
@@ -381,21 +389,21 @@ class Model:
             return EpochResult(float(losses[done]), None, done, True)
         sizes = self._batch_sizes(count, done)
         mean = float(np.sum(losses * sizes) / max(count, 1))
-        accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
+        accuracy = float(corrects.sum() / self.scored(count)) if self.has_accuracy() and count else None
         return EpochResult(mean, accuracy, done, False, self._means(parts, sizes, count))
 
     def evaluate(self, prepared: dict) -> EvalResult:
         """Loss, accuracy, confusion matrix and scores over every sample (dropout off, no updates)."""
         count = prepared["__count__"]
         k = numel(self.graph.shape_of(self.plan.loss.input))
-        classes = k if self.has_accuracy() else 1
+        classes = k // self.graph.label_steps if self.has_accuracy() else 1  # [T, C] scores: C
         confusion = np.zeros((classes, classes), np.int64)
         scores = np.zeros((count, k), self.dtype)
         done, losses, corrects, parts = self._epoch(prepared, np.arange(count, dtype=np.int64), False, 0.0, 0,
                                                     confusion, scores)
         sizes = self._batch_sizes(count, done)
         loss = float(np.sum(losses * sizes) / max(count, 1))
-        accuracy = float(corrects.sum() / count) if self.has_accuracy() and count else None
+        accuracy = float(corrects.sum() / self.scored(count)) if self.has_accuracy() and count else None
         labels = prepared["__labels__"] if self.has_accuracy() else None
         return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores, labels,
                           self._means(parts, sizes, count))
@@ -405,6 +413,10 @@ class Model:
         """Each loss's mean over the samples, from its per-batch means."""
         return [float(v) for v in (parts * sizes[:, None]).sum(axis=0) / max(count, 1)]
 
+    def scored(self, count: int) -> int:
+        """Predictions that `count` samples make: one each, or one at every step (labels [T])."""
+        return count * self.graph.label_steps
+
     def has_accuracy(self) -> bool:
         """Whether the loss has classes (cross_entropy, nll, mse on labels), so accuracy means something."""
         return self.plan.loss.kind != "mse"
@@ -413,7 +425,7 @@ class Model:
         """Outputs of the layer the loss reads (logits, log-probabilities, ...) for every sample."""
         prepared = self.prepare(arrays)
         if not len(prepared["__labels__"]) and self.graph.label_input:
-            prepared["__labels__"] = np.zeros(prepared["__count__"], np.int64)
+            prepared["__labels__"] = self.label_zeros(prepared["__count__"])
         return self.evaluate(prepared).scores
 
     def loss_and_gradients(self, arrays: dict[str, np.ndarray], training: bool = False,
@@ -446,4 +458,4 @@ class Model:
             self.I[region.offset:region.offset + n * region.per_sample] = prepared[name][:n].ravel()
         labels = prepared["__labels__"]
         if len(labels):
-            self.L[:n] = labels[:n]
+            self.L[:n * self.graph.label_steps] = labels[:n].ravel()

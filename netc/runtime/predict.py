@@ -236,7 +236,8 @@ class Prediction:
 
     outputs: np.ndarray  # [N, *shape] the values of the layer the loss reads (logits, log-probabilities,
     #                      a regression's outputs in the units of its target data)
-    probabilities: np.ndarray | None  # [N, classes] of a cross_entropy or nll classifier, else None
+    probabilities: np.ndarray | None  # [N, classes] of a cross_entropy or nll classifier ([N, T, classes] with
+    #                                   a label at every step), else None
     classes: list[str] | None  # class names of a classifier (classes.json, else "0", "1", ...); None: regression
 
     @property
@@ -296,7 +297,9 @@ class Predictor:
         self.classes = class_names(self.weights, self.class_count()) if self.kind != "mse" else None
 
     def class_count(self) -> int:
-        return numel(self.graph.shape_of(self.model.plan.loss.input))
+        """Classes of the scores: all of them, or the last axis of [T, C] scores (a label at every step)."""
+        shape = self.graph.shape_of(self.model.plan.loss.input)
+        return shape[-1] if self.graph.label_steps > 1 else numel(shape)
 
     def _arrays(self, x, normalized: bool) -> dict[str, np.ndarray]:
         """{input: array} normalized, a float loss target the caller did not give filled with zeros (the
@@ -314,10 +317,10 @@ class Predictor:
         outputs = self.model.predict(self._arrays(x, normalized))
         outputs = outputs.reshape((len(outputs),) + tuple(self.graph.shape_of(self.model.plan.loss.input)))
         probabilities = None
-        if self.kind == "cross_entropy":
+        if self.kind == "cross_entropy":  # over the classes: the last axis ([N, C], or [N, T, C] at every step)
             z = outputs.astype(np.float64)
-            z = np.exp(z - z.max(axis=1, keepdims=True))  # shifted: no overflow
-            probabilities = z / z.sum(axis=1, keepdims=True)
+            z = np.exp(z - z.max(axis=-1, keepdims=True))  # shifted: no overflow
+            probabilities = z / z.sum(axis=-1, keepdims=True)
         elif self.kind == "nll_after_log_softmax":
             probabilities = np.exp(outputs.astype(np.float64))
         elif self.kind == "mse":

@@ -3,8 +3,9 @@
 The spec reads windows of T characters (an index input [T]) and predicts the next one (a
 classifier over the vocabulary, the text source's classes.json in the run folder). Sampling
 starts from a prompt, left-padded to T characters with newlines, predicts the next character's
-probabilities from the last T characters, draws it (probabilities sharpened or flattened by the
-temperature: p^(1/temperature), renormalized; 0 takes the most likely), appends it, and goes on.
+probabilities from the last T characters (a model with a prediction at every position: its last),
+draws it (probabilities sharpened or flattened by the temperature: p^(1/temperature), renormalized;
+0 takes the most likely), appends it, and goes on.
 Draws come from a generator seeded by `seed`, so the same command prints the same text.
 """
 
@@ -47,6 +48,8 @@ def sample(loaded: LoadedSpec, weights: str | Path, prompt: str = "\n", length: 
     drawn, log2_p = [], 0.0
     for _ in range(length):
         p = predictor.predict({tokens: np.array([codes[-window:]], np.int64)}).probabilities[0]
+        if p.ndim == 2:  # a prediction at every position [T, C]: the last one is the next character's
+            p = p[-1]
         if temperature == 0:
             code = int(np.argmax(p))
             q = p

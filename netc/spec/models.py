@@ -373,7 +373,8 @@ class InputSpec(Model):
     """A graph input (one per tensor the data provides)."""
 
     shape: Annotated[list[PosInt], Field(max_length=8)] = Field(
-        description="Shape without the batch dimension; [] for a scalar (e.g. a class label)."
+        description="Shape without the batch dimension; [] for a scalar (e.g. a class label), [T] for a "
+        "label at every step of a sequence."
     )
     dtype: Literal["float32", "int64"] = Field(
         "float32", description="int64 for class labels (with `classes`) and indices (with `indices`).")
@@ -395,8 +396,9 @@ class InputSpec(Model):
             raise ValueError("`indices` is only for int64 index inputs")
         if self.classes is not None and self.indices is not None:
             raise ValueError("an int64 input is a label (`classes`) or an index input (`indices`), not both")
-        if self.classes is not None and self.shape != []:
-            raise ValueError("an int64 label input has shape [] (one class index per sample)")
+        if self.classes is not None and len(self.shape) > 1:
+            raise ValueError("an int64 label input has shape [] (one class index per sample) or [T] (one per "
+                             "step of a sequence)")
         return self
 
 

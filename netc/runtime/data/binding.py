@@ -128,9 +128,14 @@ def _check_features(name: str, a: np.ndarray, inp: m.InputSpec, origin: Origin) 
 
 
 def _check_labels(name: str, a: np.ndarray, inp: m.InputSpec, origin: Origin) -> np.ndarray:
-    if a.ndim == 2 and a.shape[1] == 1:
+    if inp.shape:  # a label at every step: [N, T]
+        if a.shape[1:] != tuple(inp.shape):
+            origin.fail(f"label input '{name}' takes a class index at each of {inp.shape[0]} steps per sample (array "
+                        f"shape [N, {inp.shape[0]}]) but {origin.desc} has shape {list(a.shape)}",
+                        f"set `inputs.{name}.shape` to match the data, or store [N, {inp.shape[0]}] labels", name)
+    elif a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
-    if a.ndim != 1:
+    if a.ndim != 1 + len(inp.shape):
         origin.fail(f"label input '{name}' takes one class index per sample (array shape [N]) but "
                     f"{origin.desc} has shape {list(a.shape)}",
                     "one-hot labels? store np.argmax(onehot, axis=1) instead", name)
@@ -143,8 +148,9 @@ def _check_labels(name: str, a: np.ndarray, inp: m.InputSpec, origin: Origin) ->
     classes = inp.classes
     bad = (a < 0) | (a >= classes)
     if bad.any():
-        i = int(np.argmax(bad))
-        origin.fail(f"{origin.row(i)}: label {int(a[i])} is outside [0, {classes}) "
+        i = int(np.argmax(bad.reshape(len(a), -1).any(axis=1)))
+        value = a[i][bad[i]].flat[0] if a.ndim > 1 else a[i]
+        origin.fail(f"{origin.row(i)}: label {int(value)} is outside [0, {classes}) "
                     f"(inputs.{name}.classes is {classes})",
                     f"labels are class indices 0..{classes - 1}; fix the data or raise inputs.{name}.classes",
                     name, i)

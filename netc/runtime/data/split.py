@@ -84,9 +84,13 @@ def _stratify_labels(loaded: LoadedSpec, rule: m.FromTrain, arrays: dict) -> np.
     if not rule.stratify:
         return None
     name = label_input(loaded.spec)
-    if name is not None:
+    if name is not None and not loaded.spec.inputs[name].shape:
         return arrays[name]
     # the default (stratify unset) falls back to a plain split; asking for it without labels is a mistake
+    if name is not None and "stratify" in rule.model_fields_set:  # a label at every step: no class per sample
+        _fail(loaded, ("data", "eval", "stratify"),
+              f"data.eval asks for a stratified split (`stratify: true`) but label input '{name}' has a label at "
+              "every step, not one class per sample", "set `stratify: false` for a plain seeded split")
     if "stratify" in rule.model_fields_set:
         _fail(loaded, ("data", "eval", "stratify"),
               "data.eval asks for a stratified split (`stratify: true`) but the spec has no label input "

@@ -3,7 +3,9 @@ standard library (a text every Python ships: no download).
 
 The vocabulary is every distinct character of the whole text, in code-point order; a character is
 its position there. Each sample is a window of T characters (the index input, shape [T]) and the
-character after it (the label input, whose `classes` is the vocabulary's size). Windows start every
+character after it (the label input, whose `classes` is the vocabulary's size); a label input of
+shape [T] takes the character after every position instead (the window shifted by one: a loss at
+every step). Windows start every
 `stride` characters. `split: eval` is the text's last `eval_fraction`, `train` the rest: a
 contiguous tail rather than random windows, since neighbouring windows overlap. The vocabulary goes
 to the run folder as classes.json (the label names), which `netc sample` reads back.
@@ -37,6 +39,11 @@ def read_text(loaded: LoadedSpec, src: m.TextSource, origin: Origin) -> dict[str
     tokens_input, label_input = _inputs(loaded, origin)
     vocabulary = sorted(set(text))
     window = loaded.spec.inputs[tokens_input].shape[0]
+    labels_shape = loaded.spec.inputs[label_input].shape
+    if labels_shape not in ([], [window]):
+        origin.fail(f"label input '{label_input}' has shape {labels_shape}: the text source gives the next "
+                    f"character after the window (shape []) or after each of its {window} positions "
+                    f"(shape [{window}])", f"declare `inputs.{label_input}.shape` as [] or [{window}]", label_input)
     wanted, limit = loaded.spec.inputs[label_input].classes, loaded.spec.inputs[tokens_input].indices
     if len(vocabulary) != wanted:
         origin.fail(f"{path.name} has {len(vocabulary)} distinct characters but label input '{label_input}' has "
@@ -55,6 +62,8 @@ def read_text(loaded: LoadedSpec, src: m.TextSource, origin: Origin) -> dict[str
     windows = part[starts[:, None] + np.arange(window)]
     origin.desc = f"{path.name} ({src.split} part, {len(starts)} windows of {window} characters)"
     origin.classes = vocabulary
+    if loaded.spec.inputs[label_input].shape:  # [T]: the next character at every position
+        return {tokens_input: windows, label_input: part[starts[:, None] + np.arange(1, window + 1)]}
     return {tokens_input: windows, label_input: part[starts + window]}
 
 
