@@ -291,3 +291,48 @@ def test_unknown_keys_of_a_scan_and_a_state():
     assert any("repeat" in d.message or "repeat" in d.path for d in found)
     found = diagnostics(SCAN.replace("{shape: [4], next: h_new}", "{shape: [4], next: h_new, init: zeros}"))
     assert any("init" in d.message or "init" in d.path for d in found)
+
+
+LANGUAGE_MODEL = """\
+netc: 1
+name: lm
+inputs:
+  chars: {shape: [6], dtype: int64, indices: 5}
+  next: {shape: [6], dtype: int64, classes: 5}
+blocks:
+  elman:
+    inputs: [x]
+    state:
+      h: {shape: [4], next: h_new}
+    layers:
+      - {name: ih, op: linear, in: x, out: 4}
+      - {name: hh, op: linear, in: h, out: 4}
+      - {name: pre, op: add, in: [ih, hh]}
+      - {name: h_new, op: tanh}
+layers:
+  - {name: emb, op: embedding, in: chars, num: 5, dim: 3}
+  - {name: rec, op: scan, block: elman, in: emb, sequences: true}
+  - {name: out, op: linear, out: 5}
+loss: {op: cross_entropy, input: out, target: next}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 6, seed: 0}
+"""
+
+
+def test_a_cell_block_predicting_at_every_step_gives_the_builtin_layers_numbers():
+    """Many-to-many: a loss at every step of a scan's output (linear over the sequence, a label per step)."""
+    builtin_text = LANGUAGE_MODEL[:LANGUAGE_MODEL.index("blocks:")] + LANGUAGE_MODEL[LANGUAGE_MODEL.index("layers:\n  - {name: emb"):]
+    builtin_text = builtin_text.replace("op: scan, block: elman,", "op: rnn, hidden: 4,")
+    scan = Model(build(LANGUAGE_MODEL), dtype="float64", batch=6, seed=0, tier="python")
+    builtin = Model(build(builtin_text), dtype="float64", batch=6, seed=0, tier="python")
+    values = builtin.get_weights()
+    scan.set_weights({name: values[pytorch_names(name)] for name in scan.get_weights()}, strict=True)
+    rng = np.random.default_rng(2)
+    arrays = {"chars": rng.integers(0, 5, (N, 6)), "next": rng.integers(0, 5, (N, 6))}
+    loss, grads = scan.loss_and_gradients(arrays)
+    want, want_grads = builtin.loss_and_gradients(arrays)
+    assert loss == pytest.approx(want, rel=1e-13)
+    for name, grad in grads.items():
+        np.testing.assert_allclose(grad, want_grads[pytorch_names(name)], rtol=1e-10, atol=1e-13, err_msg=name)
+    for r in gradcheck(build(LANGUAGE_MODEL), arrays, max_entries=12):
+        assert r.max_rel_error < 1e-6, r

@@ -331,9 +331,14 @@ class Emitter:
         region = (self.plan.grads if gradient else self.plan.values)[self.plan.root(tensor)]
         name = f"{tensor}_grad_rows" if gradient else f"{tensor}_in_rows" if tensor in self.graph.inputs \
             else f"{tensor}_out_rows"
+        rows = "" if self.plan.batch == 1 else f"[:n * {steps}]"
+        if region.slots:  # inside a scan's block: this step's rows
+            view = self.views.ref("A", region.offset, (region.slots, self.plan.batch * steps, width), f"{name}_steps",
+                                  f"{self._tensor_about(tensor)} at every step")
+            return f"{view}[{'t' if not region.shift else f't + {region.shift}'}]{rows}"
         view = self.views.ref("D" if gradient else "A", region.offset, (self.plan.batch * steps, width), name,
                               self._tensor_about(tensor, gradient))
-        return view if self.plan.batch == 1 else f"{view}[:n * {steps}]"
+        return f"{view}{rows}"
 
     def indices(self, tensor: str, dims: tuple = ()) -> str:
         """An index input as staged in I (int32), [n, *dims]."""
