@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/sequence_length.py
     .venv/bin/python benchmarks/sequence_length.py --steps 8 64 512 4096
+    .venv/bin/python benchmarks/sequence_length.py --cell    # the LSTM cell written as a block, under `scan`
 
 A recurrent layer is one kernel pair whose loop runs over the time steps (netc.kernels.recurrent),
 so the plan's source and its compile should not grow with T. For each T, in a fresh process with
@@ -37,6 +38,22 @@ optimizer: {{type: adam, lr: 0.001}}
 train: {{batch: 16}}
 """
 
+
+
+def cell_spec(steps: int) -> str:
+    """The same network with specs/digits-lstm-cell.yaml's block as its LSTM: a scan's loop."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "specs" / "digits-lstm-cell.yaml").read_text())
+    spec.update(name=f"lstm_cell_t{steps}", inputs={"x": {"shape": [steps, 16]},
+                                                    "label": {"shape": [], "dtype": "int64", "classes": 10}},
+                layers=[{"name": "lstm", "op": "scan", "block": "lstm_cell", "in": "x"},
+                        {"name": "fc", "op": "linear", "out": 10}],
+                optimizer={"type": "adam", "lr": 0.001}, train={"batch": 16})
+    spec.pop("data")
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
 # one fresh process per measurement: compile the fused loop of the spec, then time a few epochs
 MEASURE = """
 import json, sys, time
@@ -64,9 +81,10 @@ print(json.dumps({"compile_s": compile_s, "source_bytes": len(model.plan.sources
 """
 
 
-def measure(steps: int, cache: Path) -> dict:
+def measure(steps: int, cache: Path, cell: bool) -> dict:
     env = {**os.environ, "NETC_CACHE_DIR": str(cache), "NETC_BACKGROUND_COMPILE": "0"}
-    done = subprocess.run([sys.executable, "-c", MEASURE, SPEC.format(steps=steps)], env=env, cwd=ROOT,
+    text = cell_spec(steps) if cell else SPEC.format(steps=steps)
+    done = subprocess.run([sys.executable, "-c", MEASURE, text], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=1200)
     if done.returncode != 0:
         raise SystemExit(f"T={steps} failed:\n{done.stderr}")
@@ -76,10 +94,11 @@ def measure(steps: int, cache: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 64, 512])
+    parser.add_argument("--cell", action="store_true", help="the LSTM cell as a block under `scan`")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        first = measure(args.steps[0], cache)  # compiles the kernels too (once per machine)
+        first = measure(args.steps[0], cache, args.cell)  # compiles the kernels too (once per machine)
         print("| T | fused loop compile, s | plan source, bytes | training step, ms |")
         print("|---|---|---|---|")
         print(f"| {args.steps[0]} (empty cache: kernels too) | {first['compile_s']:.2f} | {first['source_bytes']:,} | "
@@ -88,11 +107,12 @@ def main() -> None:
             # the plan compiles again (its source and machine code removed); the kernels stay compiled
             for folder in [cache / "plans", *(cache / "numba").glob("*/plans-*")]:
                 shutil.rmtree(folder, ignore_errors=True)
-            row = measure(steps, cache)
+            row = measure(steps, cache, args.cell)
             print(f"| {steps} | {row['compile_s']:.2f} | {row['source_bytes']:,} | {row['step_ms']:.2f} |")
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
-    print(f"\nmachine: {cpu}, {os.cpu_count()} cores; LSTM hidden 64, 16 features, batch 16")
+    kind = "the LSTM cell block under scan" if args.cell else "the lstm layer"
+    print(f"\nmachine: {cpu}, {os.cpu_count()} cores; {kind}, hidden 64, 16 features, batch 16")
 
 
 if __name__ == "__main__":
