@@ -35,6 +35,8 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
             notes.append("frozen")
         if step.node.owner:
             notes.append(f"shares {step.node.owner}")
+        if step.node.scan is not None and step.kind not in ("scan_input", "scan_state"):
+            notes.append(f"at every step of scan {step.node.scan}")
         kernels.add_row(str(i), forward, backward, " + ".join(step.covers), step.output, ", ".join(notes))
     for loss, written in zip(plan.losses, graph.spec.losses):
         weight = f"x {written.weight:g}, " if loss.weight else ""

@@ -100,6 +100,28 @@ loss: {op: cross_entropy, input: fc, target: y}
 optimizer: {type: sgd, lr: 0.1}
 train: {batch: 4}
 """,
+    # a scan's loop (its data movement kernels) over a block with sub, reading a sequence that needs a gradient
+    "scan": """
+  seq: {shape: [3, 2]}
+  y: {shape: [], dtype: int64, classes: 3}
+blocks:
+  cell:
+    inputs: [x]
+    state:
+      h: {shape: [2], next: h_new}
+    layers:
+      - {name: ih, op: linear, in: x, out: 2}
+      - {name: d, op: sub, in: [ih, h]}
+      - {name: h_new, op: tanh}
+layers:
+  - {name: proj, op: linear, in: seq, out: 2}
+  - {name: rec, op: scan, block: cell, in: proj, sequences: true}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 4}
+""",
 }
 
 
