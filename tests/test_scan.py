@@ -11,17 +11,18 @@ grow with T. Every error of the spec language's scan has a located message.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+import netc.cli  # noqa: F401  (registers every command)
 from helpers import SPECS, build, check, diagnostics, one_error
-from netc.graph import build_graph
+from netc.cli.app import app
+from netc.report.summary import fold, summarize
+from netc.runtime.checkpoint import load_weights
 from netc.runtime.gradcheck import gradcheck
 from netc.runtime.model import Model
-from netc.spec import load_spec_text
 
 N = 5  # samples in a batch of the float64 comparisons (the plans' batch is 6: a partial batch)
 CELLS = {"rnn": "elman", "lstm": "lstm_cell", "gru": "gru_cell"}
@@ -164,7 +165,6 @@ def test_inspect_folds_a_scan_into_one_row_and_counts_every_step():
     assert scan.shape == (64,)
     body = [node for node in graph.nodes if node.scan == "rec"]
     assert sum(node.macs for node in body) == 8 * (8 * 256 + 64 * 256)  # 8 steps of both projections
-    from netc.report.summary import fold, summarize
     rows = {row.name: row for row in fold(summarize(graph).layers, summarize(graph).instances)}
     assert rows["rec"].op == "scan lstm_cell" and rows["rec"].params == 4 * 64 * (8 + 64 + 2)
 
@@ -336,3 +336,16 @@ def test_a_cell_block_predicting_at_every_step_gives_the_builtin_layers_numbers(
         np.testing.assert_allclose(grad, want_grads[pytorch_names(name)], rtol=1e-10, atol=1e-13, err_msg=name)
     for r in gradcheck(build(LANGUAGE_MODEL), arrays, max_entries=12):
         assert r.max_rel_error < 1e-6, r
+
+
+def test_a_scan_trains_and_resumes_bit_exactly(tmp_path):
+    runner, spec = CliRunner(), str(SPECS / "digits-gru-cell.yaml")
+    whole = runner.invoke(app, ["train", spec, "--epochs", "2", "--run-dir", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    first = runner.invoke(app, ["train", spec, "--epochs", "1", "--run-dir", str(tmp_path / "split")])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["train", spec, "--epochs", "2", "--run-dir", str(tmp_path / "split"), "--resume"])
+    assert second.exit_code == 0, second.output
+    a, b = load_weights(tmp_path / "whole" / "last.safetensors"), load_weights(tmp_path / "split" / "last.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert "eval acc" in whole.output
