@@ -239,6 +239,11 @@ def test_a_scan_of_a_block_without_state():
     check(one_error(text), "E-BLOCK", "block 'cell' has no `state:`", 14, path="layers[0].block")
 
 
+def test_a_scan_of_an_unknown_block():
+    check(one_error(SCAN.replace("block: cell, in: x}", "block: cel, in: x}")), "E-BLOCK", "unknown block 'cel'", 16,
+          path="layers[0].block", hint="cell")
+
+
 def test_a_stateful_block_instantiated_as_a_block():
     text = SCAN.replace("op: scan, block: cell, in: x}", "op: block, block: cell, in: x}")
     check(one_error(text), "E-BLOCK", "block 'cell' carries state from step to step (h)", 16, path="layers[0].op",

@@ -209,13 +209,20 @@ def _refs(layer, previous: str) -> list[str]:
     return [refs] if isinstance(refs, str) else list(refs)
 
 
-def _check_instance(spec: Spec, layer: BlockLayer, refs: list[str], at: tuple, in_at: tuple, about: str,
-                    report: Report) -> None:
+def _named_block(spec: Spec, layer, at: tuple, about: str, report: Report, parts: str):
+    """The block a layer names, or None after reporting an unknown one."""
     block = spec.blocks.get(layer.block)
     if block is None:
         report("E-BLOCK", f"{about}unknown block '{layer.block}'", at + ("block",),
                did_you_mean(layer.block, list(spec.blocks), "blocks") if spec.blocks
-               else "define it under `blocks:` (a block has `inputs:` and `layers:`)")
+               else f"define it under `blocks:` {parts}")
+    return block
+
+
+def _check_instance(spec: Spec, layer: BlockLayer, refs: list[str], at: tuple, in_at: tuple, about: str,
+                    report: Report) -> None:
+    block = _named_block(spec, layer, at, about, report, "(a block has `inputs:` and `layers:`)")
+    if block is None:
         return
     wanted = len(block.inputs)
     if len(refs) != wanted:
@@ -239,11 +246,8 @@ def _check_scan(spec: Spec, scope: str | None, layer: ScanLayer, refs: list[str]
         report("E-BLOCK", f"{about}a scan runs at the top level of the spec, not inside a block", at + ("op",),
                "move the scan out of the block (scans do not nest)")
         return
-    block = spec.blocks.get(layer.block)
+    block = _named_block(spec, layer, at, about, report, "with `inputs:`, `state:` and `layers:`")
     if block is None:
-        report("E-BLOCK", f"unknown block '{layer.block}'", at + ("block",),
-               did_you_mean(layer.block, list(spec.blocks), "blocks") if spec.blocks
-               else "define it under `blocks:` with `inputs:`, `state:` and `layers:`")
         return
     if not block.state:
         report("E-BLOCK", f"block '{layer.block}' has no `state:` for a scan to carry from step to step", at + ("block",),
