@@ -149,7 +149,7 @@ def _check_scans(nodes: list[Node], by_name: dict[str, Node], inputs, errors: _C
             nxt = by_name[state.layer.next]
             local, nxt_local = state.name[len(scan.name) + 1:], nxt.name[len(scan.name) + 1:]
             at = ("blocks", scan.layer.block, "state", local, "next")
-            if REGISTRY[nxt.op].is_(ALIAS) or nxt.op in ("scan_input", "scan_state"):
+            if REGISTRY[nxt.op].is_(ALIAS):  # (blocks.py checked that `next` names a layer of the block)
                 errors.add("E-BLOCK", f"{context}: state '{local}' takes its next value from '{nxt_local}', "
                            f"which computes nothing ({nxt.op})", at,
                            "name a layer that computes the new value (a view of another tensor cannot carry it)")
