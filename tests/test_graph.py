@@ -342,7 +342,7 @@ def test_kernel_larger_than_its_input(kernel, shown):
 
 def test_linear_on_an_unflattened_image_hints_flatten():
     d = one_error(edit("{name: flat, op: flatten}", "{name: flat, op: relu}", IMG))
-    check(d, "E-SHAPE", "linear 'fc': needs a flat input [features], got [2, 6, 6]", line=9, col=5,
+    check(d, "E-SHAPE", "linear 'fc': needs a flat input [features] or a sequence [T, features], got [2, 6, 6]", line=9, col=5,
           path="layers[2]", hint="flatten")
 
 

@@ -97,7 +97,7 @@ def test_linear_over_a_sequence_shapes_parameters_and_mult_adds():
 def test_linear_on_rank_three_is_still_refused_with_the_flatten_hint():
     text = edit("x: {shape: [4, 6]}", "x: {shape: [2, 4, 6]}", edit("BIAS", "true", DENSE))
     d = one_error(text)
-    check(d, "E-SHAPE", "linear 'fc1': needs a flat input [features], got [2, 4, 6]", line=7, col=5,
+    check(d, "E-SHAPE", "linear 'fc1': needs a flat input [features] or a sequence [T, features], got [2, 4, 6]", line=7, col=5,
           path="layers[0]", hint="`{op: flatten}`")
 
 

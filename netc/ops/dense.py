@@ -27,7 +27,7 @@ def _infer(layer, shapes):
     (shape,) = shapes
     if len(shape) not in (1, 2):
         raise OpShapeError(
-            f"needs a flat input [features], got {list(shape)}",
+            f"needs a flat input [features] or a sequence [T, features], got {list(shape)}",
             hint="add `{op: flatten}` before this layer",
         )
     return (*shape[:-1], layer.out)

@@ -67,11 +67,9 @@ class Instance:
 
     @property
     def in_scan(self) -> str | None:
-        """The scan whose loop runs the layers of this instance (itself or one it sits in), if any."""
-        instance = self
-        while instance is not None and not instance.scan:
-            instance = instance.parent
-        return instance.name if instance is not None else None
+        """The scan whose loop runs the layers of this instance, if any: a scan is written at the top
+        level only, so it is the root."""
+        return self.root.name if self.root.scan else None
 
 
 @dataclass(slots=True, eq=False)
