@@ -13,10 +13,12 @@ import re
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 
 import reference as ref
 from helpers import check, one_error
 from netc.compiler import compile_graph
+from netc.compiler.describe import plan_renderable
 from netc.graph import build_graph
 from netc.ops import REGISTRY
 from netc.runtime.gradcheck import gradcheck
@@ -139,7 +141,7 @@ def test_bad_fields_are_located():
 def _plan_skeleton(steps: int) -> tuple[str, int]:
     plan = compile_graph(graph_of(spec_text("lstm", False, steps=steps)), N)  # the head's size is fixed
     skeleton = re.sub(r"\s+", " ", re.sub(r"\d+", "#", plan.source))  # sizes and line breaks aside
-    return skeleton, plan.source.count("recurrent_forward(")
+    return skeleton, len(re.findall(r"recurrent_forward(_one)?\(", plan.source))  # one chunk: the serial twin
 
 
 def test_the_plan_is_a_loop_whose_source_does_not_grow_with_the_sequence():
@@ -218,6 +220,34 @@ def test_compiled_loop_matches_the_reference(cell, sequences, count):
 @pytest.mark.parametrize("count", [N, 1])
 def test_stacked_cells_pass_gradients_through_their_inputs(count):
     _compare(STACKED, count)
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("text", [spec_text("lstm"), spec_text("rnn", True), STACKED], ids=["lstm", "rnn", "stacked"])
+def test_chunks_of_the_batch_on_parallel_cores(monkeypatch, text):
+    """A batch large enough to share runs in chunks, each the whole sequence on its own core, whose
+    weight gradients add up in chunk order: three chunks against the reference, on full and partial
+    batches (for 4 or 1 samples a chunk is empty). (The other tests' batches are too small to share.)"""
+    from netc.compiler import buffers
+    from netc.ops import recurrent
+
+    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: 3)
+    monkeypatch.setattr(recurrent, "SHARED_WORK", 0)
+    graph = graph_of(text)
+    model = Model(graph, dtype="float64", batch=N, seed=0)
+    assert "recurrent_backward(" in model.plan.source and "_one(" not in model.plan.source
+    console = Console(width=400, record=True)
+    console.print(plan_renderable(model.plan, show_source=False))
+    assert "3 parallel chunks of the batch" in console.export_text()  # inspect --plan says so
+    weights = moved(model.get_weights())
+    model.set_weights(weights)
+    for count in (N, N - 2, 1):
+        data = arrays(graph, count)
+        expected_loss, _, expected = ref.network_loss_and_gradients(yaml.safe_load(text), weights, data)
+        loss, grads = model.loss_and_gradients(data)
+        assert loss == pytest.approx(expected_loss, rel=RTOL)
+        for key, grad in grads.items():
+            np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=f"{key}, {count} samples")
 
 
 @pytest.mark.compiled

@@ -29,97 +29,105 @@ float64 keeps libm's exp and tanh, which the float64 gradchecks rely on.
 
 import numpy as np
 
-from netc.jit import kernel
+from numba import prange
+
+from netc.jit import parallel_kernel
 from netc.kernels.blas import gemm
 from netc.kernels.fastexp import gate_sigmoid, gate_tanh
 
 RNN, LSTM, GRU = 0, 1, 2
 
 
-@kernel
-def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y, cell, steps, sequences):
+@parallel_kernel
+def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y, cell, steps, sequences, chunks):
     n = x.shape[0]
     gh, fan_in = w_ih.shape
     hidden = w_hh.shape[1]
     zero = np.zeros(1, hs.dtype)[0]
     one = np.ones(1, hs.dtype)[0]
-    # gates (n*T, GH) = x (n*T, F) @ w_ih^T: the input side of every step at once, with the biases that
-    # add to it (all but a GRU's b_hn, which r multiplies: that one goes to the hidden side below)
-    gemm(False, True, n * steps, gh, fan_in, x, 0, fan_in, w_ih, 0, fan_in, 0.0, gates, 0, gh)
-    both = 2 * hidden if cell == GRU else gh
-    if has_bias:
-        for s in range(n):
-            for t in range(steps):
-                for k in range(both):
-                    gates[s, t * gh + k] += b_ih[k] + b_hh[k]
-                for k in range(both, gh):
-                    gates[s, t * gh + k] += b_ih[k]
-    for t in range(steps):
-        if t > 0:  # hh (n, GH) = h_(t-1) (n, H; row stride T*H) @ w_hh^T
-            gemm(False, True, n, gh, hidden, hs, (t - 1) * hidden, steps * hidden, w_hh, 0, hidden, 0.0, hh, 0, gh)
-        else:
-            for s in range(n):
-                for k in range(gh):
-                    hh[s, k] = zero
-        if cell == GRU and has_bias:
-            for s in range(n):
-                for j in range(hidden):
-                    hh[s, 2 * hidden + j] += b_hh[2 * hidden + j]
-        base = t * gh
-        now = t * hidden
-        before = max(t - 1, 0) * hidden  # read at t = 0 too, and not used there
-        first = t == 0
-        for s in range(n):
-            # rows of this sample and step as slices: loops over them index from 0, which LLVM
-            # vectorises (offset indices into the 2-D arrays kept Numba's negative-index checks)
-            a = gates[s, base:base + gh]
-            b = hh[s, :gh]
-            c_before = cs[s, before:before + hidden]
-            h_before = hs[s, before:before + hidden]
-            c_now = cs[s, now:now + hidden]
-            h_now = hs[s, now:now + hidden]
-            if cell == LSTM:
-                for j in range(hidden):
-                    i = gate_sigmoid(a[j] + b[j])
-                    f = gate_sigmoid(a[hidden + j] + b[hidden + j])
-                    g = gate_tanh(a[2 * hidden + j] + b[2 * hidden + j])
-                    o = gate_sigmoid(a[3 * hidden + j] + b[3 * hidden + j])
-                    c = f * (zero if first else c_before[j]) + i * g
-                    a[j] = i
-                    a[hidden + j] = f
-                    a[2 * hidden + j] = g
-                    a[3 * hidden + j] = o
-                    c_now[j] = c
-                    h_now[j] = o * gate_tanh(c)
-            elif cell == GRU:  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h = (1 - z) n + z h_prev
-                for j in range(hidden):
-                    r = gate_sigmoid(a[j] + b[j])
-                    z = gate_sigmoid(a[hidden + j] + b[hidden + j])
-                    hn = b[2 * hidden + j]
-                    nn = gate_tanh(a[2 * hidden + j] + r * hn)
-                    a[j] = r
-                    a[hidden + j] = z
-                    a[2 * hidden + j] = nn
-                    c_now[j] = hn
-                    h_now[j] = (one - z) * nn + z * (zero if first else h_before[j])
+    both = 2 * hidden if cell == GRU else gh  # biases added on the input side (a GRU's b_hn: hidden side)
+    chunk = (n + chunks - 1) // chunks
+    for part in prange(chunks):  # samples lo..hi, the whole sequence: the cores meet once per pass
+        lo = min(n, part * chunk)
+        hi = min(n, lo + chunk)
+        m = hi - lo
+        if m > 0:
+            # gates (m*T, GH) = x (m*T, F) @ w_ih^T: the input side of every step at once
+            gemm(False, True, m * steps, gh, fan_in, x, lo * steps * fan_in, fan_in, w_ih, 0, fan_in, 0.0,
+                 gates, lo * steps * gh, gh)
+        if has_bias:
+            for s in range(lo, hi):
+                for t in range(steps):
+                    row = gates[s, t * gh:(t + 1) * gh]
+                    for k in range(both):
+                        row[k] += b_ih[k] + b_hh[k]
+                    for k in range(both, gh):
+                        row[k] += b_ih[k]
+        for t in range(steps):
+            if t > 0 and m > 0:  # hh (m, GH) = h_(t-1) (m, H; row stride T*H) @ w_hh^T
+                gemm(False, True, m, gh, hidden, hs, lo * steps * hidden + (t - 1) * hidden, steps * hidden, w_hh, 0,
+                     hidden, 0.0, hh, lo * gh, gh)
+            elif t == 0:
+                for s in range(lo, hi):
+                    for k in range(gh):
+                        hh[s, k] = zero
+            if cell == GRU and has_bias:
+                for s in range(lo, hi):
+                    for j in range(hidden):
+                        hh[s, 2 * hidden + j] += b_hh[2 * hidden + j]
+            base = t * gh
+            now = t * hidden
+            before = max(t - 1, 0) * hidden  # read at t = 0 too, and not used there
+            first = t == 0
+            for s in range(lo, hi):
+                a = gates[s, base:base + gh]
+                b = hh[s, :gh]
+                c_before = cs[s, before:before + hidden]
+                h_before = hs[s, before:before + hidden]
+                c_now = cs[s, now:now + hidden]
+                h_now = hs[s, now:now + hidden]
+                if cell == LSTM:
+                    for j in range(hidden):
+                        i = gate_sigmoid(a[j] + b[j])
+                        f = gate_sigmoid(a[hidden + j] + b[hidden + j])
+                        g = gate_tanh(a[2 * hidden + j] + b[2 * hidden + j])
+                        o = gate_sigmoid(a[3 * hidden + j] + b[3 * hidden + j])
+                        c = f * (zero if first else c_before[j]) + i * g
+                        a[j] = i
+                        a[hidden + j] = f
+                        a[2 * hidden + j] = g
+                        a[3 * hidden + j] = o
+                        c_now[j] = c
+                        h_now[j] = o * gate_tanh(c)
+                elif cell == GRU:
+                    for j in range(hidden):
+                        r = gate_sigmoid(a[j] + b[j])
+                        z = gate_sigmoid(a[hidden + j] + b[hidden + j])
+                        hn = b[2 * hidden + j]
+                        nn = gate_tanh(a[2 * hidden + j] + r * hn)
+                        a[j] = r
+                        a[hidden + j] = z
+                        a[2 * hidden + j] = nn
+                        c_now[j] = hn
+                        h_now[j] = (one - z) * nn + z * (zero if first else h_before[j])
+                else:
+                    for j in range(hidden):
+                        h = gate_tanh(a[j] + b[j])
+                        a[j] = h
+                        h_now[j] = h
+        last = (steps - 1) * hidden
+        for s in range(lo, hi):
+            if sequences:
+                for k in range(steps * hidden):
+                    y[s, k] = hs[s, k]
             else:
                 for j in range(hidden):
-                    h = gate_tanh(a[j] + b[j])
-                    a[j] = h
-                    h_now[j] = h
-    last = (steps - 1) * hidden
-    for s in range(n):
-        if sequences:
-            for k in range(steps * hidden):
-                y[s, k] = hs[s, k]
-        else:
-            for j in range(hidden):
-                y[s, j] = hs[s, last + j]
+                    y[s, j] = hs[s, last + j]
 
 
-@kernel
+@parallel_kernel
 def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw_ih, dw_hh, db_ih, db_hh, has_bias,
-                       need_dw, acc_dw, da_ih, da_hh, dh, dc, cell, steps, sequences, window):
+                       need_dw, acc_dw, da_ih, da_hh, dh, dc, dwt_ih, dwt_hh, cell, steps, sequences, window, chunks):
     # window: truncated backpropagation through time, gradients cut between windows of that many steps
     # (the steps themselves for the whole sequence)
     n = x.shape[0]
@@ -127,113 +135,133 @@ def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw
     hidden = w_hh.shape[1]
     zero = np.zeros(1, hs.dtype)[0]
     one = np.ones(1, hs.dtype)[0]
-    for s in range(n):
-        for j in range(hidden):
-            dh[s, j] = zero
-            dc[s, j] = zero
-    for t in range(steps - 1, -1, -1):
-        if (t + 1) % window == 0:  # the last step of a window: nothing flows in from the next one
-            for s in range(n):
-                for j in range(hidden):
-                    dh[s, j] = zero
-                    dc[s, j] = zero
-        base = t * gh
-        now = t * hidden
-        before = max(t - 1, 0) * hidden
-        first = t == 0
-        # the output's gradient at step t: every step's with `sequences`, else only the last step's
-        out = now if sequences else 0
-        fed = sequences or t == steps - 1
-        for s in range(n):
-            a = gates[s, base:base + gh]
-            d_in = da_ih[s, base:base + gh]
-            d_hid = da_hh[s, base:base + gh]
-            g_out = dy[s, out:out + hidden]
-            d_h = dh[s, :hidden]
-            d_c = dc[s, :hidden]
-            c_before = cs[s, before:before + hidden]
-            h_before = hs[s, before:before + hidden]
-            c_now = cs[s, now:now + hidden]
-            if cell == LSTM:
-                for j in range(hidden):
-                    g_h = d_h[j] + (g_out[j] if fed else zero)  # into h_t: the output's, then step t + 1's
-                    i = a[j]
-                    f = a[hidden + j]
-                    g = a[2 * hidden + j]
-                    o = a[3 * hidden + j]
-                    tc = gate_tanh(c_now[j])
-                    g_c = d_c[j] + g_h * o * (one - tc * tc)
-                    dai = g_c * g * i * (one - i)
-                    daf = g_c * (zero if first else c_before[j]) * f * (one - f)
-                    dag = g_c * i * (one - g * g)
-                    dao = g_h * tc * o * (one - o)
-                    d_in[j] = dai
-                    d_in[hidden + j] = daf
-                    d_in[2 * hidden + j] = dag
-                    d_in[3 * hidden + j] = dao
-                    d_hid[j] = dai
-                    d_hid[hidden + j] = daf
-                    d_hid[2 * hidden + j] = dag
-                    d_hid[3 * hidden + j] = dao
-                    d_c[j] = g_c * f
-                    d_h[j] = zero
-            elif cell == GRU:
-                for j in range(hidden):
-                    g_h = d_h[j] + (g_out[j] if fed else zero)
-                    r = a[j]
-                    z = a[hidden + j]
-                    nn = a[2 * hidden + j]
-                    hn = c_now[j]
-                    dan = g_h * (one - z) * (one - nn * nn)
-                    daz = g_h * ((zero if first else h_before[j]) - nn) * z * (one - z)
-                    dar = dan * hn * r * (one - r)
-                    d_in[j] = dar
-                    d_in[hidden + j] = daz
-                    d_in[2 * hidden + j] = dan
-                    d_hid[j] = dar
-                    d_hid[hidden + j] = daz
-                    d_hid[2 * hidden + j] = dan * r
-                    d_h[j] = g_h * z  # h_t = ... + z h_(t-1)
-            else:
-                for j in range(hidden):
-                    g_h = d_h[j] + (g_out[j] if fed else zero)
-                    h = a[j]
-                    da = g_h * (one - h * h)
-                    d_in[j] = da
-                    d_hid[j] = da
-                    d_h[j] = zero
-        if t > 0:  # dh (n, H) += da_hh_t (n, GH; row stride T*GH) @ w_hh
-            gemm(False, False, n, hidden, gh, da_hh, base, steps * gh, w_hh, 0, hidden, 1.0, dh, 0, hidden)
-    if need_dw:
-        if not acc_dw:
+    chunk = (n + chunks - 1) // chunks
+    hidden_side = da_hh if cell == GRU else da_ih  # the gates' gradients from the hidden side
+    totals = np.zeros((chunks, 2, gh))  # the biases' gradients of each chunk, summed in float64
+    for part in prange(chunks):  # samples lo..hi, every step: the cores meet once per pass
+        lo = min(n, part * chunk)
+        hi = min(n, lo + chunk)
+        m = hi - lo
+        total_ih = totals[part, 0]
+        total_hh = totals[part, 1]
+        for s in range(lo, hi):
+            for j in range(hidden):
+                dh[s, j] = zero
+                dc[s, j] = zero
+        for t in range(steps - 1, -1, -1):
+            if (t + 1) % window == 0:  # the last step of a window: nothing flows in from the next one
+                for s in range(lo, hi):
+                    for j in range(hidden):
+                        dh[s, j] = zero
+                        dc[s, j] = zero
+            base = t * gh
+            now = t * hidden
+            before = max(t - 1, 0) * hidden
+            first = t == 0
+            # the output's gradient at step t: every step's with `sequences`, else only the last step's
+            out = now if sequences else 0
+            fed = sequences or t == steps - 1
+            for s in range(lo, hi):
+                a = gates[s, base:base + gh]
+                d_in = da_ih[s, base:base + gh]
+                d_hid = da_hh[s, base:base + gh]  # a GRU's only: the other cells' equal d_in
+                g_out = dy[s, out:out + hidden]
+                d_h = dh[s, :hidden]
+                d_c = dc[s, :hidden]
+                c_before = cs[s, before:before + hidden]
+                h_before = hs[s, before:before + hidden]
+                c_now = cs[s, now:now + hidden]
+                if cell == LSTM:
+                    for j in range(hidden):
+                        g_h = d_h[j] + (g_out[j] if fed else zero)  # into h_t: the output's, then step t + 1's
+                        i = a[j]
+                        f = a[hidden + j]
+                        g = a[2 * hidden + j]
+                        o = a[3 * hidden + j]
+                        tc = gate_tanh(c_now[j])
+                        g_c = d_c[j] + g_h * o * (one - tc * tc)
+                        d_in[j] = g_c * g * i * (one - i)
+                        d_in[hidden + j] = g_c * (zero if first else c_before[j]) * f * (one - f)
+                        d_in[2 * hidden + j] = g_c * i * (one - g * g)
+                        d_in[3 * hidden + j] = g_h * tc * o * (one - o)
+                        d_c[j] = g_c * f
+                        d_h[j] = zero
+                elif cell == GRU:
+                    for j in range(hidden):
+                        g_h = d_h[j] + (g_out[j] if fed else zero)
+                        r = a[j]
+                        z = a[hidden + j]
+                        nn = a[2 * hidden + j]
+                        hn = c_now[j]
+                        dan = g_h * (one - z) * (one - nn * nn)
+                        daz = g_h * ((zero if first else h_before[j]) - nn) * z * (one - z)
+                        dar = dan * hn * r * (one - r)
+                        d_in[j] = dar
+                        d_in[hidden + j] = daz
+                        d_in[2 * hidden + j] = dan
+                        d_hid[j] = dar
+                        d_hid[hidden + j] = daz
+                        d_hid[2 * hidden + j] = dan * r
+                        d_h[j] = g_h * z  # h_t = ... + z h_(t-1)
+                else:
+                    for j in range(hidden):
+                        g_h = d_h[j] + (g_out[j] if fed else zero)
+                        h = a[j]
+                        da = g_h * (one - h * h)
+                        d_in[j] = da
+                        d_h[j] = zero
+                if has_bias and need_dw:
+                    for k in range(gh):
+                        total_ih[k] += d_in[k]
+                    if cell == GRU:
+                        for k in range(gh):
+                            total_hh[k] += d_hid[k]
+            if t > 0 and m > 0:  # dh (m, H) += da_hh_t (m, GH; row stride T*GH) @ w_hh
+                gemm(False, False, m, hidden, gh, hidden_side, lo * steps * gh + base, steps * gh, w_hh, 0, hidden,
+                     1.0, dh, lo * hidden, hidden)
+        if m > 0 and need_dx:  # dx (m*T, F) (+)= da_ih (m*T, GH) @ w_ih
+            gemm(False, False, m * steps, fan_in, gh, da_ih, lo * steps * gh, gh, w_ih, 0, fan_in,
+                 1.0 if acc_dx else 0.0, dx, lo * steps * fan_in, fan_in)
+        if m > 0 and need_dw:
+            # dwt_ih (GH, F) = da_ih (m*T, GH)^T @ x (m*T, F), this chunk's share
+            gemm(True, False, gh, fan_in, m * steps, da_ih, lo * steps * gh, gh, x, lo * steps * fan_in, fan_in, 0.0,
+                 dwt_ih[part], 0, fan_in)
+            # dwt_hh (GH, H) = sum over t > 0 of da_hh_t^T @ h_(t-1): one GEMM over the chunk's rows, row r of
+            # da_hh (sample s, step t) against row r - 1 of hs (step t - 1 of the same sample); rows of step 0
+            # would meet the previous sample's last step, so they are zeroed first (after every other use)
+            for s in range(lo, hi):
+                for k in range(gh):
+                    hidden_side[s, k] = zero
+            gemm(True, False, gh, hidden, m * steps - 1, hidden_side, (lo * steps + 1) * gh, gh, hs, lo * steps * hidden,
+                 hidden, 0.0, dwt_hh[part], 0, hidden)
+        elif need_dw:  # an empty chunk (a last batch smaller than the chunks) adds nothing
             for k in range(gh):
                 for i in range(fan_in):
-                    dw_ih[k, i] = zero
+                    dwt_ih[part, k, i] = zero
                 for i in range(hidden):
-                    dw_hh[k, i] = zero
-                if has_bias:
-                    db_ih[k] = zero
-                    db_hh[k] = zero
-        if has_bias:  # summed over samples and steps in float64, in a fixed order
-            total_ih = np.zeros(gh)
-            total_hh = np.zeros(gh)
-            for s in range(n):
-                for t in range(steps):
-                    for k in range(gh):
-                        total_ih[k] += da_ih[s, t * gh + k]
-                        total_hh[k] += da_hh[s, t * gh + k]
-            for k in range(gh):
-                db_ih[k] += total_ih[k]
-                db_hh[k] += total_hh[k]
-        # dw_ih (GH, F) += da_ih (n*T, GH)^T @ x (n*T, F)
-        gemm(True, False, gh, fan_in, n * steps, da_ih, 0, gh, x, 0, fan_in, 1.0, dw_ih, 0, fan_in)
-        # dw_hh (GH, H) += sum over t > 0 of da_hh_t^T @ h_(t-1): one GEMM over the rows of every sample and
-        # step, row r of da_hh (sample s, step t) against row r - 1 of hs (step t - 1 of the same sample);
-        # rows of step 0 meet the previous sample's last step, so they are zeroed first (the biases'
-        # gradients, above, have used them)
-        for s in range(n):
-            for k in range(gh):
-                da_hh[s, k] = zero
-        gemm(True, False, gh, hidden, n * steps - 1, da_hh, gh, gh, hs, 0, hidden, 1.0, dw_hh, 0, hidden)
-    if need_dx:  # dx (n*T, F) (+)= da_ih (n*T, GH) @ w_ih
-        gemm(False, False, n * steps, fan_in, gh, da_ih, 0, gh, w_ih, 0, fan_in, 1.0 if acc_dx else 0.0, dx, 0, fan_in)
+                    dwt_hh[part, k, i] = zero
+    if need_dw:  # the chunks' shares summed in chunk order
+        for k in range(gh):
+            for i in range(fan_in):
+                value = dw_ih[k, i] if acc_dw else zero
+                for part in range(chunks):
+                    value += dwt_ih[part, k, i]
+                dw_ih[k, i] = value
+            for i in range(hidden):
+                value = dw_hh[k, i] if acc_dw else zero
+                for part in range(chunks):
+                    value += dwt_hh[part, k, i]
+                dw_hh[k, i] = value
+            if has_bias:
+                bias_ih = 0.0
+                bias_hh = 0.0
+                for part in range(chunks):
+                    bias_ih += totals[part, 0, k]
+                    bias_hh += totals[part, 1 if cell == GRU else 0, k]
+                db_ih[k] = (db_ih[k] if acc_dw else zero) + bias_ih
+                db_hh[k] = (db_hh[k] if acc_dw else zero) + bias_hh
+
+
+# a batch run as one chunk: the serial twins, which start no parallel region (netc.ops.recurrent.chunks_for)
+recurrent_forward_one = recurrent_forward.serial
+recurrent_backward_one = recurrent_backward.serial

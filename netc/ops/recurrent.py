@@ -110,12 +110,37 @@ def _saved(layer, shapes, facts):
             "c": Saved(steps * layer.hidden, rows=True)}
 
 
+def _backward_scratch(layer, steps: int, fan_in: int, batch: int, chunks: int) -> dict[str, tuple[int, tuple]]:
+    """The backward's scratch, name -> (offset, shape): the gates' gradients of every step (a second
+    side for a GRU, whose n gate differs between them), the gradients flowing into h and c, and each
+    chunk's share of the weight gradients."""
+    gh, hidden = _gh(layer), layer.hidden
+    shapes = {"da_ih": (batch, steps * gh), "da_hh": (batch, steps * gh) if layer.op == "gru" else (0,),
+              "dh": (batch, hidden), "dc": (batch, hidden), "dwt_ih": (chunks, gh, fan_in),
+              "dwt_hh": (chunks, gh, hidden)}
+    layout, offset = {}, 0
+    for name, shape in shapes.items():
+        layout[name] = (offset, shape)
+        offset += int(np.prod(shape))
+    return layout
+
+
+# multiply-adds of a forward pass below which the batch runs as one chunk, on one core: starting a
+# parallel region costs ~50 us a call (the RNN of benchmarks/run.py, one sample per step, ran 10x slower)
+SHARED_WORK = 2_000_000
+
+
+def chunks_for(layer, shapes, batch: int, chunks: int) -> int:
+    """Chunks of the batch a recurrent layer runs in (one per core, each the whole sequence), or 1."""
+    return chunks if batch * _macs(layer, shapes, None) >= SHARED_WORK else 1
+
+
 def _scratch(layer, shapes, facts):
-    """Forward: h W_hh^T for the batch; backward: the gates' gradients of every step (two sides),
-    and the gradients flowing into h and c."""
-    steps = shapes[0][0]
-    backward = 2 * facts.batch * steps * _gh(layer) + 2 * facts.batch * layer.hidden
-    return max(facts.batch * _gh(layer), backward)
+    """Forward: h W_hh^T for the batch; backward: see _backward_scratch."""
+    steps, fan_in = shapes[0]
+    chunks = chunks_for(layer, shapes, facts.batch, facts.chunks)
+    offset, shape = list(_backward_scratch(layer, steps, fan_in, facts.batch, chunks).values())[-1]
+    return max(facts.batch * _gh(layer), offset + int(np.prod(shape)))
 
 
 # ----------------------------------------------------------------------------- emitters
@@ -126,6 +151,15 @@ def _dims(e, step):
     return steps, fan_in, step.node.layer.hidden, _gh(step.node.layer)
 
 
+def _chunks(e, step) -> int:
+    return chunks_for(step.node.layer, [e.graph.shape_of(step.inputs[0])], e.plan.batch, e.plan.chunks)
+
+
+def _kernel(name: str, chunks: int) -> str:
+    """The parallel kernel, or for one chunk its serial twin (no parallel region to start)."""
+    return name if chunks > 1 else f"{name}_one"
+
+
 def _weights(e, node, fan_in, hidden, gh):
     return dict(w_ih=e.param(node, "weight_ih_l0", (gh, fan_in)), w_hh=e.param(node, "weight_hh_l0", (gh, hidden)))
 
@@ -134,27 +168,37 @@ def _forward(e, step):
     node = step.node
     steps, fan_in, hidden, gh = _dims(e, step)
     out = steps * hidden if node.layer.sequences else hidden
-    batch = e.plan.batch
-    e.call("recurrent_forward", x=e.val(step.inputs[0], (steps * fan_in,)), **_weights(e, node, fan_in, hidden, gh),
+    batch, chunks = e.plan.batch, _chunks(e, step)
+    e.call(_kernel("recurrent_forward", chunks), x=e.val(step.inputs[0], (steps * fan_in,)),
+           **_weights(e, node, fan_in, hidden, gh),
            b_ih=e.param(node, "bias_ih_l0"), b_hh=e.param(node, "bias_hh_l0"),
            has_bias=e.flag("bias_ih_l0" in node.param_shapes),
            hs=e.saved(node, "h", (steps * hidden,)), gates=e.saved(node, "gates", (steps * gh,)),
            cs=e.saved(node, "c", (steps * hidden,), "cell state (lstm) or W_hn h + b_hn (gru)"),
            hh=e.scratch(0, (batch, gh), f"{node.name}_hh", f"{node.name} h W_hh^T of one step"),
            y=e.val(step.output, (out,)), cell=e.size(CELL[node.op]), steps=e.size(steps),
-           sequences=e.flag(node.layer.sequences))
+           sequences=e.flag(node.layer.sequences), chunks=e.size(chunks))
+
+
+_ABOUT = {"da_ih": "gate gradients, input side", "da_hh": "gate gradients, hidden side (gru)",
+          "dh": "gradient into h_(t-1)", "dc": "gradient into c_(t-1)", "dwt_ih": "each chunk's weight_ih gradient",
+          "dwt_hh": "each chunk's weight_hh gradient"}
 
 
 def _backward(e, step):
     node, x = step.node, step.inputs[0]
     steps, fan_in, hidden, gh = _dims(e, step)
     out = steps * hidden if node.layer.sequences else hidden
-    batch = e.plan.batch
+    batch, chunks = e.plan.batch, _chunks(e, step)
     need_dx, need_dw = e.needs_grad[x], node.trainable
     x_view = e.val(x, (steps * fan_in,))
     weights = _weights(e, node, fan_in, hidden, gh)
-    side = batch * steps * gh
-    e.call("recurrent_backward", x=x_view, **weights,
+    layout = _backward_scratch(node.layer, steps, fan_in, batch, chunks)
+    scratch = {name: e.scratch(offset, shape, f"{node.name}_{name}", f"{node.name} {_ABOUT[name]}")
+               for name, (offset, shape) in layout.items() if name != "da_hh" or node.op == "gru"}
+    scratch.setdefault("da_hh", scratch["da_ih"])  # other cells' gates have one gradient: written once
+    scratch = {name: scratch[name] for name in layout}  # in the kernel's order
+    e.call(_kernel("recurrent_backward", chunks), x=x_view, **weights,
            hs=e.saved(node, "h", (steps * hidden,)), gates=e.saved(node, "gates", (steps * gh,)),
            cs=e.saved(node, "c", (steps * hidden,), "cell state (lstm) or W_hn h + b_hn (gru)"),
            dy=e.grad(step.output, (out,)), dx=e.grad(x, (steps * fan_in,)) if need_dx else x_view,
@@ -164,19 +208,16 @@ def _backward(e, step):
            db_ih=e.pgrad(node, "bias_ih_l0"), db_hh=e.pgrad(node, "bias_hh_l0"),
            has_bias=e.flag("bias_ih_l0" in node.param_shapes), need_dw=e.flag(need_dw),
            acc_dw=e.pacc(node) if need_dw else e.flag(False),
-           da_ih=e.scratch(0, (batch, steps * gh), f"{node.name}_da_ih", f"{node.name} gate gradients, input side"),
-           da_hh=e.scratch(side, (batch, steps * gh), f"{node.name}_da_hh", f"{node.name} gate gradients, hidden side"),
-           dh=e.scratch(2 * side, (batch, hidden), f"{node.name}_dh", f"{node.name} gradient into h_(t-1)"),
-           dc=e.scratch(2 * side + batch * hidden, (batch, hidden), f"{node.name}_dc",
-                        f"{node.name} gradient into c_(t-1)"),
-           cell=e.size(CELL[node.op]), steps=e.size(steps), sequences=e.flag(node.layer.sequences),
-           window=e.size(node.layer.bptt or steps))
+           **scratch, cell=e.size(CELL[node.op]), steps=e.size(steps), sequences=e.flag(node.layer.sequences),
+           window=e.size(node.layer.bptt or steps), chunks=e.size(chunks))
 
 
 def _notes(e, step):
     steps = e.graph.shape_of(step.inputs[0])[0]
     bptt = step.node.layer.bptt
-    return [f"loop over {steps} steps, BLAS" + (f", gradients through {bptt} steps" if bptt and bptt < steps else "")]
+    chunks = _chunks(e, step)
+    return [f"loop over {steps} steps, BLAS" + (f", gradients through {bptt} steps" if bptt and bptt < steps else "")
+            + (f", {chunks} parallel chunks of the batch" if chunks > 1 else "")]
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -327,7 +368,8 @@ def _ref_backward(layer, xs, y, dy, params):
     return [dx], grads
 
 
-_KERNELS = {"netc.kernels.recurrent": ("recurrent_forward", "recurrent_backward")}
+_KERNELS = {"netc.kernels.recurrent": ("recurrent_forward", "recurrent_backward", "recurrent_forward_one",
+                                       "recurrent_backward_one")}
 
 
 def _recurrent(name, spec) -> OpDef:
