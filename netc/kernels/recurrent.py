@@ -32,14 +32,15 @@ import numpy as np
 from numba import prange
 
 from netc.jit import parallel_kernel
-from netc.kernels.blas import gemm
+from netc.kernels.blas import gemm, gemm_columns
 from netc.kernels.fastexp import gate_sigmoid, gate_tanh
 
 RNN, LSTM, GRU = 0, 1, 2
 
 
 @parallel_kernel
-def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y, cell, steps, sequences, chunks):
+def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_hh_t, y, cell, steps, sequences,
+                      chunks):
     n = x.shape[0]
     gh, fan_in = w_ih.shape
     hidden = w_hh.shape[1]
@@ -47,6 +48,9 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y,
     one = np.ones(1, hs.dtype)[0]
     both = 2 * hidden if cell == GRU else gh  # biases added on the input side (a GRU's b_hn: hidden side)
     chunk = (n + chunks - 1) // chunks
+    for k in range(gh):  # w_hh^T (H, GH): each step's product without transposes, in blocks of columns
+        for j in range(hidden):
+            w_hh_t[j, k] = w_hh[k, j]
     for part in prange(chunks):  # samples lo..hi, the whole sequence: the cores meet once per pass
         lo = min(n, part * chunk)
         hi = min(n, lo + chunk)
@@ -65,8 +69,8 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, y,
                         row[k] += b_ih[k]
         for t in range(steps):
             if t > 0 and m > 0:  # hh (m, GH) = h_(t-1) (m, H; row stride T*H) @ w_hh^T
-                gemm(False, True, m, gh, hidden, hs, lo * steps * hidden + (t - 1) * hidden, steps * hidden, w_hh, 0,
-                     hidden, 0.0, hh, lo * gh, gh)
+                gemm_columns(m, gh, hidden, hs, lo * steps * hidden + (t - 1) * hidden, steps * hidden, w_hh_t, 0, gh,
+                             0.0, hh, lo * gh, gh)
             elif t == 0:
                 for s in range(lo, hi):
                     for k in range(gh):
@@ -217,8 +221,8 @@ def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw
                         for k in range(gh):
                             total_hh[k] += d_hid[k]
             if t > 0 and m > 0:  # dh (m, H) += da_hh_t (m, GH; row stride T*GH) @ w_hh
-                gemm(False, False, m, hidden, gh, hidden_side, lo * steps * gh + base, steps * gh, w_hh, 0, hidden,
-                     1.0, dh, lo * hidden, hidden)
+                gemm_columns(m, hidden, gh, hidden_side, lo * steps * gh + base, steps * gh, w_hh, 0, hidden, 1.0, dh,
+                             lo * hidden, hidden)
         if m > 0 and need_dx:  # dx (m*T, F) (+)= da_ih (m*T, GH) @ w_ih
             gemm(False, False, m * steps, fan_in, gh, da_ih, lo * steps * gh, gh, w_ih, 0, fan_in,
                  1.0 if acc_dx else 0.0, dx, lo * steps * fan_in, fan_in)

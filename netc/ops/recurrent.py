@@ -136,11 +136,11 @@ def chunks_for(layer, shapes, batch: int, chunks: int) -> int:
 
 
 def _scratch(layer, shapes, facts):
-    """Forward: h W_hh^T for the batch; backward: see _backward_scratch."""
+    """Forward: h W_hh^T for the batch, and W_hh^T; backward: see _backward_scratch."""
     steps, fan_in = shapes[0]
     chunks = chunks_for(layer, shapes, facts.batch, facts.chunks)
     offset, shape = list(_backward_scratch(layer, steps, fan_in, facts.batch, chunks).values())[-1]
-    return max(facts.batch * _gh(layer), offset + int(np.prod(shape)))
+    return max((facts.batch + layer.hidden) * _gh(layer), offset + int(np.prod(shape)))
 
 
 # ----------------------------------------------------------------------------- emitters
@@ -176,6 +176,7 @@ def _forward(e, step):
            hs=e.saved(node, "h", (steps * hidden,)), gates=e.saved(node, "gates", (steps * gh,)),
            cs=e.saved(node, "c", (steps * hidden,), "cell state (lstm) or W_hn h + b_hn (gru)"),
            hh=e.scratch(0, (batch, gh), f"{node.name}_hh", f"{node.name} h W_hh^T of one step"),
+           w_hh_t=e.scratch(batch * gh, (hidden, gh), f"{node.name}_w_hh_t", f"{node.name} W_hh^T"),
            y=e.val(step.output, (out,)), cell=e.size(CELL[node.op]), steps=e.size(steps),
            sequences=e.flag(node.layer.sequences), chunks=e.size(chunks))
 
