@@ -48,8 +48,8 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_
     one = np.ones(1, hs.dtype)[0]
     both = 2 * hidden if cell == GRU else gh  # biases added on the input side (a GRU's b_hn: hidden side)
     chunk = (n + chunks - 1) // chunks
-    for k in range(gh):  # w_hh^T (H, GH): each step's product without transposes, in blocks of columns
-        for j in range(hidden):
+    for j in range(hidden):  # w_hh^T (H, GH): each step's product without transposes, in blocks of columns
+        for k in range(gh):  # (written row by row: 4x faster than column by column)
             w_hh_t[j, k] = w_hh[k, j]
     for part in prange(chunks):  # samples lo..hi, the whole sequence: the cores meet once per pass
         lo = min(n, part * chunk)
@@ -90,30 +90,34 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_
                 h_before = hs[s, before:before + hidden]
                 c_now = cs[s, now:now + hidden]
                 h_now = hs[s, now:now + hidden]
+                # the gates first, one nonlinearity per loop (a short loop body: the CPU overlaps its
+                # iterations; one loop of all five ran ~25% slower), each over slices indexed from 0
                 if cell == LSTM:
+                    a_if, b_if = a[:2 * hidden], b[:2 * hidden]
+                    for k in range(2 * hidden):
+                        a_if[k] = gate_sigmoid(a_if[k] + b_if[k])
+                    a_g, b_g = a[2 * hidden:3 * hidden], b[2 * hidden:3 * hidden]
                     for j in range(hidden):
-                        i = gate_sigmoid(a[j] + b[j])
-                        f = gate_sigmoid(a[hidden + j] + b[hidden + j])
-                        g = gate_tanh(a[2 * hidden + j] + b[2 * hidden + j])
-                        o = gate_sigmoid(a[3 * hidden + j] + b[3 * hidden + j])
-                        c = f * (zero if first else c_before[j]) + i * g
-                        a[j] = i
-                        a[hidden + j] = f
-                        a[2 * hidden + j] = g
-                        a[3 * hidden + j] = o
+                        a_g[j] = gate_tanh(a_g[j] + b_g[j])
+                    a_o, b_o = a[3 * hidden:], b[3 * hidden:]
+                    for j in range(hidden):
+                        a_o[j] = gate_sigmoid(a_o[j] + b_o[j])
+                    a_i, a_f = a[:hidden], a[hidden:2 * hidden]
+                    for j in range(hidden):
+                        c = a_f[j] * (zero if first else c_before[j]) + a_i[j] * a_g[j]
                         c_now[j] = c
-                        h_now[j] = o * gate_tanh(c)
+                        h_now[j] = a_o[j] * gate_tanh(c)
                 elif cell == GRU:
+                    a_rz, b_rz = a[:2 * hidden], b[:2 * hidden]
+                    for k in range(2 * hidden):
+                        a_rz[k] = gate_sigmoid(a_rz[k] + b_rz[k])
+                    a_r, a_z, a_n, b_n = a[:hidden], a[hidden:2 * hidden], a[2 * hidden:], b[2 * hidden:]
                     for j in range(hidden):
-                        r = gate_sigmoid(a[j] + b[j])
-                        z = gate_sigmoid(a[hidden + j] + b[hidden + j])
-                        hn = b[2 * hidden + j]
-                        nn = gate_tanh(a[2 * hidden + j] + r * hn)
-                        a[j] = r
-                        a[hidden + j] = z
-                        a[2 * hidden + j] = nn
+                        hn = b_n[j]
+                        nn = gate_tanh(a_n[j] + a_r[j] * hn)
+                        a_n[j] = nn
                         c_now[j] = hn
-                        h_now[j] = (one - z) * nn + z * (zero if first else h_before[j])
+                        h_now[j] = (one - a_z[j]) * nn + a_z[j] * (zero if first else h_before[j])
                 else:
                     for j in range(hidden):
                         h = gate_tanh(a[j] + b[j])
@@ -244,19 +248,17 @@ def recurrent_backward(x, w_ih, w_hh, hs, gates, cs, dy, dx, need_dx, acc_dx, dw
                     dwt_ih[part, k, i] = zero
                 for i in range(hidden):
                     dwt_hh[part, k, i] = zero
-    if need_dw:  # the chunks' shares summed in chunk order
-        for k in range(gh):
-            for i in range(fan_in):
-                value = dw_ih[k, i] if acc_dw else zero
-                for part in range(chunks):
-                    value += dwt_ih[part, k, i]
-                dw_ih[k, i] = value
-            for i in range(hidden):
-                value = dw_hh[k, i] if acc_dw else zero
-                for part in range(chunks):
-                    value += dwt_hh[part, k, i]
-                dw_hh[k, i] = value
-            if has_bias:
+    if need_dw:  # the chunks' shares summed in chunk order, one flat loop per share (they vectorise)
+        sum_ih, sum_hh = dw_ih.reshape(gh * fan_in), dw_hh.reshape(gh * hidden)
+        for part in range(chunks):
+            keep = acc_dw or part > 0
+            share_ih, share_hh = dwt_ih[part].reshape(gh * fan_in), dwt_hh[part].reshape(gh * hidden)
+            for i in range(gh * fan_in):
+                sum_ih[i] = (sum_ih[i] if keep else zero) + share_ih[i]
+            for i in range(gh * hidden):
+                sum_hh[i] = (sum_hh[i] if keep else zero) + share_hh[i]
+        if has_bias:
+            for k in range(gh):
                 bias_ih = 0.0
                 bias_hh = 0.0
                 for part in range(chunks):
