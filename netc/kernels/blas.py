@@ -73,17 +73,19 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, bet
 
 
 # m*n*k at or below which OpenBLAS runs a product with its small-matrix kernels (SkylakeX), which
-# skip packing the operands: measured for an LSTM step ([16, 128] @ [128, 512]), 61 GFLOP/s in
-# blocks of 256 columns against 30 whole (benchmarks/RESULTS.md)
+# skip packing the operands. Measured for an LSTM step, [16, 128] @ [128, 512]: 61 GFLOP/s in blocks
+# of 256 columns against 30 whole; [32, 512] @ [512, 128]: 62 against 45; from 64 rows on, blocks
+# gained nothing (128 rows: 71 against 80); with OpenBLAS's AVX2 kernels, within 5% either way.
 SMALL_GEMM = 1 << 19
+SMALL_ROWS = 32
 
 
 @register_jitable
 def gemm_columns(m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
-    """Row-major C[m, n] = A @ B + beta * C (no transposes), in blocks of columns each no larger
-    than SMALL_GEMM multiply-adds: the same products, by BLAS's faster kernel for small ones."""
+    """Row-major C[m, n] = A @ B + beta * C (no transposes); for a product of few rows, in blocks of
+    columns each no larger than SMALL_GEMM multiply-adds: the same product, by BLAS's faster kernel."""
     block = (SMALL_GEMM // max(m * k, 1)) // 16 * 16
-    if block < 16 or block >= n:
+    if m > SMALL_ROWS or block < 16 or block >= n:
         gemm(False, False, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
         return
     for j in range(0, n, block):
