@@ -43,6 +43,7 @@ def parallel_kernel(fn):
     dispatcher = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn))
     dispatcher.inlined = dispatcher
     dispatcher.serial = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn), variant="serial")
+    dispatcher.serial.inlined = dispatcher.serial  # a twin a plan calls by a name of its own (recurrent_*_one)
     return dispatcher
 
 

@@ -12,23 +12,34 @@ gate order. Layouts (row-major, one row per sample; n the batch, F features, H h
     cs             (n, T*H)   kept: LSTM the cell state c_t; GRU W_hn h_(t-1) + b_hn; RNN unused
     y, dy          (n, T*H) with `sequences` (every step's state), (n, H) without (the last one)
     hh             (>= n, G*H) forward scratch: h_(t-1) W_hh^T
+    w_hh_t         (H, G*H)   forward scratch: W_hh^T
     da_ih, da_hh   (>= n, T*G*H) backward scratch: gradients of the gates' pre-activations from
-                   the input side and the hidden side (they differ only in a GRU's n gate)
+                   the input side and the hidden side (they differ only in a GRU's n gate: for the
+                   other cells da_hh is da_ih itself, written once)
     dh, dc         (>= n, H) backward scratch: the gradient flowing into h_(t-1), c_(t-1)
+    dwt_ih, dwt_hh (chunks, G*H, F), (chunks, G*H, H) backward scratch: each chunk's weight gradients
 
-Matrix products are BLAS GEMMs (netc.kernels.blas.gemm) over the whole batch: x W_ih^T once for
-every step, h_(t-1) W_hh^T per step (a block of hs addressed by its row stride T*H), and in the
-backward dx, dW_ih and dW_hh once (one GEMM over every sample and step each) and the gradient
-into h_(t-1) per step.
+The batch runs in `chunks` parts, one per core, each part the whole sequence (a Numba parallel
+region per pass: the cores meet once, not at every step, which stalled when other processes held
+the cores). Weight gradients are each chunk's, summed in chunk order, so the numbers do not depend
+on which core finished first. A batch too small to share runs as one chunk through the serial twins
+(`*_one`), which start no parallel region.
 
-The gate loops are written to vectorise: one loop per cell, no branch inside, the biases added to
-every step's input side at once. In float32 the sigmoids and tanh are `sigmoid32`/`tanh32`
-(netc.kernels.fastexp: arithmetic only, so a loop of them vectorises; within a few ulp of libm's);
-float64 keeps libm's exp and tanh, which the float64 gradchecks rely on.
+Matrix products are BLAS GEMMs (netc.kernels.blas) over a chunk's samples: x W_ih^T once for every
+step, h_(t-1) W_hh^T per step (a block of hs addressed by its row stride T*H, against W_hh^T in
+blocks of columns small enough for OpenBLAS's unpacked small-matrix kernels: `gemm_columns`), and in
+the backward dx, dW_ih and dW_hh once (one GEMM over every sample and step of the chunk each) and
+the gradient into h_(t-1) per step.
+
+The gate loops are written to vectorise: over slices indexed from 0 (offset indices kept Numba's
+negative-index checks, which stop LLVM), one nonlinearity per loop in the forward (a short body lets
+the CPU overlap iterations), the biases added to every step's input side at once. In float32 the
+sigmoids and tanh are `sigmoid32`/`tanh32` (netc.kernels.fastexp: arithmetic only, so a loop of
+them vectorises; within a few ulp of libm's); float64 keeps libm's exp and tanh, which the float64
+gradchecks rely on.
 """
 
 import numpy as np
-
 from numba import prange
 
 from netc.jit import parallel_kernel
@@ -107,7 +118,7 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_
                         c = a_f[j] * (zero if first else c_before[j]) + a_i[j] * a_g[j]
                         c_now[j] = c
                         h_now[j] = a_o[j] * gate_tanh(c)
-                elif cell == GRU:
+                elif cell == GRU:  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h = (1 - z) n + z h_prev
                     a_rz, b_rz = a[:2 * hidden], b[:2 * hidden]
                     for k in range(2 * hidden):
                         a_rz[k] = gate_sigmoid(a_rz[k] + b_rz[k])

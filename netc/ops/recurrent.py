@@ -379,9 +379,9 @@ def _recurrent(name, spec) -> OpDef:
         (f"recurrent_forward ({name}, loop over steps)", f"recurrent_backward ({name}, through time)"),
         params=_params, saved=_saved, scratch=_scratch, macs=_macs, kernels=_KERNELS, forward=_forward,
         backward=_backward, notes=_notes, initializer=_initializer,
-        # a GEMM per time step, each too small to split: two BLAS threads synchronise on every one of
+        # a GEMM per time step, each too small to split: two BLAS threads synchronised on every one of
         # them, and beside two busy processes the LSTM of benchmarks/run.py (T=32 H=128 batch 32) ran
-        # 6.2x slower with two threads, 2.0x with one (quiet, two threads were ~15% faster)
+        # 6.2x slower with two threads, 2.0x with one. The cores share the batch instead (chunks).
         categories=frozenset({STEPPED})))
 
 

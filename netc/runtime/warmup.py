@@ -100,6 +100,18 @@ loss: {op: cross_entropy, input: fc, target: y}
 optimizer: {type: sgd, lr: 0.1}
 train: {batch: 4}
 """,
+    # a recurrent layer with work enough to share: its batch in chunks on parallel cores (the cells above
+    # run as one chunk, netc.ops.recurrent.chunks_for)
+    "recurrent_chunks": """
+  seq: {shape: [8, 2]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: l, op: lstm, hidden: 64}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 16}
+""",
     # a scan's loop (its data movement kernels) over a block with sub, reading a sequence that needs a gradient
     "scan": """
   seq: {shape: [3, 2]}
