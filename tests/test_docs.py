@@ -75,7 +75,7 @@ SKIPPED = [
                          "and `dot` (Graphviz) may be missing"),
     ("docs/sequences.md", "trains for about 40 s; tests/test_text.py trains a smaller model on a periodic text and "
                           "samples it"),
-    ("docs/sequences.md", "trains for about 45 s; tests/test_sequence_loss.py checks the loss at every step against "
+    ("docs/sequences.md", "trains for about 25 s; tests/test_sequence_loss.py checks the loss at every step against "
                           "PyTorch and the text source's shifted targets"),
     ("docs/tensorboard.md", "starts a web server (http://localhost:6006) that runs until Ctrl-C"),
 ]
