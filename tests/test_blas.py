@@ -1,15 +1,21 @@
-"""netc.kernels.blas.gemm against numpy: every transpose, accumulation, column blocks, both dtypes."""
+"""netc.kernels.blas.gemm against numpy: every transpose, accumulation, column blocks, both dtypes; and
+gemm_columns, which splits a product of few rows into blocks of columns."""
 
 import numpy as np
 import pytest
 from numba import njit
 
-from netc.kernels.blas import gemm
+from netc.kernels.blas import SMALL_GEMM, SMALL_ROWS, gemm, gemm_columns
 
 
 @njit(cache=True)
 def _gemm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
     gemm(trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+
+
+@njit(cache=True)
+def _gemm_columns(m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    gemm_columns(m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -44,3 +50,21 @@ def test_gemm_refuses_mixed_dtypes_and_non_contiguous_arrays():
         _gemm(False, False, 2, 2, 2, a32, 0, 2, b64, 0, 2, 0.0, b64, 0, 2)
     with pytest.raises(Exception, match="gemm"):
         _gemm(False, False, 2, 2, 2, b64[:, ::2], 0, 2, b64, 0, 2, 0.0, b64, 0, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n, k", [(16, 520, 128), (3, 1000, 300), (SMALL_ROWS + 1, 600, 128), (4, 40, 8)])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_gemm_columns_is_the_whole_product(dtype, m, n, k, beta):
+    """Blocks of columns (a last one narrower: n = 520 against blocks of 256; 1000 against blocks of
+    576) or, for more rows or a small product, one GEMM; A and B read as blocks of wider matrices at
+    offsets, C written only in its block."""
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(m + 1, k + 3)).astype(dtype), rng.normal(size=(k + 2, n + 5)).astype(dtype)
+    c = rng.normal(size=(m + 2, n + 4)).astype(dtype)
+    expected = c.copy()
+    expected[1:m + 1, 3:n + 3] = a[1:, 2:k + 2].astype(np.float64) @ b[1:k + 1, 4:n + 4] + beta * c[1:m + 1, 3:n + 3]
+    _gemm_columns(m, n, k, a, 1 * (k + 3) + 2, k + 3, b, 1 * (n + 5) + 4, n + 5, beta, c, 1 * (n + 4) + 3, n + 4)
+    np.testing.assert_allclose(c, expected, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-3)
+    block = (SMALL_GEMM // (m * k)) // 16 * 16
+    assert (m <= SMALL_ROWS and 16 <= block < n) == ((m, n, k) in [(16, 520, 128), (3, 1000, 300)])  # which split
