@@ -1,4 +1,5 @@
-"""Test-session settings: no background compiles of fused plans (netc.compiler.background), which would
+"""Test-session settings: no netc servers (netc.server: tests/test_server.py starts its own) and no
+background compiles of fused plans (netc.compiler.background), which would
 compete for the two cores with the tests; tests/test_tiers.py turns them on where it checks them.
 
 With `-n 2 --dist loadfile` (the README's command) each file runs on one worker, files handed out in
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 
 os.environ["NETC_BACKGROUND_COMPILE"] = "0"
+os.environ["NETC_SERVER"] = "0"  # every `netc` in its own process; tests/test_server.py turns servers on
 
 # the longest files (seconds of one worker, measured on 2 cores): the docs pages ~110-180, the sweeps ~50,
 # the pre-commit hook ~35, training and resume ~25, reliability ~20

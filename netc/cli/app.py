@@ -19,7 +19,7 @@ from netc.errors import Diagnostic, NetcError
 
 # a test checks that SUMMARY names every command
 SUMMARY = ("netc - a declarative neural-network compiler for YAML network specs: validate, inspect, schema, "
-           "train, eval, predict, sample, gradcheck, time, plot, viz, export, cache, warmup, sweep.")
+           "train, eval, predict, sample, gradcheck, time, plot, viz, export, cache, server, warmup, sweep.")
 
 # True when this process runs one command and leaves (the console script, `python -m netc.cli`), not
 # when the app is called in a longer-lived process (tests, a notebook): work that pays off only in a

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -67,9 +68,11 @@ def train(
     from netc.viz.curves import save_run_curves
     from netc.viz.painter import CurvesPainter
 
-    # in a process of its own, curves.png is drawn by a painter that imports matplotlib meanwhile, and on
-    # a machine where netc compiled nothing yet, the kernel compilers start while the spec is read
-    draw_curves = CurvesPainter() if cli_app.OWN_PROCESS else save_run_curves
+    # in a process of its own without matplotlib loaded (a netc server's child has it), curves.png is drawn
+    # by a painter that imports it meanwhile, and on a machine where netc compiled nothing yet, the kernel
+    # compilers start while the spec is read
+    fresh = cli_app.OWN_PROCESS and "matplotlib" not in sys.modules
+    draw_curves = CurvesPainter() if fresh else save_run_curves
     if cli_app.OWN_PROCESS:
         kernel_library.start_early()
     try:

@@ -1,0 +1,250 @@
+"""The netc server (netc.server) and the `netc` client (netc.client): a command served by a child of
+the server behaves as the same command run in a process of its own (output, exit code, folder,
+standard input, signals), a server that dies or idles is replaced or leaves cleanly, and folders that
+are not the user's alone are refused. The other tests run with NETC_SERVER=0 (conftest)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from netc import client
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+BAD_SPEC = """netc: 1
+name: bad
+inputs:
+  x: {shape: [2]}
+layers:
+  - {name: fc, op: linear, out: 2, colour: red}
+loss: {op: mse, input: fc, target: x}
+"""
+
+
+def _netc(args, env, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netc", *args], env=env, capture_output=True, text=True,
+                          timeout=kwargs.pop("timeout", 180), **kwargs)
+
+
+def _wait(condition, timeout: float = 90.0, what: str = "") -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+class Servers:
+    """A server folder of its own (short: a socket's path has a length limit) and the env that uses it."""
+
+    def __init__(self, idle: float = 300, **env):
+        self.folder = Path(tempfile.mkdtemp(prefix="netc-s-"))
+        self.folder.chmod(0o700)
+        self.env = {**os.environ, "NETC_SERVER": "1", "NETC_SERVER_DIR": str(self.folder),
+                    "NETC_SERVER_IDLE": str(idle), **env}
+        # the key as the client computes it (its interpreter path and sys.path, not pytest's)
+        self.key = subprocess.run([sys.executable, "-c", "from netc.client import server_key; print(server_key())"],
+                                  env=self.env, capture_output=True, text=True, check=True).stdout.strip()
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / f"{self.key}.sock"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"{self.key}.log"
+
+    def served(self) -> list[str]:
+        """The commands the server ran, as its log names them ("netc validate x.yaml (in /folder)")."""
+        return [command for _, command in self.children()]
+
+    def children(self) -> list[tuple[int, str]]:
+        """(pid, command) of each child, from the log's "<date> <time> <pid>: netc ..." lines."""
+        lines = [line.split(" ", 2)[2] for line in self.log.read_text().splitlines() if ": netc " in line]
+        return [(int(line.split(": ", 1)[0]), line.split(": ", 1)[1]) for line in lines]
+
+    def start(self) -> None:
+        """A first command runs here and starts the server; wait until it answers."""
+        assert _netc(["validate", str(SPECS / "xor.yaml")], self.env).returncode == 0
+        _wait(self.answers, what="the server to answer")
+
+    def answers(self) -> bool:
+        sock = client._connect(str(self.socket))
+        if sock is None:
+            return False
+        sock.close()
+        return True
+
+    def pid(self) -> int:
+        return int(self.log.read_text().split("server ", 1)[1].split()[0])
+
+    def stop(self) -> None:
+        _netc(["server", "stop"], self.env)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def servers():
+    servers = Servers()
+    servers.start()
+    yield servers
+    servers.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (ended, not yet reaped by the server) counts as gone
+    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_served_command_prints_and_exits_as_a_local_one(servers, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_SPEC)
+    for args in (["validate", str(SPECS / "xor.yaml"), str(SPECS / "lenet.yaml")], ["validate", str(bad)],
+                 ["inspect", str(SPECS / "xor.yaml")], ["--version"], ["train", "--epochs", "x", "y.yaml"]):
+        local = _netc(args, {**servers.env, "NETC_SERVER": "0"})
+        served = _netc(args, servers.env)
+        assert (served.returncode, served.stdout, served.stderr) == (local.returncode, local.stdout, local.stderr)
+        assert servers.served()[-1].startswith("netc " + " ".join(args))
+    assert _netc(["validate", str(bad)], servers.env).returncode == 1  # the exit code is the command's
+
+
+def test_the_command_runs_in_the_clients_folder_and_reads_its_stdin(servers, tmp_path):
+    (tmp_path / "bad.yaml").write_text(BAD_SPEC)
+    served = _netc(["validate", "bad.yaml"], servers.env, cwd=tmp_path)
+    assert served.returncode == 1 and served.stderr.startswith("bad.yaml:6:36: error[E-UNKNOWN-KEY]")
+    assert servers.served()[-1] == f"netc validate bad.yaml (in {tmp_path})"
+    # a prompt answered on stdin: `cache clear`, told no, removes nothing (the cache is the tests' own)
+    from netc.codecache import wanted_root
+
+    (wanted_root() / "plans").mkdir(parents=True, exist_ok=True)  # something to ask about
+    before = sorted((wanted_root() / "plans").iterdir())
+    answered = _netc(["cache", "clear"], servers.env, input="n\n")
+    assert answered.returncode == 1 and "remove" in answered.stdout and "[y/N]" in answered.stdout
+    assert servers.served()[-1].startswith("netc cache clear")
+    assert sorted((wanted_root() / "plans").iterdir()) == before
+
+
+def _start_training(servers, run_dir: Path) -> tuple[subprocess.Popen, int]:
+    process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--epochs", "1000000",
+                                "--run-dir", str(run_dir), "--quiet"], env=servers.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    _wait(lambda: (run_dir / "metrics.jsonl").exists() or process.poll() is not None, what="the first epoch")
+    assert process.poll() is None, process.communicate()
+    child, command = servers.children()[-1]
+    assert f"--run-dir {run_dir}" in command
+    return process, child
+
+
+def test_ctrl_c_reaches_the_served_command(servers, tmp_path):
+    process, child = _start_training(servers, tmp_path / "run")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted: saved" in err and "--resume" in err
+    assert (tmp_path / "run" / "last.safetensors").exists()
+    _wait(lambda: not _alive(child), what="the child to end")
+
+
+def test_a_killed_client_ends_its_command(servers, tmp_path):
+    process, child = _start_training(servers, tmp_path / "run")
+    process.kill()
+    process.wait(timeout=30)
+    _wait(lambda: not _alive(child), timeout=30, what="the orphaned child to end")
+
+
+def test_a_servers_life(tmp_path):
+    """Status, a server killed and replaced, `netc server stop`, and a server that leaves when idle."""
+    servers = Servers()
+    try:
+        servers.start()
+        status = _netc(["server", "status"], servers.env)
+        row = next(line for line in status.stdout.splitlines() if servers.key in line)
+        assert str(servers.pid()) in row and "this netc" in row
+
+        old = servers.pid()
+        os.kill(old, signal.SIGKILL)
+        _wait(lambda: not _alive(old), what="the server to die")
+        assert servers.socket.exists()  # left behind: nothing answers on it
+        done = _netc(["validate", str(SPECS / "xor.yaml")], servers.env)
+        assert done.returncode == 0 and done.stdout == "1 spec: 1 valid, 0 invalid\n"  # ran here
+        _wait(lambda: servers.answers() and servers.pid() != old, what="a new server")
+        assert servers.served() == []
+        assert _netc(["validate", str(SPECS / "xor.yaml")], servers.env).returncode == 0
+        assert len(servers.served()) == 1
+
+        pid = servers.pid()
+        stopped = _netc(["server", "stop"], servers.env)
+        assert stopped.stdout == f"stopped 1 netc server in {servers.folder}\n"  # not counting itself
+        _wait(lambda: not _alive(pid), what="the stopped server to leave")
+        assert "no netc server is running" in _netc(["server", "status"], servers.env).stdout
+        assert list(servers.folder.iterdir()) == []  # an orderly end leaves no file; `server` commands start none
+
+        done = _netc(["validate", str(SPECS / "xor.yaml")], {**servers.env, "NETC_SERVER_IDLE": "2"})
+        _wait(servers.answers, what="a server that idles")
+        pid = servers.pid()
+        _wait(lambda: not _alive(pid), timeout=30, what="the idle server to leave")
+        assert list(servers.folder.iterdir()) == []
+    finally:
+        servers.stop()
+
+
+def test_server_off_starts_none(tmp_path):
+    servers = Servers()
+    try:
+        env = {**servers.env, "NETC_SERVER": "0"}
+        assert _netc(["validate", str(SPECS / "xor.yaml")], env).returncode == 0
+        time.sleep(1)
+        assert list(servers.folder.iterdir()) == []
+    finally:
+        servers.stop()
+
+
+@pytest.mark.parametrize("problem", ["shared", "file", "long"])
+def test_a_folder_that_is_not_the_users_alone_is_refused(tmp_path, problem):
+    folder = tmp_path / "servers"
+    if problem == "shared":
+        folder.mkdir()
+        folder.chmod(0o777)
+        why = "can be written by other users"
+    elif problem == "file":
+        folder.write_text("not a folder")
+        why = "File exists"
+    else:
+        folder = tmp_path / ("x" * 90)
+        why = "too long for a socket"
+    env = {**os.environ, "NETC_SERVER": "1", "NETC_SERVER_DIR": str(folder)}
+    done = _netc(["validate", str(SPECS / "xor.yaml")], env)
+    assert done.returncode == 0 and done.stdout == "1 spec: 1 valid, 0 invalid\n"  # run here all the same
+    assert done.stderr.startswith("netc: warning: not using a netc server (") and why in done.stderr
+    assert "NETC_SERVER_DIR" in done.stderr
+    if problem != "file":
+        time.sleep(1)
+        assert not list(folder.glob("*.sock")) and not list(folder.glob("*.log"))
+
+
+def test_the_key_follows_the_sources_and_the_settings_read_at_import(tmp_path, monkeypatch):
+    base = {"HOME": "/home/x", "PATH": "/bin"}
+    key = client.server_key(base)
+    assert client.server_key({**base, "PATH": "/usr/bin", "NETC_SERVER_IDLE": "5", "NETC_SERVER_KEY": "k"}) == key
+    for name in ("NUMBA_OPT", "NETC_CACHE_DIR", "OMP_WAIT_POLICY", "OPENBLAS_CORETYPE", "LANG", "PYTHONPATH"):
+        assert client.server_key({**base, name: "1"}) != key, name
+    package = tmp_path / "netc"
+    shutil.copytree(Path(client.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(client, "__file__", str(package / "client.py"))
+    copied = client.server_key(base)
+    assert copied != key  # another install of netc
+    assert client.server_key(base) == copied
+    source = package / "kernels" / "dense.py"
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 1_000_000))
+    assert client.server_key(base) != copied  # an edited kernel: a new server
