@@ -11,7 +11,9 @@ Rows (the start-up issue's table):
   and LeNet-5, seed-cnn and siamese (a DAG with a shared layer) with other widths through the
   Python API on random data (their data sets are files this machine may not have);
 - the same spec again (its plan cached: the fused loop, compiled by the background process);
-- the same spec with other betas / weight decay (hyperparameters are data: no compile).
+- the same spec with other betas / weight decay (hyperparameters are data: no compile);
+- the last two again through a netc server (netc.server: the `netc` script hands the command to a
+  process forked from a loaded netc; started once before these rows, as a first command would).
 
 Each "new spec" round uses widths no earlier round used, so nothing is cached for it. After every
 command the script waits for the background compile it started (netc.compiler.background), so
@@ -32,7 +34,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
-NETC = [sys.executable, "-m", "netc.cli"]
+NETC = [sys.executable, "-m", "netc.cli"]  # the command in a process of its own
+# the `netc` script, which hands the command to a netc server when one is up (netc.client)
+CLIENT = [str(Path(sys.executable).parent / "netc")] if (Path(sys.executable).parent / "netc").exists() else \
+    [sys.executable, "-m", "netc"]
 
 # the API rows: build the model of a spec file and train one epoch of random data, from process start
 API = """
@@ -64,8 +69,8 @@ def wait_for_background(cache: Path, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def timed(command: list[str], cache: Path) -> float:
-    env = {**os.environ, "NETC_CACHE_DIR": str(cache)}
+def timed(command: list[str], cache: Path, **extra_env: str) -> float:
+    env = {**os.environ, "NETC_SERVER": "0", "NETC_CACHE_DIR": str(cache), **extra_env}
     started = time.time()
     done = subprocess.run(command + ([str(started)] if command[1] == "-c" else []), env=env, capture_output=True,
                           text=True, cwd=ROOT)
@@ -87,8 +92,26 @@ def variant(spec: str, folder: Path, tag: str, replace: dict[str, str]) -> Path:
     return path
 
 
-def train(spec: Path, run: Path) -> list[str]:
-    return NETC + ["train", str(spec), "--epochs", "1", "--run-dir", str(run), "--quiet"]
+def train(spec: Path, run: Path, command: list[str] = NETC) -> list[str]:
+    return command + ["train", str(spec), "--epochs", "1", "--run-dir", str(run), "--quiet"]
+
+
+def start_server(cache: Path, folder: Path) -> dict[str, str]:
+    """Start a netc server for `cache` (a first command does) and wait until it answers; the env that uses it."""
+    from netc import client
+
+    env = {"NETC_SERVER": "1", "NETC_SERVER_DIR": str(folder)}
+    subprocess.run(CLIENT + ["validate", str(SPECS / "xor.yaml")], env={**os.environ, "NETC_CACHE_DIR": str(cache), **env},
+                   check=True, capture_output=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for path in folder.glob("*.sock"):
+            sock = client._connect(str(path))
+            if sock is not None:
+                sock.close()
+                return env
+        time.sleep(0.1)
+    raise SystemExit("the netc server did not start: see its log in " + str(folder))
 
 
 def main() -> None:
@@ -117,6 +140,12 @@ def main() -> None:
                              "optimizer: {type: adam, lr: 0.002, betas: [0.85, 0.995], weight_decay: 0.0001}"})
             rows.setdefault("same spec, other betas / weight decay (netc train)", []).append(
                 timed(train(other, tmp / f"run-w{w}-betas"), warm))
+            if r == 0:
+                served = start_server(warm, tmp / "servers")
+            rows.setdefault("same spec again, plan cached (netc train, served)", []).append(
+                timed(train(spec, tmp / f"run-w{w}-served", CLIENT), warm, **served))
+            rows.setdefault("same spec, other betas / weight decay (netc train, served)", []).append(
+                timed(train(other, tmp / f"run-w{w}-betas-served", CLIENT), warm, **served))
             for spec_name, replace in (("lenet.yaml", {"filters: 20": f"filters: {w + 3}"}),
                                        ("seed-cnn.yaml", {"filters: 64": f"filters: {w + 40}"}),
                                        ("siamese.yaml", {"out: 32, weight_init: he}": f"out: {w + 10}, weight_init: he}}",
@@ -124,6 +153,8 @@ def main() -> None:
                 path = variant(spec_name, tmp, f"w{w}", replace)
                 rows.setdefault(f"kernels warm, new spec: {Path(spec_name).stem}, 1 epoch (API, random data)",
                                 []).append(timed([sys.executable, "-c", API, str(path)], warm))
+        subprocess.run(CLIENT + ["server", "stop"], env={**os.environ, "NETC_CACHE_DIR": str(warm), **served},
+                       capture_output=True)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     flags = Path("/proc/cpuinfo").read_text()

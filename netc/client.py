@@ -13,7 +13,7 @@ both, and the child's exit status (or the signal that ended it) becomes the clie
 
 When no server answers, the command runs in this process as before, and a server is started
 afterwards for the next command (it leaves after `NETC_SERVER_IDLE` seconds without one, default
-900). `NETC_SERVER=0` never uses nor starts one. A server serves only the same netc: the socket's
+900). `NETC_SERVER=0` never uses nor starts one, nor does a CI job (`CI` set) unless `NETC_SERVER=1`. A server serves only the same netc: the socket's
 name hashes the interpreter, netc's source files (paths, sizes, modification times) and every
 environment variable read when modules load (NETC_, NUMBA_, OMP_, OPENBLAS_, locale, ...), so an
 edited netc or another setting gets a server of its own. Servers live in `NETC_SERVER_DIR`
@@ -45,6 +45,12 @@ SOCKET_PATH_LIMIT = 107  # bytes of a Unix socket's path on Linux (sun_path, les
 
 class Unusable(Exception):
     """The server folder cannot be trusted or made; the message says why."""
+
+
+def servers_wanted() -> bool:
+    """NETC_SERVER=0: none; a CI job (`CI` set) runs once and should leave no process behind, so none
+    there either unless NETC_SERVER=1."""
+    return os.environ.get("NETC_SERVER", "0" if os.environ.get("CI") else "1") != "0"
 
 
 def server_dir() -> str:
@@ -240,9 +246,8 @@ def start_server(folder: str, key: str) -> None:
 
 
 def main() -> None:
-    wanted = os.environ.get("NETC_SERVER", "1") != "0"
     folder = key = None
-    if wanted:
+    if servers_wanted():
         try:
             folder, key = server_dir(), server_key()
             os.environ["NETC_SERVER_KEY"] = key  # which server serves this command (`netc server status`)

@@ -12,7 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from safetensors import safe_open
 
 from netc import client
 
@@ -135,6 +137,23 @@ def test_the_command_runs_in_the_clients_folder_and_reads_its_stdin(servers, tmp
     assert sorted((wanted_root() / "plans").iterdir()) == before
 
 
+def test_a_served_run_trains_the_same_weights_and_draws_its_curves_in_place(servers, tmp_path):
+    runs = {}
+    for how, env in (("local", {**servers.env, "NETC_SERVER": "0"}), ("served", servers.env)):
+        runs[how] = tmp_path / how
+        done = _netc(["train", str(SPECS / "xor.yaml"), "--epochs", "3", "--run-dir", str(runs[how]), "--quiet"], env,
+                     cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("done: 3 epochs, loss ")
+    assert servers.served()[-1].startswith(f"netc train {SPECS / 'xor.yaml'} --epochs 3")
+    for name in ("last.safetensors", "last.state.safetensors"):  # (the header's order is the writer's hash order)
+        local, served = (safe_open(str(runs[how] / name), "np") for how in ("local", "served"))
+        assert local.metadata() == served.metadata() and sorted(local.keys()) == sorted(served.keys())
+        for key in local.keys():
+            assert np.array_equal(local.get_tensor(key), served.get_tensor(key)), (name, key)
+    assert (runs["served"] / "curves.png").stat().st_size > 10_000  # drawn by the child: matplotlib is loaded
+
+
 def _start_training(servers, run_dir: Path) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--epochs", "1000000",
                                 "--run-dir", str(run_dir), "--quiet"], env=servers.env, stdout=subprocess.PIPE,
@@ -199,10 +218,11 @@ def test_a_servers_life(tmp_path):
         servers.stop()
 
 
-def test_server_off_starts_none(tmp_path):
+@pytest.mark.parametrize("setting", [{"NETC_SERVER": "0"}, {"CI": "true"}])
+def test_server_off_starts_none(tmp_path, setting):
     servers = Servers()
     try:
-        env = {**servers.env, "NETC_SERVER": "0"}
+        env = {**{k: v for k, v in servers.env.items() if k != "NETC_SERVER"}, **setting}
         assert _netc(["validate", str(SPECS / "xor.yaml")], env).returncode == 0
         time.sleep(1)
         assert list(servers.folder.iterdir()) == []

@@ -53,7 +53,7 @@ def status() -> None:
 
     folder, answers = _ask_every_server("status")
     out = stdout_console()
-    using = "off (NETC_SERVER=0)" if os.environ.get("NETC_SERVER", "1") == "0" else "on"
+    using = "on" if client.servers_wanted() else "off (NETC_SERVER=0, or a CI job)"
     if not answers:
         out.print(f"no netc server is running in {folder} (servers: {using}; the next command starts one)")
         return
