@@ -15,11 +15,12 @@ its output compared with what the page shows.
 
 Each page runs in its own temporary work folder holding copies of specs/ and examples/, its
 blocks in order (a later block may use an earlier one's run folder); `netc` is the script next
-to this interpreter (or `python -m netc.cli`), output is a pipe (no terminal), COLUMNS=200, and
-`/tmp/viz-run` (docs/pictures.md) becomes a folder of the work folder. The repository stays clean.
-The compile caches are the user's (NETC_CACHE_DIR or ~/.cache/netc): warm, the whole file takes
-45-70 s on 2 cores (the netc processes alone ~45 s, most of it process starts and the two digits-cnn
-trainings); from empty caches every plan it uses compiles once (a CNN ~25 s).
+to this interpreter (or `python -m netc`), its commands served by a netc server of the pages' own
+(netc.server), output is a pipe (no terminal), COLUMNS=200, and `/tmp/viz-run` (docs/pictures.md)
+becomes a folder of the work folder. The repository stays clean. The compile caches are the user's
+(NETC_CACHE_DIR or ~/.cache/netc): warm, the whole file takes 45-70 s on 2 cores on a quiet day
+(2 min 48 s on a day the VM ran 2.8x slower, 3 min 57 s there with a fresh process per command);
+from empty caches every plan it uses compiles once (a CNN ~25 s).
 
 A block that is not run says so on the line before it:
 
@@ -194,11 +195,11 @@ RUNNABLE = [block for block in BLOCKS if block.lang in ("python", "console")]
 
 
 def netc_command() -> str:
-    """How bash calls this interpreter's netc."""
+    """How bash calls this interpreter's netc (the client: a netc server runs the command when one is up)."""
     script = Path(sys.executable).with_name("netc")
     if script.is_file() and os.access(script, os.X_OK):
         return f'netc() {{ "{script}" "$@"; }}'
-    return f'netc() {{ "{sys.executable}" -m netc.cli "$@"; }}'
+    return f'netc() {{ "{sys.executable}" -m netc "$@"; }}'
 
 
 def reference_cpu() -> dict[str, str]:
@@ -217,10 +218,13 @@ def reference_cpu() -> dict[str, str]:
 REFERENCE_CPU = reference_cpu()
 
 
+SERVER: dict[str, str] = {}  # while the pages run: the netc server settings of their commands (`pages`)
+
+
 def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
     env.update(COLUMNS="200", NO_COLOR="1", TERM="dumb", PYTHONIOENCODING="utf-8",
-               NUMBA_NUM_THREADS=str(min(2, os.cpu_count() or 1)), **REFERENCE_CPU)
+               NUMBA_NUM_THREADS=str(min(2, os.cpu_count() or 1)), **REFERENCE_CPU, **SERVER)
     return env
 
 
@@ -295,9 +299,12 @@ class Page:
 
 @pytest.fixture(scope="module")
 def pages():
-    """page -> Page, each run once, on first use."""
+    """page -> Page, each run once, on first use. The pages' `netc` commands go through a netc server
+    of their own, as in a user's shell (the first starts it): each starts with a fork instead of a
+    fresh process (~70 commands; a served command prints what a local one does: tests/test_server.py)."""
     done: dict[str, Page] = {}
-    folders: list[str] = []
+    folders: list[str] = [tempfile.mkdtemp(prefix="netc-docs-servers-")]
+    SERVER.update(NETC_SERVER="1", NETC_SERVER_DIR=folders[0], NETC_SERVER_IDLE="300")
 
     def get(page: str) -> Page:
         if page not in done:
@@ -306,6 +313,9 @@ def pages():
         return done[page]
 
     yield get
+    subprocess.run([sys.executable, "-m", "netc", "server", "stop"], env=environment(), capture_output=True,
+                   timeout=60)
+    SERVER.clear()
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 
