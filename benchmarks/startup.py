@@ -12,7 +12,7 @@ Rows (the start-up issue's table):
   Python API on random data (their data sets are files this machine may not have);
 - the same spec again (its plan cached: the fused loop, compiled by the background process);
 - the same spec with other betas / weight decay (hyperparameters are data: no compile);
-- the last two again through a netc server (netc.server: the `netc` script hands the command to a
+- the new-spec row and the last two again through a netc server (netc.server: the `netc` script hands the command to a
   process forked from a loaded netc; started once before these rows, as a first command would).
 
 Each "new spec" round uses widths no earlier round used, so nothing is cached for it. After every
@@ -142,6 +142,10 @@ def main() -> None:
                 timed(train(other, tmp / f"run-w{w}-betas"), warm))
             if r == 0:
                 served = start_server(warm, tmp / "servers")
+            fresh = variant("digits-cnn.yaml", tmp, f"w{w}-served", {"filters: 16": f"filters: {w + 20}",
+                                                                    "out: 64": f"out: {(w + 20) * 4}"})
+            rows.setdefault("kernels warm, new spec: digits-cnn, other widths (netc train, served)", []).append(
+                timed(train(fresh, tmp / f"run-w{w}-new-served", CLIENT), warm, **served))
             rows.setdefault("same spec again, plan cached (netc train, served)", []).append(
                 timed(train(spec, tmp / f"run-w{w}-served", CLIENT), warm, **served))
             rows.setdefault("same spec, other betas / weight decay (netc train, served)", []).append(
