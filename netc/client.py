@@ -13,10 +13,11 @@ both, and the child's exit status (or the signal that ended it) becomes the clie
 
 When no server answers, the command runs in this process as before, and a server is started
 afterwards for the next command (it leaves after `NETC_SERVER_IDLE` seconds without one, default
-900). `NETC_SERVER=0` never uses nor starts one, nor does a CI job (`CI` set) unless `NETC_SERVER=1`. A server serves only the same netc: the socket's
-name hashes the interpreter, netc's source files (paths, sizes, modification times) and every
-environment variable read when modules load (NETC_, NUMBA_, OMP_, OPENBLAS_, locale, ...), so an
-edited netc or another setting gets a server of its own. Servers live in `NETC_SERVER_DIR`
+900). `NETC_SERVER=0` never uses nor starts one, nor does a CI job (`CI` set) unless
+`NETC_SERVER=1`. A server serves only the same netc: the socket's name hashes the interpreter, netc's
+source files (paths, sizes, modification times), the library folders' modification times, and
+every environment variable read when modules load (NETC_, NUMBA_, OMP_, OPENBLAS_, locale, ...), so
+an edited netc, an upgraded library or another setting gets a server of its own. Servers live in `NETC_SERVER_DIR`
 (default `$XDG_RUNTIME_DIR/netc`, else `/tmp/netc-server-<uid>`), a folder that must be the user's
 alone; both ends check that the other is the same user.
 """
@@ -112,28 +113,30 @@ def send_message(sock: socket.socket, message: dict, fds=()) -> None:
     data = json.dumps(message).encode()
     data = struct.pack("<I", len(data)) + data
     if fds:
-        sent = socket.send_fds(sock, [data], list(fds))
-        data = data[sent:]
-    sock.sendall(data)
+        data = data[socket.send_fds(sock, [data], list(fds)):]
+    if data:  # (an empty send to a peer that has read everything and closed would fail)
+        sock.sendall(data)
 
 
 def receive_message(sock: socket.socket, with_fds: bool = False):
-    """The next message (None when the other end closed first); with `with_fds`, (message, fds)."""
+    """The next message (None when the other end closed first); with `with_fds`, (message, fds): the
+    file descriptors come with the message's first bytes."""
     fds: list[int] = []
     if with_fds:
-        head, fds, _, _ = socket.recv_fds(sock, 65536, 3)
+        buffer, fds, _, _ = socket.recv_fds(sock, 65536, 3)
     else:
-        head = sock.recv(65536)
-    buffer = bytearray(head)
-    while len(buffer) < 4 or len(buffer) < 4 + struct.unpack("<I", bytes(buffer[:4]))[0]:
-        more = sock.recv(65536) if buffer or not with_fds else b""
+        buffer = sock.recv(65536)
+    while buffer and (len(buffer) < 4 or len(buffer) < 4 + struct.unpack("<I", buffer[:4])[0]):
+        more = sock.recv(65536)
         if not more:
-            for fd in fds:
-                os.close(fd)
-            return (None, []) if with_fds else None
+            buffer = b""
         buffer += more
-    size = struct.unpack("<I", bytes(buffer[:4]))[0]
-    message = json.loads(bytes(buffer[4:4 + size]))
+    if not buffer:  # closed before a whole message
+        for fd in fds:
+            os.close(fd)
+        return (None, []) if with_fds else None
+    size = struct.unpack("<I", buffer[:4])[0]
+    message = json.loads(buffer[4:4 + size])
     return (message, fds) if with_fds else message
 
 
@@ -171,7 +174,8 @@ def _hand_over(sock: socket.socket) -> bool:
 
 
 def _serve_remotely(sock: socket.socket) -> None:
-    """Wait for the command's child, passing signals on, and leave with its status (does not return)."""
+    """Wait for the command's child, passing signals on, and leave with its status. Returns only when
+    the server closed before it started the command (it was leaving as we came): run it here then."""
     child = {"pid": None}
     pending: list[int] = []
 
@@ -201,6 +205,12 @@ def _serve_remotely(sock: socket.socket) -> None:
             message = receive_message(sock)
         except OSError:
             message = None
+        if message is None and child["pid"] is None:
+            for signum in (*FORWARDED, signal.SIGTSTP, signal.SIGCONT):
+                signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+            for signum in pending:  # what arrived meanwhile ends this process as it would have
+                os.kill(os.getpid(), signum)
+            return
         if message is None:
             os.write(2, b"netc: the netc server ended before the command did (NETC_SERVER=0 runs commands "
                         b"without it)\n")
@@ -233,9 +243,12 @@ def _umask() -> int:
 
 
 def start_server(folder: str, key: str) -> None:
-    """A server for the next command: its own session (no terminal, no Ctrl-C), output to a log file."""
+    """A server for the next command: its own session (no terminal, no Ctrl-C), output to a log file.
+    None when a server for this key failed to start before (KEY.failed says why)."""
     import subprocess
 
+    if os.path.exists(os.path.join(folder, f"{key}.failed")):
+        return
     try:
         with open(os.path.join(folder, f"{key}.log"), "ab") as log:
             subprocess.Popen([sys.executable, "-m", "netc.server", key], stdin=subprocess.DEVNULL, stdout=log,

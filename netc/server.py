@@ -73,7 +73,14 @@ def main(argv: list[str]) -> None:
     except OSError:  # another server for this key is up, or starting
         return
     os.ftruncate(2, 0)  # the log holds this server's lines only
-    preload()
+    try:
+        preload()
+    except Exception:  # noqa: BLE001 - a broken install: commands run in their own processes, and no
+        import traceback  # later command starts a server for this key again (netc.client.start_server)
+
+        with open(os.path.join(folder, f"{key}.failed"), "w") as failed:
+            traceback.print_exc(file=failed)
+        raise
     if server_key(environ) != key:  # netc's sources changed while they were imported
         return
     from netc import codecache, errors

@@ -6,9 +6,11 @@ are not the user's alone are refused. The other tests run with NETC_SERVER=0 (co
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -268,3 +270,54 @@ def test_the_key_follows_the_sources_and_the_settings_read_at_import(tmp_path, m
     source = package / "kernels" / "dense.py"
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 1_000_000))
     assert client.server_key(base) != copied  # an edited kernel: a new server
+
+
+def test_a_server_that_cannot_load_netc_is_not_started_again(tmp_path):
+    servers = Servers(MPLBACKEND="bogus")  # matplotlib refuses it on import: the server's preload fails
+    try:
+        done = _netc(["validate", str(SPECS / "xor.yaml")], servers.env)  # needs no matplotlib: runs here
+        assert done.returncode == 0 and done.stdout == "1 spec: 1 valid, 0 invalid\n"
+        failed = servers.folder / f"{servers.key}.failed"
+        _wait(failed.exists, what="the failed server's note")
+        _wait(lambda: "Traceback" in servers.log.read_text() and "bogus" in servers.log.read_text(),
+              what="the server's traceback in its log")
+        log = servers.log.read_text()
+        assert _netc(["validate", str(SPECS / "xor.yaml")], servers.env).returncode == 0
+        time.sleep(1)
+        assert servers.log.read_text() == log and not servers.socket.exists()  # no second try
+    finally:
+        servers.stop()
+
+
+@pytest.mark.parametrize("answer", ["nothing", "pid only"])
+def test_a_server_that_goes_away(tmp_path, answer):
+    """A server that closes before it forked (it was leaving as the client came): the command runs in
+    the client instead; one that closes after forking, without the child's status: a clear error."""
+    servers = Servers()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(servers.socket))
+    listener.listen(1)
+
+    def serve_badly():
+        conn, _ = listener.accept()
+        message, fds = client.receive_message(conn, with_fds=True)
+        for fd in fds:
+            os.close(fd)
+        if answer == "pid only":
+            client.send_message(conn, {"pid": os.getpid() + 10_000_000})  # no such process
+        conn.close()
+
+    thread = threading.Thread(target=serve_badly, daemon=True)
+    thread.start()
+    try:
+        done = _netc(["validate", str(SPECS / "xor.yaml")], {**servers.env, "NETC_SERVER_IDLE": "2"})
+        thread.join(10)
+        if answer == "nothing":
+            assert done.returncode == 0 and done.stdout == "1 spec: 1 valid, 0 invalid\n" and done.stderr == ""
+        else:
+            assert done.returncode == 1 and done.stdout == ""
+            assert done.stderr == ("netc: the netc server ended before the command did (NETC_SERVER=0 runs "
+                                   "commands without it)\n")
+    finally:
+        listener.close()
+        servers.stop()
