@@ -171,7 +171,7 @@ class Server:
             if request is not None and "query" in request and not fds:
                 self.answer(conn, request["query"], request.get("asker"))
                 return
-            if request is None or len(fds) != 3:
+            if request is None or len(fds) != 3 or not _well_formed(request):
                 raise ValueError("an incomplete request")
             pid = os.fork()
         except (OSError, ValueError):
@@ -274,6 +274,15 @@ class Server:
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _well_formed(request) -> bool:
+    """A command request as netc.client sends it (anything else from a process of this user is dropped)."""
+    return (isinstance(request, dict) and isinstance(request.get("argv"), list)
+            and all(isinstance(arg, str) for arg in request["argv"]) and isinstance(request.get("cwd"), str)
+            and isinstance(request.get("env"), dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
+            and isinstance(request.get("umask"), int))
 
 
 def _reopen_standard_streams() -> None:

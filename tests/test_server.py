@@ -123,6 +123,16 @@ def test_a_served_command_prints_and_exits_as_a_local_one(servers, tmp_path):
     assert _netc(["validate", str(bad)], servers.env).returncode == 1  # the exit code is the command's
 
 
+def test_a_malformed_request_is_dropped_and_the_server_goes_on(servers):
+    for request in ({"argv": "validate"}, {"argv": [1], "cwd": "/", "env": {}, "umask": 18}, ["x"]):
+        sock = client._connect(str(servers.socket))
+        client.send_message(sock, request, fds=(0, 1, 2))
+        assert client.receive_message(sock) is None  # closed without an answer
+        sock.close()
+    assert _netc(["validate", str(SPECS / "xor.yaml")], servers.env).stdout == "1 spec: 1 valid, 0 invalid\n"
+    assert servers.served()[-1].startswith("netc validate")
+
+
 def test_the_command_runs_in_the_clients_folder_and_reads_its_stdin(servers, tmp_path):
     (tmp_path / "bad.yaml").write_text(BAD_SPEC)
     served = _netc(["validate", "bad.yaml"], servers.env, cwd=tmp_path)
