@@ -38,7 +38,8 @@ import sys
 KEYED_PREFIXES = ("NETC_", "NUMBA_", "OMP_", "GOMP_", "KMP_", "OPENBLAS_", "GOTO", "MKL_", "NPY_", "PYTHON",
                   "LD_", "LC_", "LANG", "HOME", "TMPDIR", "MPL")
 UNKEYED = ("NETC_SERVER", "NETC_SERVER_IDLE", "NETC_SERVER_KEY")  # the client's own settings, and its answer
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+                  if hasattr(signal, name))
 DEFAULT_IDLE = 900.0
 KEY_LENGTH = 20
 SOCKET_PATH_LIMIT = 107  # bytes of a Unix socket's path on Linux (sun_path, less its final NUL)
@@ -50,7 +51,10 @@ class Unusable(Exception):
 
 def servers_wanted() -> bool:
     """NETC_SERVER=0: none; a CI job (`CI` set) runs once and should leave no process behind, so none
-    there either unless NETC_SERVER=1."""
+    there either unless NETC_SERVER=1. Linux only (fork, SO_PEERCRED): elsewhere every command runs
+    in its own process."""
+    if not sys.platform.startswith("linux"):
+        return False
     return os.environ.get("NETC_SERVER", "0" if os.environ.get("CI") else "1") != "0"
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netc servers run on Linux only")
+
 from netc import client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -331,3 +333,12 @@ def test_a_server_that_goes_away(tmp_path, answer):
     finally:
         listener.close()
         servers.stop()
+
+
+def test_servers_only_where_they_can_run(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("NETC_SERVER", "1")
+    assert client.servers_wanted()
+    for platform in ("darwin", "win32"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert not client.servers_wanted(), platform
