@@ -16,8 +16,10 @@ afterwards for the next command (it leaves after `NETC_SERVER_IDLE` seconds with
 900). `NETC_SERVER=0` never uses nor starts one, nor does a CI job (`CI` set) unless
 `NETC_SERVER=1`. A server serves only the same netc: the socket's name hashes the interpreter, netc's
 source files (paths, sizes, modification times), the library folders' modification times, and
-every environment variable read when modules load (NETC_, NUMBA_, OMP_, OPENBLAS_, locale, ...), so
-an edited netc, an upgraded library or another setting gets a server of its own. Servers live in `NETC_SERVER_DIR`
+every environment variable read when modules load (NETC_, NUMBA_, OMP_, OPENBLAS_, locale, ...),
+and the process's cores, niceness, resource limits and control group (which a forked child keeps
+from the server), so an edited netc, an upgraded library, another setting, `taskset`, `nice`,
+`ulimit` or a container gets a server of its own. Servers live in `NETC_SERVER_DIR`
 (default `$XDG_RUNTIME_DIR/netc`, else `/tmp/netc-server-<uid>`), a folder that must be the user's
 alone; both ends check that the other is the same user.
 """
@@ -79,7 +81,8 @@ def server_dir() -> str:
 
 def server_key(environ=None) -> str:
     """A hash of what a server's behaviour depends on beyond the command: the interpreter, netc's
-    sources, and the environment variables read at import."""
+    sources, the libraries, the environment variables read at import, and the process settings a
+    child inherits from the server."""
     environ = os.environ if environ is None else environ
     package = os.path.dirname(os.path.abspath(__file__))
     digest = hashlib.sha256(f"{sys.executable}|{sys.version}|{package}".encode())
@@ -94,7 +97,26 @@ def server_key(environ=None) -> str:
     for name in sorted(environ):
         if name.startswith(KEYED_PREFIXES) and name not in UNKEYED:
             digest.update(f"{name}={environ[name]}\n".encode())
+    digest.update(_process_settings().encode())
     return digest.hexdigest()[:KEY_LENGTH]
+
+
+def _process_settings() -> str:
+    """What a child inherits from the server rather than from its client: the cores it may run on
+    (`taskset`), its niceness (`nice`), resource limits (`ulimit`) and control group (a container, a
+    Slurm job, a systemd scope). The server has its first client's, so a client with others needs a
+    server of its own."""
+    import resource
+
+    limits = [resource.getrlimit(getattr(resource, name)) for name in
+              ("RLIMIT_AS", "RLIMIT_DATA", "RLIMIT_RSS", "RLIMIT_NOFILE", "RLIMIT_CPU", "RLIMIT_FSIZE",
+               "RLIMIT_NPROC", "RLIMIT_STACK", "RLIMIT_CORE", "RLIMIT_MEMLOCK") if hasattr(resource, name)]
+    try:
+        with open("/proc/self/cgroup") as cgroup:
+            group = cgroup.read()
+    except OSError:
+        group = "-"
+    return f"cores {sorted(os.sched_getaffinity(0))}|nice {os.getpriority(os.PRIO_PROCESS, 0)}|limits {limits}|{group}"
 
 
 def _sources(folder: str):

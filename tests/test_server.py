@@ -299,6 +299,13 @@ def test_the_key_follows_the_sources_and_the_settings_read_at_import(tmp_path, m
     copied = client.server_key(base)
     assert copied != key  # another install of netc
     assert client.server_key(base) == copied
+    cores = os.sched_getaffinity(0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores ^ {max(cores) + 1})  # `taskset -c ...`
+    pinned = client.server_key(base)
+    assert pinned != copied
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    monkeypatch.setattr(os, "getpriority", lambda which, who: niceness + 5)  # `nice -n 5 netc ...`
+    assert client.server_key(base) != pinned
     source = package / "kernels" / "dense.py"
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 1_000_000))
     assert client.server_key(base) != copied  # an edited kernel: a new server
