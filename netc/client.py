@@ -191,7 +191,8 @@ def _hand_over(sock: socket.socket) -> bool:
     """Send the command, this process's folder, environment, umask and standard streams; False when
     that failed (a server going away, a closed standard stream): the command then runs here."""
     try:
-        request = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()}
+        request = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(),
+                   "ignored": _ignored()}
         send_message(sock, request, fds=(0, 1, 2))
     except OSError:
         sock.close()
@@ -222,7 +223,7 @@ def _serve_remotely(sock: socket.socket) -> None:
         if child["pid"] is not None:
             _kill(child["pid"], signal.SIGCONT)
 
-    for signum in FORWARDED:
+    for signum in set(FORWARDED) - set(_ignored()):  # one ignored here (`nohup`, a background job) is there too
         signal.signal(signum, forward)
     signal.signal(signal.SIGTSTP, stop)
     signal.signal(signal.SIGCONT, resume)
@@ -253,6 +254,10 @@ def _serve_remotely(sock: socket.socket) -> None:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             os._exit(128 + signum)
+
+
+def _ignored() -> list[int]:
+    return [int(signum) for signum in FORWARDED if signal.getsignal(signum) == signal.SIG_IGN]
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -242,6 +242,8 @@ class Server:
             for signum in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            for signum in request.get("ignored", []):  # as the client had them (`nohup netc ...`)
+                signal.signal(signum, signal.SIG_IGN)
             self.selector.close()
             self.lock.close()  # the server's alone: a child that outlives it must not keep it
             for sock in (self.listener, self.wake_read, self.wake_write, *self.children.values()):
@@ -282,7 +284,9 @@ def _well_formed(request) -> bool:
             and all(isinstance(arg, str) for arg in request["argv"]) and isinstance(request.get("cwd"), str)
             and isinstance(request.get("env"), dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
-            and isinstance(request.get("umask"), int))
+            and isinstance(request.get("umask"), int)
+            and all(signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                               signal.SIGUSR2) for signum in request.get("ignored", [])))
 
 
 def _reopen_standard_streams() -> None:

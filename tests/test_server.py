@@ -187,10 +187,10 @@ def test_a_served_run_trains_the_same_weights_and_draws_its_curves_in_place(serv
     assert (runs["served"] / "curves.png").stat().st_size > 10_000  # drawn by the child: matplotlib is loaded
 
 
-def _start_training(servers, run_dir: Path) -> tuple[subprocess.Popen, int]:
+def _start_training(servers, run_dir: Path, **popen) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--epochs", "1000000",
                                 "--run-dir", str(run_dir), "--quiet"], env=servers.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, **popen)
     _wait(lambda: (run_dir / "metrics.jsonl").exists() or process.poll() is not None, what="the first epoch")
     assert process.poll() is None, process.communicate()
     child, command = servers.children()[-1]
@@ -206,6 +206,18 @@ def test_ctrl_c_reaches_the_served_command(servers, tmp_path):
     assert "interrupted: saved" in err and "--resume" in err
     assert (tmp_path / "run" / "last.safetensors").exists()
     _wait(lambda: not _alive(child), what="the child to end")
+
+
+def test_a_signal_the_client_ignores_is_ignored_by_the_command(servers, tmp_path):
+    """`nohup netc train ...`: a hang-up reaches neither; Ctrl-C still does."""
+    process, child = _start_training(servers, tmp_path / "run",
+                                     preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    process.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert process.poll() is None and _alive(child)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted: saved" in err
 
 
 def test_a_killed_client_ends_its_command(servers, tmp_path):
