@@ -101,8 +101,8 @@ def start_server(cache: Path, folder: Path) -> dict[str, str]:
     from netc import client
 
     env = {"NETC_SERVER": "1", "NETC_SERVER_DIR": str(folder)}
-    subprocess.run(CLIENT + ["validate", str(SPECS / "xor.yaml")], env={**os.environ, "NETC_CACHE_DIR": str(cache), **env},
-                   check=True, capture_output=True)
+    subprocess.run(CLIENT + ["validate", str(SPECS / "xor.yaml")],
+                   env={**os.environ, "NETC_CACHE_DIR": str(cache), **env}, check=True, capture_output=True)
     deadline = time.time() + 120
     while time.time() < deadline:
         for path in folder.glob("*.sock"):

@@ -9,8 +9,8 @@ ended (its exit code, or the signal that ended it) and the client leaves the sam
 
 Forking is safe because the server itself never runs a kernel: no OpenMP pool exists when it forks,
 the only other threads are the OpenBLAS pools of NumPy and SciPy, idle, which OpenBLAS stops at a
-fork and starts again in the child, and the server's own Python code is one thread on a selector. A child whose client disappears (killed, its terminal closed) gets
-SIGHUP, as a local run would.
+fork and starts again in the child, and the server's own Python code is one thread on a selector.
+A child whose client disappears (killed, its terminal closed) gets SIGHUP, as a local run would.
 
 One server per key (a lock file); it leaves after `NETC_SERVER_IDLE` seconds (default 900) with no
 command running, or once its socket is removed or taken over, and logs one line per command to

@@ -381,3 +381,17 @@ def test_servers_only_where_they_can_run(monkeypatch):
     for platform in ("darwin", "win32"):
         monkeypatch.setattr(sys, "platform", platform)
         assert not client.servers_wanted(), platform
+
+
+def test_server_commands_name_an_unusable_folder(tmp_path):
+    folder = tmp_path / "servers"
+    folder.write_text("not a folder")
+    env = {**os.environ, "NETC_SERVER": "0", "NETC_SERVER_DIR": str(folder)}
+    for command in ("status", "stop"):
+        done = _netc(["server", command], env)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.startswith(f"NETC_SERVER_DIR: error[E-SERVER]: the netc server folder is not usable: "
+                                      f"{folder}: File exists\n  hint: set NETC_SERVER_DIR to a folder of yours alone")
+    fresh = tmp_path / "fresh"
+    off = _netc(["server", "status"], {**env, "NETC_SERVER_DIR": str(fresh)})
+    assert off.stdout == f"no netc server is running in {fresh} (servers: off (NETC_SERVER=0, or a CI job))\n"

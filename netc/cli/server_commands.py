@@ -25,8 +25,9 @@ def _ask_every_server(query: str) -> tuple[Path | None, list[tuple[str, dict]]]:
     try:
         folder = Path(client.server_dir())
     except client.Unusable as exc:
-        raise RunError(Diagnostic("E-SERVER", f"the netc server folder is not usable: {exc}", Location("NETC_SERVER_DIR"),
-                                  hint="set NETC_SERVER_DIR to a folder of yours alone")) from None
+        raise RunError(Diagnostic("E-SERVER", f"the netc server folder is not usable: {exc}",
+                                  Location("NETC_SERVER_DIR"), hint="set NETC_SERVER_DIR to a folder of yours alone")) \
+            from None
     answers = []
     for path in sorted(folder.glob("*.sock")):
         sock = client._connect(str(path))
@@ -55,7 +56,8 @@ def status() -> None:
     out = stdout_console()
     using = "on" if client.servers_wanted() else "off (NETC_SERVER=0, or a CI job)"
     if not answers:
-        out.print(f"no netc server is running in {folder} (servers: {using}; the next command starts one)")
+        out.print(f"no netc server is running in {folder} (servers: {using}"
+                  + ("; the next command starts one)" if client.servers_wanted() else ")"))
         return
     current = os.environ.get("NETC_SERVER_KEY") or client.server_key()  # the key the `netc` client computed
     table = Table(show_edge=False)
