@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from safetensors import safe_open
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netc servers run on Linux only")
-
 from netc import client
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netc servers run on Linux only")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -89,7 +89,9 @@ class Servers:
         return True
 
     def pid(self) -> int:
-        return int(self.log.read_text().split("server ", 1)[1].split()[0])
+        """The server's process, from its log's "server <pid> ready" line (-1 before that line)."""
+        text = _read(self.log)
+        return int(text.split("server ", 1)[1].split()[0]) if "server " in text else -1
 
     def stop(self) -> None:
         _netc(["server", "stop"], self.env)
@@ -128,8 +130,10 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie (ended, not yet reaped by the server) counts as gone
-    return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    try:  # a zombie (ended, not yet reaped by its parent) counts as gone; the state follows "(name)"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_served_command_prints_and_exits_as_a_local_one(servers, tmp_path):
