@@ -14,9 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from safetensors import safe_open
 
 from netc import client
 
@@ -183,11 +181,8 @@ def test_a_served_run_trains_the_same_weights_and_draws_its_curves_in_place(serv
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith("done: 3 epochs, loss ")
     assert servers.served()[-1].startswith(f"netc train {SPECS / 'xor.yaml'} --epochs 3")
-    for name in ("last.safetensors", "last.state.safetensors"):  # (the header's order is the writer's hash order)
-        local, served = (safe_open(str(runs[how] / name), "np") for how in ("local", "served"))
-        assert local.metadata() == served.metadata() and sorted(local.keys()) == sorted(served.keys())
-        for key in local.keys():
-            assert np.array_equal(local.get_tensor(key), served.get_tensor(key)), (name, key)
+    for name in ("last.safetensors", "last.state.safetensors"):
+        assert (runs["local"] / name).read_bytes() == (runs["served"] / name).read_bytes(), name
     assert (runs["served"] / "curves.png").stat().st_size > 10_000  # drawn by the child: matplotlib is loaded
 
 

@@ -219,3 +219,38 @@ def test_results_do_not_depend_on_a_model_run_before_in_the_process(tmp_path):
     a, b = _final_weights(first.run_dir), _final_weights(second.run_dir)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+_SAVE = """
+import sys
+from pathlib import Path
+import numpy as np
+from netc.runtime.checkpoint import save_checkpoint
+weights = {"fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "fc.bias": np.ones(2, np.float32),
+           "bn.num_batches_tracked": np.array(7, np.int64)}
+save_checkpoint(Path(sys.argv[1]), weights, {"fc.weight.m": np.zeros((2, 3), np.float32)},
+                {"epoch": 3, "step": 12, "name": "naïve"})
+"""
+
+
+def test_the_same_checkpoint_has_the_same_bytes_in_every_process(tmp_path):
+    """safetensors writes its metadata in a per-process hash order; netc sorts it, so two runs with the
+    same seed write identical files (a hash or a diff of two runs' checkpoints agrees)."""
+    files = []
+    for i in range(5):
+        path = tmp_path / f"run{i}" / "last.safetensors"
+        path.parent.mkdir()
+        subprocess.run([sys.executable, "-c", _SAVE, str(path)], check=True, timeout=120)
+        files.append(path)
+    for name in ("last.safetensors", "last.state.safetensors"):
+        contents = {(f.parent / name).read_bytes() for f in files}
+        assert len(contents) == 1, name
+    from netc.runtime.checkpoint import load_state, load_weights
+
+    weights, state, progress = load_state(files[0])
+    assert progress == {"epoch": 3, "step": 12, "name": "naïve"} and weights["bn.num_batches_tracked"].shape == ()
+    assert np.array_equal(load_weights(files[0])["fc.weight"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    from safetensors import safe_open
+
+    with safe_open(str(files[0]), "np") as handle:  # still a safetensors file any reader opens
+        assert handle.metadata() == {"format": "netc-1", "progress": '{"epoch": 3, "step": 12, "name": "na\\u00efve"}'}

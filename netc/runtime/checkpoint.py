@@ -24,7 +24,22 @@ NORMALIZATION = "normalization.safetensors"  # a run's normalization statistics,
 
 def _serialised(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
     # np.require keeps 0-d tensors 0-d (num_batches_tracked); np.ascontiguousarray would make them [1]
-    return save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata)
+    return _same_bytes(save({k: np.require(v, requirements="C") for k, v in tensors.items()}, metadata=metadata))
+
+
+def _same_bytes(data: bytes) -> bytes:
+    """The file with its metadata's keys sorted: safetensors writes them in a per-process hash order,
+    so the same checkpoint got other bytes in every run (a hash or a diff of two runs told them apart).
+    The header keeps its length (padded with spaces, as safetensors pads it), so every tensor's offset
+    stays; a header that would grow (it does not: the same keys and values) is left as written."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    metadata = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata is not None else {}) | header
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:
+        return data
+    return data[:8] + text + b" " * (size - len(text)) + data[8 + size:]
 
 
 def save_checkpoint(path: Path, weights: dict[str, np.ndarray], state: dict[str, np.ndarray] | None = None,
