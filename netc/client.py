@@ -43,6 +43,7 @@ UNKEYED = ("NETC_SERVER", "NETC_SERVER_IDLE", "NETC_SERVER_KEY")  # the client's
 FORWARDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
                   if hasattr(signal, name))
 DEFAULT_IDLE = 900.0
+RETRY = 3600.0  # seconds before a key whose server could not serve (KEY.failed) gets another try
 KEY_LENGTH = 20
 SOCKET_PATH_LIMIT = 107  # bytes of a Unix socket's path on Linux (sun_path, less its final NUL)
 
@@ -273,17 +274,23 @@ def _umask() -> int:
     return mask
 
 
-def start_server(folder: str, key: str) -> None:
+def start_server(folder: str, key: str, environ: dict[str, str]) -> None:
     """A server for the next command: its own session (no terminal, no Ctrl-C), output to a log file.
-    None when a server for this key failed to start before (KEY.failed says why)."""
+    None within RETRY seconds of a server for this key that could not serve (KEY.failed says why).
+    `environ` is this process's environment before the command ran: the command's imports may have
+    set variables of the key (threadpoolctl's KMP_DUPLICATE_LIB_OK), and the server checks its key."""
     import subprocess
+    import time
 
-    if os.path.exists(os.path.join(folder, f"{key}.failed")):
-        return
+    try:
+        if time.time() - os.path.getmtime(os.path.join(folder, f"{key}.failed")) < RETRY:
+            return
+    except OSError:  # none failed
+        pass
     try:
         with open(os.path.join(folder, f"{key}.log"), "ab") as log:
             subprocess.Popen([sys.executable, "-m", "netc.server", key], stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=log, start_new_session=True, close_fds=True,
+                             stderr=log, start_new_session=True, close_fds=True, env=environ,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this netc's
     except OSError:  # no server: every command runs in its own process, as without one
         pass
@@ -306,9 +313,10 @@ def main() -> None:
             _serve_remotely(sock)
     from netc.cli import run
 
+    environ = dict(os.environ)
     code = run()
     if key is not None and sys.argv[1:2] != ["server"]:  # `netc server stop` starts none
-        start_server(folder, key)
+        start_server(folder, key, environ)
     os._exit(code)
 
 

@@ -14,7 +14,8 @@ A child whose client disappears (killed, its terminal closed) gets SIGHUP, as a 
 
 One server per key (a lock file); it leaves after `NETC_SERVER_IDLE` seconds (default 900) with no
 command running, or once its socket is removed or taken over, and logs one line per command to
-`KEY.log` beside the socket.
+`KEY.log` beside the socket. One that cannot serve (its imports fail, the cache folder is unusable)
+leaves `KEY.failed` saying why, and for an hour clients run their commands without starting another.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import sys
 import threading
 import time
 
-import netc
 from netc.client import DEFAULT_IDLE, peer_uid, receive_message, send_message, server_dir, server_key, socket_path
 
 RECHECK = 5.0  # seconds between checks that the socket is still this server's
@@ -75,18 +75,17 @@ def main(argv: list[str]) -> None:
     os.ftruncate(2, 0)  # the log holds this server's lines only
     try:
         preload()
-    except Exception:  # noqa: BLE001 - a broken install: commands run in their own processes, and no
-        import traceback  # later command starts a server for this key again (netc.client.start_server)
+    except Exception:  # noqa: BLE001 - a broken install: commands run in their own processes
+        import traceback
 
-        with open(os.path.join(folder, f"{key}.failed"), "w") as failed:
-            traceback.print_exc(file=failed)
-        raise
+        _give_up(folder, key, traceback.format_exc())
+        return
     if server_key(environ) != key:  # netc's sources changed while they were imported
         return
     from netc import codecache, errors
 
     if codecache.cache_root() != codecache.wanted_root():  # commands would not hear the warning: none served
-        _log(f"not serving: the cache folder {codecache.wanted_root()} is not usable")
+        _give_up(folder, key, f"not serving: the cache folder {codecache.wanted_root()} is not usable")
         return
     errors._warned.clear()  # warnings of the imports (none expected) are each command's to give
     # variables the imports set (threadpoolctl's KMP_DUPLICATE_LIB_OK): a child sets them as its imports would
@@ -198,7 +197,7 @@ class Server:
         try:
             send_message(conn, {"pid": os.getpid(), "started": self.started, "served": self.served,
                                 "running": len(set(self.children) - {asker}), "idle": self.idle,
-                                "stopping": self.listener is None, "version": netc.__version__})
+                                "stopping": self.listener is None})
         except OSError:
             pass
         conn.close()
@@ -276,6 +275,14 @@ class Server:
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _give_up(folder: str, key: str, why: str) -> None:
+    """No server for this key: KEY.failed says why, and clients start none for a while
+    (netc.client.RETRY) instead of one per command, each importing netc to fail the same way."""
+    _log(why.rstrip())
+    with open(os.path.join(folder, f"{key}.failed"), "w") as failed:
+        failed.write(why)
 
 
 def _well_formed(request) -> bool:

@@ -239,8 +239,10 @@ def test_a_servers_life(tmp_path):
         os.kill(old, signal.SIGKILL)
         _wait(lambda: not _alive(old), what="the server to die")
         assert servers.socket.exists()  # left behind: nothing answers on it
-        done = _netc(["validate", str(SPECS / "xor.yaml")], servers.env)
-        assert done.returncode == 0 and done.stdout == "1 spec: 1 valid, 0 invalid\n"  # ran here
+        # a training run here (its imports set KMP_DUPLICATE_LIB_OK, a variable of the key) starts the next
+        done = _netc(["train", str(SPECS / "xor.yaml"), "--epochs", "1", "--run-dir", str(tmp_path / "run"), "-q"],
+                     servers.env)
+        assert done.returncode == 0 and done.stdout.startswith("done: 1 epoch")  # ran here
         _wait(lambda: servers.answers() and servers.pid() != old, what="a new server")
         assert servers.served() == []
         assert _netc(["validate", str(SPECS / "xor.yaml")], servers.env).returncode == 0
@@ -331,10 +333,34 @@ def test_a_server_that_cannot_load_netc_is_not_started_again(tmp_path):
         _wait(failed.exists, what="the failed server's note")
         _wait(lambda: "Traceback" in servers.log.read_text() and "bogus" in servers.log.read_text(),
               what="the server's traceback in its log")
+        assert "bogus" in failed.read_text()
         log = servers.log.read_text()
         assert _netc(["validate", str(SPECS / "xor.yaml")], servers.env).returncode == 0
         time.sleep(1)
         assert servers.log.read_text() == log and not servers.socket.exists()  # no second try
+        old = time.time() - client.RETRY - 1  # an hour later, another try (it fails the same way)
+        os.utime(failed, (old, old))
+        assert _netc(["validate", str(SPECS / "xor.yaml")], servers.env).returncode == 0
+        _wait(lambda: failed.stat().st_mtime > old + 10, what="the second try")
+    finally:
+        servers.stop()
+
+
+def test_a_server_whose_cache_folder_is_unusable_serves_nothing(tmp_path):
+    """Its commands must print the cache warning themselves: each runs in a process of its own."""
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")
+    servers = Servers(NETC_CACHE_DIR=str(blocked))
+    try:
+        for attempt in range(2):
+            done = _netc(["train", str(SPECS / "xor.yaml"), "--epochs", "1", "--run-dir", str(tmp_path / f"r{attempt}"),
+                          "-q"], servers.env)
+            assert done.returncode == 0, done.stderr
+            assert done.stderr.startswith(f"netc: warning: the cache folder {blocked} is not usable")
+            failed = servers.folder / f"{servers.key}.failed"
+            _wait(failed.exists, what="the server's note")
+        assert failed.read_text() == f"not serving: the cache folder {blocked} is not usable"
+        assert servers.served() == [] and not servers.socket.exists()
     finally:
         servers.stop()
 
