@@ -66,6 +66,7 @@ def main(argv: list[str]) -> None:
     folder = server_dir()
     environ = dict(os.environ)
     if server_key(environ) != key:  # netc or the environment changed since the client looked
+        _log(f"not serving key {key}: netc, its libraries or settings differ from the client's")
         return
     lock = open(os.path.join(folder, f"{key}.lock"), "a")
     try:
