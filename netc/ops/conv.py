@@ -128,26 +128,30 @@ def _pool_infer(layer, shapes):
 # ----------------------------------------------------------------------------- memory
 # A conv runs in a Numba parallel region, one chunk of the batch per core (see netc/kernels/conv.py).
 
-COLS_BUDGET = 1 << 20  # im2col elements per chunk and GEMM (4 MiB in float32)
+COLS_BUDGET = 1 << 16  # im2col elements per chunk and GEMM (256 KiB in float32: the GEMM's operands stay in L2)
 
 
 def conv_group(k: int, positions: int, batch: int, chunks: int) -> int:
-    """Samples per GEMM in a conv chunk: as many as fit COLS_BUDGET, split evenly over the chunk.
-    Wider GEMMs run nearer BLAS peak: seed-cnn's conv2 is a 128x1600 by 1600x100 product per
-    sample, and 6 samples per GEMM took its training step from ~52 to ~44 ms."""
+    """Samples per GEMM in a conv chunk: as many as fit COLS_BUDGET (at least one), split evenly
+    over the chunk. Wider GEMMs run nearer BLAS peak alone, but the columns they read, the output
+    they write and the epilogue that reads it back then leave the core's L2. On the 2-core AVX-512
+    VM (2 MiB L2 per core), same-run benchmarks: a budget of 1 M elements (LeNet-5's conv1 26
+    samples per GEMM, seed-cnn's conv2 6) ran LeNet-5 at 1.40x PyTorch, 64 K (LeNet-5's convs 3
+    and 4 samples, seed-cnn's 1) at 1.88-2.07x (benchmarks/RESULTS.md, "Conv working sets")."""
     chunk = -(-batch // chunks)
     fit = max(1, min(chunk, COLS_BUDGET // (k * positions)))
     groups = -(-chunk // fit)
     return -(-chunk // groups)
 
 
-KEEP_BUDGET = 1 << 23  # im2col elements each conv may keep from forward to backward (32 MiB in float32)
+KEEP_BUDGET = 1 << 21  # im2col elements each conv may keep from forward to backward (8 MiB in float32)
 
 
 def keep_columns(k: int, positions: int, batch: int, chunks: int) -> bool:
     """Keep a conv's im2col columns from forward to backward (its weight gradient reads them,
     rather than unrolling the input again: LeNet-5 went from 12,465 to 15,216 samples/s) when
-    they fit KEEP_BUDGET; larger convs unroll twice into shared scratch."""
+    they fit KEEP_BUDGET. Larger convs unroll twice into shared scratch that stays in cache:
+    keeping seed-cnn's conv2 columns (20 MiB) made it slower, 0.65x PyTorch against 0.85-0.94x."""
     return chunks * -(-batch // chunks) * k * positions <= KEEP_BUDGET
 
 
