@@ -29,7 +29,8 @@ import sys
 import threading
 import time
 
-from netc.client import DEFAULT_IDLE, peer_uid, receive_message, send_message, server_dir, server_key, socket_path
+from netc.client import (DEFAULT_IDLE, FORWARDED, peer_uid, receive_message, send_message, server_dir, server_key,
+                         socket_path)
 
 RECHECK = 5.0  # seconds between checks that the socket is still this server's
 
@@ -293,8 +294,7 @@ def _well_formed(request) -> bool:
             and isinstance(request.get("env"), dict)
             and all(isinstance(k, str) and isinstance(v, str) for k, v in request["env"].items())
             and isinstance(request.get("umask"), int)
-            and all(signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                               signal.SIGUSR2) for signum in request.get("ignored", [])))
+            and all(signum in FORWARDED for signum in request.get("ignored", [])))
 
 
 def _reopen_standard_streams() -> None:

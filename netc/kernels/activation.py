@@ -107,16 +107,10 @@ def act_forward(x, y, act, alpha):
 @kernel
 def act_backward(dy, v, dx, act, alpha, acc):
     """dx (+)= dy * act'(z); all flat; v as in act_grad (the output, or gelu's input)."""
-    if act == RELU:  # a loop of its own, vectorised (as in dense.bias_act); the same act_chain, the same numbers
-        for i in range(dy.size):
-            g = act_chain(dy[i], v[i], RELU, alpha)
-            if acc:
-                dx[i] += g
-            else:
-                dx[i] = g
-        return
     for i in range(dy.size):
-        g = act_chain(dy[i], v[i], act, alpha)
+        # the ReLU with a constant code: LLVM then gives it a loop of its own, which vectorises (a loop
+        # that can reach every activation's branch does not); the same act_chain, the same numbers
+        g = act_chain(dy[i], v[i], RELU, alpha) if act == RELU else act_chain(dy[i], v[i], act, alpha)
         if acc:
             dx[i] += g
         else:

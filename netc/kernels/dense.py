@@ -56,14 +56,11 @@ def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_d
     # x (n, I)  w (O, I)  y, dy (n, O)  dx (n, I)  dw (O, I)  db (O,); acc_*: add to the gradient, not assign
     n, fan_in = x.shape
     out = w.shape[0]
-    if act == RELU:  # a loop of its own, vectorised (as in bias_act); the same act_chain, the same numbers
+    if act != 0:
         for s in range(n):
-            for o in range(out):
-                dy[s, o] = act_chain(dy[s, o], y[s, o], RELU, alpha)
-    elif act != 0:
-        for s in range(n):
-            for o in range(out):
-                dy[s, o] = act_chain(dy[s, o], y[s, o], act, alpha)
+            for o in range(out):  # the ReLU's code a constant: vectorised (see activation.act_backward)
+                dy[s, o] = act_chain(dy[s, o], y[s, o], RELU, alpha) if act == RELU else \
+                    act_chain(dy[s, o], y[s, o], act, alpha)
     if need_dw:
         if has_bias and blas:  # each output's sum over the samples in sample order, all outputs at once
             totals = np.zeros(out)  # (vectorised; a tiny layer keeps the loop below: no allocation)
