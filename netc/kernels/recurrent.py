@@ -114,26 +114,25 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_
                     for j in range(hidden):
                         a_o[j] = gate_sigmoid(a_o[j] + b_o[j])
                     a_i, a_f = a[:hidden], a[hidden:2 * hidden]
+                    for j in range(hidden):  # c and h in loops of their own: together LLVM left them scalar
+                        c_now[j] = a_f[j] * (zero if first else c_before[j]) + a_i[j] * a_g[j]
                     for j in range(hidden):
-                        c = a_f[j] * (zero if first else c_before[j]) + a_i[j] * a_g[j]
-                        c_now[j] = c
-                        h_now[j] = a_o[j] * gate_tanh(c)
+                        h_now[j] = a_o[j] * gate_tanh(c_now[j])
                 elif cell == GRU:  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h = (1 - z) n + z h_prev
                     a_rz, b_rz = a[:2 * hidden], b[:2 * hidden]
                     for k in range(2 * hidden):
                         a_rz[k] = gate_sigmoid(a_rz[k] + b_rz[k])
                     a_r, a_z, a_n, b_n = a[:hidden], a[hidden:2 * hidden], a[2 * hidden:], b[2 * hidden:]
                     for j in range(hidden):
-                        hn = b_n[j]
-                        nn = gate_tanh(a_n[j] + a_r[j] * hn)
-                        a_n[j] = nn
-                        c_now[j] = hn
-                        h_now[j] = (one - a_z[j]) * nn + a_z[j] * (zero if first else h_before[j])
+                        a_n[j] = gate_tanh(a_n[j] + a_r[j] * b_n[j])
+                    for j in range(hidden):
+                        c_now[j] = b_n[j]
+                        h_now[j] = (one - a_z[j]) * a_n[j] + a_z[j] * (zero if first else h_before[j])
                 else:
                     for j in range(hidden):
-                        h = gate_tanh(a[j] + b[j])
-                        a[j] = h
-                        h_now[j] = h
+                        a[j] = gate_tanh(a[j] + b[j])
+                    for j in range(hidden):
+                        h_now[j] = a[j]
         last = (steps - 1) * hidden
         for s in range(lo, hi):
             if sequences:
