@@ -11,7 +11,7 @@ gate order. Layouts (row-major, one row per sample; n the batch, F features, H h
     gates          (n, T*G*H) kept: each gate after its nonlinearity
     cs             (n, T*H)   kept: LSTM the cell state c_t; GRU W_hn h_(t-1) + b_hn; RNN unused
     y, dy          (n, T*H) with `sequences` (every step's state), (n, H) without (the last one)
-    hh             (>= n, G*H) forward scratch: h_(t-1) W_hh^T
+    hh             (>= n, G*H) forward scratch: a GRU's h_(t-1) W_hh^T (the other cells add it to gates)
     w_hh_t         (H, G*H)   forward scratch: W_hh^T
     da_ih, da_hh   (>= n, T*G*H) backward scratch: gradients of the gates' pre-activations from
                    the input side and the hidden side (they differ only in a GRU's n gate: for the
@@ -27,7 +27,8 @@ on which core finished first. A batch too small to share runs as one chunk throu
 
 Matrix products are BLAS GEMMs (netc.kernels.blas) over a chunk's samples: x W_ih^T once for every
 step, h_(t-1) W_hh^T per step (a block of hs addressed by its row stride T*H, against W_hh^T in
-blocks of columns small enough for OpenBLAS's unpacked small-matrix kernels: `gemm_columns`), and in
+blocks of columns small enough for OpenBLAS's unpacked small-matrix kernels: `gemm_columns`; an LSTM
+or RNN adds it into the step's block of gates, as BLAS's beta = 1: one rounding, as a + b), and in
 the backward dx, dW_ih and dW_hh once (one GEMM over every sample and step of the chunk each) and
 the gradient into h_(t-1) per step.
 
@@ -79,46 +80,51 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_
                     for k in range(both, gh):
                         row[k] += b_ih[k]
         for t in range(steps):
-            if t > 0 and m > 0:  # hh (m, GH) = h_(t-1) (m, H; row stride T*H) @ w_hh^T
-                gemm_columns(m, gh, hidden, hs, lo * steps * hidden + (t - 1) * hidden, steps * hidden, w_hh_t, 0, gh,
-                             0.0, hh, lo * gh, gh)
-            elif t == 0:
-                for s in range(lo, hi):
-                    for k in range(gh):
-                        hh[s, k] = zero
-            if cell == GRU and has_bias:
-                for s in range(lo, hi):
-                    for j in range(hidden):
-                        hh[s, 2 * hidden + j] += b_hh[2 * hidden + j]
             base = t * gh
+            if cell != GRU:  # gates_t (m, GH; row stride T*GH) += h_(t-1) (m, H; row stride T*H) @ w_hh^T
+                if t > 0 and m > 0:
+                    gemm_columns(m, gh, hidden, hs, lo * steps * hidden + (t - 1) * hidden, steps * hidden, w_hh_t, 0,
+                                 gh, 1.0, gates, lo * steps * gh + base, steps * gh)
+            else:  # a GRU's n gate needs the hidden side apart: hh (m, GH) = h_(t-1) @ w_hh^T (+ b_hn)
+                if t > 0 and m > 0:
+                    gemm_columns(m, gh, hidden, hs, lo * steps * hidden + (t - 1) * hidden, steps * hidden, w_hh_t, 0,
+                                 gh, 0.0, hh, lo * gh, gh)
+                elif t == 0:
+                    for s in range(lo, hi):
+                        for k in range(gh):
+                            hh[s, k] = zero
+                if has_bias:
+                    for s in range(lo, hi):
+                        for j in range(hidden):
+                            hh[s, 2 * hidden + j] += b_hh[2 * hidden + j]
             now = t * hidden
             before = max(t - 1, 0) * hidden  # read at t = 0 too, and not used there
             first = t == 0
             for s in range(lo, hi):
                 a = gates[s, base:base + gh]
-                b = hh[s, :gh]
                 c_before = cs[s, before:before + hidden]
                 h_before = hs[s, before:before + hidden]
                 c_now = cs[s, now:now + hidden]
                 h_now = hs[s, now:now + hidden]
                 # the gates first, one nonlinearity per loop (a short loop body: the CPU overlaps its
                 # iterations; one loop of all five ran ~25% slower), each over slices indexed from 0
-                if cell == LSTM:
-                    a_if, b_if = a[:2 * hidden], b[:2 * hidden]
+                if cell == LSTM:  # the hidden side is in a already (above)
+                    a_if = a[:2 * hidden]
                     for k in range(2 * hidden):
-                        a_if[k] = gate_sigmoid(a_if[k] + b_if[k])
-                    a_g, b_g = a[2 * hidden:3 * hidden], b[2 * hidden:3 * hidden]
+                        a_if[k] = gate_sigmoid(a_if[k])
+                    a_g = a[2 * hidden:3 * hidden]
                     for j in range(hidden):
-                        a_g[j] = gate_tanh(a_g[j] + b_g[j])
-                    a_o, b_o = a[3 * hidden:], b[3 * hidden:]
+                        a_g[j] = gate_tanh(a_g[j])
+                    a_o = a[3 * hidden:]
                     for j in range(hidden):
-                        a_o[j] = gate_sigmoid(a_o[j] + b_o[j])
+                        a_o[j] = gate_sigmoid(a_o[j])
                     a_i, a_f = a[:hidden], a[hidden:2 * hidden]
                     for j in range(hidden):  # c and h in loops of their own: together LLVM left them scalar
                         c_now[j] = a_f[j] * (zero if first else c_before[j]) + a_i[j] * a_g[j]
                     for j in range(hidden):
                         h_now[j] = a_o[j] * gate_tanh(c_now[j])
                 elif cell == GRU:  # n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h = (1 - z) n + z h_prev
+                    b = hh[s, :gh]
                     a_rz, b_rz = a[:2 * hidden], b[:2 * hidden]
                     for k in range(2 * hidden):
                         a_rz[k] = gate_sigmoid(a_rz[k] + b_rz[k])
@@ -128,9 +134,9 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, has_bias, hs, gates, cs, hh, w_
                     for j in range(hidden):
                         c_now[j] = b_n[j]
                         h_now[j] = (one - a_z[j]) * a_n[j] + a_z[j] * (zero if first else h_before[j])
-                else:
+                else:  # the hidden side is in a already
                     for j in range(hidden):
-                        a[j] = gate_tanh(a[j] + b[j])
+                        a[j] = gate_tanh(a[j])
                     for j in range(hidden):
                         h_now[j] = a[j]
         last = (steps - 1) * hidden
