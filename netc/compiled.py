@@ -3,7 +3,8 @@
 A kernel is compiled by Numba for the argument types it is called with and kept in Numba's disk
 cache (netc.codecache). A marker per (kernel, types) (`numba/<key>/ready/<machine>/<hash>`) says
 that its machine code is there, so a start needs only a stat per kernel to know what is left to
-compile, and spawns nothing when the answer is nothing.
+compile, and spawns nothing when the answer is nothing. A lock per kernel (`numba/<key>/locks/`)
+keeps two processes from compiling it at once (`compile_entries`).
 
 `python -m netc.compiled` compiles the jobs (lists of entries) it reads on its stdin, one after
 another (netc.compiler.kernel_library runs two at once, sometimes started before it knows the
@@ -14,6 +15,7 @@ instead of ~0.6 s.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -78,15 +80,60 @@ def mark_ready(entries: list[Entry]) -> None:
         pass
 
 
-def compile_entries(entries: list[Entry]) -> None:
-    """Compile (or load from the disk cache) each entry in this process, and mark it ready once its
-    machine code is in the cache."""
+@contextlib.contextmanager
+def compile_lock(path: Path, wait: bool):
+    """Hold the lock file `path` while this process compiles what it guards; yields False when another
+    process holds it and `wait` is false. Without a lock to take (a file system without flock, a cache
+    we cannot write) it yields True: compiling twice costs only time."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except (ImportError, OSError):
+        yield True
+        return
+    with handle:  # closing the file drops the lock, as does the process's end
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError:
+            yield True
+            return
+        yield True
+
+
+def kernel_lock_path(entry: Entry) -> Path:
+    """The lock of an entry's kernel: one per compiled function, so per cache index."""
+    from netc.codecache import numba_cache_dir
+
+    return numba_cache_dir() / "locks" / f"{entry[0]}.{entry[1]}.lock"
+
+
+def compile_entries(entries: list[Entry]) -> int:
+    """Compile (or load from the disk cache) each entry not yet marked ready, mark it ready once its
+    machine code is in the cache, and return how many this process compiled. Two processes at once
+    (two runs, two test workers) do not compile a kernel twice, nor save into its cache index together
+    (which could lose an entry): each holds the kernel's lock while it compiles, takes first the
+    kernels no other process holds, then waits for the others, which are usually ready by then."""
     from netc import codecache
 
-    for entry in entries:
-        dispatcher(entry).compile(entry[2])
-        if codecache.save_failures == 0:
-            mark_ready([entry])
+    compiled, left = 0, list(entries)
+    for wait in (False, True):
+        busy = []
+        for entry in left:
+            with compile_lock(kernel_lock_path(entry), wait) as held:
+                if not held:
+                    busy.append(entry)
+                elif missing([entry]):
+                    dispatcher(entry).compile(entry[2])
+                    compiled += 1
+                    if codecache.save_failures == 0:
+                        mark_ready([entry])
+        left = busy
+    return compiled
 
 
 def _worker() -> None:

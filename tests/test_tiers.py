@@ -305,6 +305,44 @@ def test_compile_workers_share_the_work_and_leave(fresh_cache, monkeypatch):
     assert kernel_library._early == []
 
 
+def test_a_kernel_another_process_is_compiling_is_waited_for_not_compiled_again(fresh_cache):
+    """Two processes compiling the same kernel (two runs, two test workers on an empty cache): the second
+    takes the kernels nobody holds first, then waits for the one held, and compiles it only if the holder
+    did not (here it did: the waiting process compiles nothing)."""
+    import fcntl
+    import pickle
+    import subprocess
+    import sys
+
+    from netc import compiled
+    from netc.codecache import numba_cache_dir
+
+    held, free = _entries_of("xor", "adam_update"), _entries_of("xor", "confusion_add")
+    folder = numba_cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    child = """
+import pickle, sys
+from netc import compiled
+entries = pickle.loads(sys.stdin.buffer.read())
+print(compiled.compile_entries(entries), compiled.missing(entries) == [], flush=True)
+"""
+    with open(folder / f"{held[0][0]}.{held[0][1]}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # this process is "compiling" adam_update
+        process = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   text=False, env={**os.environ, "NETC_CACHE_DIR": str(fresh_cache)})
+        process.stdin.write(pickle.dumps(held + free))
+        process.stdin.close()
+        deadline = time.time() + 120
+        while compiled.missing(free) and time.time() < deadline:  # the free kernel first
+            time.sleep(0.1)
+        assert compiled.missing(free) == [] and compiled.missing(held) == held
+        time.sleep(0.5)
+        assert process.poll() is None, "it waits for the held kernel"
+        compiled.mark_ready(held)  # the holder's compile done (its machine code saved), then its lock dropped
+    out = process.stdout.read()
+    assert process.wait(timeout=120) == 0 and out.split() == [b"1", b"True"], out  # it compiled confusion_add only
+
+
 def _entries_of(spec: str, kernel: str) -> list:
     model = Model(build_graph(load_spec(SPECS / f"{spec}.yaml")), tier=PYTHON)
     return [entry for entry in model.kernels_called() if entry[1] == kernel]

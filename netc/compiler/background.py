@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netc.compiled import machine_tag
+from netc.compiled import compile_lock, machine_tag
 
 BACKGROUND_ENV = "NETC_BACKGROUND_COMPILE"  # "0": never start a background compile
 
@@ -77,18 +77,26 @@ def start(module_path: Path, source: str, dtype: str, args: tuple, kernels: list
 
 
 def _compile(module_path: Path, dtype: str) -> None:
-    from netc import codecache
     from netc.compiler import kernel_library
     from netc.compiler.cache import load_module
 
     try:
         job = pickle.loads(_beside(module_path, dtype, "types").read_bytes())
         kernel_library.compile_entries(job["kernels"])  # the Python tier moves to them when marked ready
-        module, _ = load_module(module_path.read_text())
-        module.epoch.compile(job["types"])
+        with compile_lock(_beside(module_path, dtype, "lock"), wait=True):  # two runs of one plan: one compile
+            if ready(module_path, dtype):
+                return
+            module, _ = load_module(module_path.read_text())
+            module.epoch.compile(job["types"])
+            _mark_fused(module_path, dtype)
     except Exception:
         _beside(module_path, dtype, "failed").write_text("see the .log beside this file\n")
         raise
+
+
+def _mark_fused(module_path: Path, dtype: str) -> None:
+    from netc import codecache
+
     if codecache.save_failures:  # compiled but not kept (a full disk): nothing for the next run to load
         return
     marker = _beside(module_path, dtype, "fused")
