@@ -145,6 +145,30 @@ def test_auto_starts_on_python_and_moves_to_the_fused_loop_once_compiled(fresh_c
     assert Model(graph, seed=0, tier="auto", background=True).tier == FUSED
 
 
+def test_two_background_compiles_of_one_plan_compile_it_once(fresh_cache, monkeypatch):
+    """A second run of a plan whose fused loop another process is compiling waits for that compile and
+    takes its result: it neither compiles the loop again nor writes the marker again."""
+    import fcntl
+
+    monkeypatch.setenv(fused_compile.BACKGROUND_ENV, "1")
+    graph = build_graph(load_spec_text(_spec(19), "xor19.yaml"))
+    data = _data("xor", load_spec(SPECS / "xor.yaml"))
+    model = Model(graph, seed=0, tier="auto", background=True)
+    path = model.plan.module_path(FUSED)
+    lock = fused_compile._beside(path, "float32", "lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # another run's background compile of this plan
+        model.train_epoch(model.prepare(data), np.arange(len(data["x"])), seed=0)
+        assert model._compiling is not None
+        time.sleep(1.0)
+        assert model._compiling.poll() is None and not fused_compile.ready(path, "float32"), "it waits"
+        fused_compile._mark_fused(path, "float32")  # the other compile is done
+        marker = fused_compile._beside(path, "float32", "fused").stat().st_ino
+    assert model._compiling.wait(timeout=240) == 0
+    assert fused_compile._beside(path, "float32", "fused").stat().st_ino == marker, "not compiled again"
+
+
 def test_no_background_compile_when_it_is_switched_off_or_cannot_start(fresh_cache, monkeypatch):
     graph = build_graph(load_spec_text(_spec(14), "xor14.yaml"))
     data = _data("xor", load_spec(SPECS / "xor.yaml"))
