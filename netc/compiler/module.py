@@ -5,6 +5,7 @@ its body uses to named locals (ViewTable.bindings)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from netc.compiler.buffers import BufferPlan
@@ -304,20 +305,16 @@ def _loops(graph: Graph, plan: BufferPlan, losses: list[LossStep], views: ViewTa
             "@plan_function", f"def epoch({', '.join(_epoch_signature(graph))}):", *views.bindings(body), *body]
 
 
+TIMED_NOTHING, TIMED_FORWARD, TIMED_LOSS, TIMED_BACKWARD = 0, 1, 2, 3  # `run`'s parts (netc time)
+
+
 def generate_timing_source(plan) -> str:
-    """A companion module for `netc time`: one function per step, forward and backward, with the
-    plan's own step bodies (so gradient flags and views agree)."""
+    """A companion module for `netc time`: `run(V, n, flag, part, index)` runs one step's forward or
+    backward, or the loss, with the plan's own step bodies (so gradient flags and views agree), or
+    nothing (part 0: the cost of the call itself). One function, as the fused epoch is: a function per
+    step would each compile the view tuple's unboxing and link its kernels again (2-4 s each; digits-cnn's
+    13 took 35 s)."""
     graph, views = plan.graph, plan.views
-    out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
-           "from numpy import bool_ as B", "from numpy import int64 as I64", "",
-           "from netc.jit import fixed_view, plan_function"]
-    for module, names in KERNEL_MODULES.items():
-        out.append(f"from {module} import {', '.join(names)}")
-    out += ["", "", "@plan_function", "def noop(V, n):", "    return n"]
-
-    def function(signature: str, body: list[str]) -> None:
-        out.extend(["", "", "@plan_function", f"def {signature}:", *(views.bindings(body) + body or ["    pass"])])
-
     bodies, steps = plan.bodies, plan.steps
     looped = {i: bodies.scans[end] for end in bodies.scans for i in range(bodies.scans[end].first, end + 1)}
 
@@ -328,10 +325,27 @@ def generate_timing_source(plan) -> str:
         head = f"    for t in range({steps_t - 1}, -1, -1):" if backwards else f"    for t in range({steps_t}):"
         return [head, *_indent(lines, 1)]
 
-    for i, lines in enumerate(bodies.forward):
-        function(f"fwd_{i}(V, n, training)", loop(i, lines, False) if in_loop(steps[i]) else lines)
-    function("loss(V, n, need_grad)", bodies.loss)
-    for i in reversed(range(len(steps))):
-        before = bodies.scans[i].before if i in bodies.scans else []
-        function(f"bwd_{i}(V, n, training)", before + loop(i, bodies.backward[i], True))
+    def branches(bodies_by_index: dict[int, list[str]]) -> list[str]:
+        out = []
+        for i, body in bodies_by_index.items():
+            out += [f"        {'if' if not out else 'elif'} index == {i}:", *(_indent(body, 2) or ["            pass"])]
+        return out or ["        pass"]
+
+    forward = {i: loop(i, lines, False) if in_loop(steps[i]) else lines for i, lines in enumerate(bodies.forward)}
+    backward = {i: (bodies.scans[i].before if i in bodies.scans else []) + loop(i, bodies.backward[i], True)
+                for i in reversed(range(len(steps)))}
+    # the loss's result is the epoch's to use; here it is dropped, so that `run` returns one type
+    loss = [re.sub(r"^(\s*)return ", r"\1loss_result = ", line) for line in bodies.loss]
+    every = [line for body in [*forward.values(), loss, *backward.values()] for line in body]
+    out = [f'"""netc timing module for \'{graph.spec.name}\'. Generated."""', "",
+           "from numpy import bool_ as B", "from numpy import int64 as I64", "",
+           "from netc.jit import fixed_view, plan_function"]
+    for module, names in KERNEL_MODULES.items():
+        out.append(f"from {module} import {', '.join(names)}")
+    out += ["", "", "@plan_function", "def run(V, n, flag, part, index):", *views.bindings(every),
+            "    training = flag  # the forward's and backward's flag", "    need_grad = flag  # the loss's",
+            f"    if part == {TIMED_FORWARD}:", *branches(forward),
+            f"    elif part == {TIMED_LOSS}:", *(_indent(loss, 1) or ["        pass"]),
+            f"    elif part == {TIMED_BACKWARD}:", *branches(backward),
+            "    return n"]
     return "\n".join(out) + "\n"

@@ -1,8 +1,8 @@
 """`netc time`: milliseconds per kernel of a plan, forward and backward, like `caffe time`.
 
-Each step runs as its own compiled function, called from Python in plan order on a
-random batch; the cost of a call with no work (unboxing the view tuple) is measured
-and subtracted. A full training step is timed separately inside the compiled epoch
+Each step runs by one compiled function (`run` of netc.compiler.module.generate_timing_source,
+told which step), called from Python in plan order on a random batch; the cost of a call that
+runs no step (unboxing the view tuple, binding the views) is measured and subtracted. A full training step is timed separately inside the compiled epoch
 loop, where no Python runs between kernels.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from netc.compiler import FUSED
 from netc.compiler.cache import load_module
-from netc.compiler.module import generate_timing_source
+from netc.compiler.module import TIMED_BACKWARD, TIMED_FORWARD, TIMED_LOSS, TIMED_NOTHING, generate_timing_source
 from netc.graph.ir import Graph
 from netc.jit import prepare_threads
 from netc.runtime.gradcheck import random_batch
@@ -60,28 +60,27 @@ def time_plan(graph: Graph, batch: int | None = None, iterations: int = 20, warm
     V, n = model.V, batch
     steps = model.plan.steps
     has_backward = [s.kind != "alias" and s.backward and s.needs_grad for s in steps]
-    fwd = [getattr(timing, f"fwd_{i}") for i in range(len(steps))]
-    bwd = [getattr(timing, f"bwd_{i}") for i in range(len(steps))]
+    run = timing.run
     forward_t = [[] for _ in steps]
     backward_t = [[] for _ in steps]
     loss_t, overhead = [], []
     for rep in range(warmup + iterations):
         keep = rep >= warmup
         t = time.perf_counter()
-        timing.noop(V, n)
+        run(V, n, False, TIMED_NOTHING, 0)
         overhead.append(time.perf_counter() - t)
-        for i, f in enumerate(fwd):
+        for i in range(len(steps)):
             t = time.perf_counter()
-            f(V, n, False)
+            run(V, n, False, TIMED_FORWARD, i)
             if keep:
                 forward_t[i].append(time.perf_counter() - t)
         t = time.perf_counter()
-        timing.loss(V, n, True)
+        run(V, n, True, TIMED_LOSS, 0)
         if keep:
             loss_t.append(time.perf_counter() - t)
         for i in reversed(range(len(steps))):
             t = time.perf_counter()
-            bwd[i](V, n, False)
+            run(V, n, False, TIMED_BACKWARD, i)
             if keep:
                 backward_t[i].append(time.perf_counter() - t)
     call = float(np.median(overhead))
