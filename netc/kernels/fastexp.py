@@ -62,7 +62,8 @@ def _bits_of_float32(typingctx, x):
 
 @intrinsic
 def fma32(typingctx, a, b, c):
-    """a * b + c rounded once (LLVM's fma: one instruction on every x86 CPU with AVX2; it vectorises)."""
+    """a * b + c rounded once (LLVM's fma: one instruction on every x86 CPU with AVX2, where it
+    vectorises; elsewhere libm's fmaf, the same result, slower)."""
     if not all(arg == types.float32 for arg in (a, b, c)):
         return None
 
