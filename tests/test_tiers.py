@@ -367,6 +367,21 @@ print(compiled.compile_entries(entries), compiled.missing(entries) == [], flush=
     assert process.wait(timeout=120) == 0 and out.split() == [b"1", b"True"], out  # it compiled confusion_add only
 
 
+def test_compile_lock_says_when_another_holds_it_and_gives_way_where_no_lock_can_be_taken(tmp_path):
+    from netc.compiled import compile_lock
+
+    path = tmp_path / "locks" / "k.lock"
+    with compile_lock(path, wait=False) as first:
+        assert first is True and path.exists()
+        with compile_lock(path, wait=False) as second:  # another open file: as another process would hold it
+            assert second is False
+    with compile_lock(path, wait=False) as again:  # released with the first
+        assert again is True
+    (tmp_path / "a-file").write_text("")
+    with compile_lock(tmp_path / "a-file" / "k.lock", wait=True) as unusable:  # no folder for the lock
+        assert unusable is True, "compiles without a lock rather than not at all"
+
+
 def _entries_of(spec: str, kernel: str) -> list:
     model = Model(build_graph(load_spec(SPECS / f"{spec}.yaml")), tier=PYTHON)
     return [entry for entry in model.kernels_called() if entry[1] == kernel]
