@@ -195,8 +195,16 @@ class FunctionCache(caching.FunctionCache):
                                         self._impl.locator.get_source_stamp())
 
     def load_overload(self, sig, target_context):
+        # Numba's load_overload first refreshes the target context (imports every lowering module
+        # and installs their registries: 0.3 s, once per process) although rebuilding machine code
+        # needs none of it; a compile refreshes it itself (numba.core.compiler), so a process that
+        # only loads cached code skips it.
         try:
-            return super().load_overload(sig, target_context)
+            from numba.core.runtime import rtsys
+
+            rtsys.initialize(target_context)  # what loaded code does need: the runtime (allocation)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
         except Exception as exc:  # e.g. machine code that does not link: compile it again
             warn_once(f"cache entry for {self._name} {sig} was unreadable ({exc}); recompiling")
             return None

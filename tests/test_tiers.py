@@ -385,3 +385,37 @@ def test_compile_lock_says_when_another_holds_it_and_gives_way_where_no_lock_can
 def _entries_of(spec: str, kernel: str) -> list:
     model = Model(build_graph(load_spec(SPECS / f"{spec}.yaml")), tier=PYTHON)
     return [entry for entry in model.kernels_called() if entry[1] == kernel]
+
+
+_CACHED = '''
+import numpy as np
+from netc.jit import kernel
+
+@kernel
+def filled(x):
+    return np.full(4, x)  # allocates: the loaded code needs Numba's runtime
+'''
+# counts Numba's target refreshes, calls the cached kernel, then compiles something new in-process
+_LOAD_THEN_COMPILE = ("import sys; sys.path.insert(0, '.'); from numba.core import base; calls = []; "
+                      "original = base.BaseContext.refresh; "
+                      "base.BaseContext.refresh = lambda self: (calls.append(1), original(self))[1]; "
+                      "import cached; print(cached.filled(2.0).tolist(), sum(cached.filled.stats.cache_misses.values()),"
+                      " len(calls)); "
+                      "from numba import njit; print(njit(lambda x: np.ones(2) * x)(3.0).tolist(), len(calls) > 0)")
+
+
+def test_a_process_that_loads_cached_code_skips_numbas_refresh(tmp_path):
+    """Loading cached machine code needs Numba's runtime, not its lowering registries (a 0.3 s
+    refresh of the target context, netc.codecache); a compile later in the process still refreshes."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cached.py").write_text(_CACHED)
+    env = {**os.environ, "NETC_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-c", "import numpy as np; " + _LOAD_THEN_COMPILE]
+    first = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0].startswith("[2.0, 2.0, 2.0, 2.0] 1 "), first.stdout  # compiled: a miss
+    second = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines() == ["[2.0, 2.0, 2.0, 2.0] 0 0", "[3.0, 3.0] True"], second.stdout
