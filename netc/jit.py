@@ -8,6 +8,7 @@ same in every tier and on every x86-64 CPU with AVX2, BLAS and libm aside. NaN/i
 kept, so a diverging run is still detected.
 """
 
+import functools
 import os
 
 from numba import njit, types
@@ -136,6 +137,20 @@ def load_cython_blas() -> None:
                 del sys.modules[name]
                 break
     import scipy.linalg.cython_blas  # noqa: F401
+
+
+@functools.lru_cache(maxsize=1)
+def blas_small_kernels() -> bool:
+    """Whether the OpenBLAS netc's kernels call runs small products with its unpacked small-matrix
+    kernels (its SkylakeX family of CPU kernels; not Haswell's, which OPENBLAS_CORETYPE=Haswell
+    selects on the same CPU), whose speed depends on how the operands are stored
+    (netc.kernels.gemm_sizes)."""
+    load_cython_blas()
+    from threadpoolctl import ThreadpoolController
+
+    found = [lib for lib in ThreadpoolController().lib_controllers if lib.internal_api == "openblas"]
+    ours = [lib for lib in found if "scipy" in os.path.basename(lib.filepath or "")] or found  # SciPy's: see blas.py
+    return bool(ours) and (ours[0].architecture or "") in ("SkylakeX", "Cooperlake", "SapphireRapids")
 
 
 _blas_threads: int | None = None  # what prepare_threads last set

@@ -1,6 +1,7 @@
 """Buffer planning: one arena per kind of storage, offsets fixed at compile time.
 
-- P/G: parameters and their gradients (same layout; sharers point at the owner);
+- P/G: parameters and their gradients (same layout; sharers point at the owner); a 2-D parameter
+  may be stored transposed where its op runs faster so (OpDef.transposed; Region.transposed);
 - S: optimizer state, `slots` copies of the P layout;
 - A/D: activations and their gradients, `batch` rows per tensor; views
   (flatten, reshape, identity) reuse their input's region; per-sample arrays an op
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from netc.compiler.steps import LossStep, Step, parallel_chunks
 from netc.graph.ir import Graph
+from netc.jit import blas_small_kernels
 from netc.ops.base import REGISTRY, PlanFacts, numel
 from netc.ops.scan import scan_steps
 
@@ -30,6 +32,7 @@ class Region:
     per_sample: int  # elements per sample (batch-row arrays) or in all
     slots: int = 0  # a scan's tensor: this many time-major slots of `batch` rows (netc.ops.scan), else 0
     shift: int = 0  # the slot of step t is t + shift (1 for a state's next value: slot 0 holds the zeros)
+    transposed: bool = False  # a parameter stored as its declared shape's transpose (OpDef.transposed)
 
 
 @dataclass
@@ -56,14 +59,28 @@ class BufferPlan:
         return tensor
 
 
+def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], batch: int, chunks: int) -> tuple:
+    """The parameters of `owner` its op stores transposed in this plan: none when another layer shares
+    them (its op would read them too) or inside a scan."""
+    opdef = REGISTRY[owner.op]
+    if opdef.transposed is None or owner.scan is not None or any(
+            node.param_owner == owner.name and node is not owner for node in graph.nodes):
+        return ()
+    facts = PlanFacts(batch, chunks, owner.trainable, bool(needs_grad.get(owner.inputs[0])), blas_small_kernels())
+    names = opdef.transposed(owner.layer, [graph.shape_of(t) for t in owner.inputs], facts)
+    assert all(len(owner.param_shapes[name]) == 2 for name in names), names
+    return names
+
+
 def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_grad: dict[str, bool], batch: int) -> BufferPlan:
     plan = BufferPlan(batch, parallel_chunks(batch))
     # parameters, in graph order of their owners
     offset = 0
     for node in graph.owners:
         plan.params[node.name] = {}
+        transposed = _stored_transposed(graph, node, needs_grad, batch, plan.chunks)
         for pname, shape in node.param_shapes.items():
-            plan.params[node.name][pname] = Region(offset, numel(shape))
+            plan.params[node.name][pname] = Region(offset, numel(shape), transposed=pname in transposed)
             offset += numel(shape)
     plan.param_size = offset
     offset = 0

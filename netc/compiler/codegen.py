@@ -364,7 +364,14 @@ class Emitter:
                     about: str | None = None) -> str:
         region = self.plan.params[node.param_owner][pname]
         offset = slot * self.plan.param_size + region.offset
+        if region.transposed and dims:  # stored [in, out]: the kernel is told so (stored_transposed)
+            dims, about = dims[::-1], f"{about}, stored transposed"
         return self.views.ref(arena, offset, dims or (region.per_sample,), name, about)
+
+    def stored_transposed(self, node, pname: str) -> bool:
+        """Whether the plan stores this 2-D parameter transposed (OpDef.transposed)."""
+        region = self.plan.params.get(node.param_owner, {}).get(pname)
+        return region is not None and region.transposed
 
     def _param_name(self, node, pname: str, dims: tuple) -> str:
         """`fc1_weight`; `fc1_weight_flat` when a tensor of several dimensions is seen flat."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
 from netc.jit import thread_count
+from netc.kernels.gemm_sizes import BLAS_MIN_PRODUCT
 from netc.ops.base import (ACTIVATION, ALIAS, BLAS, EPILOGUE, LOG_PROBABILITIES, MONOTONE, PARALLEL, POOL_EPILOGUE,
                            REGISTRY, STEPPED)
 
@@ -151,7 +152,7 @@ def mark_gradients(graph: Graph, steps: list[Step]) -> dict[str, bool]:
 def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
     """The compiler's one cost decision: a BLAS call costs ~1 µs of overhead, which plain
     loops beat for tiny products (the lecture's 3-4-3-2 MLP at one sample per step)."""
-    return batch * fan_in * fan_out >= 8192
+    return batch * fan_in * fan_out >= BLAS_MIN_PRODUCT
 
 
 def cores() -> int:

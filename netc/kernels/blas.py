@@ -14,6 +14,7 @@ from numba.extending import intrinsic, register_jitable
 from numba.np.linalg import check_blas_return, ensure_blas
 
 from netc.jit import load_cython_blas
+from netc.kernels.gemm_sizes import SMALL_GEMM
 
 load_cython_blas()  # Numba's helper binds sgemm/dgemm from it
 
@@ -72,12 +73,7 @@ def gemm(typingctx, trans_a, trans_b, m, n, k, a, a_off, lda, b, b_off, ldb, bet
     return sig, codegen
 
 
-# m*n*k at or below which OpenBLAS runs a product with its small-matrix kernels (SkylakeX), which
-# skip packing the operands. Measured for an LSTM step, [16, 128] @ [128, 512]: 61 GFLOP/s in blocks
-# of 256 columns against 30 whole; [32, 512] @ [512, 128]: 62 against 45; from 64 rows on, blocks
-# gained nothing (128 rows: 71 against 80); with OpenBLAS's AVX2 kernels, within 5% either way.
-SMALL_GEMM = 1 << 19
-SMALL_ROWS = 32
+SMALL_ROWS = 32  # rows of a product that gemm_columns splits into blocks of columns (SMALL_GEMM: gemm_sizes)
 
 
 @register_jitable

@@ -1,4 +1,5 @@
-"""linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work)."""
+"""linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work).
+`transposed`: the plan stores W transposed, w (I, O), where that makes the products faster (netc.ops.dense)."""
 
 import numpy as np
 
@@ -8,19 +9,22 @@ from netc.kernels.blas import gemm
 
 
 @kernel
-def linear_forward(x, w, b, has_bias, y, act, alpha, blas):
-    # x (n, I)  w (O, I)  b (O,)  y (n, O)
+def linear_forward(x, w, b, has_bias, y, act, alpha, blas, transposed):
+    # x (n, I)  w (O, I), or (I, O) when transposed  b (O,)  y (n, O)
     n, fan_in = x.shape
-    out = w.shape[0]
+    out = y.shape[1]
     if blas:
-        gemm(False, True, n, out, fan_in, x, 0, fan_in, w, 0, fan_in, 0.0, y, 0, out)
+        if transposed:
+            gemm(False, False, n, out, fan_in, x, 0, fan_in, w, 0, out, 0.0, y, 0, out)
+        else:
+            gemm(False, True, n, out, fan_in, x, 0, fan_in, w, 0, fan_in, 0.0, y, 0, out)
         bias_act(y, b, has_bias, act, alpha)
     else:  # the activation applied to z before it is stored (rounded to y's type)
         for s in range(n):
             for o in range(out):
                 z = b[o] if has_bias else 0.0
                 for i in range(fan_in):
-                    z += x[s, i] * w[o, i]
+                    z += x[s, i] * (w[i, o] if transposed else w[o, i])
                 if act == NONE:
                     y[s, o] = z
                 elif act == RELU:
@@ -52,10 +56,12 @@ def bias_act(y, b, add_bias, act, alpha):
 
 
 @kernel
-def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, blas):
-    # x (n, I)  w (O, I)  y, dy (n, O)  dx (n, I)  dw (O, I)  db (O,); acc_*: add to the gradient, not assign
+def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, blas,
+                    transposed):
+    # x (n, I)  w, dw (O, I), or (I, O) when transposed  y, dy (n, O)  dx (n, I)  db (O,); acc_*: add to the
+    # gradient, not assign
     n, fan_in = x.shape
-    out = w.shape[0]
+    out = dy.shape[1]
     if act != 0:
         for s in range(n):
             for o in range(out):  # the ReLU's code a constant: vectorised (see activation.act_backward)
@@ -75,7 +81,9 @@ def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_d
                 for s in range(n):
                     total += dy[s, o]
                 db[o] = db[o] + total if acc_dw else total
-        if blas:  # dw (+)= dy.T @ x
+        if blas and transposed:  # dw^T (+)= x.T @ dy
+            gemm(True, False, fan_in, out, n, x, 0, fan_in, dy, 0, out, 1.0 if acc_dw else 0.0, dw, 0, out)
+        elif blas:  # dw (+)= dy.T @ x
             gemm(True, False, out, fan_in, n, dy, 0, out, x, 0, fan_in, 1.0 if acc_dw else 0.0, dw, 0, fan_in)
         else:
             for o in range(out):
@@ -83,14 +91,19 @@ def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_d
                     total = 0.0
                     for s in range(n):
                         total += dy[s, o] * x[s, i]
-                    dw[o, i] = dw[o, i] + total if acc_dw else total
+                    if transposed:
+                        dw[i, o] = dw[i, o] + total if acc_dw else total
+                    else:
+                        dw[o, i] = dw[o, i] + total if acc_dw else total
     if need_dx:
-        if blas:  # dx (+)= dy @ w
+        if blas and transposed:  # dx (+)= dy @ (w^T)^T
+            gemm(False, True, n, fan_in, out, dy, 0, out, w, 0, out, 1.0 if acc_dx else 0.0, dx, 0, fan_in)
+        elif blas:  # dx (+)= dy @ w
             gemm(False, False, n, fan_in, out, dy, 0, out, w, 0, fan_in, 1.0 if acc_dx else 0.0, dx, 0, fan_in)
         else:
             for s in range(n):
                 for i in range(fan_in):
                     total = 0.0
                     for o in range(out):
-                        total += dy[s, o] * w[o, i]
+                        total += dy[s, o] * (w[i, o] if transposed else w[o, i])
                     dx[s, i] = dx[s, i] + total if acc_dx else total

@@ -88,6 +88,8 @@ class PlanFacts:
     batch: int
     chunks: int  # parallel chunks of the batch in a PARALLEL op (one per core)
     trains: bool = True  # the step computes this op's parameter gradients
+    input_grads: bool = True  # something upstream needs the gradient of the op's (first) input
+    blas_small_kernels: bool = False  # BLAS runs small products unpacked, at a rate that depends on the layout
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ class OpDef:
     constant: Callable | None = None  # layer -> {"weight": index}: entries never trained (a padding row); gradcheck skips them
     hyper: Callable | None = None  # layer -> {"p": 0.25}: hyperparameters its emitters read from H (e.hyper), not the source
     initializer: Callable | None = None  # (layer, tensor name) -> Initializer: an op's own choice per tensor (rnn: U(±1/sqrt(H)))
+    # (layer, shapes, PlanFacts) -> names of 2-D parameters the plan stores transposed (its emitters and
+    # kernels read them so; every API sees the declared shape: Model.param_views). Unshared owners only.
+    transposed: Callable | None = None
 
     def is_(self, category: str) -> bool:
         return category in self.categories

@@ -66,19 +66,19 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
     rng = np.random.default_rng(seed + 1)
     results = []
     for name, grad in analytic.items():
-        flat = weights[name].reshape(-1)
+        view = weights[name]  # perturbed through the view: a parameter stored transposed has no flat view
         entries = _trained_entries(graph, name, weights[name].shape)
         picks = entries if entries.size <= max_entries else rng.choice(entries, max_entries, replace=False)
         worst_rel = worst_abs = 0.0
         for i in picks:
             exact = grad.reshape(-1)[i]
             for step in (eps, eps / 10, eps / 100, eps * 10):
-                numeric = _central_difference(evaluate, flat, i, step)
+                numeric = _central_difference(evaluate, view, np.unravel_index(i, view.shape), step)
                 if relative_error(numeric, exact) <= tolerance:
                     break
             worst_rel = max(worst_rel, relative_error(numeric, exact))
             worst_abs = max(worst_abs, abs(numeric - exact))
-        results.append(TensorCheck(name, name.rsplit(".", 1)[0], len(picks), flat.size, worst_rel, worst_abs))
+        results.append(TensorCheck(name, name.rsplit(".", 1)[0], len(picks), view.size, worst_rel, worst_abs))
     return results
 
 
@@ -119,11 +119,11 @@ def _evaluator(model: Model, arrays, training: bool, seed: int):
     return evaluate
 
 
-def _central_difference(evaluate, flat: np.ndarray, i: int, step: float) -> float:
-    saved = flat[i]
-    flat[i] = saved + step
+def _central_difference(evaluate, tensor: np.ndarray, index: tuple, step: float) -> float:
+    saved = tensor[index]
+    tensor[index] = saved + step
     up, _ = evaluate()
-    flat[i] = saved - step
+    tensor[index] = saved - step
     down, _ = evaluate()
-    flat[i] = saved
+    tensor[index] = saved
     return (up - down) / (2 * step)

@@ -104,12 +104,15 @@ class Model:
 
     # ------------------------------------------------------------------ parameters
     def param_views(self, arena: np.ndarray) -> dict[str, np.ndarray]:
-        """Named views (`fc1.weight`, shaped as PyTorch) into an arena with the parameter layout (P, G or a slot of S)."""
+        """Named views (`fc1.weight`, shaped as PyTorch) into an arena with the parameter layout (P, G or a slot of S).
+        A parameter the plan stores transposed is seen through a transposed view: reading, writing and
+        copying it (`view.copy()`: C order) all see the declared shape."""
         views = {}
         for node in self.graph.owners:
             for pname, shape in node.param_shapes.items():
                 region = self.plan.buffers.params[node.name][pname]
-                views[f"{node.name}.{pname}"] = arena[region.offset:region.offset + region.per_sample].reshape(shape)
+                stored = arena[region.offset:region.offset + region.per_sample]
+                views[f"{node.name}.{pname}"] = stored.reshape(shape[::-1]).T if region.transposed else stored.reshape(shape)
         return views
 
     def state_views(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,168 @@
+"""A weight the plan stores transposed (netc.ops.dense._transposed): where the rule applies, the
+kernels' transposed paths against the reference, and that nothing outside the plan can tell
+(Model.param_views: weights, gradients, optimizer state and checkpoints keep the declared shape)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import reference as ref
+from helpers import build
+from netc.compiler import buffers, compile_graph
+from netc.kernels.dense import linear_backward, linear_forward
+from netc.ops.dense import LINEAR
+from netc.runtime.model import Model
+
+MLP = """
+netc: 1
+name: layout
+inputs:
+  x: {shape: [64]}
+  label: {shape: [], dtype: int64, classes: 10}
+layers:
+  - {name: fc1, op: linear, out: 128}
+  - {name: relu1, op: relu}
+  - {name: fc2, op: linear, out: 10}
+loss: {op: cross_entropy, input: fc2, target: label}
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9}
+train: {batch: 32, epochs: 1, seed: 0}
+"""
+
+SHARED = """
+netc: 1
+name: layout_shared
+inputs:
+  a: {shape: [64]}
+  b: {shape: [64]}
+  label: {shape: [], dtype: int64, classes: 2}
+layers:
+  - {name: enc_a, op: linear, in: a, out: 32}
+  - {name: enc_b, op: linear, in: b, out: 32, share: enc_a}
+  - {name: both, op: concat, in: [enc_a, enc_b]}
+  - {name: head, op: linear, out: 2}
+loss: {op: cross_entropy, input: head, target: label}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 32, epochs: 1, seed: 0}
+"""
+
+
+@pytest.fixture(autouse=True)
+def small_kernels(monkeypatch):
+    """As on a CPU where OpenBLAS runs its SkylakeX kernels (the layout is correct on any CPU)."""
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
+
+
+def transposed(text: str, batch: int) -> set[str]:
+    plan = compile_graph(build(text), batch)
+    return {f"{owner}.{name}" for owner, regions in plan.buffers.params.items()
+            for name, region in regions.items() if region.transposed}
+
+
+def test_the_rule():
+    """A first layer (no gradient into its input) whose product is BLAS's small kind; never a layer
+    with a dx (fc2), a product of the packed kind (batch 256), or a weight another layer shares."""
+    assert transposed(MLP, 32) == {"fc1.weight"}
+    assert transposed(MLP, 1) == {"fc1.weight"}  # 64 * 128 multiply-adds: BLAS, small
+    assert transposed(MLP, 256) == set()  # 2 M multiply-adds: OpenBLAS packs; x W^T is as fast
+    assert transposed(MLP.replace("x: {shape: [64]}", "x: {shape: [3]}").replace("out: 128", "out: 4"), 32) == set()
+    assert transposed(SHARED, 32) == set()
+
+
+def test_never_where_blas_packs_every_product(monkeypatch):
+    """OpenBLAS's AVX2 kernels (and any other BLAS) pack small products too: weights as declared."""
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: False)
+    assert transposed(MLP, 32) == set()
+
+
+def test_openblas_haswell_kernels_have_no_small_matrix_path():
+    """What the docs pages run with (OPENBLAS_CORETYPE=Haswell, tests/test_docs.py): the rule is off."""
+    code = "from netc.jit import blas_small_kernels; print(blas_small_kernels())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OPENBLAS_CORETYPE": "Haswell"})
+    assert done.stdout.strip() == "False", done.stdout + done.stderr
+
+
+def _data(count: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(count, 64)), "label": rng.integers(0, 10, count)}
+
+
+def _declared(batch: int, dtype: str = "float64") -> Model:
+    """The same spec with every weight stored as declared (the rule switched off for its plan)."""
+    rule = LINEAR.transposed
+    object.__setattr__(LINEAR, "transposed", None)  # OpDef is frozen
+    try:
+        return Model(build(MLP), dtype=dtype, batch=batch, seed=0, tier="python")
+    finally:
+        object.__setattr__(LINEAR, "transposed", rule)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_training_matches_the_declared_layout(dtype):
+    """Three epochs with momentum: the same weights, optimizer state and gradients as a plan that
+    stores W as declared (to rounding: BLAS may order a product's sums otherwise), all [out, in]."""
+    stored = Model(build(MLP), dtype=dtype, batch=32, seed=0, tier="python")
+    declared = _declared(32, dtype)
+    assert stored.plan.buffers.params["fc1"]["weight"].transposed
+    assert not declared.plan.buffers.params["fc1"]["weight"].transposed
+    data = _data(100)
+    for epoch in range(3):
+        order = np.random.default_rng(epoch).permutation(100)
+        for model in (stored, declared):
+            model.train_epoch(model.prepare(data), order, seed=epoch)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-12, "atol": 1e-13}
+    for got, want in ((stored.get_weights(), declared.get_weights()),
+                      (stored.optimizer_state(), declared.optimizer_state()),
+                      (stored.gradients(), declared.gradients())):
+        assert got.keys() == want.keys()
+        for name in got:
+            assert got[name].shape == want[name].shape
+            assert got[name].flags.c_contiguous
+            np.testing.assert_allclose(got[name], want[name], err_msg=name, **tolerance)
+    assert stored.get_weights()["fc1.weight"].shape == (128, 64)
+
+
+def test_checkpoint_moves_between_layouts():
+    """Weights and optimizer state saved from a transposed plan and loaded into one of each layout:
+    both continue to the same numbers, and the transposed one exactly as the original does."""
+    original = Model(build(MLP), dtype="float64", batch=32, seed=0, tier="python")
+    data = _data(64, seed=3)
+    original.train_epoch(original.prepare(data), np.arange(64))
+    weights, state = original.get_weights(), original.optimizer_state()
+    again = Model(build(MLP), dtype="float64", batch=32, seed=1, tier="python")
+    declared = _declared(32)
+    for model in (again, declared):
+        model.set_weights(weights, strict=True)
+        model.set_optimizer_state(state, original.step)
+    for model in (original, again, declared):
+        model.train_epoch(model.prepare(data), np.arange(63, -1, -1))
+    for name, value in original.get_weights().items():
+        np.testing.assert_array_equal(again.get_weights()[name], value, err_msg=name)
+        np.testing.assert_allclose(declared.get_weights()[name], value, rtol=1e-12, atol=1e-13, err_msg=name)
+
+
+@pytest.mark.parametrize("blas", [True, False])
+@pytest.mark.parametrize("acc", [False, True])
+def test_kernels_with_a_transposed_weight(blas, acc):
+    """linear_forward / linear_backward given w as [in, out]: the reference's y, dx, dw (stored
+    [in, out]) and db, for the BLAS and the loop paths, assigning and accumulating."""
+    rng = np.random.default_rng(7)
+    n, fan_in, out = 5, 6, 4
+    x, w, b = rng.normal(size=(n, fan_in)), rng.normal(size=(out, fan_in)), rng.normal(size=out)
+    dy = rng.normal(size=(n, out))
+    w_stored = np.ascontiguousarray(w.T)
+    y = np.zeros((n, out))
+    linear_forward(x, w_stored, b, True, y, 0, 0.0, blas, True)
+    np.testing.assert_allclose(y, ref.linear_forward(x, w, b), rtol=1e-12)
+    dx, dw, db = (rng.normal(size=(n, fan_in)), rng.normal(size=(fan_in, out)), rng.normal(size=out))
+    before = (dx.copy(), dw.copy(), db.copy())
+    linear_backward(x, w_stored, y, dy.copy(), 0, 0.0, dx, True, acc, dw, db, True, acc, True, blas, True)
+    want_dx, want_dw, want_db = ref.linear_backward(dy, x, w)
+    np.testing.assert_allclose(dx, want_dx + (before[0] if acc else 0), rtol=1e-12)
+    np.testing.assert_allclose(dw, want_dw.T + (before[1] if acc else 0), rtol=1e-12)
+    np.testing.assert_allclose(db, want_db + (before[2] if acc else 0), rtol=1e-12)
