@@ -166,3 +166,16 @@ def test_kernels_with_a_transposed_weight(blas, acc):
     np.testing.assert_allclose(dx, want_dx + (before[0] if acc else 0), rtol=1e-12)
     np.testing.assert_allclose(dw, want_dw.T + (before[1] if acc else 0), rtol=1e-12)
     np.testing.assert_allclose(db, want_db + (before[2] if acc else 0), rtol=1e-12)
+
+
+def test_inspect_plan_says_which_weight_is_stored_transposed():
+    import io
+
+    from rich.console import Console
+
+    from netc.compiler.describe import plan_renderable
+
+    console = Console(width=300, record=True, file=io.StringIO())
+    console.print(plan_renderable(compile_graph(build(MLP), 32), show_source=False))
+    text = console.export_text()
+    assert "BLAS, weight stored transposed" in text and text.count("stored transposed") == 1, text

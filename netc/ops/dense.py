@@ -107,7 +107,7 @@ def _backward(e, step):
 def _notes(e, step):
     out, fan_in = step.node.param_shapes["weight"]
     notes = ["BLAS" if e.use_blas(fan_in * _steps(e, step), out) else "loops"]
-    return notes + (["weight stored [in, out]"] if e.stored_transposed(step.node, "weight") else [])
+    return notes + (["weight stored transposed"] if e.stored_transposed(step.node, "weight") else [])
 
 
 def _onnx(ctx, node):
