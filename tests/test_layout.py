@@ -92,12 +92,12 @@ def _data(count: int, seed: int = 0) -> dict:
     return {"x": rng.normal(size=(count, 64)), "label": rng.integers(0, 10, count)}
 
 
-def _declared(batch: int, dtype: str = "float64") -> Model:
+def _declared(batch: int, dtype: str = "float64", text: str = MLP) -> Model:
     """The same spec with every weight stored as declared (the rule switched off for its plan)."""
     rule = LINEAR.transposed
     object.__setattr__(LINEAR, "transposed", None)  # OpDef is frozen
     try:
-        return Model(build(MLP), dtype=dtype, batch=batch, seed=0, tier="python")
+        return Model(build(text), dtype=dtype, batch=batch, seed=0, tier="python")
     finally:
         object.__setattr__(LINEAR, "transposed", rule)
 
@@ -125,6 +125,31 @@ def test_training_matches_the_declared_layout(dtype):
             assert got[name].flags.c_contiguous
             np.testing.assert_allclose(got[name], want[name], err_msg=name, **tolerance)
     assert stored.get_weights()["fc1.weight"].shape == (128, 64)
+
+
+@pytest.mark.parametrize("variant", [
+    {"{name: fc1, op: linear, out: 128}": "{name: fc1, op: linear, out: 128, trainable: false}"},
+    {"{name: fc1, op: linear, out: 128}": "{name: fc1, op: linear, out: 128, lr_mult: 0.5, bias: false}",
+     "optimizer: {type: sgd, lr: 0.1, momentum: 0.9}": "optimizer: {type: adam, lr: 0.01, weight_decay: 0.1}"},
+], ids=["frozen", "lr_mult-no-bias-adam-decay"])
+def test_frozen_scaled_and_decayed_weights_in_both_layouts(variant):
+    """A frozen first layer stays as it was; lr_mult, weight decay and Adam's moments act on the same
+    entries whichever way the weight is stored."""
+    text = MLP
+    for old, new in variant.items():
+        text = text.replace(old, new)
+    stored = Model(build(text), dtype="float64", batch=32, seed=0, tier="python")
+    declared = _declared(32, text=text)
+    assert stored.plan.buffers.params["fc1"]["weight"].transposed
+    start = stored.get_weights()["fc1.weight"]
+    data = _data(96, seed=5)
+    for model in (stored, declared):
+        for epoch in range(2):
+            model.train_epoch(model.prepare(data), np.random.default_rng(epoch).permutation(96), seed=epoch)
+    for name, value in declared.get_weights().items():
+        np.testing.assert_allclose(stored.get_weights()[name], value, rtol=1e-12, atol=1e-13, err_msg=name)
+    moved = not np.array_equal(stored.get_weights()["fc1.weight"], start)
+    assert moved == ("trainable: false" not in text)
 
 
 def test_checkpoint_moves_between_layouts():
