@@ -63,8 +63,7 @@ def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], batch: 
     """The parameters of `owner` its op stores transposed in this plan: none when another layer shares
     them (its op would read them too) or inside a scan."""
     opdef = REGISTRY[owner.op]
-    if opdef.transposed is None or owner.scan is not None or any(
-            node.param_owner == owner.name and node is not owner for node in graph.nodes):
+    if opdef.transposed is None or owner.scan is not None or any(node.owner == owner.name for node in graph.nodes):
         return ()
     facts = PlanFacts(batch, chunks, owner.trainable, bool(needs_grad.get(owner.inputs[0])), blas_small_kernels())
     names = opdef.transposed(owner.layer, [graph.shape_of(t) for t in owner.inputs], facts)

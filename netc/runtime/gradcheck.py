@@ -67,7 +67,7 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
     results = []
     for name, grad in analytic.items():
         view = weights[name]  # perturbed through the view: a parameter stored transposed has no flat view
-        entries = _trained_entries(graph, name, weights[name].shape)
+        entries = _trained_entries(graph, name, view.shape)
         picks = entries if entries.size <= max_entries else rng.choice(entries, max_entries, replace=False)
         worst_rel = worst_abs = 0.0
         for i in picks:

@@ -2,8 +2,9 @@
 
 Each step runs by one compiled function (`run` of netc.compiler.module.generate_timing_source,
 told which step), called from Python in plan order on a random batch; the cost of a call that
-runs no step (unboxing the view tuple, binding the views) is measured and subtracted. A full training step is timed separately inside the compiled epoch
-loop, where no Python runs between kernels.
+runs no step (unboxing the view tuple, binding the views) is measured and subtracted. A full
+training step is timed separately inside the compiled epoch loop, where no Python runs between
+kernels.
 """
 
 from __future__ import annotations
