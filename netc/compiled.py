@@ -151,11 +151,21 @@ def _worker() -> None:
     for module in pkgutil.iter_modules(netc.kernels.__path__):
         importlib.import_module(f"netc.kernels.{module.name}")
     machine_tag()
+    _start_numbas_compiler()
     jobs = sys.stdin.buffer
     while len(head := jobs.read(8)) == 8:
         compile_entries(pickle.loads(jobs.read(int.from_bytes(head, "little"))))
         answers.write(b"done\n")
         answers.flush()
+    os._exit(0)  # every cache file is written and closed by now; tearing Numba down would cost ~0.3 s
+
+
+def _start_numbas_compiler() -> None:
+    """Compile a trivial function: Numba's first compile in a process sets up LLVM and its pipeline
+    (~0.1 s), which this does while the process that started the worker still builds its plan."""
+    from numba import njit, types
+
+    njit(lambda x: x + 1).compile((types.int64,))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,14 @@ def kernel(fn):
     return dispatcher
 
 
+def helper(fn):
+    """A compiled function that only kernels call (an activation, im2col). Numba links its code into
+    each caller, whose cache entry holds it, so it needs no Python entry point, C wrapper or cache
+    entry of its own: those were half of its compile (act_value 0.68 -> 0.35 s, im2col 0.60 -> 0.31).
+    Python cannot call it; a test calls it through a kernel."""
+    return njit(fastmath=FASTMATH, nogil=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)
+
+
 def parallel_kernel(fn):
     """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
     with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a

@@ -311,7 +311,8 @@ def test_compile_workers_share_the_work_and_leave(fresh_cache, monkeypatch):
     assert len(early) == kernel_library.PROCESSES
     entries = [entry for name in ("seed_rng", "stage_labels", "copy_rows") for entry in _entries_of("xor", name)]
     assert kernel_library.compile_missing(entries) == [] and kernel_library.missing(entries) == []
-    assert all(worker.poll() is not None for worker in early) and kernel_library._early == []
+    # nobody waits for their exit, but they leave by themselves once their stdin closes
+    assert all(worker.wait(timeout=60) == 0 for worker in early) and kernel_library._early == []
     # a worker that dies at its first job
     real = kernel_library._start_workers
 
@@ -327,6 +328,22 @@ def test_compile_workers_share_the_work_and_leave(fresh_cache, monkeypatch):
     assert len(left) <= 1 and set(left) <= set(more)  # the living worker compiled the rest
     kernel_library.start_early()  # the cache has kernels now: no early start
     assert kernel_library._early == []
+
+
+def test_the_largest_compiles_are_handed_out_first():
+    """A kernel's compile cost counts the activations it calls (linear_forward's are larger than its own
+    code) and a prange region twice, so the two workers end together instead of one waiting on a
+    linear kernel handed out last."""
+    from netc.compiler import kernel_library
+
+    entries = {entry[1]: entry for entry in Model(build_graph(load_spec(SPECS / "digits-cnn.yaml")),
+                                                  tier=PYTHON).kernels_called()}
+    cost = {name: kernel_library._cost(entry) for name, entry in entries.items()}
+    own = len(kernel_library.dispatcher(entries["linear_forward"]).py_func.__code__.co_code)
+    assert cost["linear_forward"] > 2 * own  # bias_act, act_value and the parametrised activations
+    assert cost["conv_backward"] > cost["linear_backward"] > cost["cross_entropy"] > cost["stage_rows"]
+    serial = entries["conv_backward"][:1] + ("conv_backward.serial",) + entries["conv_backward"][2:]
+    assert cost["conv_backward"] == 2 * kernel_library._cost(serial)
 
 
 def test_a_kernel_another_process_is_compiling_is_waited_for_not_compiled_again(fresh_cache):

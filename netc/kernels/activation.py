@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from netc.jit import kernel
+from netc.jit import helper, kernel
 
 # the codes of netc/ops/activation.py (each op's `Activation.code`); 0 is "no activation"
 NONE, RELU, SIGMOID, TANH, LEAKY_RELU, ELU, GELU, GELU_TANH, SILU = 0, 1, 2, 3, 4, 5, 6, 7, 8
@@ -16,7 +16,7 @@ _SQRT_2_OVER_PI = 0.7978845608028654
 _GELU_CUBIC = 0.044715
 
 
-@kernel
+@helper
 def act_value(z, act, alpha):
     """act(z); alpha is the activation's parameter (leaky_relu's slope, elu's alpha). Small on
     purpose, so that it inlines into the epilogue loops; the parametrised activations are apart."""
@@ -35,7 +35,7 @@ def act_value(z, act, alpha):
     return _act_parametrised(z, act, alpha)
 
 
-@kernel
+@helper
 def _act_parametrised(z, act, alpha):
     if act == LEAKY_RELU:
         return z if z > 0 else z * alpha
@@ -50,7 +50,7 @@ def _act_parametrised(z, act, alpha):
     return z * 1.0
 
 
-@kernel
+@helper
 def _sigmoid(z):
     # two branches keep exp from overflowing
     if z >= 0:
@@ -59,7 +59,7 @@ def _sigmoid(z):
     return e / (1 + e)
 
 
-@kernel
+@helper
 def act_grad(v, act, alpha):
     """d act / dz. For the activations that may fuse into an epilogue, v is the output y = act(z)
     (all the backward keeps); for gelu, whose derivative needs z, v is the input z."""
@@ -85,7 +85,7 @@ def act_grad(v, act, alpha):
     return 1
 
 
-@kernel
+@helper
 def act_chain(dy, v, act, alpha):
     """The gradient before the activation from the one after it: dy * act'(z), v as in act_grad.
     The projection rules gate by the signal's sign instead (they are not derivatives):

@@ -14,11 +14,11 @@ a fixed order once per step, so results do not depend on which thread ran what.
 
 from numba import prange, uint64
 
-from netc.jit import kernel, parallel_kernel
+from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import RELU, act_chain, act_value
 from netc.kernels.blas import gemm
 
-@kernel
+@helper
 def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # sample s of x -> columns p0 .. p0 + OH*OW of cols (K, *): row (c, ki, kj), column (oi, oj); padding reads 0.
     # Indices are cast to unsigned (all are >= 0 where used): a signed index makes Numba wrap negative ones
@@ -43,7 +43,7 @@ def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
                 k += 1
 
 
-@kernel
+@helper
 def col2im_add(cols, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # the transpose of im2col: columns p0 .. p0 + OH*OW of cols summed into sample s of dx (unsigned
     # indices as in im2col; each element of dx still receives its terms in the same order)

@@ -3,7 +3,7 @@
 
 import numpy as np
 
-from netc.jit import kernel
+from netc.jit import helper, kernel
 from netc.kernels.activation import NONE, RELU, act_chain, act_value
 from netc.kernels.blas import gemm
 
@@ -33,7 +33,7 @@ def linear_forward(x, w, b, has_bias, y, act, alpha, blas, transposed):
                     y[s, o] = act_value(z, act, alpha)
 
 
-@kernel
+@helper
 def bias_act(y, b, add_bias, act, alpha):
     """y = act(y + b) in place, y (n, O). The common epilogues (none, relu) have loops of their own:
     a loop that can reach the other activations' code is not vectorised (2-3x slower epilogues)."""

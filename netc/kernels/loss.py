@@ -5,10 +5,10 @@ when need_grad, writes the gradient of the mean loss into its input's gradient b
 
 import numpy as np
 
-from netc.jit import kernel
+from netc.jit import helper, kernel
 
 
-@kernel
+@helper
 def _argmax_row(z, s):
     best = 0
     for j in range(1, z.shape[1]):
@@ -17,7 +17,7 @@ def _argmax_row(z, s):
     return best
 
 
-@kernel
+@helper
 def _put(d, s, j, g, weight, acc):
     # the loss's share of the gradient: weight 1.0 leaves g as it is (a single loss's plan)
     if acc:
