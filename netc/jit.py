@@ -19,13 +19,16 @@ from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
 
 FASTMATH = {"nsz"}
+# no C wrapper: nothing calls netc's compiled code by address (a plan links its kernels, the Python tier
+# calls them through their Python entry points), and each wrapper costs ~15 ms of a cold compile
+_FLAGS = dict(fastmath=FASTMATH, nogil=True, no_cfunc_wrapper=True)
 
 
 def kernel(fn):
     """A private compiled kernel, cached on disk. `.inlined` is the same kernel inlined into its
     caller at Numba-IR level, which tiny plans use: there the cost of a call (and of the reference
     counts of its array arguments) is larger than the work."""
-    dispatcher = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn))
+    dispatcher = _cached(njit(cache=True, **_FLAGS)(fn))
     dispatcher.inlined = njit(fastmath=FASTMATH, nogil=True, inline="always")(fn)
     return dispatcher
 
@@ -35,7 +38,7 @@ def helper(fn):
     each caller, whose cache entry holds it, so it needs no Python entry point, C wrapper or cache
     entry of its own: those were half of its compile (act_value 0.68 -> 0.35 s, im2col 0.60 -> 0.31).
     Python cannot call it; a test calls it through a kernel."""
-    return njit(fastmath=FASTMATH, nogil=True, no_cpython_wrapper=True, no_cfunc_wrapper=True)(fn)
+    return njit(no_cpython_wrapper=True, **_FLAGS)(fn)
 
 
 def parallel_kernel(fn):
@@ -49,16 +52,16 @@ def parallel_kernel(fn):
     across them run in a fixed order after the loop). It compiles in about half the time (Numba
     compiles a parallel region twice), which is what a first run on an empty cache waits for; the
     parallel kernel follows in the background (Model.warm_up)."""
-    dispatcher = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True, parallel=True)(fn))
+    dispatcher = _cached(njit(cache=True, parallel=True, **_FLAGS)(fn))
     dispatcher.inlined = dispatcher
-    dispatcher.serial = _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn), variant="serial")
+    dispatcher.serial = _cached(njit(cache=True, **_FLAGS)(fn), variant="serial")
     dispatcher.serial.inlined = dispatcher.serial  # a twin a plan calls by a name of its own (recurrent_*_one)
     return dispatcher
 
 
 def plan_function(fn):
     """A function of a generated plan module (cached next to its source)."""
-    return _cached(njit(cache=True, fastmath=FASTMATH, nogil=True)(fn))
+    return _cached(njit(cache=True, **_FLAGS)(fn))
 
 
 def python_glue(fn):
