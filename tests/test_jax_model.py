@@ -106,7 +106,7 @@ def _netc(key: str):
     """(graph, data, initial weights, weights after epoch 1, after epoch 2), trained by netc."""
     graph = _graph(key)
     n = _count(graph.spec.train.batch)
-    data = make_data(graph, n)
+    data = next(data for data in (make_data(graph, n, seed) for seed in range(8)) if not _near_tie(graph, data))
     model = Model(graph, tier="python")
     prepared = model.prepare(data)
     order = np.arange(n)  # in order, as the runners go
@@ -115,6 +115,25 @@ def _netc(key: str):
     first = model.get_weights()
     model.train_epoch(prepared, order)
     return graph, data, initial, first, model.get_weights()
+
+
+def _near_tie(graph, data: dict) -> bool:
+    """Whether an epoch on `data` meets a max pool whose two largest inputs are nearer than float32's
+    rounding: there the winner depends on the last bit of the conv before it (seen on an AMD EPYC
+    with OpenBLAS's Haswell kernels: one of seed-cnn's 12,800 conv2 windows, which routed a gradient
+    elsewhere and moved conv2.weight 3% of its step away from PyTorch's and JAX's), so float32 frameworks
+    need not agree beyond summation order. Found as netc's float32 and float64 epochs parting by more
+    than MOVE_RTOL (30x more there); such data is swapped for the next seed's."""
+    if not any(node.op == "maxpool2d" for node in graph.nodes):  # the one op that routes by an argmax
+        return False
+    trained, initial = {}, Model(graph, tier="python").get_weights()  # float32
+    for dtype in ("float32", "float64"):
+        model = Model(graph, tier="python", dtype=dtype)
+        model.set_weights(initial)
+        prepared = model.prepare({k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in data.items()})
+        model.train_epoch(prepared, np.arange(prepared["__count__"]))
+        trained[dtype] = {k: v.astype(np.float32) for k, v in model.get_weights().items()}
+    return _worst(trained["float32"], trained["float64"], initial) >= MOVE_RTOL
 
 
 def _worst(params: dict, expected: dict, initial: dict) -> float:
