@@ -13,9 +13,12 @@ from pathlib import Path
 os.environ["NETC_BACKGROUND_COMPILE"] = "0"
 os.environ["NETC_SERVER"] = "0"  # every `netc` in its own process; tests/test_server.py turns servers on
 
-# the longest files (seconds of one worker, measured on 2 cores): the docs pages ~110-180, the sweeps ~50,
-# the pre-commit hook ~35, training and resume ~25, reliability ~20
-SLOW_FIRST = ("test_docs.py", "test_sweep.py", "test_precommit.py", "test_train.py", "test_reliability.py")
+# the longest files, longest first (seconds of one worker from empty caches, AMD EPYC, 2026-12-04): the docs
+# pages ~125, tiers ~65, sweeps ~55, server ~45, CLI ~45, training and resume ~35, the pre-commit hook ~28,
+# reliability ~23, pictures ~13. Handed out in this order, each to the worker that is free first, the short
+# rest fills in at the end (alphabetical, tiers came last and ran alone for ~40 s while the other idled).
+SLOW_FIRST = ("test_docs.py", "test_tiers.py", "test_sweep.py", "test_server.py", "test_cli_run.py", "test_train.py",
+              "test_precommit.py", "test_reliability.py", "test_viz.py")
 
 
 def pytest_configure(config):

@@ -233,3 +233,25 @@ def test_an_epoch_of_several_batches_in_the_given_order(key):
     assert result.batches == 2 and model.step == 2
     assert result.loss == pytest.approx((N * losses[0] + 2 * losses[1]) / count, rel=RTOL)
     assert_weights_equal(model.get_weights(), reference.weights)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_and_rmsprop_divide_as_numpy_does(dtype):
+    """Their loops divide under numpy's error model (netc.jit, `vector_division`), so that LLVM
+    vectorizes them: a zero denominator (eps = 0, which a spec cannot ask for) gives nan where
+    Python's model raised ZeroDivisionError; a nonzero one gives what the kernel always gave."""
+    from netc.kernels.optim import adam_update, rmsprop_update
+
+    zeros = [np.zeros(5, dtype) for _ in range(4)]
+    adam_update(*zeros, 1e-3, 0.9, 0.999, 0.0, 0.0, 1)
+    assert np.isnan(zeros[0]).all()
+    zeros = [np.zeros(5, dtype) for _ in range(4)]
+    rmsprop_update(*zeros, 1e-3, 0.99, 0.0, 0.0, 0.0)
+    assert np.isnan(zeros[0]).all()
+
+    rng = np.random.default_rng(0)
+    p, g = rng.normal(size=1000).astype(dtype), rng.normal(size=1000).astype(dtype)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    expected = p.astype(np.float64) - 1e-3 * g / (np.abs(g) + 1e-8)  # the first step: m/sqrt(v) = g/|g|
+    adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 1)
+    np.testing.assert_allclose(p, expected, rtol=1e-6 if dtype == np.float32 else 1e-12)

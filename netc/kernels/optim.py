@@ -16,7 +16,7 @@ def sgd_update(p, g, velocity, lr, momentum, weight_decay, nesterov):
         p[i] -= lr * d
 
 
-@kernel
+@kernel(vector_division=True)
 def rmsprop_update(p, g, square_avg, buf, lr, alpha, eps, momentum, weight_decay):
     for i in range(p.size):
         d = g[i] + weight_decay * p[i]
@@ -29,7 +29,7 @@ def rmsprop_update(p, g, square_avg, buf, lr, alpha, eps, momentum, weight_decay
             p[i] -= lr * d / avg
 
 
-@kernel
+@kernel(vector_division=True)
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     correction1 = 1 - beta1**step
     correction2 = 1 - beta2**step
