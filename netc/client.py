@@ -297,6 +297,13 @@ def start_server(folder: str, key: str, environ: dict[str, str]) -> None:
 
 
 def main() -> None:
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C before the command took it over (while Python imports netc): no traceback
+        os._exit(130)
+
+
+def _main() -> None:
     folder = key = None
     if servers_wanted():
         try:

@@ -190,11 +190,19 @@ def test_a_served_run_trains_the_same_weights_and_draws_its_curves_in_place(serv
     assert (runs["served"] / "curves.png").stat().st_size > 10_000  # drawn by the child: matplotlib is loaded
 
 
+def _has_text(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def _start_training(servers, run_dir: Path, **popen) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--epochs", "1000000",
                                 "--run-dir", str(run_dir), "--quiet"], env=servers.env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, **popen)
-    _wait(lambda: (run_dir / "metrics.jsonl").exists() or process.poll() is not None, what="the first epoch")
+    # metrics.jsonl is created empty before the loop takes over Ctrl-C: wait for the first epoch's line
+    _wait(lambda: _has_text(run_dir / "metrics.jsonl") or process.poll() is not None, what="the first epoch")
     assert process.poll() is None, process.communicate()
     child, command = servers.children()[-1]
     assert f"--run-dir {run_dir}" in command
@@ -221,6 +229,18 @@ def test_a_signal_the_client_ignores_is_ignored_by_the_command(servers, tmp_path
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130 and "interrupted: saved" in err
+
+
+def test_ctrl_c_while_netc_starts_exits_without_a_traceback(tmp_path):
+    """Ctrl-C while Python is still importing netc (before any command installed its handling)."""
+    process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--run-dir",
+                                str(tmp_path / "run")], env={**os.environ, "NETC_SERVER": "0"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)  # Python is running by then, and importing netc takes longer
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
 
 
 def test_a_killed_client_ends_its_command(servers, tmp_path):
