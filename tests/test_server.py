@@ -197,10 +197,21 @@ def _has_text(path: Path) -> bool:
         return False
 
 
-def _start_training(servers, run_dir: Path, **popen) -> tuple[subprocess.Popen, int]:
+def _as_in_a_terminal(*ignored: int):
+    """preexec_fn: Ctrl-C at its default, as a shell leaves it for a command (an ignored SIGINT is inherited
+    across exec, and a client that ignores a signal has its command ignore it: `nohup`), `ignored` ignored."""
+    def prepare() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)
+
+    return prepare
+
+
+def _start_training(servers, run_dir: Path, ignored: tuple[int, ...] = ()) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--epochs", "1000000",
                                 "--run-dir", str(run_dir), "--quiet"], env=servers.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, **popen)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal(*ignored))
     # metrics.jsonl is created empty before the loop takes over Ctrl-C: wait for the first epoch's line
     _wait(lambda: _has_text(run_dir / "metrics.jsonl") or process.poll() is not None, what="the first epoch")
     assert process.poll() is None, process.communicate()
@@ -221,8 +232,7 @@ def test_ctrl_c_reaches_the_served_command(servers, tmp_path):
 
 def test_a_signal_the_client_ignores_is_ignored_by_the_command(servers, tmp_path):
     """`nohup netc train ...`: a hang-up reaches neither; Ctrl-C still does."""
-    process, child = _start_training(servers, tmp_path / "run",
-                                     preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    process, child = _start_training(servers, tmp_path / "run", ignored=(signal.SIGHUP,))
     process.send_signal(signal.SIGHUP)
     time.sleep(1)
     assert process.poll() is None and _alive(child)
@@ -235,7 +245,8 @@ def test_ctrl_c_while_netc_starts_exits_without_a_traceback(tmp_path):
     """Ctrl-C while Python is still importing netc (before any command installed its handling)."""
     process = subprocess.Popen([sys.executable, "-m", "netc", "train", str(SPECS / "xor.yaml"), "--run-dir",
                                 str(tmp_path / "run")], env={**os.environ, "NETC_SERVER": "0"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_as_in_a_terminal())
     time.sleep(0.3)  # Python is running by then (under load too), and importing netc takes longer
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
