@@ -199,7 +199,8 @@ def _has_text(path: Path) -> bool:
 
 def _as_in_a_terminal(*ignored: int):
     """preexec_fn: Ctrl-C at its default, as a shell leaves it for a command (an ignored SIGINT is inherited
-    across exec, and a client that ignores a signal has its command ignore it: `nohup`), `ignored` ignored."""
+    across exec, and a client that ignores a signal has its command ignore it: `nohup`); the signals in
+    `ignored` ignored."""
     def prepare() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         for signum in ignored:
