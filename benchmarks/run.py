@@ -299,6 +299,31 @@ def cpu_text() -> str:
     return f"{model}, {vector}"
 
 
+_OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_pin_text() -> str | None:
+    """A line saying which GEMM kernels OpenBLAS would run here if the environment did not pin them.
+
+    Some machines set OPENBLAS_CORETYPE (older OpenBLAS builds failed on their CPUs); on an AVX-512
+    CPU pinned to Haswell, OpenBLAS runs its AVX2 kernels at about half the hardware's GEMM rate,
+    and netc's speed and the SGEMM rate printed here drop with them (PyTorch and JAX bring their
+    own GEMMs). Benchmark with both variables unset in that command alone."""
+    if not any(name in os.environ for name in _OPENBLAS_PINS):
+        return None
+    code = ("import numpy, scipy.linalg; from threadpoolctl import threadpool_info; "
+            "print(' / '.join(sorted({i.get('architecture') for i in threadpool_info() if i.get('internal_api') == 'openblas'})))")
+    env = {k: v for k, v in os.environ.items() if k not in _OPENBLAS_PINS}
+    try:
+        unpinned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                  timeout=60, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        unpinned = "(could not tell)"
+    pins = ", ".join(f"{name}={os.environ[name]}" for name in _OPENBLAS_PINS if name in os.environ)
+    return (f"- the environment pins OpenBLAS ({pins}); unpinned, it runs {unpinned} kernels on this CPU: "
+            "for the hardware's rate run `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py ...`")
+
+
 def machine_text(frameworks: list[str]) -> str:
     import numba
     from threadpoolctl import threadpool_info
@@ -313,6 +338,9 @@ def machine_text(frameworks: list[str]) -> str:
              f"netc {netc.__version__}",
              f"- BLAS: {blas}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
              f"netc BLAS threads: per plan, 1 or all cores for GEMMs of 50 M+ multiply-adds (NETC_BLAS_THREADS={os.environ.get('NETC_BLAS_THREADS', 'unset')})"]
+    pin = blas_pin_text()
+    if pin:
+        lines.append(pin)
     if "torch" in frameworks:
         import torch
 
