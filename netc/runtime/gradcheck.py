@@ -60,6 +60,7 @@ def gradcheck(graph: Graph, arrays: dict[str, np.ndarray] | None = None, count: 
         arrays = random_batch(graph, count, seed)
     count = len(next(iter(arrays.values())))
     model = Model(_untruncated(graph), dtype="float64", batch=count, seed=seed)
+    model.run_serial_twins()  # a few samples: one core does, and compiles half as long
     evaluate = _evaluator(model, arrays, training, seed)
     _, analytic = evaluate()
     weights = model.param_views(model.P)
