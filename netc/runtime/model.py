@@ -300,10 +300,10 @@ class Model:
 
     def run_serial_twins(self) -> None:
         """On the Python tier, run the serial twins of the parallel kernels this machine has not
-        compiled yet, and keep them until another process has compiled those (the same numbers; half
-        the compile, as a parallel region compiles twice): for short runs on a few samples, which the
-        cores would not speed up (a gradient check in float64 compiled an LSTM's two parallel kernels
-        for 10.6 s of its 13.6)."""
+        compiled yet (the same numbers; half the compile, as a parallel region compiles twice), until
+        they are compiled (a new model, or this one at its next epoch, looks again): for short runs on
+        a few samples, which the cores would not speed up (a gradient check in float64 compiled an
+        LSTM's two parallel kernels for 10.6 s of its 13.6)."""
         if self.plan.tier == PYTHON:
             from netc.compiler import kernel_library
 
