@@ -56,7 +56,7 @@ def helper(fn):
 def parallel_kernel(fn):
     """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
     with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a
-    call, and Numba cannot inline a call of more than 30 arguments (conv_backward has 32, and
+    call, and Numba cannot inline a call of more than 30 arguments (conv_backward has 34, and
     CPython compiles such a call as f(*args)), so `.inlined` is the kernel itself.
 
     `.serial` is its twin compiled without `parallel`: the same iterations, one after another, so

@@ -193,6 +193,55 @@ def test_kernels_with_a_transposed_weight(blas, acc):
     np.testing.assert_allclose(db, want_db + (before[2] if acc else 0), rtol=1e-12)
 
 
+CONV = """
+netc: 1
+name: layout_conv
+inputs:
+  img: {shape: [2, 9, 9]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: c1, op: conv2d, filters: 4, kernel: 3, stride: 2, padding: 1}
+  - {name: t1, op: tanh}
+  - {name: c2, op: conv2d, filters: 5, kernel: 2}
+  - {name: r2, op: relu}
+  - {name: p2, op: maxpool2d, kernel: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
+train: {batch: 7}
+"""
+
+
+def _dwt_shapes(model: Model) -> dict[str, str]:
+    """Each conv's per-chunk weight-gradient scratch as the plan's source binds it."""
+    lines = model.plan.sources["python"].splitlines()
+    return {conv: next(line.split("(", 2)[2].split(")")[0] for line in lines if f"{conv}_dwt = fixed_view(" in line)
+            for conv in ("c1", "c2")}
+
+
+def test_conv_weight_gradients_are_summed_transposed_where_blas_runs_small_kernels(monkeypatch):
+    """With OpenBLAS's SkylakeX kernels each chunk's weight gradient is the product cols @ G.T, [K, F]
+    (faster there than G @ cols.T, [F, K], and the same bits: benchmarks/RESULTS.md); with any
+    other BLAS as before. Either way the same training, to rounding, in float64."""
+    rng = np.random.default_rng(3)
+    data = {"img": rng.normal(size=(23, 2, 9, 9)), "y": rng.integers(0, 3, 23)}
+    transposed = Model(build(CONV), dtype="float64", seed=0, tier="python")
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: False)
+    declared = Model(build(CONV), dtype="float64", seed=0, tier="python")
+    chunks = transposed.plan.buffers.chunks
+    assert _dwt_shapes(transposed) == {"c1": f"{chunks}, 18, 4", "c2": f"{chunks}, 16, 5"}
+    assert _dwt_shapes(declared) == {"c1": f"{chunks}, 4, 18", "c2": f"{chunks}, 5, 16"}
+    for epoch in range(2):
+        order = np.random.default_rng(epoch).permutation(23)
+        for model in (transposed, declared):
+            model.train_epoch(model.prepare(data), order, seed=epoch)
+    moved = transposed.get_weights()["c1.weight"] - Model(build(CONV), dtype="float64", seed=0).get_weights()["c1.weight"]
+    assert np.abs(moved).max() > 1e-3
+    for name, value in declared.get_weights().items():
+        np.testing.assert_allclose(transposed.get_weights()[name], value, rtol=1e-12, atol=1e-13, err_msg=name)
+
+
 def test_inspect_plan_says_which_weight_is_stored_transposed():
     import io
 

@@ -39,6 +39,7 @@ class Region:
 class BufferPlan:
     batch: int
     chunks: int = 1  # parallel chunks of the batch in a conv pass (one per core)
+    blas_small_kernels: bool = False  # OpenBLAS runs its SkylakeX family of kernels (netc.jit.blas_small_kernels)
     params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
     param_size: int = 0
     values: dict[str, Region] = field(default_factory=dict)  # tensor -> region in A (after alias resolution)
@@ -72,7 +73,7 @@ def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], batch: 
 
 
 def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_grad: dict[str, bool], batch: int) -> BufferPlan:
-    plan = BufferPlan(batch, parallel_chunks(batch))
+    plan = BufferPlan(batch, parallel_chunks(batch), blas_small_kernels())
     # parameters, in graph order of their owners
     offset = 0
     for node in graph.owners:

@@ -120,11 +120,14 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha,
 
 @parallel_kernel
 def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
-                  cols, kept, dcols, buf, dwt, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+                  cols, kept, dcols, buf, dwt, dw_transposed, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W)  w, dw (F, K)  y, dy (n, F, P)  dx (n, C, H, W): weight gradients per chunk into dwt,
     # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples).
     # pooled: y, dy, arg are the fused max pool's (see conv_forward); each gradient goes to its maximum.
     # dcols (T, K, G*P): the column gradients (scratch; may be cols itself when cols are not kept)
+    # dw_transposed: dwt holds each chunk's weight gradient transposed, (T, K, F): the product
+    # cols @ G.T, which OpenBLAS's SkylakeX kernels ran faster than G @ cols.T, to the same bits
+    # (chosen per plan: netc.compiler.buffers.BufferPlan.blas_small_kernels)
     n = x.shape[0]
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
@@ -136,8 +139,9 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
     for t in prange(chunks):
         for f in range(filters):
             dbt[t, f] = 0.0
-            for r in range(k):
-                dwt[t, f, r] = 0.0
+        for i in range(dwt.shape[1]):
+            for j in range(dwt.shape[2]):
+                dwt[t, i, j] = 0.0
         end = min(n, (t + 1) * chunk)
         for s0 in range(t * chunk, end, group):
             g = min(group, end - s0)
@@ -160,8 +164,12 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
                 if not kept:
                     for j in range(g):
                         im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-                gemm(False, True, filters, k, g * positions, buf[t], 0, width, cols[t], c0, cols.shape[2], 1.0,
-                     dwt[t], 0, k)
+                if dw_transposed:  # dW.T (K, F) += cols (K, gP) @ G.T
+                    gemm(False, True, k, filters, g * positions, cols[t], c0, cols.shape[2], buf[t], 0, width, 1.0,
+                         dwt[t], 0, filters)
+                else:
+                    gemm(False, True, filters, k, g * positions, buf[t], 0, width, cols[t], c0, cols.shape[2], 1.0,
+                         dwt[t], 0, k)
             if need_dx:  # column gradients W.T (K, F) @ G (F, gP), folded back into the image
                 gemm(True, False, k, g * positions, filters, w, 0, k, buf[t], 0, width, 0.0, dcols[t], 0, width)
                 for j in range(g):
@@ -176,7 +184,7 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
             for r in range(k):
                 total = dw[f, r] if acc_dw else 0.0
                 for t in range(chunks):
-                    total += dwt[t, f, r]
+                    total += dwt[t, r, f] if dw_transposed else dwt[t, f, r]
                 dw[f, r] = total
             if has_bias:
                 total = db[f] if acc_dw else 0.0

@@ -160,15 +160,16 @@ def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
     return chunks, d["C"] * d["KH"] * d["KW"], -(-batch // chunks) * d["OH"] * d["OW"]
 
 
-def conv_scratch(d: dict, batch: int, chunks: int) -> tuple[dict[str, tuple[int, tuple]], int]:
+def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False) -> tuple[dict[str, tuple[int, tuple]], int]:
     """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
     im2col columns (or their gradients) and the GEMM output / gathered gradient for G samples at
-    a time, and the chunk's weight and bias gradients."""
+    a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`)."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
     layout, offset = {}, 0
     for name, shape in (("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
-                        ("dwt", (chunks, filters, k)), ("dbt", (chunks, filters))):
+                        ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)),
+                        ("dbt", (chunks, filters))):
         layout[name] = (offset, shape)
         offset += numel(shape)
     return layout, offset
@@ -198,7 +199,7 @@ def _halving(layer, in_shape) -> bool:
 def _conv_views(e, step, d, backward=False) -> list[str]:
     """The conv kernels' memory: its columns (kept from forward to backward, or scratch) and whether
     they are kept, then (backward only) the column gradients, then buf (and dwt, dbt)."""
-    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks)
+    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, e.plan.blas_small_kernels)
     conv = step.node.name
 
     def scratch(region: str, name: str, about: str) -> str:
@@ -263,7 +264,7 @@ def _conv_backward(e, step):
            dw=e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, db=e.pgrad(node, "bias"),
            need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
            has_bias=e.flag("bias" in node.param_shapes), cols=cols, kept=kept, dcols=dcols, buf=buf, dwt=dwt,
-           dbt=dbt, **_sizes(e, d))
+           dw_transposed=e.flag(e.plan.blas_small_kernels), dbt=dbt, **_sizes(e, d))
 
 
 def _maxpool_forward(e, step):
