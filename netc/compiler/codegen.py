@@ -223,7 +223,7 @@ class Emitter:
         Written with keywords: Numba matches them at compile time, and the plan's machine code is the
         same as with positional arguments (same compile time). CPython passes more than 15 keyword
         arguments as a dict (CALL_FUNCTION_EX), which Numba 0.68 turns back into a call (checked with
-        conv_backward's 33, now 34); a kernel of more than MAX_KEYWORDS parameters is still written positionally,
+        conv_backward's 33 and 34); a kernel of more than MAX_KEYWORDS parameters is still written positionally,
         under a comment naming them, as older Numba releases may not."""
         expected = kernel_parameters(kernel)
         assert tuple(arguments) == expected, f"{kernel}: arguments {tuple(arguments)}, parameters {expected}"
