@@ -17,6 +17,7 @@ from netc.compiler import buffers, compile_graph
 from netc.kernels.dense import linear_backward, linear_forward
 from netc.ops.dense import LINEAR
 from netc.runtime.model import Model
+from tests.test_tiers import TWINS as CONV  # convs strided, padded and pooled; a batch of 7
 
 MLP = """
 netc: 1
@@ -191,26 +192,6 @@ def test_kernels_with_a_transposed_weight(blas, acc):
     np.testing.assert_allclose(dx, want_dx + (before[0] if acc else 0), rtol=1e-12)
     np.testing.assert_allclose(dw, want_dw.T + (before[1] if acc else 0), rtol=1e-12)
     np.testing.assert_allclose(db, want_db + (before[2] if acc else 0), rtol=1e-12)
-
-
-CONV = """
-netc: 1
-name: layout_conv
-inputs:
-  img: {shape: [2, 9, 9]}
-  y: {shape: [], dtype: int64, classes: 3}
-layers:
-  - {name: c1, op: conv2d, filters: 4, kernel: 3, stride: 2, padding: 1}
-  - {name: t1, op: tanh}
-  - {name: c2, op: conv2d, filters: 5, kernel: 2}
-  - {name: r2, op: relu}
-  - {name: p2, op: maxpool2d, kernel: 2}
-  - {name: flat, op: flatten}
-  - {name: fc, op: linear, out: 3}
-loss: {op: cross_entropy, input: fc, target: y}
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
-train: {batch: 7}
-"""
 
 
 def _dwt_shapes(model: Model) -> dict[str, str]:
