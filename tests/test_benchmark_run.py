@@ -21,3 +21,18 @@ def test_a_pin_is_named_with_the_kernels_openblas_picks_without_it(monkeypatch):
     unpinned = text.split("unpinned, it runs ")[1].split(" kernels")[0]
     # read by a process without the pin: a kernel family of OpenBLAS's (Haswell itself on an AVX2 CPU)
     assert unpinned and unpinned != "(could not tell)" and " " not in unpinned.replace(" / ", "/")
+
+
+def test_a_probe_that_fails_says_it_could_not_tell(monkeypatch):
+    import subprocess
+
+    import benchmarks.run as run
+
+    def fails(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, args[0])
+
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    monkeypatch.setattr(run.subprocess, "run", fails)
+    text = blas_pin_text()
+    assert "(OPENBLAS_CORETYPE=Haswell)" in text and "unpinned, it runs (could not tell) kernels" in text

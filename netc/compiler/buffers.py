@@ -60,13 +60,14 @@ class BufferPlan:
         return tensor
 
 
-def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], batch: int, chunks: int) -> tuple:
+def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], plan: BufferPlan) -> tuple:
     """The parameters of `owner` its op stores transposed in this plan: none when another layer shares
     them (its op would read them too) or inside a scan."""
     opdef = REGISTRY[owner.op]
     if opdef.transposed is None or owner.scan is not None or any(node.owner == owner.name for node in graph.nodes):
         return ()
-    facts = PlanFacts(batch, chunks, owner.trainable, bool(needs_grad.get(owner.inputs[0])), blas_small_kernels())
+    facts = PlanFacts(plan.batch, plan.chunks, owner.trainable, bool(needs_grad.get(owner.inputs[0])),
+                      plan.blas_small_kernels)
     names = opdef.transposed(owner.layer, [graph.shape_of(t) for t in owner.inputs], facts)
     assert all(len(owner.param_shapes[name]) == 2 for name in names), names
     return names
@@ -78,7 +79,7 @@ def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_
     offset = 0
     for node in graph.owners:
         plan.params[node.name] = {}
-        transposed = _stored_transposed(graph, node, needs_grad, batch, plan.chunks)
+        transposed = _stored_transposed(graph, node, needs_grad, plan)
         for pname, shape in node.param_shapes.items():
             plan.params[node.name][pname] = Region(offset, numel(shape), transposed=pname in transposed)
             offset += numel(shape)
@@ -106,7 +107,8 @@ def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_
         return (lengths[scan] + 1, 1) if step.output in carried else (lengths[scan], 0)
 
     def covered(step: Step):  # the step's nodes with what each keeps, in the order they run
-        facts = PlanFacts(batch, plan.chunks, step.needs_grad and step.node.trainable)
+        facts = PlanFacts(batch, plan.chunks, step.needs_grad and step.node.trainable,
+                          blas_small_kernels=plan.blas_small_kernels)
         for node in (step.node, step.act, step.pool):
             if node is not None:
                 shapes = [graph.shape_of(t) for t in node.inputs]
