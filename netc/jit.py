@@ -33,16 +33,13 @@ _FLAGS = dict(fastmath=FASTMATH, nogil=True, no_cfunc_wrapper=True)
 
 
 def kernel(fn=None, *, vector_division: bool = False):
-    """A private compiled kernel, cached on disk. `.inlined` is the same kernel inlined into its
-    caller at Numba-IR level, which tiny plans use: there the cost of a call (and of the reference
-    counts of its array arguments) is larger than the work (inlined, it divides as its caller does).
-    `vector_division`: numpy's error model, for kernels whose loops divide (see the module's docstring)."""
+    """A private compiled kernel, cached on disk. A tiny plan's fused functions have LLVM inline it
+    (`tiny_plan_function`). `vector_division`: numpy's error model, for kernels whose loops divide
+    (see the module's docstring)."""
     if fn is None:
         return functools.partial(kernel, vector_division=vector_division)
     division = dict(error_model="numpy") if vector_division else {}
-    dispatcher = _cached(njit(cache=True, **_FLAGS, **division)(fn))
-    dispatcher.inlined = njit(fastmath=FASTMATH, nogil=True, inline="always", **division)(fn)
-    return dispatcher
+    return _cached(njit(cache=True, **_FLAGS, **division)(fn))
 
 
 def helper(fn):
@@ -55,9 +52,7 @@ def helper(fn):
 
 def parallel_kernel(fn):
     """A kernel whose `prange` loop runs its iterations on all cores (one Numba parallel region,
-    with BLAS single-threaded inside: see steps.blas_threads). Never inlined: its work dwarfs a
-    call, and Numba cannot inline a call of more than 30 arguments (conv_backward has 34, and
-    CPython compiles such a call as f(*args)), so `.inlined` is the kernel itself.
+    with BLAS single-threaded inside: see steps.blas_threads).
 
     `.serial` is its twin compiled without `parallel`: the same iterations, one after another, so
     the same numbers to the bit (each iteration owns its chunk of the batch and its scratch; sums
@@ -65,15 +60,49 @@ def parallel_kernel(fn):
     compiles a parallel region twice), which is what a first run on an empty cache waits for; the
     parallel kernel follows in the background (Model.warm_up)."""
     dispatcher = _cached(njit(cache=True, parallel=True, **_FLAGS)(fn))
-    dispatcher.inlined = dispatcher
     dispatcher.serial = _cached(njit(cache=True, **_FLAGS)(fn), variant="serial")
-    dispatcher.serial.inlined = dispatcher.serial  # a twin a plan calls by a name of its own (recurrent_*_one)
     return dispatcher
 
 
 def plan_function(fn):
     """A function of a generated plan module (cached next to its source)."""
     return _cached(njit(cache=True, **_FLAGS)(fn))
+
+
+# the mark of a tiny plan's function in the name of its LLVM library (Numba names it by the qualname)
+_INLINING = "__kernels_inlined"
+_KERNEL_SYMBOLS = "_ZN4netc7kernels"  # netc.kernels.* as Numba mangles it
+
+
+def tiny_plan_function(fn):
+    """A function of a tiny plan's fused tier (steps.should_inline_kernels): LLVM inlines every netc
+    kernel it calls, so a step pays no calls and each kernel's loops see the plan's constant shapes
+    and flags. The kernels are the cached ones: Numba links their code into the plan's module in any
+    case (what it already compiled), and marking them `alwaysinline` there costs nothing more. Numba's
+    own inlining (`inline="always"`) did the same at the level of its IR, re-typing a copy of each
+    kernel at every call: seed-mlp's loop compiled in 5.3 s instead of 1.2, a three-loss plan in 10 s
+    instead of 2.6, for the same machine code speed (benchmarks/RESULTS.md)."""
+    _mark_kernels_inlined_once()
+    fn.__qualname__ += _INLINING
+    return plan_function(fn)
+
+
+@functools.cache
+def _mark_kernels_inlined_once() -> None:
+    """Numba optimises a library's module once everything it calls is linked in; for a tiny plan's
+    function, the kernels' functions there are marked `alwaysinline` first."""
+    from numba.core.codegen import CPUCodeLibrary
+
+    optimize = CPUCodeLibrary._optimize_final_module
+
+    def optimize_inlining_kernels(library):
+        if library.name.endswith(_INLINING):
+            for function in library._final_module.functions:
+                if function.name.startswith(_KERNEL_SYMBOLS) and not function.is_declaration:
+                    function.add_function_attribute("alwaysinline")
+        optimize(library)
+
+    CPUCodeLibrary._optimize_final_module = optimize_inlining_kernels
 
 
 def python_glue(fn):

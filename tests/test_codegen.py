@@ -133,7 +133,7 @@ def test_view_names_are_unique_and_never_shadow_the_modules_names():
 
 def test_tiny_plan_inlines_its_kernels_and_names_its_views():
     source = plan_of("xor").source
-    assert "linear_forward = linear_forward.inlined" in source
+    assert "from netc.jit import fixed_view, tiny_plan_function as plan_function" in source
     assert "    hidden_weight = fixed_view(V[" in source and "linear_forward(x=x_in[:n], w=hidden_weight," in source
 
 

@@ -90,9 +90,37 @@ def test_the_python_tier_compiles_no_glue():
     model = Model(build_graph(load_spec(SPECS / "xor.yaml")), tier=PYTHON)
     assert not hasattr(model.plan.module.epoch, "stats"), "a plain Python function"
     assert "from netc.jit import fixed_view, python_glue as plan_function" in model.plan.sources[PYTHON]
-    assert ".inlined" not in model.plan.sources[PYTHON] and ".inlined" in model.plan.sources[FUSED]
+    assert "tiny_plan_function" not in model.plan.sources[PYTHON] and "tiny_plan_function" in model.plan.sources[FUSED]
     model.warm_up()  # compiles the kernels this machine lacks (none, usually), never the glue
     assert model.warm_up() is False, "the kernels are marked compiled"
+
+
+def test_a_tiny_plans_fused_loop_calls_no_kernel_and_a_larger_ones_does():
+    """A tiny plan's fused functions have LLVM inline every kernel (netc.jit.tiny_plan_function): its
+    compiled loop calls none; a plan above the line calls them. Each loop is compiled again here (a
+    loop loaded from the cache has no LLVM IR to read)."""
+    import re
+
+    from numba import njit
+
+    from netc.compiler.steps import should_inline_kernels
+
+    calls = {}
+    for width in (11, 2053):
+        loaded = load_spec_text(_spec(width), f"xor_{width}.yaml")
+        graph = build_graph(loaded)
+        model = Model(graph, seed=0, tier=FUSED)
+        prepared = model.prepare(_data("xor", load_spec(SPECS / "xor.yaml")))
+        model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=0)
+        epoch = model.plan.module.epoch
+        assert should_inline_kernels(graph, model.batch) == (width == 11)
+        again = njit(**{k: v for k, v in epoch.targetoptions.items() if k != "nopython"})(epoch.py_func)
+        again.compile(epoch.signatures[0])
+        ir = again.inspect_llvm(epoch.signatures[0])
+        assert "define" in ir
+        calls[width] = set(re.findall(r"call [^@\n]*@_ZN4netc7kernels\w*?(\d+[a-z_]+)B", ir))
+    assert calls[11] == set(), calls[11]
+    assert {"14linear_forward", "15linear_backward"} <= calls[2053], calls[2053]
 
 
 @pytest.fixture

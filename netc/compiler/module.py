@@ -173,17 +173,17 @@ def emit_bodies(graph: Graph, steps: list[Step], losses: list[LossStep], plan: B
 
 
 def _header(header: str, tiny: bool, tier: str) -> list[str]:
-    """The module's imports. The fused tier compiles its functions (`plan_function`), inlining every
-    kernel into a tiny plan; the Python tier runs the same functions as Python over the compiled
-    kernels (`python_glue`), so it starts without compiling any glue."""
-    glue = "plan_function" if tier == FUSED else "python_glue as plan_function"
+    """The module's imports. The fused tier compiles its functions (`plan_function`; a tiny plan's
+    `tiny_plan_function` inlines every kernel into them); the Python tier runs the same functions as
+    Python over the compiled kernels (`python_glue`), so it starts without compiling any glue."""
+    glue = ("python_glue as plan_function" if tier != FUSED else
+            "tiny_plan_function as plan_function" if tiny else "plan_function")
     out = [f'"""{header}"""', "", "import numpy as np", "from numpy import bool_ as B", "from numpy import int64 as I64",
            "", f"from netc.jit import fixed_view, {glue}"]
     for module, names in KERNEL_MODULES.items():
         out.append(f"from {module} import {', '.join(names)}")
     if tiny and tier == FUSED:
-        out += ["", "# a tiny plan: every kernel inlined into the functions below (see should_inline_kernels)"]
-        out += [f"{name} = {name}.inlined" for names in KERNEL_MODULES.values() for name in names]
+        out += ["", "# a tiny plan: LLVM inlines every kernel into the functions below (see should_inline_kernels)"]
     out.append("")
     return out
 
