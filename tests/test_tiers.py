@@ -95,32 +95,38 @@ def test_the_python_tier_compiles_no_glue():
     assert model.warm_up() is False, "the kernels are marked compiled"
 
 
-def test_a_tiny_plans_fused_loop_calls_no_kernel_and_a_larger_ones_does():
+def test_a_tiny_plans_fused_loop_calls_no_kernel():
     """A tiny plan's fused functions have LLVM inline every kernel (netc.jit.tiny_plan_function): its
-    compiled loop calls none; a plan above the line calls them. Each loop is compiled again here (a
-    loop loaded from the cache has no LLVM IR to read)."""
+    compiled loop calls none. The same function compiled as a larger plan's calls them. Both are
+    compiled here, without the cache: a loop loaded from the cache has no LLVM IR to read."""
     import re
+    import types
 
     from numba import njit
 
     from netc.compiler.steps import should_inline_kernels
 
+    loaded = load_spec(SPECS / "xor.yaml")
+    graph = build_graph(loaded)
+    model = Model(graph, seed=0, tier=FUSED)
+    assert should_inline_kernels(graph, model.batch)
+    prepared = model.prepare(_data("xor", loaded))
+    model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=0)
+    epoch = model.plan.module.epoch
+    (signature,) = epoch.signatures
+    options = {key: value for key, value in epoch.targetoptions.items() if key != "nopython"}
     calls = {}
-    for width in (11, 2053):
-        loaded = load_spec_text(_spec(width), f"xor_{width}.yaml")
-        graph = build_graph(loaded)
-        model = Model(graph, seed=0, tier=FUSED)
-        prepared = model.prepare(_data("xor", load_spec(SPECS / "xor.yaml")))
-        model.train_epoch(prepared, np.arange(prepared["__count__"]), seed=0)
-        epoch = model.plan.module.epoch
-        assert should_inline_kernels(graph, model.batch) == (width == 11)
-        again = njit(**{k: v for k, v in epoch.targetoptions.items() if k != "nopython"})(epoch.py_func)
-        again.compile(epoch.signatures[0])
-        ir = again.inspect_llvm(epoch.signatures[0])
+    for tiny in (True, False):
+        source = epoch.py_func
+        function = types.FunctionType(source.__code__, source.__globals__, "epoch", source.__defaults__)
+        function.__qualname__ = source.__qualname__ if tiny else "epoch"  # the tiny plan's mark, or none
+        again = njit(**options)(function)
+        again.compile(signature)
+        ir = again.inspect_llvm(signature)
         assert "define" in ir
-        calls[width] = set(re.findall(r"call [^@\n]*@_ZN4netc7kernels\w*?(\d+[a-z_]+)B", ir))
-    assert calls[11] == set(), calls[11]
-    assert {"14linear_forward", "15linear_backward"} <= calls[2053], calls[2053]
+        calls[tiny] = set(re.findall(r"call [^@\n]*@_ZN4netc7kernels\w*?(\d+[a-z_]+)B", ir))
+    assert calls[True] == set(), calls[True]
+    assert {"14linear_forward", "15linear_backward"} <= calls[False], calls[False]
 
 
 @pytest.fixture
