@@ -73,7 +73,10 @@ def fma32(typingctx, a, b, c):
     return types.float32(a, b, c), codegen
 
 
-@register_jitable(inline="always")
+# exp32 and the gates are small functions LLVM inlines into each loop that calls them (then vectorises
+# the loop); inlined by Numba instead (`inline="always"`), each call was typed again: the recurrent
+# kernels compiled 12% longer (27.2 -> 23.9 s for the eight signatures), to the same code and speed.
+@register_jitable
 def exp32(x):
     """e^x in float32 (of x rounded to float32), for x in [-87, 88] (clamped outside it)."""
     x = min(max(np.float32(x), _LOW), _HIGH)
@@ -95,14 +98,14 @@ def gate_tanh(x):
     return np.tanh(x)
 
 
-@overload(gate_sigmoid, jit_options={"fastmath": FASTMATH}, inline="always")
+@overload(gate_sigmoid, jit_options={"fastmath": FASTMATH})
 def _gate_sigmoid(x):
     if x == types.float32:
         return lambda x: np.divide(_ONE, _ONE + exp32(-x))  # `/` checks for zero, which stops vectorising
     return lambda x: 1.0 / (1.0 + np.exp(-x))
 
 
-@overload(gate_tanh, jit_options={"fastmath": FASTMATH}, inline="always")
+@overload(gate_tanh, jit_options={"fastmath": FASTMATH})
 def _gate_tanh(x):
     if x == types.float32:
         return lambda x: _ONE - np.divide(_TWO, _ONE + exp32(_TWO * x))
