@@ -27,8 +27,8 @@ def pytest_configure(config):
         config.option.loadscopereorder = False
     if "PYTEST_XDIST_WORKER" not in os.environ:
         # Byte-compile netc once, before the workers start: where PYTHONDONTWRITEBYTECODE is set (this
-        # machine's environment does), an editable install's sources were never compiled, and each of the
-        # hundreds of `netc` processes the tests start would compile them again (~0.1 s a `netc train`).
+        # machine's environment does), an editable install's sources were never compiled, and each `netc`
+        # process the tests start would compile them again (~0.1 s of a `netc train`).
         compileall.compile_dir(Path(__file__).resolve().parents[1] / "netc", quiet=2)
 
 
