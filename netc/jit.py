@@ -93,9 +93,7 @@ def _mark_kernels_inlined_once() -> None:
     function, the kernels' functions there are marked `alwaysinline` first."""
     from numba.core.codegen import CPUCodeLibrary
 
-    optimize = getattr(CPUCodeLibrary, "_optimize_final_module", None)
-    if optimize is None:  # a Numba without this step: the kernels are called, not inlined (slower, same numbers)
-        return
+    optimize = CPUCodeLibrary._optimize_final_module  # a step of every Numba the project allows (0.59 on)
 
     def optimize_inlining_kernels(library):
         if library.name.endswith(_INLINING):
