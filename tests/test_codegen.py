@@ -159,3 +159,27 @@ def test_named_plan_trains_to_the_recorded_loss(name):
     # xor runs loops only; the CNN's GEMMs go through OpenBLAS, whose kernels differ between CPUs
     expected = float.fromhex(RECORDED[name])
     assert result.loss == (expected if name == "xor" else pytest.approx(expected, rel=1e-9))
+
+
+@pytest.mark.compiled
+def test_an_order_the_loop_cannot_read_is_refused_before_it_runs():
+    """The compiled loop reads `order[i]` and row `order[i]` unchecked: a short order, or a row past the
+    prepared arrays, read outside them (a segmentation fault). train_epoch refuses both, weights untouched."""
+    from netc.runtime.data import load_train_eval
+    from netc.runtime.model import Model
+
+    loaded = load_spec(SPECS / "xor.yaml")
+    model = Model(build_graph(loaded))
+    prepared = model.prepare(load_train_eval(loaded)[0].arrays)
+    count = prepared["__count__"]
+    before = model.V[1].copy()
+    with pytest.raises(ValueError, match=f"needs {count} row numbers"):
+        model.train_epoch(prepared, np.arange(count // 2))
+    with pytest.raises(ValueError, match=f"needs {count} row numbers"):
+        model.train_epoch(prepared, np.arange(count).reshape(1, count))
+    with pytest.raises(ValueError, match=rf"outside \[0, {count}\)"):
+        model.train_epoch(prepared, np.arange(count) + 1)
+    with pytest.raises(ValueError, match="outside"):
+        model.train_epoch(prepared, np.arange(count) - 1)
+    assert np.array_equal(model.V[1], before)
+    assert model.train_epoch(prepared, np.arange(count)[::-1]).batches > 0  # any permutation, any stride

@@ -25,11 +25,7 @@ def act_value(z, act, alpha):
     if act == RELU:
         return z if z > 0 else z * 0
     if act == SIGMOID:
-        # two branches keep exp from overflowing
-        if z >= 0:
-            return 1 / (1 + np.exp(-z))
-        e = np.exp(z)
-        return e / (1 + e)
+        return _sigmoid(z)
     if act == TANH:
         return np.tanh(z)
     return _act_parametrised(z, act, alpha)
@@ -52,11 +48,8 @@ def _act_parametrised(z, act, alpha):
 
 @helper
 def _sigmoid(z):
-    # two branches keep exp from overflowing
-    if z >= 0:
-        return 1 / (1 + np.exp(-z))
-    e = np.exp(z)
-    return e / (1 + e)
+    e = np.exp(-abs(z))  # never overflows
+    return (1 if z >= 0 else e) / (1 + e)
 
 
 @helper

@@ -391,10 +391,23 @@ class Model:
             raise ValueError(f"{len(rates)} learning rates for {batches} batches")
         return np.ascontiguousarray(rates)
 
+    def _checked_order(self, prepared: dict, order, count: int) -> np.ndarray:
+        """`order` as the epoch loop reads it: `count` row numbers of the prepared arrays. The compiled loop
+        does not check its indices (a short order or a row past the end would read outside the arrays)."""
+        order = np.ascontiguousarray(order, np.int64)
+        arrays = self._xs(prepared) or [prepared.get("__labels__", np.zeros(0))]
+        rows = len(arrays[0])
+        if order.ndim != 1 or len(order) != count:
+            raise ValueError(f"order has shape {list(order.shape)}; the epoch needs {count} row numbers, one a sample")
+        if count and (order.min() < 0 or order.max() >= rows):
+            raise ValueError(f"order has row numbers outside [0, {rows}) (the prepared arrays have {rows} rows)")
+        return order
+
     def train_epoch(self, prepared: dict, order: np.ndarray, lr=None, seed: int = 0) -> EpochResult:
         """One pass over the samples in `order`, updating after every batch (all inside compiled code).
         `lr`: the spec's by default, a number, or one per batch (a schedule: no recompiling)."""
         count = prepared["__count__"]
+        order = self._checked_order(prepared, order, count)
         lr = self.graph.spec.optimizer.lr if lr is None else lr
         done, losses, corrects, parts = self._epoch(prepared, order, True, lr, seed)
         self.step += done
