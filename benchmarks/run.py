@@ -13,8 +13,8 @@ the start through the OpenBLAS netc calls) that each framework's training reache
 forward multiply-add: forward, backward-data, backward-weights), netc's cold compile time
 (empty caches) and warm start-up time (process start to the first training step done, data
 loading excluded), peak memory of each framework (each alone in its own process), and the
-versions. `--contended` times every framework again with one busy process per core beside it and
-reports each one's slowdown (median loaded epoch ÷ median quiet epoch).
+versions. `--contended` times every framework beside one busy process per core too, a loaded epoch
+after each quiet one, and reports each one's slowdown (median loaded epoch ÷ median quiet epoch).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,15 +157,16 @@ def run_workload(w: Workload, rounds: int, peers: set[str], contended: bool) -> 
                 runners[name] = make(graph, data, netc.model.get_weights(), **options)
             except Exception as exc:  # report, keep the rest of the suite
                 print(f"{name} failed on {w.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    times = alternate(runners, rounds)
+    if contended:
+        times, loaded = alternate_quiet_and_loaded(runners, rounds)
+    else:
+        times = alternate(runners, rounds)
     units = w.samples / w.batch if w.per_step else w.samples
     result = {"workload": w.name, "unit": "steps/s" if w.per_step else "samples/s",
               "rates": {name: units / float(np.median(t)) for name, t in times.items()},
               "spreads": {name: [units / max(t), units / min(t)] for name, t in times.items()},
               "flops_per_unit": 6 * graph.macs * (w.batch if w.per_step else 1)}
     if contended:
-        with busy_processes(cores()):
-            loaded = alternate(runners, rounds)
         result["slowdowns"] = {name: float(np.median(loaded[name]) / np.median(times[name])) for name in runners}
         result["loaded_spreads"] = {name: [units / max(t), units / min(t)] for name, t in loaded.items()}
     return result
@@ -186,6 +188,23 @@ def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
+    """Epoch times per framework alone and beside one busy process per core, the two in turn in
+    every round (the busy processes stopped with SIGSTOP while the quiet epochs run): a drift in
+    the machine's speed over the run, which moved a slowdown measured from two separate blocks of
+    rounds by +-30% (LeNet-5 1.64-2.49x), hits both sides of each ratio alike."""
+    quiet: dict[str, list[float]] = {name: [] for name in runners}
+    loaded: dict[str, list[float]] = {name: [] for name in runners}
+    with busy_processes(cores()) as busy:
+        for _ in range(rounds):
+            for name, runner in runners.items():
+                busy.pause()
+                quiet[name].append(_time(runner.epoch))
+                busy.resume()
+                loaded[name].append(_time(runner.epoch))
+    return quiet, loaded
+
+
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -197,11 +216,28 @@ def busy_processes(count: int):
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     try:
         time.sleep(0.5)  # let them start spinning
-        yield
+        yield _Busy(procs)
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+class _Busy:
+    """The busy processes, paused (SIGSTOP: they take no CPU) or running."""
+
+    def __init__(self, procs):
+        self.procs = procs
+
+    def pause(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.3)  # as after resume: the machine seen idle (netc.cpuload) before the timing starts
+
+    def resume(self) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.3)  # running on every core, and seen to be (netc.cpuload), before the timing starts
 
 
 def sgemm_rates(size: int = 1024, repeats: int = 10) -> dict[int, float]:

@@ -246,10 +246,11 @@ def start_threads() -> None:
     _threads_started = True
 
 
-def prepare_threads(threads: int = 1) -> int:
-    """Ready the threads for the plan about to run: Numba's pool started (start_threads) with
-    NETC_THREADS threads when set, and the BLAS thread count set (NETC_BLAS_THREADS overrides
-    it). Called before every compiled call.
+def prepare_threads(threads: int = 1, parallel: int | None = None) -> int:
+    """Ready the threads for the plan about to run: Numba's pool started (start_threads), its
+    parallel regions on `parallel` threads (a model's choice beside busy processes, see
+    netc.cpuload), else NETC_THREADS when set, else the whole pool; and the BLAS thread count set
+    (NETC_BLAS_THREADS overrides it). Called before every compiled call.
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
     cores are busy, its spinning made a digits-mlp epoch 3-8x slower (0.07 s vs 0.24-0.6 s);
@@ -262,11 +263,10 @@ def prepare_threads(threads: int = 1) -> int:
     # A plan loaded from the disk cache calls the parallel regions of its kernels without
     # compiling them, and they need the pool (a null call otherwise).
     start_threads()
-    wanted = thread_count()
-    if wanted is not None:
-        import numba
+    import numba
 
-        numba.set_num_threads(min(wanted, numba.config.NUMBA_NUM_THREADS))  # per calling thread
+    pool = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(min(parallel or thread_count() or pool, pool))  # per calling thread
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
         from threadpoolctl import threadpool_limits

@@ -4,6 +4,7 @@ parallel regions (netc.jit.start_threads; measured in benchmarks/run.py --conten
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -105,3 +106,98 @@ def test_openmp_threads_wait_passively_and_the_environment_is_left_as_it_was():
 def test_a_wait_policy_the_user_chose_is_kept():
     assert _openmp_settings(dict(os.environ, OMP_WAIT_POLICY="ACTIVE")) == ("OMP_WAIT_POLICY = 'ACTIVE'",
                                                                            "after: ACTIVE")
+
+
+# ---------------------------------------------------------------- threads beside busy processes
+
+def test_the_watcher_measures_other_processes_busy_cores(tmp_path, monkeypatch):
+    """/proc/stat's busy ticks (user, nice, system, irq, softirq; not idle, iowait or steal) less this
+    process's own CPU time, over the wall time; nothing where the file cannot be read."""
+    from netc import cpuload
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  300 0 100 5000 7 0 0 900 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    monkeypatch.setattr(os, "sysconf", lambda name: 100)
+    monkeypatch.setattr(os, "times", lambda: os.times_result((1.5, 0.5, 0.0, 0.0, 0.0)))
+    _, busy, own = cpuload._sample(str(stat))
+    assert (busy, own) == (4.0, 2.0)
+    # 1.5 s of the machine's busy time in 1 s, 0.5 of it ours: one core's worth of others
+    assert cpuload.others_between((10.0, 4.0, 2.0), (11.0, 5.5, 2.5)) == 1.0
+    assert cpuload.others_between((10.0, 4.0, 2.0), (10.5, 4.5, 2.5)) == 0.0  # all of it ours
+    assert cpuload.others_between((10.0, 4.0, 2.0), (10.0, 4.0, 2.0)) == 0.0
+    assert cpuload._sample(str(tmp_path / "missing")) is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpuload._sample(str(stat)) is None
+    watcher = cpuload.LoadWatcher(str(tmp_path / "missing"))
+    assert watcher.cores_busy() == 0.0
+    watcher.thread.join(timeout=5)
+    assert not watcher.thread.is_alive() and watcher.cores_busy() == 0.0
+
+
+def test_the_watcher_sees_a_busy_process():
+    from netc.cpuload import INTERVAL, LoadWatcher
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        watcher = LoadWatcher()
+        watcher.cores_busy()
+        time.sleep(0.5)
+        seen = [watcher.cores_busy()]
+        for _ in range(10):
+            time.sleep(INTERVAL)
+            seen.append(watcher.cores_busy())
+        assert max(seen) >= 0.5, seen  # the busy process's core (this process sleeps meanwhile)
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
+    from netc.cpuload import ThreadChoice
+
+    choice = ThreadChoice(2)
+    assert choice.threads(0.2) == 2  # quiet: every core, nothing recorded
+    choice.record(2, 0.2, 9.0, 100)
+    assert choice.seconds_per_sample == {}
+    assert [choice.threads(1.5), choice.threads(1.5)] == [1, 1]  # each count tried first
+    choice.record(1, 1.5, 1.0, 100)
+    assert choice.threads(1.5) == 2
+    choice.record(2, 1.5, 3.0, 100)
+    picks = [choice.threads(1.5) for _ in range(12)]
+    assert picks.count(1) == 11 and picks.count(2) == 1  # the faster, the other tried again now and then
+    choice.record(2, 1.5, 0.5, 100)  # the load changed: two threads are faster now
+    picks = [choice.threads(1.5) for _ in range(8)]
+    assert picks.count(2) == 7 and picks.count(1) == 1
+    assert ThreadChoice(1).threads(2.0) == 1
+
+
+def test_the_thread_count_changes_no_number(monkeypatch):
+    """A conv pass has a fixed number of chunks per plan; one thread runs them one after another:
+    the weights after an epoch are the same bits on one thread and on two."""
+    import numpy as np
+
+    from netc.cpuload import ThreadChoice
+    from netc.runtime.data import load_train_eval
+    from netc.runtime.model import Model
+
+    monkeypatch.delenv("NETC_THREADS", raising=False)
+    loaded = load_spec(SPECS / "digits-cnn.yaml")
+    train, _ = load_train_eval(loaded)
+    weights = []
+    for threads in (1, 2):
+        monkeypatch.setattr(ThreadChoice, "threads", lambda self, others, n=threads: n)
+        model = Model(build_graph(loaded), seed=0, batch=32)
+        assert model.thread_choice is not None and model.thread_choice.pool == min(2, cores())
+        prepared = model.prepare({k: v[:256] for k, v in train.arrays.items()})
+        model.train_epoch(prepared, np.arange(256), seed=0)
+        weights.append(model.P.copy())
+    assert np.array_equal(weights[0], weights[1])
+
+
+def test_netc_threads_fixes_the_count_and_plans_without_parallel_regions_have_no_choice(monkeypatch):
+    from netc.runtime.model import Model
+
+    monkeypatch.setenv("NETC_THREADS", "1")
+    assert Model(build_graph(load_spec(SPECS / "digits-cnn.yaml")), batch=8).thread_choice is None
+    monkeypatch.delenv("NETC_THREADS")
+    assert Model(build_graph(load_spec(SPECS / "xor.yaml"))).thread_choice is None

@@ -169,6 +169,11 @@ def parallel_chunks(batch: int) -> int:
     return max(1, min(cores(), batch))
 
 
+def has_parallel_regions(graph: Graph) -> bool:
+    """Whether the plan runs Numba parallel regions: convolutions, pools and recurrent layers."""
+    return any(REGISTRY[node.op].is_(PARALLEL) or REGISTRY[node.op].is_(STEPPED) for node in graph.nodes)
+
+
 def blas_threads(graph: Graph, batch: int) -> int:
     """BLAS threads for a plan. Convolutions run in Numba parallel regions, one chunk of the
     batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
@@ -177,7 +182,7 @@ def blas_threads(graph: Graph, batch: int) -> int:
     multiply-adds), else one (see netc.jit.prepare_threads). Recurrent layers (STEPPED) keep one:
     their per-step GEMMs are small, and threads that meet at each of them stall when the cores
     are busy (benchmarks/RESULTS.md, "Threads under load")."""
-    if any(REGISTRY[node.op].is_(PARALLEL) or REGISTRY[node.op].is_(STEPPED) for node in graph.nodes):
+    if has_parallel_regions(graph):
         return 1
     largest = max((batch * node.macs for node in graph.nodes if REGISTRY[node.op].is_(BLAS)), default=0)
     return cores() if largest >= 50_000_000 else 1

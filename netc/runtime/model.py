@@ -6,18 +6,21 @@ named numpy views shaped like a PyTorch state_dict (`fc1.weight` [out, in]).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numba
 import numpy as np
 
 from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
 from netc.compiler import background as fused_compile
-from netc.compiler.steps import blas_threads
+from netc.compiler.steps import blas_threads, cores, has_parallel_regions
+from netc.cpuload import ThreadChoice, load_watcher
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
-from netc.jit import prepare_threads
+from netc.jit import prepare_threads, thread_count
 from netc.ops.base import numel
 from netc.runtime.init import initial_values
 
@@ -82,6 +85,9 @@ class Model:
         # (same numbers, half the compile) until the background process has compiled them
         self._waiting: list = []
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
+        # the threads of its parallel regions beside busy processes, chosen by timing (NETC_THREADS fixes them)
+        pool = min(cores(), numba.config.NUMBA_NUM_THREADS)
+        self.thread_choice = ThreadChoice(pool) if has_parallel_regions(graph) and thread_count() is None else None
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
@@ -365,9 +371,15 @@ class Model:
         batches = (count + self.batch - 1) // self.batch
         args = self._epoch_args(prepared, order, train, lr, seed, confusion, scores)
         losses, parts, corrects = args[-5], args[-4], args[-3]
-        prepare_threads(self.blas_threads)
+        choice = self.thread_choice
+        others = load_watcher().cores_busy() if choice else 0.0
+        threads = choice.threads(others) if choice else None
+        prepare_threads(self.blas_threads, threads)
         self._upgrade()
+        started = time.perf_counter()
         done = self.module.epoch(*args)
+        if choice:
+            choice.record(threads, others, time.perf_counter() - started, count)
         if self._background and count and self.plan.tier == PYTHON:
             # after a call that ran the kernels: on a cold cache they are compiled (and cached) by now,
             # so the other process loads them rather than compiling them a second time

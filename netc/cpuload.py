@@ -1,0 +1,114 @@
+"""Threads beside other processes: how many cores they keep busy, and how many threads a plan
+runs its parallel regions on.
+
+netc's parallel regions split a pass into a fixed number of chunks, one per core, and wait for
+the last. When other processes hold the cores, a thread whose core the scheduler gives to one of
+them for a time slice (milliseconds) stalls the region while its partner sleeps. Beside two
+CPU-bound processes on two cores, LeNet-5 ran 2.5x slower on two threads than alone, and faster
+on one thread (30 k against 24 k samples/s); seed-cnn, whose regions are long GEMMs, the other
+way round. So while other processes are busy, a model times its compiled calls on both counts
+and keeps the faster (ThreadChoice). The chunks, and so the numbers, stay the same: the thread
+count only says which threads run them (benchmarks/RESULTS.md, eleventh session)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+
+INTERVAL = 0.1  # seconds between looks at /proc/stat (which counts 10 ms ticks per core)
+IDLE_EXIT = 30.0  # the watcher stops when nobody asked for this long (a new question restarts it)
+
+
+def _sample(stat_path: str) -> tuple[float, float, float] | None:
+    """(wall seconds, the machine's busy CPU seconds, this process's CPU seconds), or None where
+    /proc/stat cannot be read (not Linux)."""
+    try:
+        with open(stat_path, "rb") as stat:
+            fields = stat.readline().split()
+        user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[1:8])
+    except (OSError, ValueError):
+        return None
+    own = os.times()  # every thread of this process
+    busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    return time.monotonic(), busy, own.user + own.system
+
+
+def others_between(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """Cores kept busy by other processes between two samples: the machine's busy CPU time less
+    this process's, over the wall time."""
+    wall = after[0] - before[0]
+    if wall <= 0:
+        return 0.0
+    return max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / wall)
+
+
+class LoadWatcher:
+    """Other processes' busy cores over the last INTERVAL, kept current by a daemon thread (a
+    compiled epoch releases the GIL, so the watcher sees the load change while it runs)."""
+
+    def __init__(self, stat_path: str = "/proc/stat"):
+        self.stat_path = stat_path
+        self.others = 0.0
+        self.asked = time.monotonic()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def cores_busy(self) -> float:
+        """Cores other processes kept busy in the last INTERVAL; 0.0 until measured, or where it
+        cannot be (then netc uses every core, as without a watcher)."""
+        self.asked = time.monotonic()
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._watch, name="netc-load", daemon=True)
+                self.thread.start()
+        return self.others
+
+    def _watch(self) -> None:
+        last = _sample(self.stat_path)
+        while last is not None and time.monotonic() - self.asked < IDLE_EXIT:
+            time.sleep(INTERVAL)
+            now = _sample(self.stat_path)
+            if now is None:
+                break
+            self.others = others_between(last, now)
+            last = now
+        self.others = 0.0
+
+
+@functools.cache
+def load_watcher() -> LoadWatcher:
+    """The process's one watcher."""
+    return LoadWatcher()
+
+
+class ThreadChoice:
+    """The thread count of one model's parallel regions: every thread of the pool while the other
+    processes leave a core or more idle; beside busy ones, whichever of one thread and the whole pool
+    ran its last calls faster per sample (each tried first, and the other again every RETRY calls,
+    as the load changes)."""
+
+    BUSY = 0.5  # cores that other processes keep busy before they count
+    RETRY = 8
+
+    def __init__(self, pool: int):
+        self.pool = pool
+        self.seconds_per_sample: dict[int, float] = {}
+        self.busy_calls = 0
+
+    def threads(self, others: float) -> int:
+        if self.pool == 1 or others < self.BUSY:
+            return self.pool
+        self.busy_calls += 1
+        for threads in (1, self.pool):
+            if threads not in self.seconds_per_sample:
+                return threads
+        best = min(self.seconds_per_sample, key=self.seconds_per_sample.get)
+        other = self.pool if best == 1 else 1
+        return other if self.busy_calls % self.RETRY == 0 else best
+
+    def record(self, threads: int, others: float, seconds: float, samples: int) -> None:
+        """A call's time, kept when it ran beside busy processes (what the choice is about)."""
+        if self.pool > 1 and others >= self.BUSY and samples > 0:
+            self.seconds_per_sample[threads] = seconds / samples
