@@ -36,3 +36,34 @@ def test_a_probe_that_fails_says_it_could_not_tell(monkeypatch):
     monkeypatch.setattr(run.subprocess, "run", fails)
     text = blas_pin_text()
     assert "(OPENBLAS_CORETYPE=Haswell)" in text and "unpinned, it runs (could not tell) kernels" in text
+
+
+def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatch):
+    """--contended: per round and framework, a quiet epoch with the busy processes stopped (SIGSTOP, state
+    'T'), then a loaded one with them running; every busy process is gone afterwards."""
+    import benchmarks.run as run
+
+    monkeypatch.setattr(run, "cores", lambda: 2)
+    seen = []
+
+    def states():
+        return [open(f"/proc/{p.pid}/stat").read().split(") ")[1][0] for p in procs]
+
+    class Runner:
+        def __init__(self, name):
+            self.name = name
+
+        def epoch(self):
+            seen.append((self.name, states()))
+
+    monkeypatch.setattr(run, "_time", lambda fn: fn() or 1.0)
+    started = []
+    real = run.subprocess.Popen
+    monkeypatch.setattr(run.subprocess, "Popen", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    procs = started
+    quiet, loaded = run.alternate_quiet_and_loaded({"a": Runner("a"), "b": Runner("b")}, rounds=2)
+    assert quiet == {"a": [1.0, 1.0], "b": [1.0, 1.0]} and loaded == quiet
+    assert [name for name, _ in seen] == ["a", "a", "b", "b"] * 2
+    assert all(s == ["T", "T"] for _, s in seen[0::2]), seen  # quiet: stopped
+    assert all("T" not in s for _, s in seen[1::2]), seen  # loaded: running (R) or just scheduled out (S)
+    assert len(started) == 2 and all(p.poll() is not None for p in started)
