@@ -188,14 +188,21 @@ def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
     return times
 
 
+LOADED_WARMUP = 4  # epochs of each framework beside the busy processes before the timed rounds
+
+
 def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
     """Epoch times per framework alone and beside one busy process per core, the two in turn in
     every round (the busy processes stopped with SIGSTOP while the quiet epochs run): a drift in
     the machine's speed over the run, which moved a slowdown measured from two separate blocks of
-    rounds by +-30% (LeNet-5 1.64-2.49x), hits both sides of each ratio alike."""
+    rounds by +-30% (LeNet-5 1.64-2.49x), hits both sides of each ratio alike. A training run makes
+    many calls; the first LOADED_WARMUP epochs beside the busy processes are not timed."""
     quiet: dict[str, list[float]] = {name: [] for name in runners}
     loaded: dict[str, list[float]] = {name: [] for name in runners}
     with busy_processes(cores()) as busy:
+        for runner in runners.values():  # untimed: the steady state is timed (netc's thread choice is
+            for _ in range(LOADED_WARMUP):  # made in its first calls beside busy processes, netc.cpuload)
+                runner.epoch()
         for _ in range(rounds):
             for name, runner in runners.items():
                 busy.pause()

@@ -17,6 +17,8 @@ import os
 import threading
 import time
 
+import numpy as np
+
 INTERVAL = 0.1  # seconds between looks at /proc/stat (which counts 10 ms ticks per core)
 IDLE_EXIT = 30.0  # the watcher stops when nobody asked for this long (a new question restarts it)
 
@@ -86,29 +88,33 @@ def load_watcher() -> LoadWatcher:
 class ThreadChoice:
     """The thread count of one model's parallel regions: every thread of the pool while the other
     processes leave a core or more idle; beside busy ones, whichever of one thread and the whole pool
-    ran its last calls faster per sample (each tried first, and the other again every RETRY calls,
-    as the load changes)."""
+    ran its recent calls faster per sample (the median of each one's last TRIES calls: one epoch beside
+    busy processes varies by +-20%). Each count is tried TRIES times first, and the slower one again
+    every RETRY calls, as the load changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
+    TRIES = 2
     RETRY = 8
 
     def __init__(self, pool: int):
         self.pool = pool
-        self.seconds_per_sample: dict[int, float] = {}
+        self.seconds_per_sample: dict[int, list[float]] = {1: [], pool: []}
         self.busy_calls = 0
 
     def threads(self, others: float) -> int:
         if self.pool == 1 or others < self.BUSY:
             return self.pool
         self.busy_calls += 1
-        for threads in (1, self.pool):
-            if threads not in self.seconds_per_sample:
-                return threads
-        best = min(self.seconds_per_sample, key=self.seconds_per_sample.get)
+        tried = self.seconds_per_sample
+        if min(len(tried[1]), len(tried[self.pool])) < self.TRIES:  # 1, pool, 1, pool
+            return 1 if len(tried[1]) <= len(tried[self.pool]) else self.pool
+        best = min(tried, key=lambda threads: float(np.median(tried[threads])))
         other = self.pool if best == 1 else 1
         return other if self.busy_calls % self.RETRY == 0 else best
 
     def record(self, threads: int, others: float, seconds: float, samples: int) -> None:
         """A call's time, kept when it ran beside busy processes (what the choice is about)."""
         if self.pool > 1 and others >= self.BUSY and samples > 0:
-            self.seconds_per_sample[threads] = seconds / samples
+            recent = self.seconds_per_sample[threads]
+            recent.append(seconds / samples)
+            del recent[:-self.TRIES]

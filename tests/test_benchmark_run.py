@@ -39,11 +39,13 @@ def test_a_probe_that_fails_says_it_could_not_tell(monkeypatch):
 
 
 def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatch):
-    """--contended: per round and framework, a quiet epoch with the busy processes stopped (SIGSTOP, state
-    'T'), then a loaded one with them running; every busy process is gone afterwards."""
+    """--contended: an untimed epoch of each framework beside the busy processes, then per round and
+    framework a quiet epoch with them stopped (SIGSTOP, state 'T') and a loaded one with them running;
+    every busy process is gone afterwards."""
     import benchmarks.run as run
 
     monkeypatch.setattr(run, "cores", lambda: 2)
+    monkeypatch.setattr(run, "LOADED_WARMUP", 1)
     seen = []
 
     def states():
@@ -63,7 +65,8 @@ def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatc
     procs = started
     quiet, loaded = run.alternate_quiet_and_loaded({"a": Runner("a"), "b": Runner("b")}, rounds=2)
     assert quiet == {"a": [1.0, 1.0], "b": [1.0, 1.0]} and loaded == quiet
-    assert [name for name, _ in seen] == ["a", "a", "b", "b"] * 2
-    assert all(s == ["T", "T"] for _, s in seen[0::2]), seen  # quiet: stopped
-    assert all("T" not in s for _, s in seen[1::2]), seen  # loaded: running (R) or just scheduled out (S)
+    assert [name for name, _ in seen] == ["a", "b"] + ["a", "a", "b", "b"] * 2
+    warmup, timed = seen[:2], seen[2:]
+    assert all("T" not in s for _, s in warmup + timed[1::2]), seen  # loaded: running (R) or scheduled out (S)
+    assert all(s == ["T", "T"] for _, s in timed[0::2]), seen  # quiet: stopped
     assert len(started) == 2 and all(p.poll() is not None for p in started)
