@@ -188,7 +188,7 @@ def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-LOADED_WARMUP = 4  # epochs of each framework beside the busy processes before the timed rounds
+LOADED_WARMUP = 6  # epochs of each framework beside the busy processes before the timed rounds
 
 
 def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:

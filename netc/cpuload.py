@@ -93,7 +93,7 @@ class ThreadChoice:
     every RETRY calls, as the load changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
-    TRIES = 2
+    TRIES = 3
     RETRY = 8
 
     def __init__(self, pool: int):

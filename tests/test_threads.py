@@ -159,19 +159,20 @@ def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
     assert choice.threads(0.2) == 2  # quiet: every core, nothing recorded
     choice.record(2, 0.2, 9.0, 100)
     assert choice.seconds_per_sample == {1: [], 2: []}
+    one, two = [1.0, 1.2, 5.0, 1.1], [3.0, 0.5, 2.0, 2.5]  # one thread faster on the median, not on every call
     tried = []
-    for seconds_1, seconds_2 in ((1.0, 3.0), (1.2, 0.9)):
-        tried.append(choice.threads(1.5))
-        choice.record(tried[-1], 1.5, seconds_1, 100)
-        tried.append(choice.threads(1.5))
-        choice.record(tried[-1], 1.5, seconds_2, 100)
-    assert tried == [1, 2, 1, 2]  # each count twice, in turn
-    picks = [choice.threads(1.5) for _ in range(11)]  # medians: 1.1 s against 1.95 s
-    assert picks.count(1) == 10 and picks.count(2) == 1  # the faster, the other tried again now and then
-    for _ in range(2):
+    for round in range(ThreadChoice.TRIES):  # each count TRIES times, in turn
+        for seconds in (one[round], two[round]):
+            tried.append(choice.threads(1.5))
+            choice.record(tried[-1], 1.5, seconds, 100)
+    assert tried == [1, 2] * ThreadChoice.TRIES
+    calls = 2 * ThreadChoice.TRIES
+    picks = [choice.threads(1.5) for _ in range(2 * ThreadChoice.RETRY - calls - 1)]
+    assert picks.count(2) == 1 and picks[ThreadChoice.RETRY - calls - 1] == 2  # the other again now and then
+    for _ in range(ThreadChoice.TRIES):
         choice.record(2, 1.5, 0.5, 100)  # the load changed: two threads are faster now
-    picks = [choice.threads(1.5) for _ in range(8)]
-    assert picks.count(2) == 7 and picks.count(1) == 1
+    picks = [choice.threads(1.5) for _ in range(ThreadChoice.RETRY)]
+    assert picks.count(1) == 1 and picks.count(2) == ThreadChoice.RETRY - 1
     assert ThreadChoice(1).threads(2.0) == 1
 
 
