@@ -46,6 +46,8 @@ def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatc
 
     monkeypatch.setattr(run, "cores", lambda: 2)
     monkeypatch.setattr(run, "LOADED_WARMUP", 1)
+    real_sleep = run.time.sleep
+    monkeypatch.setattr(run.time, "sleep", lambda seconds: real_sleep(min(seconds, 0.05)))  # signals land in ms
     seen = []
 
     def states():
