@@ -89,7 +89,7 @@ class ThreadChoice:
     """The thread count of one model's parallel regions: every thread of the pool while the other
     processes leave a core or more idle; beside busy ones, whichever of one thread and the whole pool
     ran its recent calls faster per sample (the median of each one's last TRIES calls: one epoch beside
-    busy processes varies by +-20%). Each count is tried TRIES times first, and the slower one again
+    busy processes varies by +-25%). Each count is tried TRIES times first, and the slower one again
     every RETRY calls, as the load changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
