@@ -50,8 +50,19 @@ def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatc
     monkeypatch.setattr(run.time, "sleep", lambda seconds: real_sleep(min(seconds, 0.05)))  # signals land in ms
     seen = []
 
+    stopped = [False]  # what the harness last asked of the busy processes
+    for name, value in (("pause", True), ("resume", False)):
+        method = getattr(run._Busy, name)
+        monkeypatch.setattr(run._Busy, name, lambda self, m=method, v=value: (stopped.__setitem__(0, v), m(self)))
+
     def states():
-        return [open(f"/proc/{p.pid}/stat").read().split(") ")[1][0] for p in procs]
+        # a signal takes effect when its process next runs: on a loaded machine, wait for it (up to 2 s)
+        for _ in range(80):
+            now = [open(f"/proc/{p.pid}/stat").read().split(") ")[1][0] for p in procs]
+            if now.count("T") == (len(now) if stopped[0] else 0):
+                break
+            real_sleep(0.025)
+        return now
 
     class Runner:
         def __init__(self, name):
