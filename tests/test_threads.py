@@ -180,6 +180,7 @@ def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
 def test_the_thread_count_changes_no_number(monkeypatch):
     """A conv pass has a fixed number of chunks per plan; one thread runs them one after another:
     the weights after an epoch are the same bits on one thread and on two."""
+    import numba
     import numpy as np
 
     from netc.cpuload import ThreadChoice
@@ -196,6 +197,7 @@ def test_the_thread_count_changes_no_number(monkeypatch):
         assert model.thread_choice is not None and model.thread_choice.pool == min(2, cores())
         prepared = model.prepare({k: v[:256] for k, v in train.arrays.items()})
         model.train_epoch(prepared, np.arange(256), seed=0)
+        assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)  # the count it ran on
         weights.append(model.P.copy())
     assert np.array_equal(weights[0], weights[1])
 
