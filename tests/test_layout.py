@@ -225,6 +225,45 @@ def test_conv_weight_gradients_are_summed_transposed_where_blas_runs_small_kerne
         np.testing.assert_allclose(transposed.get_weights()[name], value, rtol=1e-12, atol=1e-13, err_msg=name)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("acc", [False, True])
+def test_chunk_weight_gradients_sum_in_chunk_order_to_the_bit(transposed, acc):
+    """conv_backward's per-chunk weight gradients (F, K), or (T, K, F) transposed, summed into dw a row
+    at a time and written back by tiles: every element is (dw if acc else 0) + chunk 0 + chunk 1 + ...
+    in float64, rounded once, as the element-by-element loop it replaced; shapes on and off the
+    16 x 16 tiles, 1 to 4 chunks."""
+    from numba import njit
+
+    from netc.kernels.conv import sum_chunks
+
+    @njit
+    def call(dwt, dw, acc, transposed):
+        sum_chunks(dwt, dw, acc, transposed)
+
+    rng = np.random.default_rng(5)
+    for filters, k in ((37, 21), (32, 48), (5, 75)):
+        for chunks in range(1, 5):
+            # the terms in order (dw first when acc): B, -B, s, ... with B ~ 2^30 and s ~ 2^-30 on every other
+            # element, so that any other order of the sum gives another float32 (0 instead of s)
+            count = chunks + acc
+            terms = rng.normal(size=(count, filters, k))
+            if count >= 3:
+                big = rng.choice([-1.0, 1.0], (filters, k)) * 2.0 ** rng.integers(25, 35, (filters, k))
+                cancel = rng.random((filters, k)) < 0.5
+                terms[0] = np.where(cancel, big, terms[0])
+                terms[1] = np.where(cancel, -big, terms[1])
+                terms[2] = np.where(cancel, terms[2] * 2.0**-30, terms[2])
+            terms = terms.astype(np.float32)
+            dw = terms[0].copy() if acc else np.full((filters, k), np.nan, np.float32)
+            parts = terms[acc:]
+            expected = np.zeros((filters, k))
+            for term in terms:
+                expected = expected + term.astype(np.float64)
+            dwt = np.ascontiguousarray(parts.transpose(0, 2, 1)) if transposed else parts.copy()
+            call(dwt, dw, acc, transposed)
+            np.testing.assert_array_equal(dw, expected.astype(np.float32), err_msg=f"{filters}x{k}, {chunks} chunks")
+
+
 def test_inspect_plan_says_which_weight_is_stored_transposed():
     import io
 
