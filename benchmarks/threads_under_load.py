@@ -43,6 +43,7 @@ def main() -> None:
         w = WORKLOADS[KEYS[key]]
         graph = load_graph(w.spec, w.batch, w.lr)
         runner = NetcRunner(graph, make_data(graph, w.samples))
+        used.clear()
         rates: dict[str, dict[int, list[float]]] = {"alone": {}, "loaded": {}}
         with busy_processes(cores()) as busy:
             for _ in range(args.rounds):
@@ -52,7 +53,8 @@ def main() -> None:
                         start = time.perf_counter()
                         runner.epoch()
                         rate = w.samples / (time.perf_counter() - start)
-                        rates[phase].setdefault(used[-1], []).append(rate)
+                        threads_used = used[-1] if used else 1  # a plan without parallel regions runs on one
+                        rates[phase].setdefault(threads_used, []).append(rate)
         alone = np.median([r for values in rates["alone"].values() for r in values])
         loaded = np.median([r for values in rates["loaded"].values() for r in values])
         by_threads = {phase: ", ".join(f"{t} thread{'s' if t > 1 else ''}: {np.median(v):,.0f} ({len(v)} epochs)"
