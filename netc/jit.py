@@ -222,27 +222,34 @@ def thread_count() -> int | None:
     return int(text)
 
 
+SPIN_COUNT = 5000  # libgomp's busy-wait before a thread sleeps: ~0.1 ms, the gap between a step's conv passes
+
+
 def start_threads() -> None:
-    """Start Numba's thread pool once, its OpenMP threads waiting passively (asleep, not spinning)
-    between parallel regions unless the user chose OMP_WAIT_POLICY. Spinning threads hold their
-    core between the conv passes of a step; when other processes want the cores, the spin steals
-    the time the thread that has work needs, and a LeNet-5 epoch took 3-4x its time beside two
-    CPU-bound processes instead of ~2x (benchmarks/run.py --contended; RESULTS.md). libgomp reads
-    the variable once, as it loads, so it is set only while Numba loads it and then restored:
-    another OpenMP library loaded later (PyTorch bundles its own) keeps its own policy."""
+    """Start Numba's thread pool once, its OpenMP threads spinning SPIN_COUNT times (~0.1 ms) at the
+    end of a parallel region before they sleep, unless the user chose OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT. Asleep, a thread takes a futex wake (tens of µs in a VM) to start the next
+    region: LeNet-5 ran 51-65 k samples/s so and 80-93 k with this spin, the LSTM 13.5-14.6 k and
+    18.0-18.6 k (RESULTS.md, twelfth session). libgomp's default spin (300,000, milliseconds) holds the
+    cores after every region; beside busy processes that stole the time the working thread needed
+    (a LeNet-5 epoch 3-4x its time beside two CPU-bound processes, not ~2x), and the short spin
+    matters little there: netc then runs its regions on one thread when that is faster
+    (netc.cpuload). libgomp reads the variable once, as it loads, so it is set only while Numba
+    loads it and then removed: another OpenMP library loaded later (PyTorch bundles its own) keeps
+    its own defaults."""
     global _threads_started
     if _threads_started:
         return
     from numba.np.ufunc import parallel
 
-    chosen = "OMP_WAIT_POLICY" in os.environ
+    chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
     if not chosen:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     try:
         parallel._launch_threads()
     finally:
         if not chosen:
-            del os.environ["OMP_WAIT_POLICY"]
+            del os.environ["GOMP_SPINCOUNT"]
     _threads_started = True
 
 

@@ -85,27 +85,42 @@ _POLICY = """
 import os
 from netc.jit import prepare_threads
 prepare_threads(1)
-print("after:", os.environ.get("OMP_WAIT_POLICY"))
+print("after:", os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT"))
 """
 
 
-def _openmp_settings(env: dict) -> tuple[str, str]:
-    """(what libgomp says it read as it loaded, OMP_WAIT_POLICY left in the environment)."""
-    env = dict(env, OMP_DISPLAY_ENV="TRUE")
+def _openmp_settings(env: dict) -> tuple[str, str, str]:
+    """(the wait policy and the spin count libgomp says it read as it loaded, the two variables as
+    left in the environment)."""
+    env = dict(env, OMP_DISPLAY_ENV="VERBOSE")  # VERBOSE: libgomp shows GOMP_SPINCOUNT too
     result = subprocess.run([sys.executable, "-c", _POLICY], capture_output=True, text=True, env=env, timeout=120,
                             check=True)
-    shown = next(line.strip() for line in result.stderr.splitlines() if line.strip().startswith("OMP_WAIT_POLICY"))
-    return shown, result.stdout.strip()
+    shown = [line.strip() for line in result.stderr.splitlines()]
+    policy = next(line for line in shown if line.startswith("OMP_WAIT_POLICY"))
+    spin = next(line for line in shown if line.startswith("GOMP_SPINCOUNT"))
+    return policy, spin, result.stdout.strip()
 
 
-def test_openmp_threads_wait_passively_and_the_environment_is_left_as_it_was():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert _openmp_settings(env) == ("OMP_WAIT_POLICY = 'PASSIVE'", "after: None")
+def _without_openmp_settings() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
 
 
-def test_a_wait_policy_the_user_chose_is_kept():
-    assert _openmp_settings(dict(os.environ, OMP_WAIT_POLICY="ACTIVE")) == ("OMP_WAIT_POLICY = 'ACTIVE'",
-                                                                           "after: ACTIVE")
+def test_openmp_threads_spin_briefly_and_the_environment_is_left_as_it_was():
+    """SPIN_COUNT busy-waits at a region's end, then sleep (libgomp's default spins 300,000)."""
+    from netc.jit import SPIN_COUNT
+
+    assert _openmp_settings(_without_openmp_settings()) == (
+        "OMP_WAIT_POLICY = 'PASSIVE'", f"GOMP_SPINCOUNT = '{SPIN_COUNT}'", "after: None None")
+
+
+def test_a_wait_policy_or_spin_count_the_user_chose_is_kept():
+    env = _without_openmp_settings()
+    assert _openmp_settings(dict(env, OMP_WAIT_POLICY="ACTIVE")) == (
+        "OMP_WAIT_POLICY = 'ACTIVE'", "GOMP_SPINCOUNT = '30000000000'", "after: ACTIVE None")
+    assert _openmp_settings(dict(env, OMP_WAIT_POLICY="PASSIVE")) == (
+        "OMP_WAIT_POLICY = 'PASSIVE'", "GOMP_SPINCOUNT = '0'", "after: PASSIVE None")
+    assert _openmp_settings(dict(env, GOMP_SPINCOUNT="123")) == (
+        "OMP_WAIT_POLICY = 'PASSIVE'", "GOMP_SPINCOUNT = '123'", "after: None 123")
 
 
 # ---------------------------------------------------------------- threads beside busy processes
