@@ -1,5 +1,6 @@
 """netc against PyTorch on the CPU: the same networks, initial weights and data, timed
-alternately in one run. PyTorch is optional: without it only netc is timed.
+alternately in one run, each peer framework (PyTorch, JAX) in a process of its own (PeerProcess)
+that times its epochs when asked. PyTorch is optional: without it only netc is timed.
 
     .venv/bin/python benchmarks/run.py                   # all workloads, a Markdown table
     .venv/bin/python benchmarks/run.py --only lenet5 --rounds 5
@@ -118,10 +119,6 @@ class TorchRunner:
             self.optimizer.step()
 
 
-def timed(runner, rounds: int) -> list[float]:
-    return [_time(runner.epoch) for _ in range(rounds)]
-
-
 def _time_once(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -149,18 +146,21 @@ def run_workload(w: Workload, rounds: int, peers: set[str], contended: bool) -> 
     data = make_data(graph, w.samples)
     netc = NetcRunner(graph, data)
     runners = {"netc": netc}
-    peer_classes = {"torch": (TorchRunner, {"compiled": False}), "torch.compile": (TorchRunner, {"compiled": True}),
-                    "jax.jit": (_jax_runner, {"variant": "jit"}), "jax.scan": (_jax_runner, {"variant": "scan"})}
-    for name, (make, options) in peer_classes.items():
-        if name in peers:
-            try:
-                runners[name] = make(graph, data, netc.model.get_weights(), **options)
-            except Exception as exc:  # report, keep the rest of the suite
-                print(f"{name} failed on {w.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-    if contended:
-        times, loaded = alternate_quiet_and_loaded(runners, rounds)
-    else:
-        times = alternate(runners, rounds)
+    try:
+        for name in PEERS:
+            if name in peers:
+                try:
+                    runners[name] = PeerProcess(name, WORKLOADS.index(w), netc.model.get_weights())
+                except Exception as exc:  # report, keep the rest of the suite
+                    print(f"{name} failed on {w.name}: {exc}", file=sys.stderr)
+        if contended:
+            times, loaded = alternate_quiet_and_loaded(runners, rounds)
+        else:
+            times = alternate(runners, rounds)
+    finally:
+        for runner in runners.values():
+            if isinstance(runner, PeerProcess):
+                runner.close()
     units = w.samples / w.batch if w.per_step else w.samples
     result = {"workload": w.name, "unit": "steps/s" if w.per_step else "samples/s",
               "rates": {name: units / float(np.median(t)) for name, t in times.items()},
@@ -172,19 +172,106 @@ def run_workload(w: Workload, rounds: int, peers: set[str], contended: bool) -> 
     return result
 
 
+def _torch_runner(graph, data, weights, compiled: bool):
+    return TorchRunner(graph, data, weights, compiled)
+
+
 def _jax_runner(graph, data, weights, variant: str):
     from benchmarks.jax_model import JaxRunner
 
     return JaxRunner(graph, data, weights, variant)
 
 
+PEERS = {"torch": (_torch_runner, {"compiled": False}), "torch.compile": (_torch_runner, {"compiled": True}),
+         "jax.jit": (_jax_runner, {"variant": "jit"}), "jax.scan": (_jax_runner, {"variant": "scan"})}
+
+
+class PeerProcess:
+    """A peer framework in a process of its own, which times its own epochs when asked. In netc's
+    process a peer would share its OpenMP runtime: PyTorch's bundled libgomp has the soname of the
+    one Numba loads, so the dynamic linker loads one of them for both, configured by whichever came
+    first (netc's, by the time PyTorch's first epoch ran: until the twelfth session PyTorch's OpenMP
+    threads slept between parallel regions as netc asked of its own, and its LSTM ran 2.9 k samples/s
+    instead of 10.9 k; RESULTS.md). Alone, each framework's threads behave as its users see them."""
+
+    def __init__(self, name: str, workload: int, weights: dict):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # nothing of this process's libraries inherited
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve_peer, args=(child, name, workload, weights), daemon=True)
+        self.process.start()
+        child.close()
+        self._reply()  # built and warmed up
+
+    def _reply(self):
+        while not self.connection.poll(1.0):
+            if not self.process.is_alive():
+                raise RuntimeError(f"its process ended (exit code {self.process.exitcode})")
+        status, value = self.connection.recv()
+        if status == "error":
+            raise RuntimeError(value)
+        return value
+
+    def epoch(self) -> None:
+        self.connection.send("epoch")
+        self._reply()
+
+    def timed(self) -> float:
+        """Seconds per epoch, timed in the peer's process (as _time does)."""
+        self.connection.send("time")
+        return self._reply()
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            self.connection.send("stop")
+        self.process.join(30)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _serve_peer(connection, name: str, workload: int, weights: dict) -> None:
+    """A peer's process: build the runner (the workload's graph and data, netc's initial weights),
+    then run or time epochs on request until told to stop."""
+    try:
+        w = WORKLOADS[workload]
+        graph = load_graph(w.spec, w.batch, w.lr)
+        make, options = PEERS[name]
+        runner = make(graph, make_data(graph, w.samples), weights, **options)
+    except Exception as exc:
+        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    connection.send(("ready", None))
+    while (command := connection.recv()) != "stop":
+        try:
+            if command == "libraries":  # the shared libraries this process loaded (a test's question)
+                connection.send(("ok", sorted({line.split()[-1] for line in open("/proc/self/maps") if ".so" in line})))
+                continue
+            connection.send(("ok", _time(runner.epoch) if command == "time" else runner.epoch()))
+        except Exception as exc:
+            connection.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _timed(runner) -> float:
+    """Seconds per epoch: a peer's process times its own (no pipe in the timing)."""
+    return runner.timed() if isinstance(runner, PeerProcess) else _time(runner.epoch)
+
+
+SETTLE_SECONDS = 0.5  # between one timing and the next (PyTorch's threads spin ~0.2 s after its epochs)
+
+
 def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
     """Epoch times per framework, one epoch of each in turn per round, so that drifts in the
-    machine's speed hit every framework alike."""
+    machine's speed hit every framework alike. Each timing starts SETTLE_SECONDS after the last:
+    the previous framework's threads have stopped spinning, and netc's load watcher (netc.cpuload),
+    which counts a peer's process as another process, sees the machine idle again (without the
+    pause netc timed LeNet-5 at 61 k samples/s after PyTorch's epochs and 88 k alone; PyTorch's OpenMP
+    threads spin for ~0.2 s after its epochs, 1.3-2 cores of another process to netc's watcher)."""
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
-            times[name].append(_time(runner.epoch))
+            time.sleep(SETTLE_SECONDS)
+            times[name].append(_timed(runner))
     return times
 
 
@@ -206,9 +293,9 @@ def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
         for _ in range(rounds):
             for name, runner in runners.items():
                 busy.pause()
-                quiet[name].append(_time(runner.epoch))
+                quiet[name].append(_timed(runner))
                 busy.resume()
-                loaded[name].append(_time(runner.epoch))
+                loaded[name].append(_timed(runner))
     return quiet, loaded
 
 
@@ -239,12 +326,12 @@ class _Busy:
     def pause(self) -> None:
         for proc in self.procs:
             proc.send_signal(signal.SIGSTOP)
-        time.sleep(0.3)  # as after resume: the machine seen idle (netc.cpuload) before the timing starts
+        time.sleep(SETTLE_SECONDS)  # as after resume: the machine seen idle (netc.cpuload) before the timing starts
 
     def resume(self) -> None:
         for proc in self.procs:
             proc.send_signal(signal.SIGCONT)
-        time.sleep(0.3)  # running on every core, and seen to be (netc.cpuload), before the timing starts
+        time.sleep(SETTLE_SECONDS)  # running on every core, and seen to be (netc.cpuload), before the timing starts
 
 
 def sgemm_rates(size: int = 1024, repeats: int = 10) -> dict[int, float]:

@@ -3,6 +3,8 @@ kernels below what the CPU runs (the figures then measure the pin, not the hardw
 
 from __future__ import annotations
 
+import os
+
 from benchmarks.run import blas_pin_text
 
 
@@ -83,3 +85,40 @@ def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatc
     assert all("T" not in s for _, s in warmup + timed[1::2]), seen  # loaded: running (R) or scheduled out (S)
     assert all(s == ["T", "T"] for _, s in timed[0::2]), seen  # quiet: stopped
     assert len(started) == 2 and all(p.poll() is not None for p in started)
+
+
+def test_a_peer_that_cannot_be_built_is_reported_and_its_process_ends():
+    """A peer framework runs in a process of its own (benchmarks.run.PeerProcess): what failed in it
+    comes back as an error naming the cause, and the process is gone."""
+    import pytest
+
+    import benchmarks.run as run
+
+    with pytest.raises(RuntimeError, match="KeyError: 'no-such-framework'"):
+        run.PeerProcess("no-such-framework", run.KEYS["seed-mlp"], {})
+
+
+def test_a_peer_times_its_epochs_in_a_process_with_its_own_openmp_runtime():
+    """PyTorch's libgomp has the soname of the one Numba loads: in netc's process PyTorch would run on
+    netc's runtime and its settings; in its own process it loads its own and times its epochs there."""
+    import pytest
+
+    pytest.importorskip("torch")
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("no /proc/self/maps to list a process's libraries (not Linux)")
+    import benchmarks.run as run
+
+    workload = run.KEYS["seed-mlp"]
+    w = run.WORKLOADS[workload]
+    graph = run.load_graph(w.spec, w.batch, w.lr)
+    netc = run.NetcRunner(graph, run.make_data(graph, 200))
+    peer = run.PeerProcess("torch", workload, netc.model.get_weights())
+    try:
+        assert peer.timed() > 0
+        peer.connection.send("libraries")
+        libraries = peer._reply()
+    finally:
+        peer.close()
+    assert not peer.process.is_alive()
+    gomp = [path for path in libraries if "libgomp" in path]
+    assert gomp and all("torch" in path for path in gomp), libraries
