@@ -222,21 +222,22 @@ def thread_count() -> int | None:
     return int(text)
 
 
-SPIN_COUNT = 5000  # libgomp's busy-wait before a thread sleeps: ~0.1 ms, the gap between a step's conv passes
+SPIN_COUNT = 5000  # libgomp's busy-wait before a thread sleeps: ~0.3 ms here, longer than a step's gaps between conv passes
 
 
 def start_threads() -> None:
-    """Start Numba's thread pool once, its OpenMP threads spinning SPIN_COUNT times (~0.1 ms) at the
+    """Start Numba's thread pool once, its OpenMP threads spinning SPIN_COUNT times (~0.3 ms) at the
     end of a parallel region before they sleep, unless the user chose OMP_WAIT_POLICY or
     GOMP_SPINCOUNT. Asleep, a thread takes a futex wake (tens of µs in a VM) to start the next
-    region: LeNet-5 ran 51-65 k samples/s so and 80-93 k with this spin, the LSTM 13.5-14.6 k and
+    region: LeNet-5 ran 51-65 k samples/s so and 87-93 k with this spin, the LSTM 13.5-14.6 k and
     18.0-18.6 k (RESULTS.md, twelfth session). libgomp's default spin (300,000, milliseconds) holds the
     cores after every region; beside busy processes that stole the time the working thread needed
     (a LeNet-5 epoch 3-4x its time beside two CPU-bound processes, not ~2x), and the short spin
     matters little there: netc then runs its regions on one thread when that is faster
     (netc.cpuload). libgomp reads the variable once, as it loads, so it is set only while Numba
-    loads it and then removed: another OpenMP library loaded later (PyTorch bundles its own) keeps
-    its own defaults."""
+    loads it and then removed. PyTorch's bundled libgomp has the same soname: in a process where
+    netc's pool started first, PyTorch runs on this runtime and its settings (benchmarks/run.py
+    therefore times PyTorch in a process of its own)."""
     global _threads_started
     if _threads_started:
         return
