@@ -106,7 +106,8 @@ def _without_openmp_settings() -> dict:
 
 
 def test_openmp_threads_spin_briefly_and_the_environment_is_left_as_it_was():
-    """SPIN_COUNT busy-waits at a region's end, then sleep (libgomp's default spins 300,000)."""
+    """SPIN_COUNT busy-waits at a region's end, then sleep (libgomp's default spins 300,000; it shows
+    the policy it was not given as PASSIVE)."""
     from netc.jit import SPIN_COUNT
 
     assert _openmp_settings(_without_openmp_settings()) == (
