@@ -248,11 +248,28 @@ def test_ctrl_c_while_netc_starts_exits_without_a_traceback(tmp_path):
                                 str(tmp_path / "run")], env={**os.environ, "NETC_SERVER": "0"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=_as_in_a_terminal())
-    time.sleep(0.3)  # Python is running by then (under load too), and importing netc takes longer
+    _wait_for_library(process.pid, "pydantic_core")  # netc is importing: its spec models load pydantic
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 130, (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def _wait_for_library(pid: int, name: str, timeout: float = 30.0) -> None:
+    """Until the process has mapped a shared library whose path holds `name` (~0.1-0.17 s after the start
+    for pydantic_core, the import of netc going on for longer). A fixed 0.3 s sleep overslept on a loaded CI
+    machine, and the signal found netc training. Without /proc: 0.3 s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                if name in maps.read():
+                    return
+        except OSError:
+            time.sleep(0.3)
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} did not load {name} in {timeout} s")
 
 
 def test_a_killed_client_ends_its_command(servers, tmp_path):
