@@ -1,5 +1,6 @@
 """benchmarks/run.py's account of the machine: what it says when the environment pins OpenBLAS's
-kernels below what the CPU runs (the figures then measure the pin, not the hardware)."""
+kernels below what the CPU runs (the figures then measure the pin, not the hardware); its
+contended rounds; the peer frameworks it times in processes of their own."""
 
 from __future__ import annotations
 
