@@ -205,22 +205,31 @@ class PeerProcess:
         self._reply()  # built and warmed up
 
     def _reply(self):
-        while not self.connection.poll(1.0):
+        while not self.connection.poll(1.0):  # a dead process's pipe may stay open (a child of its own holds it)
             if not self.process.is_alive():
                 raise RuntimeError(f"its process ended (exit code {self.process.exitcode})")
-        status, value = self.connection.recv()
+        try:
+            status, value = self.connection.recv()
+        except EOFError:
+            self.process.join(5)
+            raise RuntimeError(f"its process ended (exit code {self.process.exitcode})") from None
         if status == "error":
             raise RuntimeError(value)
         return value
 
+    def _ask(self, command: str):
+        try:
+            self.connection.send(command)
+        except OSError:  # its process has ended: _reply says so
+            pass
+        return self._reply()
+
     def epoch(self) -> None:
-        self.connection.send("epoch")
-        self._reply()
+        self._ask("epoch")
 
     def timed(self) -> float:
         """Seconds per epoch, timed in the peer's process (as _time does)."""
-        self.connection.send("time")
-        return self._reply()
+        return self._ask("time")
 
     def close(self) -> None:
         if self.process.is_alive():
@@ -244,9 +253,6 @@ def _serve_peer(connection, name: str, workload: int, weights: dict) -> None:
     connection.send(("ready", None))
     while (command := connection.recv()) != "stop":
         try:
-            if command == "libraries":  # the shared libraries this process loaded (a test's question)
-                connection.send(("ok", sorted({line.split()[-1] for line in open("/proc/self/maps") if ".so" in line})))
-                continue
             connection.send(("ok", _time(runner.epoch) if command == "time" else runner.epoch()))
         except Exception as exc:
             connection.send(("error", f"{type(exc).__name__}: {exc}"))

@@ -116,10 +116,30 @@ def test_a_peer_times_its_epochs_in_a_process_with_its_own_openmp_runtime():
     peer = run.PeerProcess("torch", workload, netc.model.get_weights())
     try:
         assert peer.timed() > 0
-        peer.connection.send("libraries")
-        libraries = peer._reply()
+        with open(f"/proc/{peer.process.pid}/maps") as maps:
+            libraries = {line.split()[-1] for line in maps if ".so" in line}
     finally:
         peer.close()
     assert not peer.process.is_alive()
     gomp = [path for path in libraries if "libgomp" in path]
     assert gomp and all("torch" in path for path in gomp), libraries
+
+
+def test_a_peer_whose_process_ended_is_reported_not_waited_for():
+    """A question to a peer whose process has died (killed, out of memory) raises with its exit code
+    instead of waiting for an answer that will not come."""
+    import multiprocessing
+
+    import pytest
+
+    import benchmarks.run as run
+
+    context = multiprocessing.get_context("spawn")
+    peer = object.__new__(run.PeerProcess)  # a peer whose process is gone, without building a framework
+    peer.connection, child = context.Pipe()
+    peer.process = context.Process(target=os._exit, args=(3,))
+    peer.process.start()
+    peer.process.join(30)
+    child.close()
+    with pytest.raises(RuntimeError, match=r"its process ended \(exit code 3\)"):
+        peer.timed()
