@@ -303,6 +303,21 @@ def main() -> None:
         os._exit(130)
 
 
+def _command_line():
+    """netc's command line (`netc.cli.run`), imported with Ctrl-C ending the process at once: pydantic turns
+    a KeyboardInterrupt raised while it builds a model class into a SchemaError (a traceback, exit code 1),
+    and nothing has been written yet."""
+    default = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if default:
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+    try:
+        from netc.cli import run
+    finally:
+        if default:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    return run
+
+
 def _main() -> None:
     folder = key = None
     if servers_wanted():
@@ -318,8 +333,7 @@ def _main() -> None:
         sock = _connect(socket_path(folder, key))
         if sock is not None and _hand_over(sock):
             _serve_remotely(sock)
-    from netc.cli import run
-
+    run = _command_line()
     environ = dict(os.environ)
     code = run()
     if key is not None and sys.argv[1:2] != ["server"]:  # `netc server stop` starts none

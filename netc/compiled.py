@@ -32,7 +32,10 @@ def machine_tag() -> str:
     shared by machines of other CPUs does not mark code as ready that Numba would not load."""
     from numba.core.registry import cpu_target
 
-    machine = (sys.version_info[:2], cpu_target.target_context.codegen().magic_tuple())  # Numba's files are per Python
+    from netc.interrupts import compiling
+
+    with compiling():  # the first call sets up LLVM's code generator
+        machine = (sys.version_info[:2], cpu_target.target_context.codegen().magic_tuple())  # Numba's files are per Python
     return hashlib.sha256(repr(machine).encode()).hexdigest()[:8]
 
 

@@ -23,6 +23,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+import netc.interrupts  # noqa: F401  (Ctrl-C held while Numba compiles)
 from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
 
