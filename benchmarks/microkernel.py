@@ -6,10 +6,15 @@ in im2col (the input unrolled into columns) and in OpenBLAS packing both operand
 per-sample call. This prototype measures the other way: a register-blocked micro-kernel written as
 LLVM IR through a Numba intrinsic (MR x NR accumulators held in vector registers, one fused
 multiply-add chain per output element in k order), the weights packed once per pass, and the input
-unrolled straight into the packed panels the micro-kernel reads. Not used by netc's plans: they
-still call OpenBLAS (its sums, and so every CNN's figures, would change).
+unrolled one column panel at a time straight into the layout the micro-kernel reads, each panel then
+multiplied by every row panel of the weights while it sits in L2. "tiles alone" is the same pass
+without the unrolling (the micro-kernel's own rate). Both paths write a GEMM buffer that a plain
+copy (netc's epilogue adds bias and activation there) moves into the output. Not used by netc's
+plans: they still call OpenBLAS (whose sums, and so every CNN's figures, would change).
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/microkernel.py
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE .venv/bin/python benchmarks/microkernel.py [--avx2]
+
+`--avx2` uses the tile shape chosen for AVX2 CPUs (8-lane vectors, 6 x 16) on any CPU.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from netc.kernels.blas import gemm  # noqa: E402
 from netc.kernels.conv import im2col  # noqa: E402
 
-AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten()
+AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten() and "--avx2" not in sys.argv
 VEC = 16 if AVX512 else 8  # float32 lanes of a vector register
 MR, NV = (8, 3) if AVX512 else (6, 2)  # a tile: MR rows (broadcast) x NV vectors; 24 or 12 accumulators
 NR = NV * VEC
@@ -112,27 +117,26 @@ def pack_weights(w, wp):
 
 
 @njit(fastmath={"nsz"})
-def unroll_packed(x, s0, g, bp, base, C, H, W, KH, KW, OH, OW):
-    # samples s0 .. s0+g of x (stride 1, no padding) -> bp (ceil(g*P / NR), K, NR): column panels of the
-    # im2col matrix, column p = (sample, oi, oj); a panel's columns past g*P repeat its last real one
-    # (their outputs are never stored). Each row of a panel is a gather through `base` (NR,), the flat
-    # offset of each column's window in x, written contiguously.
+def unroll_panel(x, s0, g, panel, bp, base, C, H, W, KH, KW, OH, OW):
+    # columns panel*NR .. +NR of the im2col matrix of samples s0 .. s0+g of x (stride 1, no padding) ->
+    # bp (K, NR), column p = (sample, oi, oj); columns past g*P repeat the last real one (their outputs
+    # are never stored). Each row is a gather through `base` (NR,), the flat offset of each column's
+    # window in x, written contiguously.
     positions = OH * OW
     columns = g * positions
     xf = x.reshape(-1)
-    for panel in range(bp.shape[0]):
-        for j in range(NR):
-            p = min(panel * NR + j, columns - 1)
-            s = s0 + p // positions
-            base[j] = ((s * C) * H + (p % positions) // OW) * W + p % OW
-        kk = 0
-        for c in range(C):
-            for ki in range(KH):
-                for kj in range(KW):
-                    offset = (c * H + ki) * W + kj
-                    for j in range(NR):
-                        bp[panel, kk, j] = xf[uint64(base[j] + offset)]
-                    kk += 1
+    for j in range(NR):
+        p = min(panel * NR + j, columns - 1)
+        s = s0 + p // positions
+        base[j] = ((s * C) * H + (p % positions) // OW) * W + p % OW
+    kk = 0
+    for c in range(C):
+        for ki in range(KH):
+            for kj in range(KW):
+                offset = (c * H + ki) * W + kj
+                for j in range(NR):
+                    bp[kk, j] = xf[uint64(base[j] + offset)]
+                kk += 1
 
 
 @njit(fastmath={"nsz"})
@@ -146,18 +150,18 @@ def store_outputs(buf, y, s0, g, positions):
 
 @njit(fastmath={"nsz"})
 def forward_own(x, wp, y, bp, buf, base, group, C, H, W, KH, KW, OH, OW, unroll=True):
-    # y (n, F, P) = w @ im2col(x): a group of samples unrolled into packed panels, the micro-tiles stored
+    # y (n, F, P) = w @ im2col(x): a group of samples' columns a panel at a time, the micro-tiles stored
     # straight into buf (rows padded to MR, columns to NR), then the epilogue
     n = x.shape[0]
     positions = OH * OW
     depth, width = wp.shape[1], buf.shape[1]
     for s0 in range(0, n, group):
         g = min(group, n - s0)
-        if unroll:
-            unroll_packed(x, s0, g, bp, base, C, H, W, KH, KW, OH, OW)
-        for jp in range(-(-(g * positions) // NR)):
+        for jp in range(-(-(g * positions) // NR)):  # a panel unrolled, then every row panel of w against it (in L2)
+            if unroll:
+                unroll_panel(x, s0, g, jp, bp, base, C, H, W, KH, KW, OH, OW)
             for ip in range(wp.shape[0]):
-                micro_tile(wp, ip * depth * MR, bp, jp * depth * NR, buf, ip * MR * width + jp * NR, width, depth)
+                micro_tile(wp, ip * depth * MR, bp, 0, buf, ip * MR * width + jp * NR, width, depth)
         store_outputs(buf, y, s0, g, positions)
 
 
@@ -198,7 +202,7 @@ def measure(name: str, n: int, C: int, H: int, F: int, KH: int, group: int) -> N
     x = rng.standard_normal((n, C, H, W), dtype=np.float32)
     w = (rng.standard_normal((F, k)) / np.sqrt(k)).astype(np.float32)
     wp = np.zeros((-(-F // MR), k, MR), np.float32)
-    bp = np.zeros((-(-group * positions // NR), k, NR), np.float32)  # the panels of a group
+    bp = np.zeros((k, NR), np.float32)  # one column panel
     panels = -(-group * positions // NR)
     buf = np.zeros((-(-F // MR) * MR, panels * NR), np.float32)
     buf_blas = np.zeros((F, positions), np.float32)
@@ -212,13 +216,16 @@ def measure(name: str, n: int, C: int, H: int, F: int, KH: int, group: int) -> N
     t_blas = _median_seconds(lambda: forward_openblas(x, w, y_blas, cols, buf_blas, C, H, W, KH, KH, OH, OW))
     reference = _reference(x, w, KH)
     scale = np.abs(reference).max()
-    print(f"{name}: {n} samples, F={F} K={k} P={positions}, {group} per panel set | "
+    print(f"{name}: {n} samples, F={F} K={k} P={positions}, columns of {group} samples at a time | "
           f"own {t_own * 1e3:.3f} ms = {flops / t_own / 1e9:.0f} GFLOP/s (max error {error_own / scale:.1e}) | "
           f"tiles alone {flops / t_tiles / 1e9:.0f} GFLOP/s | im2col + OpenBLAS {t_blas * 1e3:.3f} ms = {flops / t_blas / 1e9:.0f} GFLOP/s "
           f"(max error {np.abs(y_blas - reference).max() / scale:.1e}) | {t_blas / t_own:.2f}x")
 
 
 def main() -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")  # one core each (netc's conv chunks call BLAS single-threaded)
     print(f"vectors of {VEC} float32 ({'AVX-512' if AVX512 else 'AVX2'}), tiles of {MR} x {NR}, one core")
     for _ in range(3):
         measure("seed-cnn conv2 forward (a chunk of 16)", 16, 64, 14, 128, 5, 8)
