@@ -497,6 +497,56 @@ def test_conv_chunks_groups_and_kept_columns(monkeypatch, name, keep, chunks, gr
             np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=f"{key}, {count} samples")
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunks, columns", [(1, 1), (3, 30)])
+@pytest.mark.parametrize("name", ["conv", "convpool"])
+def test_conv_forward_on_the_micro_kernel(monkeypatch, name, chunks, columns, dtype):
+    """Every conv of the spec on netc's micro-kernel (the rule's thresholds lowered to 1): stride 2 and
+    padding 1 (unrolled with bounds checks), a non-square kernel without bias, fused max pools after
+    relu and sigmoid, one sample per group or several (30 columns), one chunk or three (one empty for
+    fewer than 3 samples), tiles mostly padding (2-3 filters of a tile's rows, 12-64 columns of its
+    columns); loss and gradients against the reference."""
+    from netc.compiler import buffers
+    from netc.ops import conv
+
+    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: chunks)
+    monkeypatch.setattr(conv, "TILED_MIN_FILTERS", 1)
+    monkeypatch.setattr(conv, "TILED_MIN_DEPTH", 1)
+    monkeypatch.setattr(conv, "TILED_COLUMNS", columns)
+    monkeypatch.setattr(conv, "KEEP_BUDGET", 0)  # the tiled forward keeps no columns
+    model = Model(graph_of(name), dtype=dtype, batch=N, seed=0)
+    assert "conv_forward_tiles(" in model.plan.source and "conv_forward(" not in model.plan.source
+    tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    for count in (N, N - 1, 1):
+        arrays = {key: value[:count] for key, value in arrays_of(name).items()}
+        weights = {key: value.astype(np.float64) for key, value in model.get_weights().items()}
+        expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), weights, arrays)
+        loss, grads = model.loss_and_gradients(arrays)
+        assert loss == pytest.approx(expected_loss, rel=tolerance["rtol"])
+        for key, grad in grads.items():
+            np.testing.assert_allclose(grad, expected[key], **tolerance, err_msg=f"{key}, {count} samples")
+
+
+def test_the_micro_kernel_forward_gives_each_sample_the_same_bits_in_any_chunk_or_group(monkeypatch):
+    """Each output is one chain of multiply-adds of its own column: which samples share a chunk, a group
+    or a column panel changes no bit of the forward (float32)."""
+    from netc.compiler import buffers
+    from netc.ops import conv
+
+    monkeypatch.setattr(conv, "TILED_MIN_FILTERS", 1)
+    monkeypatch.setattr(conv, "TILED_MIN_DEPTH", 1)
+    monkeypatch.setattr(conv, "KEEP_BUDGET", 0)
+    outputs = []
+    for chunks, columns in [(1, 1), (3, 30), (2, 1000)]:
+        monkeypatch.setattr(buffers, "parallel_chunks", lambda batch, chunks=chunks: chunks)
+        monkeypatch.setattr(conv, "TILED_COLUMNS", columns)
+        model = Model(graph_of("convpool"), dtype="float32", batch=N, seed=0)
+        assert "conv_forward_tiles(" in model.plan.source
+        outputs.append(model.predict(arrays_of("convpool")))
+    for other in outputs[1:]:
+        np.testing.assert_array_equal(other, outputs[0])
+
+
 # ---------------------------------------------------------------------------------- float32 vs float64
 
 

@@ -18,6 +18,8 @@ from numba import prange, uint64
 from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import RELU, act_chain, act_value
 from netc.kernels.blas import gemm
+from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
+from netc.kernels.tiles import micro_tile, pack_rows, unroll_panel
 
 @helper
 def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
@@ -78,7 +80,6 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha,
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
-    pooled_w = OW // 2
     width = buf.shape[2]  # G samples' columns
     group = width // positions
     chunk = (n + chunks - 1) // chunks
@@ -91,32 +92,71 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha,
                 im2col(x, s0 + j, cols[t], c0 + j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
             gemm(False, False, filters, g * positions, k, w, 0, k, cols[t], c0, cols.shape[2], 0.0, buf[t], 0, width)
             for j in range(g):  # epilogue: (max pool,) bias + activation into each sample's rows of y
-                base = j * positions
-                for f in range(filters):
-                    bias = b[f] if has_bias else 0.0
-                    if not pooled:
-                        if act == RELU:  # a loop of its own: vectorised (see dense.bias_act)
-                            for p in range(positions):
-                                v = buf[t, f, uint64(base + p)] + bias
-                                y[s0 + j, f, p] = v if v > 0 else v * 0
-                        else:
-                            for p in range(positions):
-                                y[s0 + j, f, p] = act_value(buf[t, f, uint64(base + p)] + bias, act, alpha)
-                        continue
-                    for qi in range(OH // 2):
-                        for qj in range(pooled_w):
-                            p = 2 * qi * OW + 2 * qj  # the window's top-left position
-                            best, where = buf[t, f, uint64(base + p)], p
-                            if buf[t, f, uint64(base + p + 1)] > best:
-                                best, where = buf[t, f, uint64(base + p + 1)], p + 1
-                            if buf[t, f, uint64(base + p + OW)] > best:
-                                best, where = buf[t, f, uint64(base + p + OW)], p + OW
-                            if buf[t, f, uint64(base + p + OW + 1)] > best:
-                                best, where = buf[t, f, uint64(base + p + OW + 1)], p + OW + 1
-                            v = best + bias
-                            y[s0 + j, f, qi * pooled_w + qj] = (v if v > 0 else v * 0) if act == RELU else \
-                                act_value(v, act, alpha)
-                            arg[s0 + j, f, qi * pooled_w + qj] = where
+                conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW)
+
+
+@helper
+def conv_epilogue(buf, t, column, y, arg, s, filters, b, has_bias, pooled, act, alpha, OH, OW):
+    # sample s of y from the columns column .. column + OH*OW of buf[t] (a row per filter): bias + activation,
+    # or with `pooled` the 2x2 max pool first (max and act commute: only non-decreasing activations fuse with a pool)
+    positions = OH * OW
+    pooled_w = OW // 2
+    for f in range(filters):
+        bias = b[f] if has_bias else 0.0
+        if not pooled:
+            if act == RELU:  # a loop of its own: vectorised (see dense.bias_act)
+                for p in range(positions):
+                    v = buf[t, f, uint64(column + p)] + bias
+                    y[s, f, p] = v if v > 0 else v * 0
+            else:
+                for p in range(positions):
+                    y[s, f, p] = act_value(buf[t, f, uint64(column + p)] + bias, act, alpha)
+            continue
+        for qi in range(OH // 2):
+            for qj in range(pooled_w):
+                p = 2 * qi * OW + 2 * qj  # the window's top-left position
+                best, where = buf[t, f, uint64(column + p)], p
+                if buf[t, f, uint64(column + p + 1)] > best:
+                    best, where = buf[t, f, uint64(column + p + 1)], p + 1
+                if buf[t, f, uint64(column + p + OW)] > best:
+                    best, where = buf[t, f, uint64(column + p + OW)], p + OW
+                if buf[t, f, uint64(column + p + OW + 1)] > best:
+                    best, where = buf[t, f, uint64(column + p + OW + 1)], p + OW + 1
+                v = best + bias
+                y[s, f, qi * pooled_w + qj] = (v if v > 0 else v * 0) if act == RELU else act_value(v, act, alpha)
+                arg[s, f, qi * pooled_w + qj] = where
+
+
+@parallel_kernel
+def conv_forward_tiles(x, w, b, has_bias, y, arg, pooled, wpanels, panel, buf, act, alpha, C, H, W, KH, KW, SH, SW,
+                       PH, PW, OH, OW):
+    # conv_forward on netc's micro-kernel (netc.kernels.tiles) instead of im2col + OpenBLAS: w packed once
+    # into wpanels (ceil(F / ROWS), K, ROWS); chunk t unrolls G samples' columns a panel at a time into
+    # panel[t] (K, COLUMNS) and multiplies it by every row panel of w while it is in cache, into buf[t]
+    # (rows padded to ROWS, G*P columns to COLUMNS); then conv_forward's epilogue. For convs with many
+    # filters and a long k (seed-cnn's conv2: 1.29-1.33x faster on one core, benchmarks/microkernel.py);
+    # the chunks' outputs differ from OpenBLAS's sums in the last bits, and are the same on every CPU.
+    n = x.shape[0]
+    chunks = panel.shape[0]
+    filters, k = w.shape[0], w.shape[1]
+    positions = OH * OW
+    rows, width = buf.shape[1], buf.shape[2]
+    group = width // positions
+    chunk = (n + chunks - 1) // chunks
+    pack_rows(w, wpanels)
+    for t in prange(chunks):
+        base = np.empty(TILE_COLUMNS, np.int64)
+        end = min(n, (t + 1) * chunk)
+        for s0 in range(t * chunk, end, group):
+            g = min(group, end - s0)
+            columns = g * positions
+            for jp in range((columns + TILE_COLUMNS - 1) // TILE_COLUMNS):
+                unroll_panel(x, s0, columns, jp, panel[t], base, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                for ip in range(wpanels.shape[0]):
+                    micro_tile(wpanels, ip * k * TILE_ROWS, panel, t * k * TILE_COLUMNS, buf,
+                               (t * rows + ip * TILE_ROWS) * width + jp * TILE_COLUMNS, width, k)
+            for j in range(g):
+                conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW)
 
 
 @parallel_kernel

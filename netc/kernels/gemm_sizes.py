@@ -12,3 +12,23 @@ BLAS_MIN_PRODUCT = 8192
 # x @ W^T (W stored [out, in]) ran at half the rate of x @ W with W stored [in, out]: [32, 64] by
 # [64, 128], 9.1 against 4.3 us (netc.ops.dense stores such a weight transposed).
 SMALL_GEMM = 1 << 19
+
+
+def _vector_lanes() -> int:
+    """float32 lanes of the host's vector registers, from /proc/cpuinfo: 16 with AVX-512, else 8."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return 16 if " avx512f" in line else 8
+    except OSError:
+        pass
+    return 8
+
+
+# netc's own GEMM micro-kernel (netc.kernels.tiles): a tile of TILE_ROWS x TILE_COLUMNS outputs held in
+# TILE_ROWS * TILE_VECTORS vector registers (24 of AVX-512's 32, 12 of AVX2's 16). The shape sets only
+# the speed: every output is one chain of multiply-adds in k order, the same bits for any shape.
+TILE_LANES = _vector_lanes()
+TILE_ROWS, TILE_VECTORS = (8, 3) if TILE_LANES == 16 else (6, 2)
+TILE_COLUMNS = TILE_VECTORS * TILE_LANES

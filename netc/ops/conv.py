@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
+from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
 from netc.ops.base import (EPILOGUE, FILTERS, PARALLEL, POOL_EPILOGUE, WINDOW, OpDef, OpShapeError, Reference, Saved,
                            conv_out, need_rank, numel, pair, register)
 from netc.spec.base import Layer, NonNegInt, Pair, ParamLayer, PosInt
@@ -160,29 +161,63 @@ def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
     return chunks, d["C"] * d["KH"] * d["KW"], -(-batch // chunks) * d["OH"] * d["OW"]
 
 
-def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False) -> tuple[dict[str, tuple[int, tuple]], int]:
+def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
+                 tiled: bool = False) -> tuple[dict[str, tuple[int, tuple]], int]:
     """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
     im2col columns (or their gradients) and the GEMM output / gathered gradient for G samples at
-    a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`)."""
+    a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`).
+    `tiled` (the forward on netc's micro-kernel, see tiled_forward): also the weights in row panels
+    ("wpanels", shared), a column panel per chunk ("panel") and the padded GEMM output ("tiles")."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
+    regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
+               ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)), ("dbt", (chunks, filters))]
+    if tiled:
+        panels = -(-filters // TILE_ROWS)
+        columns = -(-tiled_group(positions, batch, chunks) * positions // TILE_COLUMNS) * TILE_COLUMNS
+        regions += [("wpanels", (panels, k, TILE_ROWS)), ("panel", (chunks, k, TILE_COLUMNS)),
+                    ("tiles", (chunks, panels * TILE_ROWS, columns))]
     layout, offset = {}, 0
-    for name, shape in (("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
-                        ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)),
-                        ("dbt", (chunks, filters))):
+    for name, shape in regions:
         layout[name] = (offset, shape)
         offset += numel(shape)
     return layout, offset
 
 
+# netc's micro-kernel (netc.kernels.tiles) runs a conv's forward when its filters fill the tiles' rows and
+# its k is long enough for the unrolling of each column panel to pay off; measured on one core of the
+# AVX-512 VM (benchmarks/microkernel.py): seed-cnn's conv2 (128 filters, k = 1600) 1.29-1.33x faster than
+# im2col + OpenBLAS, its conv1 (64, k = 75) 0.93-0.98x, LeNet-5's conv2 (16, k = 150) 0.79-0.82x.
+TILED_MIN_FILTERS = 64
+TILED_MIN_DEPTH = 256
+TILED_COLUMNS = 1024  # a chunk's samples unrolled per group: about this many columns (seed-cnn's conv2: 10 samples)
+
+
+def tiled_forward(d: dict, kept: bool) -> bool:
+    """Whether a conv's forward runs on netc's micro-kernel: many filters, a long k, and columns not
+    kept for the backward (the micro-kernel's panels are no im2col matrix the backward could read)."""
+    return d["F"] >= TILED_MIN_FILTERS and d["C"] * d["KH"] * d["KW"] >= TILED_MIN_DEPTH and not kept
+
+
+def tiled_group(positions: int, batch: int, chunks: int) -> int:
+    """Samples per group in the tiled forward: TILED_COLUMNS columns' worth, at least one, at most a chunk."""
+    return max(1, min(-(-batch // chunks), TILED_COLUMNS // positions))
+
+
 def _conv_scratch(layer, shapes, facts):
-    return conv_scratch(layer_dims(layer, shapes[0]), facts.batch, facts.chunks)[1]
+    d = layer_dims(layer, shapes[0])
+    tiled = tiled_forward(d, _keeps_columns(d, facts))
+    return conv_scratch(d, facts.batch, facts.chunks, tiled=tiled)[1]
+
+
+def _keeps_columns(d: dict, facts) -> bool:
+    return facts.trains and keep_columns(d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], facts.batch, facts.chunks)
 
 
 def _conv_saved(layer, shapes, facts):
     """The im2col columns a training conv keeps from forward to backward, when they fit."""
     d = layer_dims(layer, shapes[0])
-    if not facts.trains or not keep_columns(d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], facts.batch, facts.chunks):
+    if not _keeps_columns(d, facts):
         return {}
     return {"cols": Saved(numel(kept_cols_shape(d, facts.batch, facts.chunks)))}
 
@@ -240,6 +275,19 @@ def _conv_forward(e, step):
     d = conv_dims(node, e.graph.shape_of(step.inputs[0]))
     rows = d["C"] * d["KH"] * d["KW"]
     dims, arg = _conv_output(e, step, d)
+    if tiled_forward(d, e.has_saved(node, "cols")):
+        layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
+
+        def scratch(region: str, about: str) -> str:
+            return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
+
+        e.call("conv_forward_tiles", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+               w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
+               has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
+               pooled=e.flag(step.pool is not None), wpanels=scratch("wpanels", "weights in row panels"),
+               panel=scratch("panel", "a column panel per chunk"), buf=scratch("tiles", "micro-tile outputs per chunk"),
+               act=e.act_code(step), alpha=e.act_alpha(step), **_sizes(e, d))
+        return
     cols, kept, buf = _conv_views(e, step, d)
     e.call("conv_forward", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
            w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
@@ -430,7 +478,7 @@ def _avgpool_ref_backward(layer, xs, y, dy, params):
 
 # ----------------------------------------------------------------------------- the ops
 
-_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_backward")}
+_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_forward_tiles", "conv_backward")}
 _AVG_KERNELS = {"netc.kernels.conv": ("avgpool_forward", "avgpool_backward")}
 
 CONV2D = register(OpDef(

@@ -1,0 +1,85 @@
+"""netc's GEMM micro-kernel (netc.kernels.tiles): a tile against exact products, its fused multiply-adds in
+k order, and the packing of weights and of an image's columns against numpy."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_ROWS as ROWS
+from netc.kernels.tiles import micro_tile, pack_rows, unroll_panel
+
+
+@njit
+def _tile(a, b, c, c_off, ldc, depth):
+    micro_tile(a, 0, b, 0, c, c_off, ldc, depth)
+
+
+@njit
+def _pack(w, packed):
+    pack_rows(w, packed)
+
+
+@njit
+def _unroll(x, s0, columns, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    base = np.empty(COLUMNS, np.int64)
+    unroll_panel(x, s0, columns, panel, packed, base, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("depth", [0, 1, 37])
+def test_a_tile_is_the_product_of_its_panels(dtype, depth):
+    """Small whole numbers, whose products and sums are exact in both types: the tile is the product to
+    the bit, stored at its offset and row stride, and nothing else of c is touched (depth 0: zeros)."""
+    rng = np.random.default_rng(depth)
+    a = rng.integers(-8, 9, (depth, ROWS)).astype(dtype)
+    b = rng.integers(-8, 9, (depth, COLUMNS)).astype(dtype)
+    ldc = COLUMNS + 5
+    c = np.full((ROWS + 2, ldc), 7.5, dtype)
+    _tile(a, b, c, ldc + 3, ldc, depth)  # the tile's corner at row 1, column 3
+    expected = np.full_like(c, 7.5)
+    expected[1:1 + ROWS, 3:3 + COLUMNS] = a.T.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_array_equal(c, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_tile_sums_by_fused_multiply_adds_in_k_order(dtype):
+    """k = 0 puts -(1 + 2u) in the accumulator, k = 1 adds (1 + u)^2 = 1 + 2u + u^2 (u = 2^-12 in float32,
+    2^-27 in float64): fused, the exact product lands and leaves u^2; a rounded product (1 + 2u, the tie
+    to even in float32) would leave 0, and k = 1 first would leave 0 too."""
+    u = 2.0 ** (-12 if dtype == np.float32 else -27)
+    a = np.zeros((2, ROWS), dtype)
+    b = np.zeros((2, COLUMNS), dtype)
+    a[0, :], b[0, :] = -(1 + 2 * u), 1
+    a[1, :], b[1, :] = 1 + u, 1 + u
+    c = np.zeros((ROWS, COLUMNS), dtype)
+    _tile(a, b, c, 0, COLUMNS, 2)
+    assert (c == dtype(u * u)).all()
+
+
+def test_weights_packed_in_row_panels():
+    w = np.arange(3 * ROWS * 5 + 0.0).reshape(-1, 5)[:2 * ROWS + 3]  # two whole panels and 3 rows of a third
+    packed = np.full((3, 5, ROWS), np.nan)
+    _pack(w, packed)
+    padded = np.vstack([w, np.zeros((ROWS - 3, 5))])
+    np.testing.assert_array_equal(packed, padded.reshape(3, ROWS, 5).transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])
+def test_an_image_unrolled_into_column_panels(geometry):
+    """Each panel is the columns of the im2col matrix of the samples from s0 (numpy's sliding windows over
+    the zero-padded image), the panel past the last real column repeating it."""
+    SH, SW, PH, PW = geometry
+    n, C, H, W, KH, KW = 3, 2, 7, 6, 3, 2
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    x = np.random.default_rng(0).normal(size=(n, C, H, W))
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (KH, KW), axis=(2, 3))[:, :, ::SH, ::SW]
+    cols = windows.transpose(1, 4, 5, 0, 2, 3).reshape(C * KH * KW, n, OH * OW)  # (k, sample, position)
+    s0, count = 1, 2
+    columns = count * OH * OW
+    wanted = cols[:, s0:s0 + count].reshape(C * KH * KW, columns)
+    for panel in range(-(-columns // COLUMNS)):
+        packed = np.full((C * KH * KW, COLUMNS), np.nan)
+        _unroll(x, s0, columns, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        index = np.minimum(np.arange(panel * COLUMNS, (panel + 1) * COLUMNS), columns - 1)
+        np.testing.assert_array_equal(packed, wanted[:, index])
