@@ -500,12 +500,12 @@ def test_conv_chunks_groups_and_kept_columns(monkeypatch, name, keep, chunks, gr
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("chunks, columns", [(1, 1), (3, 30)])
 @pytest.mark.parametrize("name", ["conv", "convpool"])
-def test_conv_forward_on_the_micro_kernel(monkeypatch, name, chunks, columns, dtype):
-    """Every conv of the spec on netc's micro-kernel (the rule's thresholds lowered to 1): stride 2 and
-    padding 1 (unrolled with bounds checks), a non-square kernel without bias, fused max pools after
-    relu and sigmoid, one sample per group or several (30 columns), one chunk or three (one empty for
-    fewer than 3 samples), tiles mostly padding (2-3 filters of a tile's rows, 12-64 columns of its
-    columns); loss and gradients against the reference."""
+def test_convs_on_the_micro_kernel(monkeypatch, name, chunks, columns, dtype):
+    """Every conv of the spec on netc's micro-kernel, forward and backward (the rule's thresholds lowered
+    to 1): stride 2 and padding 1 (unrolled with bounds checks), a non-square kernel without bias, fused
+    max pools after relu and sigmoid, one sample per forward group or several (30 columns), one chunk or
+    three (one empty for fewer than 3 samples), tiles mostly padding (2-3 filters of a tile's rows, 12-64
+    positions, k of 4-27); loss and gradients (of the input too: conv2's) against the reference."""
     from netc.compiler import buffers
     from netc.ops import conv
 
@@ -515,7 +515,9 @@ def test_conv_forward_on_the_micro_kernel(monkeypatch, name, chunks, columns, dt
     monkeypatch.setattr(conv, "TILED_COLUMNS", columns)
     monkeypatch.setattr(conv, "KEEP_BUDGET", 0)  # the tiled forward keeps no columns
     model = Model(graph_of(name), dtype=dtype, batch=N, seed=0)
-    assert "conv_forward_tiles(" in model.plan.source and "conv_forward(" not in model.plan.source
+    source = model.plan.source
+    assert "conv_forward_tiles(" in source and "conv_backward_tiles(" in source
+    assert "conv_forward(" not in source and "conv_backward(" not in source
     tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
     for count in (N, N - 1, 1):
         arrays = {key: value[:count] for key, value in arrays_of(name).items()}

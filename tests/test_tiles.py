@@ -6,17 +6,29 @@ import pytest
 from numba import njit
 
 from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_ROWS as ROWS
-from netc.kernels.tiles import micro_tile, pack_rows, unroll_panel
+from netc.kernels.tiles import micro_tile, pack_columns, pack_rows, unroll_panel, unroll_transposed, window_table
 
 
 @njit
-def _tile(a, b, c, c_off, ldc, depth):
-    micro_tile(a, 0, b, 0, c, c_off, ldc, depth)
+def _tile(a, b, c, c_off, ldc, depth, accumulate=False):
+    micro_tile(a, 0, b, 0, c, c_off, ldc, depth, accumulate)
 
 
 @njit
 def _pack(w, packed):
-    pack_rows(w, packed)
+    pack_rows(w, w.shape[0], w.shape[1], packed)
+
+
+@njit
+def _pack_columns(m, columns, packed):
+    pack_columns(m, columns, m.shape[0], packed)
+
+
+@njit
+def _unroll_transposed(x, s, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    table = np.empty((3, -(-(C * KH * KW) // COLUMNS) * COLUMNS), np.int64)
+    window_table(table, C, H, W, KH, KW)
+    unroll_transposed(x, s, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW)
 
 
 @njit
@@ -41,6 +53,15 @@ def test_a_tile_is_the_product_of_its_panels(dtype, depth):
     np.testing.assert_array_equal(c, expected)
 
 
+def test_an_accumulating_tile_adds_its_product_to_what_c_holds():
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(-8, 9, (9, ROWS)).astype(np.float64), rng.integers(-8, 9, (9, COLUMNS)).astype(np.float64)
+    c = rng.integers(-8, 9, (ROWS, COLUMNS)).astype(np.float64)
+    expected = c + a.T @ b
+    _tile(a, b, c, 0, COLUMNS, 9, True)
+    np.testing.assert_array_equal(c, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_tile_sums_by_fused_multiply_adds_in_k_order(dtype):
     """k = 0 puts -(1 + 2u) in the accumulator, k = 1 adds (1 + u)^2 = 1 + 2u + u^2 (u = 2^-12 in float32,
@@ -62,6 +83,37 @@ def test_weights_packed_in_row_panels():
     _pack(w, packed)
     padded = np.vstack([w, np.zeros((ROWS - 3, 5))])
     np.testing.assert_array_equal(packed, padded.reshape(3, ROWS, 5).transpose(0, 2, 1))
+
+
+def test_a_matrix_packed_in_column_panels():
+    m = np.arange(5 * 23.0).reshape(5, 23)
+    packed = np.full((3, 5, 10), np.nan)
+    _pack_columns(m, 23, packed)
+    padded = np.hstack([m, np.zeros((5, 7))])
+    np.testing.assert_array_equal(packed, padded.reshape(5, 3, 10).transpose(1, 0, 2))
+
+
+def _im2col(x, KH, KW, SH, SW, PH, PW):
+    # (n, k, positions) by numpy's sliding windows over the zero-padded image
+    n, C = x.shape[:2]
+    padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (KH, KW), axis=(2, 3))[:, :, ::SH, ::SW]
+    return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, C * KH * KW, -1)
+
+
+@pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])
+def test_an_image_unrolled_into_transposed_panels(geometry):
+    """Each panel is COLUMNS rows of sample s's im2col matrix, transposed (k past the last repeating it)."""
+    SH, SW, PH, PW = geometry
+    n, C, H, W, KH, KW = 2, 9, 7, 6, 3, 2  # k = 54: a whole panel and part of another
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    x = np.random.default_rng(1).normal(size=(n, C, H, W))
+    cols = _im2col(x, KH, KW, SH, SW, PH, PW)[1]  # sample 1: (k, positions)
+    for panel in range(-(-(C * KH * KW) // COLUMNS)):
+        packed = np.full((OH * OW, COLUMNS), np.nan)
+        _unroll_transposed(x, 1, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        index = np.minimum(np.arange(panel * COLUMNS, (panel + 1) * COLUMNS), C * KH * KW - 1)
+        np.testing.assert_array_equal(packed, cols[index].T)
 
 
 @pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])

@@ -10,6 +10,10 @@ either kept from forward to backward, (T, K, chunk*P) per conv (`kept`: the back
 gradient reads them instead of unrolling the input again), or scratch (T, K, G*P) shared by
 every conv. Weight gradients go to per-chunk buffers `dwt` (T, F, K), `dbt` (T, F), summed in
 a fixed order once per step, so results do not depend on which thread ran what.
+
+conv_forward_tiles and conv_backward_tiles run a conv with many filters and a long k on netc's own
+micro-kernel (netc.kernels.tiles) instead: no im2col matrix and no OpenBLAS, the operands packed once
+into the panels the micro-kernel reads (netc.ops.conv.tiled_conv says which convs).
 """
 
 import numpy as np
@@ -19,7 +23,7 @@ from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import RELU, act_chain, act_value
 from netc.kernels.blas import gemm
 from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
-from netc.kernels.tiles import micro_tile, pack_rows, unroll_panel
+from netc.kernels.tiles import micro_tile, pack_columns, pack_rows, unroll_panel, unroll_transposed, window_table
 
 @helper
 def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
@@ -143,7 +147,7 @@ def conv_forward_tiles(x, w, b, has_bias, y, arg, pooled, wpanels, panel, buf, a
     rows, width = buf.shape[1], buf.shape[2]
     group = width // positions
     chunk = (n + chunks - 1) // chunks
-    pack_rows(w, wpanels)
+    pack_rows(w, filters, k, wpanels)
     for t in prange(chunks):
         base = np.empty(TILE_COLUMNS, np.int64)
         end = min(n, (t + 1) * chunk)
@@ -154,7 +158,7 @@ def conv_forward_tiles(x, w, b, has_bias, y, arg, pooled, wpanels, panel, buf, a
                 unroll_panel(x, s0, columns, jp, panel[t], base, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
                 for ip in range(wpanels.shape[0]):
                     micro_tile(wpanels, ip * k * TILE_ROWS, panel, t * k * TILE_COLUMNS, buf,
-                               (t * rows + ip * TILE_ROWS) * width + jp * TILE_COLUMNS, width, k)
+                               (t * rows + ip * TILE_ROWS) * width + jp * TILE_COLUMNS, width, k, False)
             for j in range(g):
                 conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW)
 
@@ -187,27 +191,8 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
         for s0 in range(t * chunk, end, group):
             g = min(group, end - s0)
             for j in range(g):  # the activation's gradient, gathered into buf (F, G*P)
-                base = j * positions
-                for f in range(filters):
-                    total = 0.0
-                    if pooled:
-                        for p in range(positions):
-                            buf[t, f, uint64(base + p)] = 0.0
-                    if act == RELU:  # a loop of its own, free of act_chain's branches: 1.6 -> 1.1 ms for
-                        # seed-cnn's conv1 backward (dy * 1 or dy * 0, as act_chain: the same bits)
-                        for q in range(pooled_positions if pooled else positions):
-                            grad = dy[s0 + j, f, q]
-                            grad = grad if y[s0 + j, f, q] > 0 else grad * 0
-                            buf[t, f, uint64(base + (arg[s0 + j, f, q] if pooled else q))] = grad
-                            total += grad
-                    else:
-                        for q in range(pooled_positions if pooled else positions):
-                            grad = dy[s0 + j, f, q]
-                            if act != 0:
-                                grad = act_chain(grad, y[s0 + j, f, q], act, alpha)
-                            buf[t, f, uint64(base + (arg[s0 + j, f, q] if pooled else q))] = grad
-                            total += grad
-                    dbt[t, f] += total
+                gather_gradient(buf, t, j * positions, dy, y, arg, s0 + j, filters, pooled, act, alpha, positions,
+                                pooled_positions, dbt)
             if need_dw:  # dW += G (F, gP) @ cols.T (gP, K)
                 c0 = (s0 - t * chunk) * positions if kept else 0
                 if not kept:
@@ -236,6 +221,122 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
                 for t in range(chunks):
                     total += dbt[t, f]
                 db[f] = total
+
+
+@helper
+def gather_gradient(buf, t, column, dy, y, arg, s, filters, pooled, act, alpha, positions, pooled_positions, dbt):
+    # sample s's gradient before the activation (and the fused pool: each to its maximum) into the columns
+    # column .. column + P of buf[t] (a row per filter); its sum per filter added to dbt[t]
+    for f in range(filters):
+        total = 0.0
+        if pooled:
+            for p in range(positions):
+                buf[t, f, uint64(column + p)] = 0.0
+        if act == RELU:  # a loop of its own, free of act_chain's branches: 1.6 -> 1.1 ms for
+            # seed-cnn's conv1 backward (dy * 1 or dy * 0, as act_chain: the same bits)
+            for q in range(pooled_positions if pooled else positions):
+                grad = dy[s, f, q]
+                grad = grad if y[s, f, q] > 0 else grad * 0
+                buf[t, f, uint64(column + (arg[s, f, q] if pooled else q))] = grad
+                total += grad
+        else:
+            for q in range(pooled_positions if pooled else positions):
+                grad = dy[s, f, q]
+                if act != 0:
+                    grad = act_chain(grad, y[s, f, q], act, alpha)
+                buf[t, f, uint64(column + (arg[s, f, q] if pooled else q))] = grad
+                total += grad
+        dbt[t, f] += total
+
+
+@parallel_kernel
+def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
+                        gbuf, gpanels, xpanel, dwt, wcolumns, apanels, dcols, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH,
+                        OW):
+    # conv_backward on netc's micro-kernel (netc.kernels.tiles), a sample at a time: its gradient G (F, P)
+    # gathered into gbuf[t]; the weight gradient dW (F, K) += G @ im2col(x).T as tiles of filters by k,
+    # G's rows packed into gpanels[t] and a panel of the transposed im2col matrix unrolled from x into
+    # xpanel[t] (P, COLUMNS), into dwt[t] (F and K padded), summed over the chunks in chunk order; the
+    # column gradients (P, K) = G.T @ W as tiles of positions by k (G's columns packed into apanels[t],
+    # W packed once per pass into wcolumns) into dcols[t], folded back into dx k by k.
+    n = x.shape[0]
+    chunks = gbuf.shape[0]
+    filters, k = w.shape[0], w.shape[1]
+    positions = OH * OW
+    pooled_positions = (OH // 2) * (OW // 2)
+    filter_rows, k_columns, position_rows = dwt.shape[1], dwt.shape[2], dcols.shape[1]
+    filter_panels, position_panels = gpanels.shape[1], apanels.shape[1]
+    chunk = (n + chunks - 1) // chunks
+    table = np.empty((3, k_columns), np.int64)
+    window_table(table, C, H, W, KH, KW)
+    if need_dx:
+        pack_columns(w, k, filters, wcolumns)
+    for t in prange(chunks):
+        for f in range(filters):
+            dbt[t, f] = 0.0
+        first = True
+        for s in range(t * chunk, min(n, (t + 1) * chunk)):
+            gather_gradient(gbuf, t, 0, dy, y, arg, s, filters, pooled, act, alpha, positions, pooled_positions, dbt)
+            if need_dw:
+                pack_rows(gbuf[t], filters, positions, gpanels[t])
+                for jp in range(k_columns // TILE_COLUMNS):
+                    unroll_transposed(x, s, jp, xpanel[t], table, C, H, W, SH, SW, PH, PW, OH, OW)
+                    for ip in range(filter_panels):
+                        micro_tile(gpanels, (t * filter_panels + ip) * positions * TILE_ROWS, xpanel,
+                                   t * positions * TILE_COLUMNS, dwt,
+                                   (t * filter_rows + ip * TILE_ROWS) * k_columns + jp * TILE_COLUMNS, k_columns,
+                                   positions, not first)
+            first = False
+            if need_dx:
+                pack_columns(gbuf[t], positions, filters, apanels[t])
+                for ip in range(position_panels):
+                    for jp in range(wcolumns.shape[0]):
+                        micro_tile(apanels, (t * position_panels + ip) * filters * TILE_ROWS, wcolumns,
+                                   jp * filters * TILE_COLUMNS, dcols,
+                                   (t * position_rows + ip * TILE_ROWS) * k_columns + jp * TILE_COLUMNS, k_columns,
+                                   filters, False)
+                if not acc_dx:
+                    for c in range(C):
+                        for i in range(H):
+                            for jj in range(W):
+                                dx[s, c, i, jj] = 0.0
+                col2im_rows_add(dcols[t], dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        if first and need_dw:  # an empty chunk adds nothing
+            for f in range(filters):
+                for kk in range(k):
+                    dwt[t, f, kk] = 0.0
+    if need_dw:
+        sum_chunks(dwt[:, :filters, :k], dw, acc_dw, False)
+        if has_bias:
+            for f in range(filters):
+                total = db[f] if acc_dw else 0.0
+                for t in range(chunks):
+                    total += dbt[t, f]
+                db[f] = total
+
+
+@helper
+def col2im_rows_add(dcols, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # the transpose of im2col for column gradients stored a position per row, dcols (>= P, >= K): summed
+    # into sample s of dx k by k (as col2im_add), each k's positions in order (k-major: 1.4x faster here
+    # than position by position; a transpose into (K, P) for col2im_add cost as much as it saved)
+    for c in range(C):
+        for ki in range(KH):
+            for kj in range(KW):
+                k = (c * KH + ki) * KW + kj
+                for oi in range(OH):
+                    ii = oi * SH - PH + ki
+                    if ii < 0 or ii >= H:
+                        continue
+                    p0 = oi * OW
+                    if SW == 1 and PW == 0:
+                        for oj in range(OW):
+                            dx[s, c, ii, uint64(oj + kj)] += dcols[uint64(p0 + oj), k]
+                    else:
+                        for oj in range(OW):
+                            jj = oj * SW - PW + kj
+                            if 0 <= jj < W:
+                                dx[s, c, ii, uint64(jj)] += dcols[uint64(p0 + oj), k]
 
 
 @helper

@@ -24,16 +24,17 @@ from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_LANES, TILE_RO
 
 
 @intrinsic
-def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth):
+def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth, accumulate):
     """c[c_off + i*ldc + j] = sum over k < depth of a[a_off + k*ROWS + i] * b[b_off + k*COLUMNS + j],
-    i < ROWS, j < COLUMNS (flat indices into C-contiguous arrays of one float dtype)."""
+    i < ROWS, j < COLUMNS (flat indices into C-contiguous arrays of one float dtype); with `accumulate`,
+    that sum is added to what c holds there."""
     if not all(isinstance(t, types.Array) and t.layout == "C" for t in (a, b, c)) or not (a.dtype == b.dtype == c.dtype):
         return None
     if a.dtype not in (types.float32, types.float64):
         return None
     lanes = TILE_LANES if a.dtype == types.float32 else TILE_LANES // 2  # the same register width
     vectors = COLUMNS // lanes
-    sig = types.void(a, a_off, b, b_off, c, c_off, ldc, depth)
+    sig = types.void(a, a_off, b, b_off, c, c_off, ldc, depth, accumulate)
 
     def codegen(context, builder, signature, args):
         element = context.get_value_type(signature.args[0].dtype)
@@ -53,6 +54,7 @@ def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth):
         a_ptr, b_ptr, c_ptr = flat(0, 1), flat(2, 3), flat(4, 5)
         ldc_ = context.cast(builder, args[6], tys[6], types.intp)
         depth_ = context.cast(builder, args[7], tys[7], types.intp)
+        adding = context.cast(builder, args[8], tys[8], types.boolean)
         zero = ir.Constant(vec, None)
         broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
         entry = builder.block
@@ -95,21 +97,35 @@ def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth):
             row = builder.mul(ldc_, const(i))
             for j in range(vectors):
                 where = builder.bitcast(builder.gep(c_ptr, [builder.add(row, const(j * lanes))]), vec.as_pointer())
-                builder.store(totals[i * vectors + j], where, align=1)
+                total = totals[i * vectors + j]
+                added = builder.fadd(builder.load(where, align=1), total)
+                builder.store(builder.select(adding, added, total), where, align=1)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
 @helper
-def pack_rows(w, packed):
-    """w (F, K) -> packed (ceil(F / ROWS), K, ROWS): panels of ROWS rows, k-major, zeros past row F."""
-    filters, k = w.shape
+def pack_rows(m, rows, depth, packed):
+    """m[:rows, :depth] -> packed (ceil(rows / ROWS), depth, ROWS): panels of ROWS rows of m, each
+    k(depth)-major, zeros past row `rows` (a conv's weights, or the filters of a gradient)."""
     for panel in range(packed.shape[0]):
-        for kk in range(k):
+        for kk in range(depth):
             for i in range(ROWS):
-                f = panel * ROWS + i
-                packed[panel, kk, i] = w[f, kk] if f < filters else 0.0
+                r = panel * ROWS + i
+                packed[panel, kk, i] = m[r, kk] if r < rows else 0.0
+
+
+@helper
+def pack_columns(m, columns, depth, packed):
+    """m[:depth, :columns] -> packed (ceil(columns / width), depth, width), width = packed.shape[2] (ROWS
+    or COLUMNS): panels of `width` columns of m, zeros past column `columns`."""
+    width = packed.shape[2]
+    for panel in range(packed.shape[0]):
+        for kk in range(depth):
+            for j in range(width):
+                q = panel * width + j
+                packed[panel, kk, j] = m[kk, q] if q < columns else 0.0
 
 
 @helper
@@ -145,3 +161,38 @@ def unroll_panel(x, s0, columns, panel, packed, base, C, H, W, KH, KW, SH, SW, P
                         inside = 0 <= ii < H and 0 <= jj < W
                         packed[kk, j] = xf[uint64(base[j] + (c * H + ii) * W + jj)] if inside else 0.0
                 kk += 1
+
+
+@helper
+def window_table(table, C, H, W, KH, KW):
+    """table (3, K'): for each k = (c, ki, kj) of an im2col row, its cell's flat offset in a sample from
+    the window's corner, (c*H + ki)*W + kj, then ki and kj; k past C*KH*KW repeats the last."""
+    last = C * KH * KW - 1
+    for kk in range(table.shape[1]):
+        q = min(kk, last)
+        c, rest = q // (KH * KW), q % (KH * KW)
+        table[0, kk] = (c * H + rest // KW) * W + rest % KW
+        table[1, kk] = rest // KW
+        table[2, kk] = rest % KW
+
+
+@helper
+def unroll_transposed(x, s, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW):
+    """Rows panel*COLUMNS .. +COLUMNS of sample s's im2col matrix, transposed -> packed (P, COLUMNS):
+    packed[p, j] is x's cell under k = panel*COLUMNS + j of the window at position p (`table`: see
+    window_table); padding reads zero."""
+    xf = x.reshape(-1)
+    sample = s * C * H * W
+    k0 = panel * COLUMNS
+    padded = PH > 0 or PW > 0
+    for p in range(OH * OW):
+        i0 = (p // OW) * SH - PH
+        j0 = (p % OW) * SW - PW
+        corner = sample + i0 * W + j0
+        if not padded:
+            for j in range(COLUMNS):
+                packed[p, j] = xf[uint64(corner + table[0, k0 + j])]
+        else:
+            for j in range(COLUMNS):
+                ii, jj = i0 + table[1, k0 + j], j0 + table[2, k0 + j]
+                packed[p, j] = xf[uint64(corner + table[0, k0 + j])] if 0 <= ii < H and 0 <= jj < W else 0.0

@@ -166,8 +166,11 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
     im2col columns (or their gradients) and the GEMM output / gathered gradient for G samples at
     a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`).
-    `tiled` (the forward on netc's micro-kernel, see tiled_forward): also the weights in row panels
-    ("wpanels", shared), a column panel per chunk ("panel") and the padded GEMM output ("tiles")."""
+    `tiled` (netc's micro-kernel, see tiled_conv): for the forward also the weights in row panels
+    ("wpanels", shared), a column panel per chunk ("panel") and the padded GEMM output ("tiles"); for
+    the backward, per chunk a sample's gradient ("gbuf"), its rows and its columns in panels
+    ("gpanels", "apanels"), a panel of the transposed im2col matrix ("xpanel"), the padded weight
+    and column gradients ("dwtiles", "dcolsT"), and the weights in column panels ("wcolumns", shared)."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
     regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
@@ -175,8 +178,14 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     if tiled:
         panels = -(-filters // TILE_ROWS)
         columns = -(-tiled_group(positions, batch, chunks) * positions // TILE_COLUMNS) * TILE_COLUMNS
+        k_panels, p_panels = -(-k // TILE_COLUMNS), -(-positions // TILE_ROWS)
         regions += [("wpanels", (panels, k, TILE_ROWS)), ("panel", (chunks, k, TILE_COLUMNS)),
-                    ("tiles", (chunks, panels * TILE_ROWS, columns))]
+                    ("tiles", (chunks, panels * TILE_ROWS, columns)),
+                    ("gbuf", (chunks, filters, positions)), ("gpanels", (chunks, panels, positions, TILE_ROWS)),
+                    ("xpanel", (chunks, positions, TILE_COLUMNS)),
+                    ("dwtiles", (chunks, panels * TILE_ROWS, k_panels * TILE_COLUMNS)),
+                    ("wcolumns", (k_panels, filters, TILE_COLUMNS)), ("apanels", (chunks, p_panels, filters, TILE_ROWS)),
+                    ("dcolsT", (chunks, p_panels * TILE_ROWS, k_panels * TILE_COLUMNS))]
     layout, offset = {}, 0
     for name, shape in regions:
         layout[name] = (offset, shape)
@@ -184,8 +193,8 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     return layout, offset
 
 
-# netc's micro-kernel (netc.kernels.tiles) runs a conv's forward when its filters fill the tiles' rows and
-# its k is long enough for the unrolling of each column panel to pay off; measured on one core of the
+# netc's micro-kernel (netc.kernels.tiles) runs a conv's passes when its filters fill the tiles' rows and
+# its k is long enough for the unrolling of each panel to pay off; the forward measured on one core of the
 # AVX-512 VM (benchmarks/microkernel.py): seed-cnn's conv2 (128 filters, k = 1600) 1.29-1.33x faster than
 # im2col + OpenBLAS, its conv1 (64, k = 75) 0.93-0.98x, LeNet-5's conv2 (16, k = 150) 0.79-0.82x.
 TILED_MIN_FILTERS = 64
@@ -193,8 +202,8 @@ TILED_MIN_DEPTH = 256
 TILED_COLUMNS = 1024  # a chunk's samples unrolled per group: about this many columns (seed-cnn's conv2: 10 samples)
 
 
-def tiled_forward(d: dict, kept: bool) -> bool:
-    """Whether a conv's forward runs on netc's micro-kernel: many filters, a long k, and columns not
+def tiled_conv(d: dict, kept: bool) -> bool:
+    """Whether a conv's passes run on netc's micro-kernel: many filters, a long k, and columns not
     kept for the backward (the micro-kernel's panels are no im2col matrix the backward could read)."""
     return d["F"] >= TILED_MIN_FILTERS and d["C"] * d["KH"] * d["KW"] >= TILED_MIN_DEPTH and not kept
 
@@ -206,7 +215,7 @@ def tiled_group(positions: int, batch: int, chunks: int) -> int:
 
 def _conv_scratch(layer, shapes, facts):
     d = layer_dims(layer, shapes[0])
-    tiled = tiled_forward(d, _keeps_columns(d, facts))
+    tiled = tiled_conv(d, _keeps_columns(d, facts))
     return conv_scratch(d, facts.batch, facts.chunks, tiled=tiled)[1]
 
 
@@ -275,7 +284,7 @@ def _conv_forward(e, step):
     d = conv_dims(node, e.graph.shape_of(step.inputs[0]))
     rows = d["C"] * d["KH"] * d["KW"]
     dims, arg = _conv_output(e, step, d)
-    if tiled_forward(d, e.has_saved(node, "cols")):
+    if tiled_conv(d, e.has_saved(node, "cols")):
         layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
 
         def scratch(region: str, about: str) -> str:
@@ -304,14 +313,29 @@ def _conv_backward(e, step):
     x_view = e.val(x, (d["C"], d["H"], d["W"]))
     w_view = e.param(node, "weight", (d["F"], rows))
     dims, arg = _conv_output(e, step, d)
+    common = dict(x=x_view, w=w_view, y=e.val(step.output, dims), dy=e.grad(step.output, dims), arg=arg,
+                  pooled=e.flag(step.pool is not None), act=e.act_code(step), alpha=e.act_alpha(step),
+                  dx=e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, need_dx=e.flag(need_dx),
+                  acc_dx=e.acc(x) if need_dx else e.flag(False),
+                  dw=e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, db=e.pgrad(node, "bias"),
+                  need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
+                  has_bias=e.flag("bias" in node.param_shapes))
+    if tiled_conv(d, e.has_saved(node, "cols")):
+        layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
+
+        def scratch(region: str, about: str) -> str:
+            return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
+
+        e.call("conv_backward_tiles", **common, gbuf=scratch("gbuf", "a sample's gradient per chunk"),
+               gpanels=scratch("gpanels", "the gradient's rows in panels"),
+               xpanel=scratch("xpanel", "a panel of the transposed im2col matrix per chunk"),
+               dwt=scratch("dwtiles", "weight gradients per chunk"), wcolumns=scratch("wcolumns", "weights in column panels"),
+               apanels=scratch("apanels", "the gradient's columns in panels"),
+               dcols=scratch("dcolsT", "column gradients per chunk"), dbt=scratch("dbt", "bias gradients per chunk"),
+               **_sizes(e, d))
+        return
     cols, kept, dcols, buf, dwt, dbt = _conv_views(e, step, d, backward=True)
-    e.call("conv_backward", x=x_view, w=w_view, y=e.val(step.output, dims), dy=e.grad(step.output, dims), arg=arg,
-           pooled=e.flag(step.pool is not None), act=e.act_code(step), alpha=e.act_alpha(step),
-           dx=e.grad(x, (d["C"], d["H"], d["W"])) if need_dx else x_view, need_dx=e.flag(need_dx),
-           acc_dx=e.acc(x) if need_dx else e.flag(False),
-           dw=e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, db=e.pgrad(node, "bias"),
-           need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
-           has_bias=e.flag("bias" in node.param_shapes), cols=cols, kept=kept, dcols=dcols, buf=buf, dwt=dwt,
+    e.call("conv_backward", **common, cols=cols, kept=kept, dcols=dcols, buf=buf, dwt=dwt,
            dw_transposed=e.flag(e.plan.blas_small_kernels), dbt=dbt, **_sizes(e, d))
 
 
@@ -478,7 +502,7 @@ def _avgpool_ref_backward(layer, xs, y, dy, params):
 
 # ----------------------------------------------------------------------------- the ops
 
-_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_forward_tiles", "conv_backward")}
+_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_forward_tiles", "conv_backward", "conv_backward_tiles")}
 _AVG_KERNELS = {"netc.kernels.conv": ("avgpool_forward", "avgpool_backward")}
 
 CONV2D = register(OpDef(

@@ -32,6 +32,21 @@ loss: {op: cross_entropy, input: fc, target: y}
 optimizer: {type: adam, lr: 0.001}
 train: {batch: 4}
 """,
+    # a conv with many filters and a long k whose columns are too many to keep: netc's micro-kernel
+    # (netc.ops.conv.tiled_conv); recorded, never run, so its size costs nothing
+    "tiled": """
+  img: {shape: [32, 32, 32]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: c, op: conv2d, filters: 64, kernel: 3, padding: 1}
+  - {name: r, op: relu}
+  - {name: p, op: maxpool2d, kernel: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 8}
+""",
     # the activations as their own steps, batch norm and layer norm of features, nll, SGD
     "mlp": """
   x: {shape: [6]}
