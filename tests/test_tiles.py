@@ -25,10 +25,10 @@ def _pack_columns(m, columns, packed):
 
 
 @njit
-def _unroll_transposed(x, s, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+def _unroll_transposed(x, s0, g, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     table = np.empty((3, -(-(C * KH * KW) // COLUMNS) * COLUMNS), np.int64)
     window_table(table, C, H, W, KH, KW)
-    unroll_transposed(x, s, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW)
+    unroll_transposed(x, s0, g, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW)
 
 
 @njit
@@ -103,17 +103,20 @@ def _im2col(x, KH, KW, SH, SW, PH, PW):
 
 @pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])
 def test_an_image_unrolled_into_transposed_panels(geometry):
-    """Each panel is COLUMNS rows of sample s's im2col matrix, transposed (k past the last repeating it)."""
+    """Each panel is COLUMNS rows of the im2col matrix of samples 1 and 2, transposed (a row per sample
+    and position; k past the last repeating it); rows past the samples' are not touched."""
     SH, SW, PH, PW = geometry
-    n, C, H, W, KH, KW = 2, 9, 7, 6, 3, 2  # k = 54: a whole panel and part of another
+    n, C, H, W, KH, KW = 3, 9, 7, 6, 3, 2  # k = 54: a whole panel and part of another
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
     x = np.random.default_rng(1).normal(size=(n, C, H, W))
-    cols = _im2col(x, KH, KW, SH, SW, PH, PW)[1]  # sample 1: (k, positions)
+    cols = _im2col(x, KH, KW, SH, SW, PH, PW)[1:3]  # (2, k, positions)
+    rows = np.concatenate([cols[0].T, cols[1].T])  # (2 * positions, k)
     for panel in range(-(-(C * KH * KW) // COLUMNS)):
-        packed = np.full((OH * OW, COLUMNS), np.nan)
-        _unroll_transposed(x, 1, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+        packed = np.full((2 * OH * OW + 3, COLUMNS), np.nan)
+        _unroll_transposed(x, 1, 2, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
         index = np.minimum(np.arange(panel * COLUMNS, (panel + 1) * COLUMNS), C * KH * KW - 1)
-        np.testing.assert_array_equal(packed, cols[index].T)
+        np.testing.assert_array_equal(packed[:2 * OH * OW], rows[:, index])
+        assert np.isnan(packed[2 * OH * OW:]).all()
 
 
 @pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])

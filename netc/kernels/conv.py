@@ -251,56 +251,64 @@ def gather_gradient(buf, t, column, dy, y, arg, s, filters, pooled, act, alpha, 
 
 @parallel_kernel
 def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
-                        gbuf, gpanels, xpanel, dwt, wcolumns, apanels, dcols, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH,
-                        OW):
-    # conv_backward on netc's micro-kernel (netc.kernels.tiles), a sample at a time: its gradient G (F, P)
-    # gathered into gbuf[t]; the weight gradient dW (F, K) += G @ im2col(x).T as tiles of filters by k,
-    # G's rows packed into gpanels[t] and a panel of the transposed im2col matrix unrolled from x into
-    # xpanel[t] (P, COLUMNS), into dwt[t] (F and K padded), summed over the chunks in chunk order; the
-    # column gradients (P, K) = G.T @ W as tiles of positions by k (G's columns packed into apanels[t],
-    # W packed once per pass into wcolumns) into dcols[t], folded back into dx k by k.
+                        gbuf, gpanels, xpanel, dwt, wtpanels, gcolumns, dblock, dbt, C, H, W, KH, KW, SH, SW, PH, PW,
+                        OH, OW):
+    # conv_backward on netc's micro-kernel (netc.kernels.tiles), G samples at a time: their gradient
+    # (F, G*P) gathered into gbuf[t]; the weight gradient dW (F, K) += G @ im2col(x).T as tiles of filters
+    # by k, G's rows packed into gpanels[t] and a panel of the transposed im2col matrix unrolled from x
+    # into xpanel[t] (G*P, COLUMNS), into dwt[t] (F and K padded), summed over the chunks in chunk order;
+    # the column gradients W.T @ G (K, G*P) as tiles of k by positions (W packed once per pass into
+    # wtpanels, G's columns into gcolumns[t]), ROWS rows of k at a time into dblock[t] and folded back
+    # into dx at once (each element of dx summed k by k, as col2im_add does).
     n = x.shape[0]
     chunks = gbuf.shape[0]
     filters, k = w.shape[0], w.shape[1]
     positions = OH * OW
     pooled_positions = (OH // 2) * (OW // 2)
-    filter_rows, k_columns, position_rows = dwt.shape[1], dwt.shape[2], dcols.shape[1]
-    filter_panels, position_panels = gpanels.shape[1], apanels.shape[1]
+    capacity = gbuf.shape[2]  # columns of a group
+    group = capacity // positions
+    filter_rows, k_columns = dwt.shape[1], dwt.shape[2]
+    filter_panels, column_panels, width = gpanels.shape[1], gcolumns.shape[1], dblock.shape[2]
     chunk = (n + chunks - 1) // chunks
     table = np.empty((3, k_columns), np.int64)
     window_table(table, C, H, W, KH, KW)
     if need_dx:
-        pack_columns(w, k, filters, wcolumns)
+        pack_columns(w, k, filters, wtpanels)
     for t in prange(chunks):
         for f in range(filters):
             dbt[t, f] = 0.0
         first = True
-        for s in range(t * chunk, min(n, (t + 1) * chunk)):
-            gather_gradient(gbuf, t, 0, dy, y, arg, s, filters, pooled, act, alpha, positions, pooled_positions, dbt)
+        end = min(n, (t + 1) * chunk)
+        for s0 in range(t * chunk, end, group):
+            g = min(group, end - s0)
+            columns = g * positions
+            for j in range(g):
+                gather_gradient(gbuf, t, j * positions, dy, y, arg, s0 + j, filters, pooled, act, alpha, positions,
+                                pooled_positions, dbt)
             if need_dw:
-                pack_rows(gbuf[t], filters, positions, gpanels[t])
+                pack_rows(gbuf[t], filters, columns, gpanels[t])
                 for jp in range(k_columns // TILE_COLUMNS):
-                    unroll_transposed(x, s, jp, xpanel[t], table, C, H, W, SH, SW, PH, PW, OH, OW)
+                    unroll_transposed(x, s0, g, jp, xpanel[t], table, C, H, W, SH, SW, PH, PW, OH, OW)
                     for ip in range(filter_panels):
-                        micro_tile(gpanels, (t * filter_panels + ip) * positions * TILE_ROWS, xpanel,
-                                   t * positions * TILE_COLUMNS, dwt,
+                        micro_tile(gpanels, (t * filter_panels + ip) * capacity * TILE_ROWS, xpanel,
+                                   t * capacity * TILE_COLUMNS, dwt,
                                    (t * filter_rows + ip * TILE_ROWS) * k_columns + jp * TILE_COLUMNS, k_columns,
-                                   positions, not first)
-            first = False
+                                   columns, not first)
+                first = False
             if need_dx:
-                pack_columns(gbuf[t], positions, filters, apanels[t])
-                for ip in range(position_panels):
-                    for jp in range(wcolumns.shape[0]):
-                        micro_tile(apanels, (t * position_panels + ip) * filters * TILE_ROWS, wcolumns,
-                                   jp * filters * TILE_COLUMNS, dcols,
-                                   (t * position_rows + ip * TILE_ROWS) * k_columns + jp * TILE_COLUMNS, k_columns,
-                                   filters, False)
+                pack_columns(gbuf[t], columns, filters, gcolumns[t])
                 if not acc_dx:
-                    for c in range(C):
-                        for i in range(H):
-                            for jj in range(W):
-                                dx[s, c, i, jj] = 0.0
-                col2im_rows_add(dcols[t], dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                    for j in range(g):
+                        for c in range(C):
+                            for i in range(H):
+                                for jj in range(W):
+                                    dx[s0 + j, c, i, jj] = 0.0
+                for ip in range(wtpanels.shape[0]):
+                    for jp in range((columns + TILE_COLUMNS - 1) // TILE_COLUMNS):
+                        micro_tile(wtpanels, ip * filters * TILE_ROWS, gcolumns, (t * column_panels + jp) * filters *
+                                   TILE_COLUMNS, dblock, t * TILE_ROWS * width + jp * TILE_COLUMNS, width, filters, False)
+                    col2im_block_add(dblock[t], ip * TILE_ROWS, min(TILE_ROWS, k - ip * TILE_ROWS), dx, s0, g, C, H, W,
+                                     KH, KW, SH, SW, PH, PW, OH, OW)
         if first and need_dw:  # an empty chunk adds nothing
             for f in range(filters):
                 for kk in range(k):
@@ -316,27 +324,28 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
 
 
 @helper
-def col2im_rows_add(dcols, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # the transpose of im2col for column gradients stored a position per row, dcols (>= P, >= K): summed
-    # into sample s of dx k by k (as col2im_add), each k's positions in order (k-major: 1.4x faster here
-    # than position by position; a transpose into (K, P) for col2im_add cost as much as it saved)
-    for c in range(C):
-        for ki in range(KH):
-            for kj in range(KW):
-                k = (c * KH + ki) * KW + kj
-                for oi in range(OH):
-                    ii = oi * SH - PH + ki
-                    if ii < 0 or ii >= H:
-                        continue
-                    p0 = oi * OW
-                    if SW == 1 and PW == 0:
-                        for oj in range(OW):
-                            dx[s, c, ii, uint64(oj + kj)] += dcols[uint64(p0 + oj), k]
-                    else:
-                        for oj in range(OW):
-                            jj = oj * SW - PW + kj
-                            if 0 <= jj < W:
-                                dx[s, c, ii, uint64(jj)] += dcols[uint64(p0 + oj), k]
+def col2im_block_add(block, k0, count, dx, s0, g, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # rows k0 .. k0+count of the column gradients of samples s0 .. s0+g, block (count, g*P), summed into
+    # dx as col2im_add sums a row (the rows of one call in order; calls in order of k0)
+    positions = OH * OW
+    for r in range(count):
+        kk = k0 + r
+        c, rest = kk // (KH * KW), kk % (KH * KW)
+        ki, kj = rest // KW, rest % KW
+        for j in range(g):
+            for oi in range(OH):
+                ii = oi * SH - PH + ki
+                if ii < 0 or ii >= H:
+                    continue
+                col = j * positions + oi * OW
+                if SW == 1 and PW == 0:
+                    for oj in range(OW):
+                        dx[s0 + j, c, ii, uint64(oj + kj)] += block[r, uint64(col + oj)]
+                else:
+                    for oj in range(OW):
+                        jj = oj * SW - PW + kj
+                        if 0 <= jj < W:
+                            dx[s0 + j, c, ii, uint64(jj)] += block[r, uint64(col + oj)]
 
 
 @helper

@@ -177,22 +177,25 @@ def window_table(table, C, H, W, KH, KW):
 
 
 @helper
-def unroll_transposed(x, s, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW):
-    """Rows panel*COLUMNS .. +COLUMNS of sample s's im2col matrix, transposed -> packed (P, COLUMNS):
-    packed[p, j] is x's cell under k = panel*COLUMNS + j of the window at position p (`table`: see
-    window_table); padding reads zero."""
+def unroll_transposed(x, s0, g, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW):
+    """Rows panel*COLUMNS .. +COLUMNS of the im2col matrix of samples s0 .. s0+g, transposed -> packed
+    (>= g*P, COLUMNS): packed[j*P + p, q] is sample s0+j's cell under k = panel*COLUMNS + q of the window
+    at position p (`table`: see window_table); padding reads zero."""
     xf = x.reshape(-1)
-    sample = s * C * H * W
     k0 = panel * COLUMNS
     padded = PH > 0 or PW > 0
-    for p in range(OH * OW):
-        i0 = (p // OW) * SH - PH
-        j0 = (p % OW) * SW - PW
-        corner = sample + i0 * W + j0
-        if not padded:
-            for j in range(COLUMNS):
-                packed[p, j] = xf[uint64(corner + table[0, k0 + j])]
-        else:
-            for j in range(COLUMNS):
-                ii, jj = i0 + table[1, k0 + j], j0 + table[2, k0 + j]
-                packed[p, j] = xf[uint64(corner + table[0, k0 + j])] if 0 <= ii < H and 0 <= jj < W else 0.0
+    positions = OH * OW
+    for j in range(g):
+        sample = (s0 + j) * C * H * W
+        for p in range(positions):
+            row = j * positions + p
+            i0 = (p // OW) * SH - PH
+            j0 = (p % OW) * SW - PW
+            corner = sample + i0 * W + j0
+            if not padded:
+                for q in range(COLUMNS):
+                    packed[row, q] = xf[uint64(corner + table[0, k0 + q])]
+            else:
+                for q in range(COLUMNS):
+                    ii, jj = i0 + table[1, k0 + q], j0 + table[2, k0 + q]
+                    packed[row, q] = xf[uint64(corner + table[0, k0 + q])] if 0 <= ii < H and 0 <= jj < W else 0.0

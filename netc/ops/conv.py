@@ -168,24 +168,25 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`).
     `tiled` (netc's micro-kernel, see tiled_conv): for the forward also the weights in row panels
     ("wpanels", shared), a column panel per chunk ("panel") and the padded GEMM output ("tiles"); for
-    the backward, per chunk a sample's gradient ("gbuf"), its rows and its columns in panels
-    ("gpanels", "apanels"), a panel of the transposed im2col matrix ("xpanel"), the padded weight
-    and column gradients ("dwtiles", "dcolsT"), and the weights in column panels ("wcolumns", shared)."""
+    the backward, per chunk a group's gradient ("gbuf"), its rows and its columns in panels ("gpanels",
+    "gcolumns"), a panel of the transposed im2col matrix ("xpanel"), the padded weight gradients
+    ("dwtiles"), a block of column gradients ("dblock"), and W.T in row panels ("wtpanels", shared)."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
     regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
                ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)), ("dbt", (chunks, filters))]
     if tiled:
         panels = -(-filters // TILE_ROWS)
-        columns = -(-tiled_group(positions, batch, chunks) * positions // TILE_COLUMNS) * TILE_COLUMNS
-        k_panels, p_panels = -(-k // TILE_COLUMNS), -(-positions // TILE_ROWS)
+        group_columns = tiled_group(positions, batch, chunks) * positions
+        column_panels = -(-group_columns // TILE_COLUMNS)
         regions += [("wpanels", (panels, k, TILE_ROWS)), ("panel", (chunks, k, TILE_COLUMNS)),
-                    ("tiles", (chunks, panels * TILE_ROWS, columns)),
-                    ("gbuf", (chunks, filters, positions)), ("gpanels", (chunks, panels, positions, TILE_ROWS)),
-                    ("xpanel", (chunks, positions, TILE_COLUMNS)),
-                    ("dwtiles", (chunks, panels * TILE_ROWS, k_panels * TILE_COLUMNS)),
-                    ("wcolumns", (k_panels, filters, TILE_COLUMNS)), ("apanels", (chunks, p_panels, filters, TILE_ROWS)),
-                    ("dcolsT", (chunks, p_panels * TILE_ROWS, k_panels * TILE_COLUMNS))]
+                    ("tiles", (chunks, panels * TILE_ROWS, column_panels * TILE_COLUMNS)),
+                    ("gbuf", (chunks, filters, group_columns)), ("gpanels", (chunks, panels, group_columns, TILE_ROWS)),
+                    ("xpanel", (chunks, group_columns, TILE_COLUMNS)),
+                    ("dwtiles", (chunks, panels * TILE_ROWS, -(-k // TILE_COLUMNS) * TILE_COLUMNS)),
+                    ("wtpanels", (-(-k // TILE_ROWS), filters, TILE_ROWS)),
+                    ("gcolumns", (chunks, column_panels, filters, TILE_COLUMNS)),
+                    ("dblock", (chunks, TILE_ROWS, column_panels * TILE_COLUMNS))]
     layout, offset = {}, 0
     for name, shape in regions:
         layout[name] = (offset, shape)
@@ -326,12 +327,13 @@ def _conv_backward(e, step):
         def scratch(region: str, about: str) -> str:
             return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
 
-        e.call("conv_backward_tiles", **common, gbuf=scratch("gbuf", "a sample's gradient per chunk"),
+        e.call("conv_backward_tiles", **common, gbuf=scratch("gbuf", "a group's gradient per chunk"),
                gpanels=scratch("gpanels", "the gradient's rows in panels"),
                xpanel=scratch("xpanel", "a panel of the transposed im2col matrix per chunk"),
-               dwt=scratch("dwtiles", "weight gradients per chunk"), wcolumns=scratch("wcolumns", "weights in column panels"),
-               apanels=scratch("apanels", "the gradient's columns in panels"),
-               dcols=scratch("dcolsT", "column gradients per chunk"), dbt=scratch("dbt", "bias gradients per chunk"),
+               dwt=scratch("dwtiles", "weight gradients per chunk"), wtpanels=scratch("wtpanels", "W.T in row panels"),
+               gcolumns=scratch("gcolumns", "the gradient's columns in panels"),
+               dblock=scratch("dblock", "a block of column gradients per chunk"),
+               dbt=scratch("dbt", "bias gradients per chunk"),
                **_sizes(e, d))
         return
     cols, kept, dcols, buf, dwt, dbt = _conv_views(e, step, d, backward=True)
