@@ -166,27 +166,30 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
     im2col columns (or their gradients) and the GEMM output / gathered gradient for G samples at
     a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`).
-    `tiled` (netc's micro-kernel, see tiled_conv): for the forward also the weights in row panels
-    ("wpanels", shared), a column panel per chunk ("panel") and the padded GEMM output ("tiles"); for
-    the backward, per chunk a group's gradient ("gbuf"), its rows and its columns in panels ("gpanels",
-    "gcolumns"), a panel of the transposed im2col matrix ("xpanel"), the padded weight gradients
-    ("dwtiles"), a block of column gradients ("dblock"), and W.T in row panels ("wtpanels", shared)."""
+    `tiled` (netc's micro-kernel, see tiled_conv): instead, besides the bias gradients, for the forward
+    the weights in row panels ("wpanels", shared), a column panel per chunk ("panel") and the padded
+    GEMM output ("tiles"); for the backward, per chunk a group's gradient ("gbuf"), its rows and its
+    columns in panels ("gpanels", "gcolumns"), a panel of the transposed im2col matrix ("xpanel"), the
+    padded weight gradients ("dwtiles"), a block of column gradients ("dblock"), and W.T in row panels
+    ("wtpanels", shared)."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
-    regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
-               ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)), ("dbt", (chunks, filters))]
-    if tiled:
+    if not tiled:
+        regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
+                   ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)), ("dbt", (chunks, filters))]
+    else:
         panels = -(-filters // TILE_ROWS)
         group_columns = tiled_group(positions, batch, chunks) * positions
         column_panels = -(-group_columns // TILE_COLUMNS)
-        regions += [("wpanels", (panels, k, TILE_ROWS)), ("panel", (chunks, k, TILE_COLUMNS)),
-                    ("tiles", (chunks, panels * TILE_ROWS, column_panels * TILE_COLUMNS)),
-                    ("gbuf", (chunks, filters, group_columns)), ("gpanels", (chunks, panels, group_columns, TILE_ROWS)),
-                    ("xpanel", (chunks, group_columns, TILE_COLUMNS)),
-                    ("dwtiles", (chunks, panels * TILE_ROWS, -(-k // TILE_COLUMNS) * TILE_COLUMNS)),
-                    ("wtpanels", (-(-k // TILE_ROWS), filters, TILE_ROWS)),
-                    ("gcolumns", (chunks, column_panels, filters, TILE_COLUMNS)),
-                    ("dblock", (chunks, TILE_ROWS, column_panels * TILE_COLUMNS))]
+        regions = [("dbt", (chunks, filters)), ("wpanels", (panels, k, TILE_ROWS)),
+                   ("panel", (chunks, k, TILE_COLUMNS)),
+                   ("tiles", (chunks, panels * TILE_ROWS, column_panels * TILE_COLUMNS)),
+                   ("gbuf", (chunks, filters, group_columns)), ("gpanels", (chunks, panels, group_columns, TILE_ROWS)),
+                   ("xpanel", (chunks, group_columns, TILE_COLUMNS)),
+                   ("dwtiles", (chunks, panels * TILE_ROWS, -(-k // TILE_COLUMNS) * TILE_COLUMNS)),
+                   ("wtpanels", (-(-k // TILE_ROWS), filters, TILE_ROWS)),
+                   ("gcolumns", (chunks, column_panels, filters, TILE_COLUMNS)),
+                   ("dblock", (chunks, TILE_ROWS, column_panels * TILE_COLUMNS))]
     layout, offset = {}, 0
     for name, shape in regions:
         layout[name] = (offset, shape)
@@ -210,7 +213,7 @@ def tiled_conv(d: dict, kept: bool) -> bool:
 
 
 def tiled_group(positions: int, batch: int, chunks: int) -> int:
-    """Samples per group in the tiled forward: TILED_COLUMNS columns' worth, at least one, at most a chunk."""
+    """Samples per group in a tiled conv's passes: TILED_COLUMNS columns' worth, at least one, at most a chunk."""
     return max(1, min(-(-batch // chunks), TILED_COLUMNS // positions))
 
 
@@ -264,6 +267,15 @@ def _conv_views(e, step, d, backward=False) -> list[str]:
     return views
 
 
+def _tiled_views(e, node, d):
+    """region, about -> a view of that region of a tiled conv's scratch (conv_scratch with `tiled`)."""
+    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
+
+    def view(region: str, about: str) -> str:
+        return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
+    return view
+
+
 def _conv_output(e, step, d) -> tuple[tuple, str]:
     """A conv step's output dims, (F, OH*OW) or with a fused 2x2 max pool (F, OH/2*OW/2), and the
     view of the pool's argmax (without a pool, an empty one keeps the kernel's types)."""
@@ -286,11 +298,7 @@ def _conv_forward(e, step):
     rows = d["C"] * d["KH"] * d["KW"]
     dims, arg = _conv_output(e, step, d)
     if tiled_conv(d, e.has_saved(node, "cols")):
-        layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
-
-        def scratch(region: str, about: str) -> str:
-            return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
-
+        scratch = _tiled_views(e, node, d)
         e.call("conv_forward_tiles", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
                has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
@@ -322,11 +330,7 @@ def _conv_backward(e, step):
                   need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
                   has_bias=e.flag("bias" in node.param_shapes))
     if tiled_conv(d, e.has_saved(node, "cols")):
-        layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
-
-        def scratch(region: str, about: str) -> str:
-            return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
-
+        scratch = _tiled_views(e, node, d)
         e.call("conv_backward_tiles", **common, gbuf=scratch("gbuf", "a group's gradient per chunk"),
                gpanels=scratch("gpanels", "the gradient's rows in panels"),
                xpanel=scratch("xpanel", "a panel of the transposed im2col matrix per chunk"),
