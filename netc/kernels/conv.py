@@ -216,11 +216,7 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
     if need_dw:
         sum_chunks(dwt, dw, acc_dw, dw_transposed)
         if has_bias:
-            for f in range(filters):
-                total = db[f] if acc_dw else 0.0
-                for t in range(chunks):
-                    total += dbt[t, f]
-                db[f] = total
+            sum_bias_chunks(dbt, db, acc_dw)
 
 
 @helper
@@ -316,11 +312,7 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
     if need_dw:
         sum_chunks(dwt[:, :filters, :k], dw, acc_dw, False)
         if has_bias:
-            for f in range(filters):
-                total = db[f] if acc_dw else 0.0
-                for t in range(chunks):
-                    total += dbt[t, f]
-                db[f] = total
+            sum_bias_chunks(dbt, db, acc_dw)
 
 
 @helper
@@ -346,6 +338,16 @@ def col2im_block_add(block, k0, count, dx, s0, g, C, H, W, KH, KW, SH, SW, PH, P
                         jj = oj * SW - PW + kj
                         if 0 <= jj < W:
                             dx[s0 + j, c, ii, uint64(jj)] += block[r, uint64(col + oj)]
+
+
+@helper
+def sum_bias_chunks(dbt, db, acc):
+    # db (F,) = (db if acc else 0) + dbt[0] + dbt[1] + ..., each in chunk order
+    for f in range(dbt.shape[1]):
+        total = db[f] if acc else 0.0
+        for t in range(dbt.shape[0]):
+            total += dbt[t, f]
+        db[f] = total
 
 
 @helper

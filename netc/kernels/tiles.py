@@ -4,8 +4,8 @@
 from two packed panels: a (depth, ROWS) and b (depth, COLUMNS), contiguous. Its accumulators live in
 vector registers for the whole loop over k (the LLVM IR is written here, through a Numba intrinsic:
 loops over a local array were not kept in registers and ran at 3 GFLOP/s), so it runs at the
-machine's multiply-add rate: 205-228 GFLOP/s on one core of the AVX-512 VM, where OpenBLAS's
-1024^3 SGEMM reaches ~216 (benchmarks/microkernel.py). What OpenBLAS spends around its kernel,
+machine's multiply-add rate: 205-255 GFLOP/s on one core of the AVX-512 VM, where OpenBLAS's
+1024^3 SGEMM reaches ~209-216 (benchmarks/microkernel.py). What OpenBLAS spends around its kernel,
 packing both operands again on every call, is left to the caller, which packs each operand once:
 a conv's weights once per pass, its input straight from the image into panels (no im2col matrix).
 
