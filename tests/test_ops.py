@@ -549,6 +549,28 @@ def test_the_micro_kernel_forward_gives_each_sample_the_same_bits_in_any_chunk_o
         np.testing.assert_array_equal(other, outputs[0])
 
 
+def test_seed_cnns_conv2_alone_runs_on_the_micro_kernel_and_inspect_says_so():
+    """The rule (64+ filters, k >= 256, columns not kept) picks seed-cnn's conv2 (128 filters, k = 1600), not
+    its conv1 (k = 75); `netc inspect --plan` names the kernels on the conv2 row only."""
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from netc.compiler.describe import plan_renderable
+    from netc.spec.load import load_spec
+
+    graph = build_graph(load_spec(str(Path(__file__).resolve().parent.parent / "specs" / "seed-cnn.yaml")))
+    plan = compile_graph(graph)
+    source = plan.source
+    assert source.count("conv_forward_tiles(") == source.count("conv_forward(") > 0  # a call of each per forward
+    assert source.count("conv_backward_tiles(") == source.count("conv_backward(") > 0
+    console = Console(width=400, record=True, file=io.StringIO())
+    console.print(plan_renderable(plan, show_source=False))
+    rows = [line for line in console.export_text().splitlines() if "micro-kernel" in line]
+    assert len(rows) == 1 and "conv2 + relu2 + pool2" in rows[0], rows
+
+
 # ---------------------------------------------------------------------------------- float32 vs float64
 
 

@@ -286,7 +286,11 @@ def _conv_output(e, step, d) -> tuple[tuple, str]:
 
 
 def _conv_notes(e, step):
-    return [f"{e.plan.chunks} parallel chunks of the batch"]
+    notes = [f"{e.plan.chunks} parallel chunks of the batch"]
+    d = conv_dims(step.node, e.graph.shape_of(step.inputs[0]))
+    if tiled_conv(d, e.has_saved(step.node, "cols")):
+        notes.append("on netc's micro-kernel (conv_forward_tiles, conv_backward_tiles), not im2col + GEMM")
+    return notes
 
 
 # ----------------------------------------------------------------------------- emitters
