@@ -30,6 +30,7 @@ from numba.core import caching
 
 import netc
 from netc.errors import warn_once
+from netc.kernels.gemm_sizes import TILE_LANES
 
 _MAGIC = b"netc-numba-cache-1\n"
 save_failures = 0  # machine code this process compiled but could not keep (a full disk): nothing to mark ready
@@ -124,9 +125,14 @@ class _CacheImpl(caching.CompileResultCacheImpl):
 
 
 class _CheckedFile(caching.IndexDataCacheFile):
-    """Numba's index + data files, with every data file verified before it is unpickled."""
+    """Numba's index + data files, with every data file verified before it is unpickled. Each key also
+    holds the shape of netc's GEMM micro-kernel tiles (netc.kernels.gemm_sizes, from the CPU's flags),
+    which kernels compile in as constants and plans size their scratch by: Numba's key has the target
+    CPU's name and features, and two machines of other flags that share a cache under one
+    NUMBA_CPU_NAME must not load each other's tiled kernels."""
 
     def load(self, key):
+        key = (key, TILE_LANES)
         try:
             overloads = self._load_index()
         except Exception as exc:  # a damaged index: pickle can raise almost anything
@@ -154,6 +160,7 @@ class _CheckedFile(caching.IndexDataCacheFile):
             return None
 
     def save(self, key, data):
+        key = (key, TILE_LANES)
         try:
             overloads = self._load_index()
         except Exception:  # damaged: start the index again (load() already said so)

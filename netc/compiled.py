@@ -34,8 +34,11 @@ def machine_tag() -> str:
 
     from netc.interrupts import compiling
 
+    from netc.kernels.gemm_sizes import TILE_LANES
+
     with compiling():  # the first call sets up LLVM's code generator
         machine = (sys.version_info[:2], cpu_target.target_context.codegen().magic_tuple())  # Numba's files are per Python
+    machine += (TILE_LANES,)  # the micro-kernel's tile shape, which netc's cache keys hold too (netc.codecache)
     return hashlib.sha256(repr(machine).encode()).hexdigest()[:8]
 
 

@@ -289,8 +289,8 @@ _CALL = ("import sys; sys.path.insert(0, '.'); import tiny; "
 _RESULTS = "[11.0, 20.0, 7.0, 2.5, 15.0, 60.0]"
 
 
-def _call_tiny(folder: Path) -> tuple[str, str, str]:
-    done = subprocess.run([sys.executable, "-c", _CALL], cwd=folder, capture_output=True, text=True, timeout=300,
+def _call_tiny(folder: Path, before: str = "") -> tuple[str, str, str]:
+    done = subprocess.run([sys.executable, "-c", before + _CALL], cwd=folder, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NETC_CACHE_DIR": str(folder / "cache")})
     assert done.returncode == 0, done.stdout + done.stderr
     results, misses = done.stdout.splitlines()
@@ -333,6 +333,18 @@ def test_damaged_cache_entries_are_recompiled_never_run(tmp_path):
 
     results, misses, err = _call_tiny(tmp_path)  # healed: every entry written again
     assert results == _RESULTS and misses == "[0, 0, 0, 0, 0, 0]" and err == ""
+
+
+def test_kernels_compiled_for_another_tile_shape_are_not_loaded(tmp_path):
+    """netc's micro-kernel bakes its tile shape (from the CPU's flags) into compiled code, and plans size
+    their scratch by it: a cache shared by machines of other flags under one NUMBA_CPU_NAME holds an entry
+    per shape, and neither loads the other's."""
+    (tmp_path / "tiny.py").write_text(_TINY)
+    other = "import netc.kernels.gemm_sizes as g; g.TILE_LANES = 24; "  # before netc's cache reads it
+    assert _call_tiny(tmp_path)[1:] == ("[1, 1, 1, 1, 1, 1]", "")
+    assert _call_tiny(tmp_path, other)[1:] == ("[1, 1, 1, 1, 1, 1]", ""), "compiled again, nothing said"
+    assert _call_tiny(tmp_path, other)[1:] == ("[0, 0, 0, 0, 0, 0]", "")
+    assert _call_tiny(tmp_path)[1:] == ("[0, 0, 0, 0, 0, 0]", ""), "the first shape's entries are still there"
 
 
 def test_a_damaged_plan_module_is_written_again(tmp_path, monkeypatch, capsys):
