@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from netc.kernels.blas import gemm  # noqa: E402
 from netc.kernels.conv import im2col  # noqa: E402
 from netc.kernels.gemm_sizes import TILE_COLUMNS as NR, TILE_LANES, TILE_ROWS as MR  # noqa: E402
-from netc.kernels.tiles import micro_tile, pack_rows, unroll_panel  # noqa: E402
+from netc.kernels.tiles import micro_tile, pack_rows, unroll_panel, window_table  # noqa: E402
 
 
 @njit(fastmath={"nsz"})
@@ -40,7 +40,7 @@ def store_outputs(buf, y, s0, g, positions):
 
 
 @njit(fastmath={"nsz"})
-def forward_own(x, wp, y, bp, buf, base, group, C, H, W, KH, KW, OH, OW, unroll=True):
+def forward_own(x, wp, y, bp, buf, corners, table, group, C, H, W, KH, KW, OH, OW, unroll=True):
     # y (n, F, P) = w @ im2col(x): a group of samples' columns a panel at a time, the micro-tiles stored
     # straight into buf (rows padded to MR, columns to NR), then the epilogue
     n = x.shape[0]
@@ -50,7 +50,7 @@ def forward_own(x, wp, y, bp, buf, base, group, C, H, W, KH, KW, OH, OW, unroll=
         g = min(group, n - s0)
         for jp in range(-(-(g * positions) // NR)):  # a panel unrolled, then every row panel of w against it (in L2)
             if unroll:
-                unroll_panel(x, s0, g * positions, jp, bp, base, C, H, W, KH, KW, 1, 1, 0, 0, OH, OW)
+                unroll_panel(x, s0, g * positions, jp, bp, corners, table, C, H, W, 1, 1, 0, 0, OH, OW)
             for ip in range(wp.shape[0]):
                 micro_tile(wp, ip * depth * MR, bp, 0, buf, ip * MR * width + jp * NR, width, depth, False)
         store_outputs(buf, y, s0, g, positions)
@@ -65,6 +65,11 @@ def forward_openblas(x, w, y, cols, buf, C, H, W, KH, KW, OH, OW):
         im2col(x, s, cols, 0, C, H, W, KH, KW, 1, 1, 0, 0, OH, OW)
         gemm(False, False, filters, positions, k, w, 0, k, cols, 0, positions, 0.0, buf, 0, positions)
         store_outputs(buf, y, s, 1, positions)
+
+
+@njit
+def _window_table(table, C, H, W, kernel):
+    window_table(table, C, H, W, kernel, kernel)
 
 
 @njit
@@ -102,13 +107,15 @@ def measure(name: str, n: int, C: int, H: int, F: int, KH: int, group: int) -> N
     panels = -(-group * positions // NR)
     buf = np.zeros((-(-F // MR) * MR, panels * NR), np.float32)
     buf_blas = np.zeros((F, positions), np.float32)
-    base = np.zeros(NR, np.int64)
+    corners = np.zeros((3, NR), np.int64)
+    table = np.zeros((3, k), np.int64)
+    _window_table(table, C, H, W, KH)
     cols = np.zeros((k, positions), np.float32)
     y_own, y_blas = np.zeros((n, F, positions), np.float32), np.zeros((n, F, positions), np.float32)
     flops = 2.0 * n * F * positions * k
-    t_own = _median_seconds(lambda: (_pack(w, wp), forward_own(x, wp, y_own, bp, buf, base, group, C, H, W, KH, KH, OH, OW)))
+    t_own = _median_seconds(lambda: (_pack(w, wp), forward_own(x, wp, y_own, bp, buf, corners, table, group, C, H, W, KH, KH, OH, OW)))
     error_own = np.abs(y_own - _reference(x, w, KH)).max()
-    t_tiles = _median_seconds(lambda: forward_own(x, wp, y_own, bp, buf, base, group, C, H, W, KH, KH, OH, OW, False))
+    t_tiles = _median_seconds(lambda: forward_own(x, wp, y_own, bp, buf, corners, table, group, C, H, W, KH, KH, OH, OW, False))
     t_blas = _median_seconds(lambda: forward_openblas(x, w, y_blas, cols, buf_blas, C, H, W, KH, KH, OH, OW))
     reference = _reference(x, w, KH)
     scale = np.abs(reference).max()

@@ -33,7 +33,6 @@ def machine_tag() -> str:
     from numba.core.registry import cpu_target
 
     from netc.interrupts import compiling
-
     from netc.kernels.gemm_sizes import TILE_LANES
 
     with compiling():  # the first call sets up LLVM's code generator

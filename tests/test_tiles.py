@@ -33,8 +33,10 @@ def _unroll_transposed(x, s0, g, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW,
 
 @njit
 def _unroll(x, s0, columns, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    base = np.empty(COLUMNS, np.int64)
-    unroll_panel(x, s0, columns, panel, packed, base, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+    corners = np.empty((3, COLUMNS), np.int64)
+    table = np.empty((3, C * KH * KW), np.int64)
+    window_table(table, C, H, W, KH, KW)
+    unroll_panel(x, s0, columns, panel, packed, corners, table, C, H, W, SH, SW, PH, PW, OH, OW)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -51,27 +51,26 @@ def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
 
 
 @helper
-def col2im_add(cols, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # the transpose of im2col: columns p0 .. p0 + OH*OW of cols summed into sample s of dx (unsigned
-    # indices as in im2col; each element of dx still receives its terms in the same order)
-    k = 0
-    for c in range(C):
-        for ki in range(KH):
-            for kj in range(KW):
-                for oi in range(OH):
-                    ii = oi * SH - PH + ki
-                    col = p0 + oi * OW
-                    if ii < 0 or ii >= H:
-                        continue
-                    if SW == 1 and PW == 0:
-                        for oj in range(OW):
-                            dx[s, c, ii, uint64(oj + kj)] += cols[k, uint64(col + oj)]
-                    else:
-                        for oj in range(OW):
-                            jj = oj * SW - PW + kj
-                            if 0 <= jj < W:
-                                dx[s, c, ii, uint64(jj)] += cols[k, uint64(col + oj)]
-                k += 1
+def col2im_add(cols, k0, count, p0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    # the transpose of im2col: rows r < count of cols, k = k0 + r, columns p0 .. p0 + OH*OW, summed into
+    # sample s of dx k by k (unsigned indices as in im2col; each element of dx receives its terms in k order,
+    # whichever rows a call gets)
+    for r in range(count):
+        c, rest = (k0 + r) // (KH * KW), (k0 + r) % (KH * KW)
+        ki, kj = rest // KW, rest % KW
+        for oi in range(OH):
+            ii = oi * SH - PH + ki
+            col = p0 + oi * OW
+            if ii < 0 or ii >= H:
+                continue
+            if SW == 1 and PW == 0:
+                for oj in range(OW):
+                    dx[s, c, ii, uint64(oj + kj)] += cols[r, uint64(col + oj)]
+            else:
+                for oj in range(OW):
+                    jj = oj * SW - PW + kj
+                    if 0 <= jj < W:
+                        dx[s, c, ii, uint64(jj)] += cols[r, uint64(col + oj)]
 
 
 @parallel_kernel
@@ -148,14 +147,16 @@ def conv_forward_tiles(x, w, b, has_bias, y, arg, pooled, wpanels, panel, buf, a
     group = width // positions
     chunk = (n + chunks - 1) // chunks
     pack_rows(w, filters, k, wpanels)
+    table = np.empty((3, k), np.int64)
+    window_table(table, C, H, W, KH, KW)
     for t in prange(chunks):
-        base = np.empty(TILE_COLUMNS, np.int64)
+        corners = np.empty((3, TILE_COLUMNS), np.int64)
         end = min(n, (t + 1) * chunk)
         for s0 in range(t * chunk, end, group):
             g = min(group, end - s0)
             columns = g * positions
             for jp in range((columns + TILE_COLUMNS - 1) // TILE_COLUMNS):
-                unroll_panel(x, s0, columns, jp, panel[t], base, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                unroll_panel(x, s0, columns, jp, panel[t], corners, table, C, H, W, SH, SW, PH, PW, OH, OW)
                 for ip in range(wpanels.shape[0]):
                     micro_tile(wpanels, ip * k * TILE_ROWS, panel, t * k * TILE_COLUMNS, buf,
                                (t * rows + ip * TILE_ROWS) * width + jp * TILE_COLUMNS, width, k, False)
@@ -212,7 +213,7 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
                             for i in range(H):
                                 for jj in range(W):
                                     dx[s0 + j, c, i, jj] = 0.0
-                    col2im_add(dcols[t], j * positions, dx, s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+                    col2im_add(dcols[t], 0, k, j * positions, dx, s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
     if need_dw:
         sum_chunks(dwt, dw, acc_dw, dw_transposed)
         if has_bias:
@@ -255,7 +256,7 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
     # into xpanel[t] (G*P, COLUMNS), into dwt[t] (F and K padded), summed over the chunks in chunk order;
     # the column gradients W.T @ G (K, G*P) as tiles of k by positions (W packed once per pass into
     # wtpanels, G's columns into gcolumns[t]), ROWS rows of k at a time into dblock[t] and folded back
-    # into dx at once (each element of dx summed k by k, as col2im_add does).
+    # into dx at once by col2im_add (each element of dx summed k by k, as in conv_backward).
     n = x.shape[0]
     chunks = gbuf.shape[0]
     filters, k = w.shape[0], w.shape[1]
@@ -303,8 +304,9 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
                     for jp in range((columns + TILE_COLUMNS - 1) // TILE_COLUMNS):
                         micro_tile(wtpanels, ip * filters * TILE_ROWS, gcolumns, (t * column_panels + jp) * filters *
                                    TILE_COLUMNS, dblock, t * TILE_ROWS * width + jp * TILE_COLUMNS, width, filters, False)
-                    col2im_block_add(dblock[t], ip * TILE_ROWS, min(TILE_ROWS, k - ip * TILE_ROWS), dx, s0, g, C, H, W,
-                                     KH, KW, SH, SW, PH, PW, OH, OW)
+                    for j in range(g):
+                        col2im_add(dblock[t], ip * TILE_ROWS, min(TILE_ROWS, k - ip * TILE_ROWS), j * positions, dx,
+                                   s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
         if first and need_dw:  # an empty chunk adds nothing
             for f in range(filters):
                 for kk in range(k):
@@ -313,31 +315,6 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
         sum_chunks(dwt[:, :filters, :k], dw, acc_dw, False)
         if has_bias:
             sum_bias_chunks(dbt, db, acc_dw)
-
-
-@helper
-def col2im_block_add(block, k0, count, dx, s0, g, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
-    # rows k0 .. k0+count of the column gradients of samples s0 .. s0+g, block (count, g*P), summed into
-    # dx as col2im_add sums a row (the rows of one call in order; calls in order of k0)
-    positions = OH * OW
-    for r in range(count):
-        kk = k0 + r
-        c, rest = kk // (KH * KW), kk % (KH * KW)
-        ki, kj = rest // KW, rest % KW
-        for j in range(g):
-            for oi in range(OH):
-                ii = oi * SH - PH + ki
-                if ii < 0 or ii >= H:
-                    continue
-                col = j * positions + oi * OW
-                if SW == 1 and PW == 0:
-                    for oj in range(OW):
-                        dx[s0 + j, c, ii, uint64(oj + kj)] += block[r, uint64(col + oj)]
-                else:
-                    for oj in range(OW):
-                        jj = oj * SW - PW + kj
-                        if 0 <= jj < W:
-                            dx[s0 + j, c, ii, uint64(jj)] += block[r, uint64(col + oj)]
 
 
 @helper

@@ -129,38 +129,32 @@ def pack_columns(m, columns, depth, packed):
 
 
 @helper
-def unroll_panel(x, s0, columns, panel, packed, base, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+def unroll_panel(x, s0, columns, panel, packed, corners, table, C, H, W, SH, SW, PH, PW, OH, OW):
     """Columns panel*COLUMNS .. +COLUMNS of the im2col matrix of samples s0, s0+1, ... of x (n, C, H, W)
     -> packed (K, COLUMNS), k = (c, ki, kj) and column p = (sample - s0, oi, oj); `columns` is how many
-    are real: the panel's others repeat the last real one (their outputs are never read). `base`
-    (COLUMNS,) int64 scratch. Without padding each row of the panel is a gather through `base`, the
-    flat offset of each column's window in x, written contiguously; with padding, cells outside the
-    image read zero."""
+    are real: the panel's others repeat the last real one (their outputs are never read). `corners`
+    (3, COLUMNS) int64 scratch: each column's window corner as a flat index into x, and its row and
+    column in the image; `table` as window_table gives it. Each row of the panel is a gather from the
+    corners, written contiguously; with padding, cells outside the image read zero."""
     positions = OH * OW
     xf = x.reshape(-1)
     padded = PH > 0 or PW > 0
     for j in range(COLUMNS):
         p = min(panel * COLUMNS + j, columns - 1)
-        if padded:  # the column's sample's first element
-            base[j] = (s0 + p // positions) * C * H * W
-        else:  # its window's first element
-            base[j] = (((s0 + p // positions) * C) * H + ((p % positions) // OW) * SH) * W + (p % OW) * SW
-    kk = 0
-    for c in range(C):
-        for ki in range(KH):
-            for kj in range(KW):
-                if not padded:
-                    offset = (c * H + ki) * W + kj
-                    for j in range(COLUMNS):
-                        packed[kk, j] = xf[uint64(base[j] + offset)]
-                else:
-                    for j in range(COLUMNS):
-                        p = min(panel * COLUMNS + j, columns - 1)
-                        ii = ((p % positions) // OW) * SH - PH + ki
-                        jj = (p % OW) * SW - PW + kj
-                        inside = 0 <= ii < H and 0 <= jj < W
-                        packed[kk, j] = xf[uint64(base[j] + (c * H + ii) * W + jj)] if inside else 0.0
-                kk += 1
+        i0, j0 = ((p % positions) // OW) * SH - PH, (p % OW) * SW - PW
+        corners[0, j] = (s0 + p // positions) * C * H * W + i0 * W + j0
+        corners[1, j] = i0
+        corners[2, j] = j0
+    for kk in range(packed.shape[0]):
+        offset = table[0, kk]
+        if not padded:
+            for j in range(COLUMNS):
+                packed[kk, j] = xf[uint64(corners[0, j] + offset)]
+        else:
+            ki, kj = table[1, kk], table[2, kk]
+            for j in range(COLUMNS):
+                ii, jj = corners[1, j] + ki, corners[2, j] + kj
+                packed[kk, j] = xf[uint64(corners[0, j] + offset)] if 0 <= ii < H and 0 <= jj < W else 0.0
 
 
 @helper
