@@ -103,12 +103,18 @@ def _im2col(x, KH, KW, SH, SW, PH, PW):
     return windows.transpose(0, 1, 4, 5, 2, 3).reshape(n, C * KH * KW, -1)
 
 
-@pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])
+# (C, H, W, KH, KW) with the stride and padding (SH, SW, PH, PW): window rows shorter and longer than a run of
+# copy_run (split into runs), strided and padded windows (copied cell by cell at the borders)
+GEOMETRIES = {"plain": ((9, 7, 6, 3, 2), (1, 1, 0, 0)), "strided-padded": ((9, 7, 6, 3, 2), (2, 1, 1, 2)),
+              "long-rows": ((2, 5, 14, 2, 11), (1, 1, 0, 0)), "long-rows-padded": ((2, 5, 14, 2, 11), (1, 1, 1, 3))}
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
 def test_an_image_unrolled_into_transposed_panels(geometry):
     """Each panel is COLUMNS rows of the im2col matrix of samples 1 and 2, transposed (a row per sample
     and position; k past the last repeating it); rows past the samples' are not touched."""
-    SH, SW, PH, PW = geometry
-    n, C, H, W, KH, KW = 3, 9, 7, 6, 3, 2  # k = 54: a whole panel and part of another
+    (C, H, W, KH, KW), (SH, SW, PH, PW) = geometry
+    n = 3  # k = 54 in the first two: a whole panel and part of another
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
     x = np.random.default_rng(1).normal(size=(n, C, H, W))
     cols = _im2col(x, KH, KW, SH, SW, PH, PW)[1:3]  # (2, k, positions)
@@ -121,12 +127,12 @@ def test_an_image_unrolled_into_transposed_panels(geometry):
         assert np.isnan(packed[2 * OH * OW:]).all()
 
 
-@pytest.mark.parametrize("geometry", [(1, 1, 0, 0), (2, 1, 1, 2)], ids=["plain", "strided-padded"])
+@pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
 def test_an_image_unrolled_into_column_panels(geometry):
     """Each panel is the columns of the im2col matrix of the samples from s0 (numpy's sliding windows over
     the zero-padded image), the panel past the last real column repeating it."""
-    SH, SW, PH, PW = geometry
-    n, C, H, W, KH, KW = 3, 2, 7, 6, 3, 2
+    (C, H, W, KH, KW), (SH, SW, PH, PW) = geometry
+    n = 3
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
     x = np.random.default_rng(0).normal(size=(n, C, H, W))
     padded = np.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
