@@ -179,7 +179,7 @@ SPECS = {
         loss: {op: cross_entropy, input: out, target: label}
     """,
     # flatten of an input, dropout (the identity at eval), identity, reshape to a matrix with an
-    # activation on it and back with -1; log_softmax + nll fused into one kernel (exp(logp) - onehot)
+    # activation on it and back with -1; log_softmax + nll fused into one kernel (softmax - onehot)
     "shape_nll": """
         inputs:
           x: {shape: [2, 3, 4]}

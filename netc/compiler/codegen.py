@@ -513,6 +513,14 @@ def loss_operands(e: Emitter, loss: LossStep) -> tuple[str, str, str]:
     return e.val(loss.input, (k,)), e.grad(loss.grad_target, (k,)), target
 
 
+def loss_logits(e: Emitter, loss: LossStep) -> str:
+    """The input of the log_softmax an nll fuses with, shaped as loss_operands shapes its scores: the
+    kernel takes the softmax for the gradient from it."""
+    steps = e.graph.label_steps if loss.target == e.graph.label_input else 1
+    k = numel(e.graph.shape_of(loss.input))
+    return e.step_rows(loss.grad_target, steps, k // steps) if steps > 1 else e.val(loss.grad_target, (k,))
+
+
 def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
     """The losses' kernel calls, ending in `return <total>, <correct>`: one call for a single loss.
     For several, each loss writes its gradient and scales it by its weight (H), or, where an earlier
@@ -523,6 +531,8 @@ def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
     calls = []
     for loss in losses:
         scores, grad, target = loss_operands(e, loss)
+        if loss.kind == "nll_after_log_softmax":
+            scores = f"{scores}, {loss_logits(e, loss)}"
         adds = e.acc(loss.grad_target) != lit(False)
         weight = e.hyper(loss.weight) if adds else e.number(1.0)
         calls.append((f"{loss.kind}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))

@@ -116,7 +116,8 @@ def lower_losses(graph: Graph, steps: list[Step]) -> list[LossStep]:
 
 
 def _lower_loss(graph: Graph, steps: list[Step], loss, weight: str | None) -> LossStep:
-    """A loss step; nll after a log_softmax read by nothing else fuses into `exp(logp) - onehot`."""
+    """A loss step; nll after a log_softmax read by nothing else fuses into `softmax - onehot` (the
+    softmax from the log_softmax's input)."""
     target_is_label = graph.spec.inputs[loss.target].dtype == "int64"
     if loss.op == "cross_entropy":
         return LossStep("cross_entropy", loss.input, loss.input, loss.target, weight=weight)
