@@ -286,3 +286,47 @@ def test_losses_whose_gradients_meet_in_one_buffer_add_up():
     np.testing.assert_allclose(grads["z.bias"], dz.sum(axis=0), rtol=1e-12)
     for tensor in gradcheck(graph, data, max_entries=12):
         assert tensor.max_rel_error < 1e-6, tensor
+
+
+NLL = """\
+netc: 1
+name: classifier
+inputs:
+  x: {shape: [4]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: hidden, op: linear, in: x, out: 5}
+  - {name: act, op: sigmoid}
+  - {name: logits, op: linear, out: 3}
+LOSS
+optimizer: {type: sgd, lr: 0.5, momentum: 0.9}
+train: {batch: 4, epochs: 1, seed: 0}
+data: {train: {source: blobs, n: 40, classes: 3, features: 4}}
+"""
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("tier", ["fused", "python"])
+def test_nll_after_log_softmax_trains_as_cross_entropy_on_the_logits_and_scores_log_probabilities(tier):
+    """The fused nll is computed as cross_entropy of the log_softmax's input (its gradient with no log
+    on the way to the backward pass): training gives the same numbers to the bit; the log_softmax
+    runs for evaluation, whose scores are the log-probabilities."""
+    nll = NLL.replace("LOSS", "  - {name: logp, op: log_softmax}\nloss: {op: nll, input: logp, target: y}")
+    ce = NLL.replace("LOSS", "loss: {op: cross_entropy, input: logits, target: y}")
+    models = [Model(build_graph(load_spec_text(text, "c.yaml")), tier=tier) for text in (nll, ce)]
+    rng = np.random.default_rng(3)
+    data = {"x": rng.normal(size=(22, 4)).astype(np.float32), "y": rng.integers(0, 3, 22)}
+    results = []
+    for model in models:
+        prepared = model.prepare(data)
+        results.append([model.train_epoch(prepared, rng_order) for rng_order in
+                        (np.random.default_rng(s).permutation(22) for s in range(3))])
+    assert [r.loss for r in results[0]] == [r.loss for r in results[1]]
+    for name, value in models[0].get_weights().items():
+        np.testing.assert_array_equal(value, models[1].get_weights()[name], err_msg=name)
+    scored = [model.evaluate(model.prepare(data)) for model in models]
+    assert scored[0].loss == scored[1].loss and scored[0].accuracy == scored[1].accuracy
+    logits = scored[1].scores.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.testing.assert_allclose(scored[0].scores, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)),
+                               atol=1e-6)

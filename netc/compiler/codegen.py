@@ -28,7 +28,7 @@ from netc.ops.base import REGISTRY, numel
 _RUNTIME_KERNELS = {
     "netc.kernels.misc": ("stage_rows", "stage_labels", "seed_rng", "copy_rows"),
     "netc.kernels.scan": ("to_time_major", "from_time_major", "seed_step_grad", "scatter_step_grad", "zero_fill"),
-    "netc.kernels.loss": ("cross_entropy", "nll_after_log_softmax", "mse", "mse_onehot", "scale_gradient",
+    "netc.kernels.loss": ("cross_entropy", "mse", "mse_onehot", "scale_gradient",
                           "weighted_total", "confusion_add"),
     "netc.kernels.optim": ("sgd_update", "rmsprop_update", "adam_update", "clip_grad_norm", "clip_grad_value"),
 }
@@ -515,7 +515,7 @@ def loss_operands(e: Emitter, loss: LossStep) -> tuple[str, str, str]:
 
 def loss_logits(e: Emitter, loss: LossStep) -> str:
     """The input of the log_softmax an nll fuses with, shaped as loss_operands shapes its scores: the
-    kernel takes the softmax for the gradient from it."""
+    loss is cross_entropy of it (the same loss, its gradient softmax - onehot with no log on the way)."""
     steps = e.graph.label_steps if loss.target == e.graph.label_input else 1
     k = numel(e.graph.shape_of(loss.input))
     return e.step_rows(loss.grad_target, steps, k // steps) if steps > 1 else e.val(loss.grad_target, (k,))
@@ -531,11 +531,12 @@ def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
     calls = []
     for loss in losses:
         scores, grad, target = loss_operands(e, loss)
-        if loss.kind == "nll_after_log_softmax":
-            scores = f"{scores}, {loss_logits(e, loss)}"
+        kernel = loss.kind
+        if loss.kind == "nll_after_log_softmax":  # nll(log_softmax(z)) is cross_entropy(z): computed from z
+            kernel, scores = "cross_entropy", loss_logits(e, loss)
         adds = e.acc(loss.grad_target) != lit(False)
         weight = e.hyper(loss.weight) if adds else e.number(1.0)
-        calls.append((f"{loss.kind}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))
+        calls.append((f"{kernel}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))
     if len(losses) == 1 and losses[0].weight is None:
         e.line(f"return {calls[0][0]}")
         return

@@ -116,8 +116,9 @@ def lower_losses(graph: Graph, steps: list[Step]) -> list[LossStep]:
 
 
 def _lower_loss(graph: Graph, steps: list[Step], loss, weight: str | None) -> LossStep:
-    """A loss step; nll after a log_softmax read by nothing else fuses into `softmax - onehot` (the
-    softmax from the log_softmax's input)."""
+    """A loss step; nll after a log_softmax read by nothing else is computed as cross_entropy of the
+    log_softmax's input (the same loss; its gradient softmax - onehot, with no log on the way to the
+    backward pass), and the epoch loop runs the log_softmax only for evaluation's scores."""
     target_is_label = graph.spec.inputs[loss.target].dtype == "int64"
     if loss.op == "cross_entropy":
         return LossStep("cross_entropy", loss.input, loss.input, loss.target, weight=weight)

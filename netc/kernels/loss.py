@@ -58,37 +58,6 @@ def cross_entropy(z, labels, dz, need_grad, weight, acc):
 
 
 @kernel
-def nll_after_log_softmax(logp, z, labels, dz, need_grad, weight, acc):
-    """NLL fused with the log_softmax before it: logp its output, z its input. The loss is -logp[label];
-    the gradient d loss / dz = (softmax(z) - onehot) / n, the softmax from z's exponentials as in
-    cross_entropy (the same numbers as it), not as exp(logp): then no log lies between the logits and
-    the backward pass, whose start a tiny network's step waits for (its step is a chain of latencies)."""
-    n, k = logp.shape
-    total = 0.0
-    correct = 0
-    keep = not acc  # dz holds a row's exponentials between the two passes, as in cross_entropy
-    for s in range(n):
-        label = labels[s]
-        total -= logp[s, label]
-        if _argmax_row(logp, s) == label:
-            correct += 1
-        if need_grad:
-            m = z[s, 0]
-            for j in range(1, k):
-                m = max(m, z[s, j])
-            norm = 0.0
-            for j in range(k):
-                e = np.exp(z[s, j] - m)
-                if keep:
-                    dz[s, j] = e
-                norm += e
-            for j in range(k):
-                e = dz[s, j] if keep else np.exp(z[s, j] - m)
-                _put(dz, s, j, (e / norm - (1.0 if j == label else 0.0)) / n, weight, acc)
-    return total / n, correct
-
-
-@kernel
 def mse(y, t, dy, need_grad, weight, acc):
     # y, t (n, F): loss = mean over samples of 1/2 * sum_j (y - t)^2; no accuracy
     n, f = y.shape
