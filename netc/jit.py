@@ -24,7 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 import netc.interrupts  # noqa: F401  (Ctrl-C held while Numba compiles)
-import netc.libm  # noqa: F401  (glibc's exp and log without their oldest versions' wrappers)
+import netc.libm  # noqa: F401  (glibc's exp, log and pow without their errno wrappers)
 from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
 

@@ -11,7 +11,6 @@ float32 expf and logf have no wrapper since glibc 2.27.
 """
 
 import ctypes
-import ctypes.util
 
 import llvmlite.binding as llvm
 from numba.core.registry import cpu_target
@@ -23,11 +22,8 @@ VERSION = b"GLIBC_2.15"
 
 def unwrapped_functions() -> dict[str, int]:
     """Addresses of glibc's unwrapped functions by the JIT's name; empty where libm is not glibc's."""
-    path = ctypes.util.find_library("m")
-    if path is None:
-        return {}
-    try:
-        libc, libm = ctypes.CDLL(None), ctypes.CDLL(path)
+    try:  # glibc's soname (ctypes.util.find_library would run ldconfig at every start)
+        libc, libm = ctypes.CDLL(None), ctypes.CDLL("libm.so.6")
         dlvsym = libc.dlvsym
     except (OSError, AttributeError):
         return {}

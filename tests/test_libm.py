@@ -1,7 +1,6 @@
 """Compiled code calls glibc's exp, log and pow without their errno wrappers (netc.libm): the same numbers."""
 
 import ctypes
-import ctypes.util
 import platform
 
 import llvmlite.binding as llvm
@@ -40,7 +39,7 @@ def test_every_unwrapped_function_is_found_and_bound_for_compiled_code():
 
 @pytest.mark.parametrize("name", ["exp", "log"])
 def test_an_unwrapped_function_gives_the_wrapped_ones_numbers(name):
-    wrapped = getattr(ctypes.CDLL(ctypes.util.find_library("m")), name)
+    wrapped = getattr(ctypes.CDLL("libm.so.6"), name)
     wrapped.restype, wrapped.argtypes = ctypes.c_double, [ctypes.c_double]
     unwrapped = _function(libm.BOUND[name])
     rng = np.random.default_rng(0)
@@ -49,12 +48,13 @@ def test_an_unwrapped_function_gives_the_wrapped_ones_numbers(name):
 
 
 def test_unwrapped_pow_gives_the_wrapped_ones_numbers():
-    wrapped = ctypes.CDLL(ctypes.util.find_library("m")).pow
+    wrapped = ctypes.CDLL("libm.so.6").pow
     wrapped.restype, wrapped.argtypes = ctypes.c_double, [ctypes.c_double, ctypes.c_double]
     unwrapped = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_double)(libm.BOUND["pow"])
     rng = np.random.default_rng(1)
     exponents = [0.0, -0.0, 1.0, -1.0, 2.0, -2.0, 0.5, 1 / 3, 1024.0, -1075.0, np.inf, -np.inf, np.nan]
-    pairs = [(x, y) for x in SPECIAL for y in exponents] + list(zip(rng.uniform(-50, 50, 5000), rng.normal(0, 40, 5000)))
+    pairs = [(x, y) for x in SPECIAL for y in exponents]
+    pairs += list(zip(rng.uniform(-50, 50, 5000), rng.normal(0, 40, 5000)))
     np.testing.assert_array_equal(_bits([unwrapped(x, y) for x, y in pairs]), _bits([wrapped(x, y) for x, y in pairs]))
 
 
@@ -68,7 +68,7 @@ def test_compiled_code_computes_what_libm_does():
     x = np.array(SPECIAL + list(np.random.default_rng(2).uniform(-800, 800, 1000)))
     out = np.empty((2, x.size))
     exp_log(x, out)
-    m = ctypes.CDLL(ctypes.util.find_library("m"))
+    m = ctypes.CDLL("libm.so.6")
     for row, name in enumerate(["exp", "log"]):
         f = getattr(m, name)
         f.restype, f.argtypes = ctypes.c_double, [ctypes.c_double]

@@ -1,10 +1,12 @@
 """netc's GEMM micro-kernel (netc.kernels.tiles): a tile against exact products, its fused multiply-adds in
-k order, and the packing of weights and of an image's columns against numpy."""
+k order, the packing of weights and of an image's columns, and the fold of column gradients back into the
+image, against numpy."""
 
 import numpy as np
 import pytest
 from numba import njit
 
+from netc.kernels.conv import col2im_add
 from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_ROWS as ROWS
 from netc.kernels.tiles import micro_tile, pack_columns, pack_rows, unroll_panel, unroll_transposed, window_table
 
@@ -29,6 +31,11 @@ def _unroll_transposed(x, s0, g, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW,
     table = np.empty((3, -(-(C * KH * KW) // COLUMNS) * COLUMNS), np.int64)
     window_table(table, C, H, W, KH, KW)
     unroll_transposed(x, s0, g, panel, packed, table, C, H, W, SH, SW, PH, PW, OH, OW)
+
+
+@njit
+def _col2im_add(cols, k0, count, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+    col2im_add(cols, k0, count, 0, dx, s, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
 
 
 @njit
@@ -106,7 +113,8 @@ def _im2col(x, KH, KW, SH, SW, PH, PW):
 # (C, H, W, KH, KW) with the stride and padding (SH, SW, PH, PW): window rows shorter and longer than a run of
 # copy_run (split into runs), strided and padded windows (copied cell by cell at the borders)
 GEOMETRIES = {"plain": ((9, 7, 6, 3, 2), (1, 1, 0, 0)), "strided-padded": ((9, 7, 6, 3, 2), (2, 1, 1, 2)),
-              "long-rows": ((2, 5, 14, 2, 11), (1, 1, 0, 0)), "long-rows-padded": ((2, 5, 14, 2, 11), (1, 1, 1, 3))}
+              "long-rows": ((2, 5, 14, 2, 11), (1, 1, 0, 0)), "long-rows-padded": ((2, 5, 14, 2, 11), (1, 1, 1, 3)),
+              "wide-outputs": ((3, 6, 21, 3, 3), (1, 1, 0, 0))}
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
@@ -146,3 +154,26 @@ def test_an_image_unrolled_into_column_panels(geometry):
         _unroll(x, s0, columns, panel, packed, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
         index = np.minimum(np.arange(panel * COLUMNS, (panel + 1) * COLUMNS), columns - 1)
         np.testing.assert_array_equal(packed, wanted[:, index])
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
+def test_column_gradients_folded_back_into_the_image(geometry):
+    """col2im_add is the transpose of im2col: each column's cell added where it came from (padding
+    dropped), rows k0 .. k0 + count of the columns at a time, onto what dx holds; whole numbers, so
+    every sum is exact."""
+    (C, H, W, KH, KW), (SH, SW, PH, PW) = geometry
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    rng = np.random.default_rng(2)
+    k = C * KH * KW
+    cols = rng.integers(-8, 8, (k, OH * OW)).astype(np.float32)
+    dx = rng.integers(-8, 8, (2, C, H, W)).astype(np.float32)
+    wanted = dx.copy()
+    padded = np.zeros((C, H + 2 * PH, W + 2 * PW))
+    for kk in range(k):
+        c, ki, kj = kk // (KH * KW), kk % (KH * KW) // KW, kk % KW
+        padded[c, ki:ki + SH * OH:SH, kj:kj + SW * OW:SW] += cols[kk].reshape(OH, OW)
+    wanted[1] += padded[:, PH:PH + H, PW:PW + W]
+    half = k // 2
+    _col2im_add(cols, 0, half, dx, 1, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+    _col2im_add(cols[half:].copy(), half, k - half, dx, 1, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+    np.testing.assert_array_equal(dx, wanted)

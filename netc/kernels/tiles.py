@@ -203,7 +203,7 @@ def unroll_panel(x, s0, columns, panel, packed, corners, table, C, H, W, SH, SW,
         ki, kj = table[1, kk], table[2, kk]
         if (runs <= COLUMNS // 2 and kk + 1 < rows and reach + offset <= xf.size and top + ki >= 0
                 and bottom + ki < H and left + kj >= 0 and right + kj < W):
-            for r in range(runs):  # in column order: each run's copy overwrites what the one before wrote past its end
+            for r in range(runs):  # in column order: a run's copy overwrites what the one before wrote past it
                 copy_run(pf, kk * COLUMNS + starts[r], xf, corners[0, starts[r]] + offset)
         elif not padded:
             for j in range(COLUMNS):
