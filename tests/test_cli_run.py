@@ -104,7 +104,8 @@ def test_inspect_plan_shows_kernels_and_source():
     assert "fc1 + relu1" in out and "(no gradient needed)" in out  # a frozen prefix gets no backward
     assert "linear_backward" in out and "@plan_function" in out and "def epoch(" in out
     seed_mlp = invoke("inspect", SPECS / "seed-mlp.yaml", "--plan").stdout
-    assert "(in nll_after_log_softmax)" in seed_mlp  # log_softmax + nll fused
+    assert "(in cross_entropy)" in seed_mlp  # log_softmax + nll computed as cross_entropy of the logits
+    assert "run for evaluation's scores only" in seed_mlp
 
 
 def test_per_class_figures_are_scikit_learns():

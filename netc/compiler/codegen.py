@@ -531,12 +531,11 @@ def emit_loss(e: Emitter, losses: list[LossStep]) -> None:
     calls = []
     for loss in losses:
         scores, grad, target = loss_operands(e, loss)
-        kernel = loss.kind
         if loss.kind == "nll_after_log_softmax":  # nll(log_softmax(z)) is cross_entropy(z): computed from z
-            kernel, scores = "cross_entropy", loss_logits(e, loss)
+            scores = loss_logits(e, loss)
         adds = e.acc(loss.grad_target) != lit(False)
         weight = e.hyper(loss.weight) if adds else e.number(1.0)
-        calls.append((f"{kernel}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))
+        calls.append((f"{loss.kernel}({scores}, {target}, {grad}, need_grad, {weight}, {lit(adds)})", grad, loss, adds))
     if len(losses) == 1 and losses[0].weight is None:
         e.line(f"return {calls[0][0]}")
         return

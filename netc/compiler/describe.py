@@ -28,7 +28,8 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
             notes.append("2x2 max pool fused in epilogue")
         notes += REGISTRY[step.node.op].notes(e, step)
         if not step.backward:
-            backward = "(in " + next(loss.kind for loss in plan.losses if step.output == loss.input) + ")"
+            backward = "(in " + next(loss.kernel for loss in plan.losses if step.output == loss.input) + ")"
+            notes.append("run for evaluation's scores only: training's loss reads its input")
         elif not step.needs_grad:
             backward = "(no gradient needed)"
         elif step.node.param_shapes and not step.node.trainable:
@@ -40,7 +41,8 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
         kernels.add_row(str(i), forward, backward, " + ".join(step.covers), step.output, ", ".join(notes))
     for loss, written in zip(plan.losses, graph.spec.losses):
         weight = f"x {written.weight:g}, " if loss.weight else ""
-        kernels.add_row("loss", loss.kind, "fused gradient", " + ".join(loss.covers) or "-", f"d/d {loss.grad_target}",
+        kernels.add_row("loss", loss.kernel, "fused gradient", " + ".join(loss.covers) or "-",
+                        f"d/d {loss.grad_target}",
                         f"{weight}{graph.spec.optimizer.type} update fused after each tensor's gradient")
     b = plan.buffers
     arenas = Table(title="arenas (allocated once)")

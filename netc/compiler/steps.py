@@ -39,6 +39,11 @@ class LossStep:
     covers: list[str] = field(default_factory=list)
     weight: str | None = None  # its factor's key in the hyperparameter table (several losses), else 1
 
+    @property
+    def kernel(self) -> str:
+        """The loss kernel the plan calls: an nll after a log_softmax is cross_entropy of the log_softmax's input."""
+        return "cross_entropy" if self.kind == "nll_after_log_softmax" else self.kind
+
 
 def lower(graph: Graph) -> list[Step]:
     steps = []
