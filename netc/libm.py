@@ -25,7 +25,7 @@ def unwrapped_functions() -> dict[str, int]:
     try:  # glibc's soname (ctypes.util.find_library would run ldconfig at every start)
         libc, libm = ctypes.CDLL(None), ctypes.CDLL("libm.so.6")
         dlvsym = libc.dlvsym
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # not glibc (no libm.so.6, no dlvsym), or not POSIX
         return {}
     dlvsym.restype, dlvsym.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
     found = {name: dlvsym(libm._handle, symbol.encode(), VERSION) for name, symbol in UNWRAPPED.items()}
