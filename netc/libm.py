@@ -15,6 +15,8 @@ import ctypes
 import llvmlite.binding as llvm
 from numba.core.registry import cpu_target
 
+from netc.interrupts import compiling
+
 # the JIT's name -> glibc's function without the wrapper
 UNWRAPPED = {"exp": "__exp_finite", "log": "__log_finite", "pow": "__pow_finite"}
 VERSION = b"GLIBC_2.15"
@@ -35,7 +37,10 @@ def unwrapped_functions() -> dict[str, int]:
 def bind() -> dict[str, int]:
     """Points the JIT's exp, log and pow at the unwrapped functions; returns what was bound."""
     found = unwrapped_functions()
-    cpu_target.target_context  # noqa: B018 (Numba binds the math names to its helper library's as it starts)
+    if not found:
+        return {}
+    with compiling():  # Ctrl-C held while LLVM's code generator is set up (as in netc.compiled.machine_tag)
+        cpu_target.target_context  # noqa: B018 (Numba binds the math names to its helper library's as it starts)
     for name, address in found.items():
         llvm.add_symbol(name, address)
     return found

@@ -56,18 +56,18 @@ class Bodies:
         (the epoch loop): a log_softmax whose nll is computed from its input (steps.Step.backward False)
         runs only when `train` is off, for the scores; training reads nothing it writes, and its exps
         and log were ~9% of seed-mlp's step."""
-        skip = scored_only_in_evaluation
         lines, i = [], 0
         while i < len(steps):
             if in_loop(steps[i]):
                 end = next(j for j in range(i, len(steps)) if not in_loop(steps[j]))
                 loop = self.scans[end]  # the scan's own step follows its block
-                inner = [line for j in range(i, end) for line in self._forward_lines(steps, j, skip)]
+                inner = [line for j in range(i, end)
+                         for line in self._forward_lines(steps, j, scored_only_in_evaluation)]
                 lines += [f"    for t in range({loop.steps}):  # scan {steps[end].output}: its block at step t",
                           *_indent(inner or ["    pass"], 1)]
                 i = end
                 continue
-            lines += self._forward_lines(steps, i, skip)
+            lines += self._forward_lines(steps, i, scored_only_in_evaluation)
             i += 1
         return lines
 
