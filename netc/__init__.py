@@ -4,6 +4,10 @@
     net = netc.load("specs/lenet.yaml")
 """
 
+from netc.pool import size_numba_pool
+
+size_numba_pool()  # before anything imports Numba (netc.pool)
+
 __version__ = "0.1.0"
 __all__ = ["Network", "load", "loads", "__version__"]
 

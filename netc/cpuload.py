@@ -1,14 +1,16 @@
 """Threads beside other processes: how many cores they keep busy, and how many threads a plan
 runs its parallel regions on.
 
-netc's parallel regions split a pass into a fixed number of chunks, one per core, and wait for
-the last. When other processes hold the cores, a thread whose core the scheduler gives to one of
-them for a time slice (milliseconds) stalls the region while its partner sleeps. Beside two
-CPU-bound processes on two cores, LeNet-5 ran 2.5x slower on two threads than alone, and faster
-on one thread (30 k against 24 k samples/s); seed-cnn, whose regions are long GEMMs, the other
-way round. So while other processes are busy, a model times its compiled calls on both counts
-and keeps the faster (ThreadChoice). The chunks, and so the numbers, stay the same: the thread
-count only says which threads run them (benchmarks/RESULTS.md, eleventh session)."""
+netc's parallel regions split a pass into a fixed number of chunks (a conv pass two per core, a
+recurrent layer one) and wait for the last. When other processes hold the cores, a thread whose core
+the scheduler gives to one of them for a time slice (milliseconds) stalls the region while its
+partners sleep; and the scheduler shares each core among the threads that want it, so more threads
+get a larger share. Beside two CPU-bound processes on two cores, LeNet-5 ran 2.5x slower on two
+threads than alone, and faster on one thread (30 k against 24 k samples/s); seed-cnn, whose regions
+are long GEMMs, faster on four (netc.pool). So while other processes are busy, a model times its
+compiled calls on each count and keeps the fastest (ThreadChoice). The chunks, and so the numbers,
+stay the same: the thread count only says which threads run them (benchmarks/RESULTS.md, eleventh
+and fifteenth sessions)."""
 
 from __future__ import annotations
 
@@ -86,35 +88,40 @@ def load_watcher() -> LoadWatcher:
 
 
 class ThreadChoice:
-    """The thread count of one model's parallel regions: every thread of the pool while the other
-    processes leave a core or more idle; beside busy ones, whichever of one thread and the whole pool
-    ran its recent calls faster per sample (the median of each one's last TRIES calls: one epoch beside
-    busy processes varies by +-25%). Each count is tried TRIES times first, and the slower one again
-    every RETRY calls, as the load changes."""
+    """The thread count of one model's parallel regions: one per core while the other processes leave
+    a core or more idle; beside busy ones, whichever of `counts` (one thread, one per core and, for a
+    plan with convs, the whole pool: netc.pool) ran its recent calls faster per sample (the median of
+    each one's last TRIES calls: one epoch beside busy processes varies by +-25%). Each count is tried
+    TRIES times first, in turn, and the others again every RETRY calls, one at a time, as the load
+    changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
     TRIES = 3
     RETRY = 8
 
-    def __init__(self, pool: int):
-        self.pool = pool
-        self.seconds_per_sample: dict[int, list[float]] = {1: [], pool: []}
+    def __init__(self, quiet: int, counts: tuple[int, ...]):
+        self.quiet = quiet
+        self.seconds_per_sample: dict[int, list[float]] = {count: [] for count in sorted({quiet, *counts})}
         self.busy_calls = 0
+        self.retries = 0
 
     def threads(self, others: float) -> int:
-        if self.pool == 1 or others < self.BUSY:
-            return self.pool
-        self.busy_calls += 1
         tried = self.seconds_per_sample
-        if min(len(tried[1]), len(tried[self.pool])) < self.TRIES:  # 1, pool, 1, pool
-            return 1 if len(tried[1]) <= len(tried[self.pool]) else self.pool
-        best = min(tried, key=lambda threads: float(np.median(tried[threads])))
-        other = self.pool if best == 1 else 1
-        return other if self.busy_calls % self.RETRY == 0 else best
+        if len(tried) == 1 or others < self.BUSY:
+            return self.quiet
+        self.busy_calls += 1
+        fewest = min(tried, key=lambda threads: len(tried[threads]))  # the first of the least tried
+        if len(tried[fewest]) < self.TRIES:
+            return fewest
+        ranked = sorted(tried, key=lambda threads: float(np.median(tried[threads])))
+        if self.busy_calls % self.RETRY:
+            return ranked[0]
+        self.retries += 1
+        return ranked[1 + self.retries % (len(ranked) - 1)]  # the others in turn
 
     def record(self, threads: int, others: float, seconds: float, samples: int) -> None:
         """A call's time, kept when it ran beside busy processes (what the choice is about)."""
-        if self.pool > 1 and others >= self.BUSY and samples > 0:
+        if threads in self.seconds_per_sample and others >= self.BUSY and samples > 0:
             recent = self.seconds_per_sample[threads]
             recent.append(seconds / samples)
             del recent[:-self.TRIES]

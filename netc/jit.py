@@ -27,6 +27,7 @@ import netc.interrupts  # noqa: F401  (Ctrl-C held while Numba compiles)
 import netc.libm  # noqa: F401  (glibc's exp, log and pow without their errno wrappers)
 from netc.codecache import use_netc_cache
 from netc.errors import Diagnostic, Location, NetcError
+from netc.pool import available_cores
 
 FASTMATH = {"nsz"}
 # no C wrapper: nothing calls netc's compiled code by address (a plan links its kernels, the Python tier
@@ -224,6 +225,13 @@ def thread_count() -> int | None:
     return int(text)
 
 
+def cores() -> int:
+    """Threads a plan is made for (one per core): NETC_THREADS when set, else the cores this process
+    may run on; NUMBA_NUM_THREADS, when set, caps both (Numba starts no more threads than that)."""
+    available = thread_count() or available_cores()
+    return max(1, min(available, int(os.environ.get("NUMBA_NUM_THREADS", available))))
+
+
 SPIN_COUNT = 5000  # libgomp's busy-wait before a thread sleeps: ~0.3 ms here, longer than a step's gaps between conv passes
 
 
@@ -259,7 +267,7 @@ def start_threads() -> None:
 def prepare_threads(threads: int = 1, parallel: int | None = None) -> int:
     """Ready the threads for the plan about to run: Numba's pool started (start_threads), its
     parallel regions on `parallel` threads (a model's choice beside busy processes, see
-    netc.cpuload), else NETC_THREADS when set, else the whole pool; and the BLAS thread count set
+    netc.cpuload), else one per core (`cores`: NETC_THREADS when set); and the BLAS thread count set
     (NETC_BLAS_THREADS overrides it). Called before every compiled call.
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
@@ -276,7 +284,7 @@ def prepare_threads(threads: int = 1, parallel: int | None = None) -> int:
     import numba
 
     pool = numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(min(parallel or thread_count() or pool, pool))  # per calling thread
+    numba.set_num_threads(min(parallel or cores(), pool))  # per calling thread
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
         from threadpoolctl import threadpool_limits

@@ -231,7 +231,7 @@ def test_chunks_of_the_batch_on_parallel_cores(monkeypatch, text):
     from netc.compiler import buffers
     from netc.ops import recurrent
 
-    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: 3)
+    monkeypatch.setattr(buffers, "stepped_chunks", lambda batch: 3)
     monkeypatch.setattr(recurrent, "SHARED_WORK", 0)
     graph = graph_of(text)
     model = Model(graph, dtype="float64", batch=N, seed=0)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from netc.compiler.steps import blas_threads, cores, parallel_chunks
+from netc.compiler.steps import blas_threads, cores, parallel_chunks, stepped_chunks
 from netc.errors import NetcError
 from netc.graph import build_graph
 from netc.jit import thread_count
@@ -34,13 +34,35 @@ def test_netc_threads_that_is_not_a_count_is_an_error(monkeypatch, text):
 
 
 def test_netc_threads_sets_the_chunks_of_a_conv_pass(monkeypatch):
+    """Two chunks per thread in a conv pass (netc.pool), one in a recurrent layer's; at most a sample each."""
     monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
     monkeypatch.setenv("NETC_THREADS", "1")
-    assert cores() == 1 and parallel_chunks(64) == 1
+    assert cores() == 1 and parallel_chunks(64) == 2 and stepped_chunks(64) == 1
     monkeypatch.setenv("NETC_THREADS", "3")
-    assert cores() == 3 and parallel_chunks(64) == 3 and parallel_chunks(2) == 2
+    assert cores() == 3 and parallel_chunks(64) == 6 and parallel_chunks(5) == 5 and stepped_chunks(2) == 2
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")  # Numba starts no more threads than this
-    assert cores() == 2
+    assert cores() == 2 and parallel_chunks(64) == 4
+
+
+_POOL = "import netc.jit, numba; print(numba.config.NUMBA_NUM_THREADS)"
+
+
+def _numba_pool(code: str, **env: str) -> int:
+    environment = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"} | env
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment,
+                            timeout=120, check=True)
+    return int(result.stdout)
+
+
+def test_numba_starts_two_threads_per_core_unless_told_otherwise():
+    """netc sizes Numba's pool before Numba is imported; a NUMBA_NUM_THREADS the user set is kept, and so
+    is the pool of a process that imported Numba first (Numba refuses a change after its threads start)."""
+    from netc.pool import CHUNKS_PER_CORE, available_cores
+
+    assert CHUNKS_PER_CORE == 2
+    assert _numba_pool(_POOL) == 2 * available_cores()
+    assert _numba_pool(_POOL, NUMBA_NUM_THREADS="3") == 3
+    assert _numba_pool("import numba; " + _POOL) == available_cores()
 
 
 WIDE_MLP = """
@@ -172,30 +194,35 @@ def test_the_watcher_sees_a_busy_process():
 def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
     from netc.cpuload import ThreadChoice
 
-    choice = ThreadChoice(2)
-    assert choice.threads(0.2) == 2  # quiet: every core, nothing recorded
+    choice = ThreadChoice(2, (1, 4))
+    assert choice.threads(0.2) == 2  # quiet: one thread per core, nothing recorded
     choice.record(2, 0.2, 9.0, 100)
-    assert choice.seconds_per_sample == {1: [], 2: []}
-    one, two = [1.0, 1.2, 5.0, 1.1], [3.0, 0.5, 2.0, 2.5]  # one thread faster on the median, not on every call
+    assert choice.seconds_per_sample == {1: [], 2: [], 4: []}
+    # four threads fastest on the median, not on every call
+    seconds = {1: [1.0, 1.2, 5.0], 2: [3.0, 0.5, 2.0], 4: [0.9, 0.8, 3.0]}
     tried = []
     for round in range(ThreadChoice.TRIES):  # each count TRIES times, in turn
-        for seconds in (one[round], two[round]):
+        for threads in (1, 2, 4):
             tried.append(choice.threads(1.5))
-            choice.record(tried[-1], 1.5, seconds, 100)
-    assert tried == [1, 2] * ThreadChoice.TRIES
-    calls = 2 * ThreadChoice.TRIES
-    picks = [choice.threads(1.5) for _ in range(2 * ThreadChoice.RETRY - calls - 1)]
-    assert picks.count(2) == 1 and picks[ThreadChoice.RETRY - calls - 1] == 2  # the other again now and then
+            choice.record(tried[-1], 1.5, seconds[tried[-1]][round], 100)
+    assert tried == [1, 2, 4] * ThreadChoice.TRIES
+    calls = 3 * ThreadChoice.TRIES
+    picks = [choice.threads(1.5) for _ in range(3 * ThreadChoice.RETRY - calls)]
+    retried = [picks[n * ThreadChoice.RETRY - calls - 1] for n in (2, 3)]  # every RETRY-th busy call
+    assert sorted(retried) == [1, 2]  # the others again now and then, one at a time
+    assert picks.count(4) == len(picks) - 2
     for _ in range(ThreadChoice.TRIES):
-        choice.record(2, 1.5, 0.5, 100)  # the load changed: two threads are faster now
+        choice.record(1, 1.5, 0.5, 100)  # the load changed: one thread is faster now
     picks = [choice.threads(1.5) for _ in range(ThreadChoice.RETRY)]
-    assert picks.count(1) == 1 and picks.count(2) == ThreadChoice.RETRY - 1
-    assert ThreadChoice(1).threads(2.0) == 1
+    assert picks.count(1) == ThreadChoice.RETRY - 1
+    assert ThreadChoice(1, (1,)).threads(2.0) == 1  # one core: nothing to choose
+    choice.record(3, 1.5, 1.0, 100)  # a count it does not choose from is not kept
+    assert 3 not in choice.seconds_per_sample
 
 
 def test_the_thread_count_changes_no_number(monkeypatch):
-    """A conv pass has a fixed number of chunks per plan; one thread runs them one after another:
-    the weights after an epoch are the same bits on one thread and on two."""
+    """A conv pass has a fixed number of chunks per plan (two per core); one thread runs them one after
+    another: the weights after an epoch are the same bits on one thread, two and four."""
     import numba
     import numpy as np
 
@@ -207,10 +234,11 @@ def test_the_thread_count_changes_no_number(monkeypatch):
     loaded = load_spec(SPECS / "digits-cnn.yaml")
     train, _ = load_train_eval(loaded)
     weights = []
-    for threads in (1, 2):
+    for threads in (1, 2, 4):
         monkeypatch.setattr(ThreadChoice, "threads", lambda self, others, n=threads: n)
         model = Model(build_graph(loaded), seed=0, batch=32)
-        assert model.thread_choice is not None and model.thread_choice.pool == min(2, cores())
+        counts = model.thread_choice.seconds_per_sample
+        assert list(counts) == sorted({1, cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
         prepared = model.prepare({k: v[:256] for k, v in train.arrays.items()})
         model.train_epoch(prepared, np.arange(256), seed=0)
         assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)  # the count it ran on

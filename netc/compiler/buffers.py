@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netc.compiler.steps import LossStep, Step, parallel_chunks
+from netc.compiler.steps import LossStep, Step, parallel_chunks, stepped_chunks
 from netc.graph.ir import Graph
 from netc.jit import blas_small_kernels
 from netc.ops.base import REGISTRY, PlanFacts, numel
@@ -38,7 +38,8 @@ class Region:
 @dataclass
 class BufferPlan:
     batch: int
-    chunks: int = 1  # parallel chunks of the batch in a conv pass (one per core)
+    chunks: int = 1  # parallel chunks of the batch in a conv pass (CHUNKS_PER_CORE per core)
+    stepped_chunks: int = 1  # chunks of the batch a recurrent layer runs in (one per core)
     blas_small_kernels: bool = False  # OpenBLAS runs its SkylakeX family of kernels (netc.jit.blas_small_kernels)
     params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
     param_size: int = 0
@@ -67,14 +68,14 @@ def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], plan: B
     if opdef.transposed is None or owner.scan is not None or any(node.owner == owner.name for node in graph.nodes):
         return ()
     facts = PlanFacts(plan.batch, plan.chunks, owner.trainable, bool(needs_grad.get(owner.inputs[0])),
-                      plan.blas_small_kernels)
+                      plan.blas_small_kernels, plan.stepped_chunks)
     names = opdef.transposed(owner.layer, [graph.shape_of(t) for t in owner.inputs], facts)
     assert all(len(owner.param_shapes[name]) == 2 for name in names), names
     return names
 
 
 def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_grad: dict[str, bool], batch: int) -> BufferPlan:
-    plan = BufferPlan(batch, parallel_chunks(batch), blas_small_kernels())
+    plan = BufferPlan(batch, parallel_chunks(batch), stepped_chunks(batch), blas_small_kernels())
     # parameters, in graph order of their owners
     offset = 0
     for node in graph.owners:
@@ -108,7 +109,7 @@ def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_
 
     def covered(step: Step):  # the step's nodes with what each keeps, in the order they run
         facts = PlanFacts(batch, plan.chunks, step.needs_grad and step.node.trainable,
-                          blas_small_kernels=plan.blas_small_kernels)
+                          blas_small_kernels=plan.blas_small_kernels, stepped_chunks=plan.stepped_chunks)
         for node in (step.node, step.act, step.pool):
             if node is not None:
                 shapes = [graph.shape_of(t) for t in node.inputs]

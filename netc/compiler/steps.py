@@ -7,12 +7,12 @@ their producer's epilogue and the nll loss into the log_softmax before it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from netc.graph.ir import Graph, Node
-from netc.jit import thread_count
+from netc.jit import cores
 from netc.kernels.gemm_sizes import BLAS_MIN_PRODUCT
+from netc.pool import CHUNKS_PER_CORE
 from netc.ops.base import (ACTIVATION, ALIAS, BLAS, EPILOGUE, LOG_PROBABILITIES, MONOTONE, PARALLEL, POOL_EPILOGUE,
                            REGISTRY, STEPPED)
 
@@ -162,18 +162,24 @@ def should_use_blas(batch: int, fan_in: int, fan_out: int) -> bool:
     return batch * fan_in * fan_out >= BLAS_MIN_PRODUCT
 
 
-def cores() -> int:
-    """Threads a plan is made for: NETC_THREADS when set, else the cores this process may run on;
-    NUMBA_NUM_THREADS, when set, caps both (Numba starts no more threads than that)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    available = thread_count() or available
-    return max(1, min(available, int(os.environ.get("NUMBA_NUM_THREADS", available))))
-
-
 def parallel_chunks(batch: int) -> int:
-    """Chunks of the batch in a conv pass: one per core, each with its own scratch and
-    weight-gradient buffers. Fixed per plan, so the order of the gradient sums is too."""
+    """Chunks of the batch in a conv pass: CHUNKS_PER_CORE per core (see netc.pool), each with its own
+    scratch and weight-gradient buffers. Fixed per plan, so the order of the gradient sums is too."""
+    return max(1, min(CHUNKS_PER_CORE * cores(), batch))
+
+
+def stepped_chunks(batch: int) -> int:
+    """Chunks of the batch a recurrent layer runs in: one per core. Its per-step GEMMs are small, and
+    smaller chunks cost more than a larger share of busy cores gains (benchmarks/RESULTS.md)."""
     return max(1, min(cores(), batch))
+
+
+def busy_threads(graph: Graph, batch: int) -> int:
+    """The most threads a plan's parallel regions keep busy: a conv pass's chunks in a plan with convs,
+    else a recurrent layer's; 1 without parallel regions."""
+    if any(REGISTRY[node.op].is_(PARALLEL) for node in graph.nodes):
+        return parallel_chunks(batch)
+    return stepped_chunks(batch) if has_parallel_regions(graph) else 1
 
 
 def has_parallel_regions(graph: Graph) -> bool:

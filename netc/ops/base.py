@@ -86,10 +86,11 @@ class PlanFacts:
     """What the buffer planner tells an op about the plan it is part of."""
 
     batch: int
-    chunks: int  # parallel chunks of the batch in a PARALLEL op (one per core)
+    chunks: int  # parallel chunks of the batch in a PARALLEL op (netc.pool.CHUNKS_PER_CORE per core)
     trains: bool = True  # the step computes this op's parameter gradients
     input_grads: bool = True  # something upstream needs the gradient of the op's (first) input
     blas_small_kernels: bool = False  # BLAS runs small products unpacked, at a rate that depends on the layout
+    stepped_chunks: int = 1  # chunks of the batch a STEPPED (recurrent) op runs in (one per core)
 
 
 @dataclass(frozen=True)

@@ -138,7 +138,7 @@ def chunks_for(layer, shapes, batch: int, chunks: int) -> int:
 def _scratch(layer, shapes, facts):
     """Forward: h W_hh^T for the batch, and W_hh^T; backward: see _backward_scratch."""
     steps, fan_in = shapes[0]
-    chunks = chunks_for(layer, shapes, facts.batch, facts.chunks)
+    chunks = chunks_for(layer, shapes, facts.batch, facts.stepped_chunks)
     offset, shape = list(_backward_scratch(layer, steps, fan_in, facts.batch, chunks).values())[-1]
     return max((facts.batch + layer.hidden) * _gh(layer), offset + int(np.prod(shape)))
 
@@ -152,7 +152,7 @@ def _dims(e, step):
 
 
 def _chunks(e, step) -> int:
-    return chunks_for(step.node.layer, [e.graph.shape_of(step.inputs[0])], e.plan.batch, e.plan.chunks)
+    return chunks_for(step.node.layer, [e.graph.shape_of(step.inputs[0])], e.plan.batch, e.plan.stepped_chunks)
 
 
 def _kernel(name: str, chunks: int) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
 from netc.compiler import background as fused_compile
-from netc.compiler.steps import blas_threads, cores, has_parallel_regions
+from netc.compiler.steps import blas_threads, busy_threads, cores, has_parallel_regions
 from netc.cpuload import ThreadChoice, load_watcher
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
@@ -86,8 +86,10 @@ class Model:
         self._waiting: list = []
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
         # the threads of its parallel regions beside busy processes, chosen by timing (NETC_THREADS fixes them)
-        pool = min(cores(), numba.config.NUMBA_NUM_THREADS)
-        self.thread_choice = ThreadChoice(pool) if has_parallel_regions(graph) and thread_count() is None else None
+        pool = numba.config.NUMBA_NUM_THREADS
+        counts = (1, min(pool, busy_threads(graph, self.batch)))  # and one per core, chosen when quiet
+        self.thread_choice = (ThreadChoice(min(cores(), pool), counts)
+                              if has_parallel_regions(graph) and thread_count() is None else None)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
