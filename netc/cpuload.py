@@ -89,11 +89,12 @@ def load_watcher() -> LoadWatcher:
 
 class ThreadChoice:
     """The thread count of one model's parallel regions: one per core while the other processes leave
-    a core or more idle; beside busy ones, whichever of `counts` (one thread, one per core and, for a
-    plan with convs, the whole pool: netc.pool) ran its recent calls faster per sample (the median of
-    each one's last TRIES calls: one epoch beside busy processes varies by +-25%). Each count is tried
-    TRIES times first, in turn, and the others again every RETRY calls, one at a time, as the load
-    changes."""
+    a core or more idle; beside busy ones, whichever of the counts it may use (one thread, one per core
+    and, for a plan with convs, two per core: netc.pool) ran its recent calls fastest per sample (the
+    median of each one's last TRIES calls: one epoch beside busy processes varies by +-25%). The counts
+    are tried TRIES times each, in turn, from the fewest threads up: a larger count only once the
+    largest tried so far was the fastest (regions too short for two threads stall more on four); then
+    the others again every RETRY calls, one at a time, as the load changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
     TRIES = 3
@@ -101,19 +102,25 @@ class ThreadChoice:
 
     def __init__(self, quiet: int, counts: tuple[int, ...]):
         self.quiet = quiet
-        self.seconds_per_sample: dict[int, list[float]] = {count: [] for count in sorted({quiet, *counts})}
+        self.counts = sorted({quiet, *counts})
+        self.seconds_per_sample: dict[int, list[float]] = {count: [] for count in self.counts}
+        self.climbed = min(2, len(self.counts))  # the counts tried so far: self.counts[:climbed]
         self.busy_calls = 0
         self.retries = 0
 
     def threads(self, others: float) -> int:
         tried = self.seconds_per_sample
-        if len(tried) == 1 or others < self.BUSY:
+        if len(self.counts) == 1 or others < self.BUSY:
             return self.quiet
         self.busy_calls += 1
-        fewest = min(tried, key=lambda threads: len(tried[threads]))  # the first of the least tried
+        candidates = self.counts[:self.climbed]
+        fewest = min(candidates, key=lambda threads: len(tried[threads]))  # the first of the least tried
         if len(tried[fewest]) < self.TRIES:
             return fewest
-        ranked = sorted(tried, key=lambda threads: float(np.median(tried[threads])))
+        ranked = sorted(candidates, key=lambda threads: float(np.median(tried[threads])))
+        if ranked[0] == candidates[-1] and self.climbed < len(self.counts):
+            self.climbed += 1
+            return self.counts[self.climbed - 1]
         if self.busy_calls % self.RETRY:
             return ranked[0]
         self.retries += 1

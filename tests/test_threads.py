@@ -191,30 +191,43 @@ def test_the_watcher_sees_a_busy_process():
         busy.wait()
 
 
+def _choose(choice, seconds: dict[int, list[float]], calls: int) -> list[int]:
+    """`calls` busy calls of a ThreadChoice, each recording the next time of the count it chose."""
+    picks = []
+    for _ in range(calls):
+        picks.append(choice.threads(1.5))
+        times = seconds[picks[-1]]
+        choice.record(picks[-1], 1.5, times.pop(0) if len(times) > 1 else times[0], 100)
+    return picks
+
+
 def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
     from netc.cpuload import ThreadChoice
 
+    tries, retry = ThreadChoice.TRIES, ThreadChoice.RETRY
     choice = ThreadChoice(2, (1, 4))
     assert choice.threads(0.2) == 2  # quiet: one thread per core, nothing recorded
     choice.record(2, 0.2, 9.0, 100)
     assert choice.seconds_per_sample == {1: [], 2: [], 4: []}
-    # four threads fastest on the median, not on every call
-    seconds = {1: [1.0, 1.2, 5.0], 2: [3.0, 0.5, 2.0], 4: [0.9, 0.8, 3.0]}
-    tried = []
-    for round in range(ThreadChoice.TRIES):  # each count TRIES times, in turn
-        for threads in (1, 2, 4):
-            tried.append(choice.threads(1.5))
-            choice.record(tried[-1], 1.5, seconds[tried[-1]][round], 100)
-    assert tried == [1, 2, 4] * ThreadChoice.TRIES
-    calls = 3 * ThreadChoice.TRIES
-    picks = [choice.threads(1.5) for _ in range(3 * ThreadChoice.RETRY - calls)]
-    retried = [picks[n * ThreadChoice.RETRY - calls - 1] for n in (2, 3)]  # every RETRY-th busy call
-    assert sorted(retried) == [1, 2]  # the others again now and then, one at a time
-    assert picks.count(4) == len(picks) - 2
-    for _ in range(ThreadChoice.TRIES):
+    # one thread faster on the median, not on every call: four threads are never tried
+    seconds = {1: [1.0, 1.2, 5.0, 1.0], 2: [3.0, 0.5, 2.0, 2.0], 4: [0.1]}
+    picks = _choose(choice, seconds, 2 * retry)
+    assert picks[:2 * tries] == [1, 2] * tries and 4 not in picks
+    assert picks[retry - 1] == picks[2 * retry - 1] == 2  # the other again every RETRY-th busy call
+    assert picks[2 * tries:].count(1) == len(picks) - 2 * tries - 2
+
+    # two threads fastest: four are tried next, and kept when faster still
+    choice = ThreadChoice(2, (1, 4))
+    seconds = {1: [2.0], 2: [1.0], 4: [0.9, 0.8, 3.0, 0.8]}
+    picks = _choose(choice, seconds, 3 * retry)
+    assert picks[:3 * tries] == [1, 2] * tries + [4] * tries
+    assert sorted(picks[n * retry - 1] for n in (2, 3)) == [1, 2]  # the others in turn
+    assert picks[3 * tries:].count(4) == len(picks) - 3 * tries - 2
+    for _ in range(tries):
         choice.record(1, 1.5, 0.5, 100)  # the load changed: one thread is faster now
-    picks = [choice.threads(1.5) for _ in range(ThreadChoice.RETRY)]
-    assert picks.count(1) == ThreadChoice.RETRY - 1
+    picks = [choice.threads(1.5) for _ in range(retry)]
+    assert picks.count(1) == retry - 1
+
     assert ThreadChoice(1, (1,)).threads(2.0) == 1  # one core: nothing to choose
     choice.record(3, 1.5, 1.0, 100)  # a count it does not choose from is not kept
     assert 3 not in choice.seconds_per_sample
