@@ -34,7 +34,7 @@ output in docs/ci-validation.md): listed in TRANSCRIPTS with where it is tested 
 
 Training figures: the same seed gives the same numbers on the same machine. The pages show a
 2-core machine's; NUMBA_NUM_THREADS is set to 2 (at most the cores there are) because a conv pass
-splits the batch into one chunk per core and the chunk count fixes the order of the weight-gradient
+splits the batch into two chunks per core and the chunk count fixes the order of the weight-gradient
 sums (`netc.compiler.steps.parallel_chunks`). The CPU's instruction set changes the last bits too
 (OpenBLAS picks its GEMM kernels by CPU, numpy its SIMD loops), and a training run amplifies one bit
 into another epoch count: CI on an AVX-512 machine printed other figures than the pages showed.

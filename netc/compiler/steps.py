@@ -188,8 +188,8 @@ def has_parallel_regions(graph: Graph) -> bool:
 
 
 def blas_threads(graph: Graph, batch: int) -> int:
-    """BLAS threads for a plan. Convolutions run in Numba parallel regions, one chunk of the
-    batch per core, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
+    """BLAS threads for a plan. Convolutions run in Numba parallel regions, a chunk of the
+    batch per thread, whose GEMMs must run single-threaded: OpenMP and OpenBLAS
     thread pools spinning against each other cost milliseconds per switch on two cores. Plans
     without them use every core when some GEMM is large enough that splitting it pays (50 M
     multiply-adds), else one (see netc.jit.prepare_threads). Recurrent layers (STEPPED) keep one:

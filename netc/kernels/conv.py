@@ -3,8 +3,8 @@
 Geometry args: C, H, W input; KH, KW kernel; SH, SW stride; PH, PW padding; OH, OW output.
 Layouts: x (n, C, H, W); w (F, K) with K = C*KH*KW; y, dy (n, F, P) with P = OH*OW.
 
-Each conv pass is one parallel region: chunk t of the batch (samples t*chunk .. (t+1)*chunk)
-runs on its own core with its own scratch, `buf` (T, F, G*P): it unrolls G samples at a time
+Each conv pass is one parallel region: chunk t of the batch (samples t*chunk .. (t+1)*chunk; two
+chunks per core, netc.pool) runs on one thread with its own scratch, `buf` (T, F, G*P): it unrolls G samples at a time
 into columns and makes one GEMM of them (BLAS single-threaded inside). The columns `cols` are
 either kept from forward to backward, (T, K, chunk*P) per conv (`kept`: the backward's weight
 gradient reads them instead of unrolling the input again), or scratch (T, K, G*P) shared by

@@ -127,7 +127,7 @@ def _pool_infer(layer, shapes):
 
 
 # ----------------------------------------------------------------------------- memory
-# A conv runs in a Numba parallel region, one chunk of the batch per core (see netc/kernels/conv.py).
+# A conv runs in a Numba parallel region, its batch in two chunks per core (see netc/kernels/conv.py, netc/pool.py).
 
 COLS_BUDGET = 1 << 16  # im2col elements per chunk and GEMM (256 KiB in float32: the GEMM's operands stay in L2)
 
