@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from netc.graph.ir import Graph, Node
 from netc.jit import cores
 from netc.kernels.gemm_sizes import BLAS_MIN_PRODUCT
-from netc.pool import CHUNKS_PER_CORE
 from netc.ops.base import (ACTIVATION, ALIAS, BLAS, EPILOGUE, LOG_PROBABILITIES, MONOTONE, PARALLEL, POOL_EPILOGUE,
                            REGISTRY, STEPPED)
+from netc.pool import CHUNKS_PER_CORE
 
 
 @dataclass
