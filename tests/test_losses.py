@@ -330,3 +330,24 @@ def test_nll_after_log_softmax_trains_as_cross_entropy_on_the_logits_and_scores_
     shifted = logits - logits.max(axis=1, keepdims=True)
     np.testing.assert_allclose(scored[0].scores, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)),
                                atol=1e-6)
+
+
+def test_cross_entropy_counts_the_first_largest_logit_as_the_prediction():
+    """A row's prediction is its first largest logit (found in the pass that finds the maximum); a NaN
+    after the first logit is never the prediction. Loss and gradient against a float64 numpy reference."""
+    from netc.kernels.loss import cross_entropy
+
+    z = np.array([[1, 3, 3, 0], [2, 2, 1, 1], [0, 0, 0, 5], [-1, -2, -3, -1], [4, np.nan, 1, 0]], np.float32)
+    labels = np.array([1, 1, 3, 3, 0])
+    dz = np.zeros_like(z)
+    loss, correct = cross_entropy(z, labels, dz, False, 1.0, False)
+    assert correct == 3  # rows 0, 2 and 4; rows 1 and 3 predict their first tied logit, index 0
+    rows = np.arange(4)
+    z64 = z[:4].astype(np.float64)
+    shifted = z64 - z64.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss, correct = cross_entropy(z[:4], labels[:4], dz[:4], True, 1.0, False)
+    assert correct == 2 and loss == pytest.approx(-logp[rows, labels[:4]].mean(), rel=1e-6)
+    expected = np.exp(logp)
+    expected[rows, labels[:4]] -= 1
+    np.testing.assert_allclose(dz[:4], expected / 4, rtol=1e-5, atol=1e-7)

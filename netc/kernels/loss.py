@@ -26,19 +26,25 @@ def _put(d, s, j, g, weight, acc):
         d[s, j] = g * weight
 
 
-@kernel
+@kernel(vector_division=True)
 def cross_entropy(z, labels, dz, need_grad, weight, acc):
     # z (n, K) logits, labels (n,) int64, dz (n, K): softmax(z) - onehot, over n
     # Without acc, dz holds each row's exponentials between the two passes: the same values as
     # computing them again (half the exps of a step of a small classifier), so the same numbers.
+    # The row's maximum and its first index in one pass (max(m, v) keeps m unless v > m, as
+    # _argmax_row does); numpy's division model (norm >= 1 and n >= 1 never divide by zero) lets
+    # the gradient's divisions vectorise, to the same bits.
     n, k = z.shape
     total = 0.0
     correct = 0
     keep = need_grad and not acc
     for s in range(n):
         m = z[s, 0]
+        best = 0
         for j in range(1, k):
-            m = max(m, z[s, j])
+            if z[s, j] > m:
+                m = z[s, j]
+                best = j
         norm = 0.0
         for j in range(k):
             e = np.exp(z[s, j] - m)
@@ -47,7 +53,7 @@ def cross_entropy(z, labels, dz, need_grad, weight, acc):
             norm += e
         label = labels[s]
         total += m + np.log(norm) - z[s, label]
-        if _argmax_row(z, s) == label:
+        if best == label:
             correct += 1
         if need_grad:
             for j in range(k):
