@@ -55,10 +55,12 @@ def cross_entropy(z, labels, dz, need_grad, weight, acc):
         total += m + np.log(norm) - z[s, label]
         if best == label:
             correct += 1
-        if need_grad:
+        if keep:  # a loop of its own, with no call in it: it vectorises
             for j in range(k):
-                e = dz[s, j] if keep else np.exp(z[s, j] - m)
-                p = e / norm
+                dz[s, j] = (dz[s, j] / norm - (1.0 if j == label else 0.0)) / n * weight
+        elif need_grad:
+            for j in range(k):
+                p = np.exp(z[s, j] - m) / norm
                 _put(dz, s, j, (p - (1.0 if j == label else 0.0)) / n, weight, acc)
     return total / n, correct
 
