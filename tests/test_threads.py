@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numba
 import pytest
 
 from netc.compiler.steps import blas_threads, cores, parallel_chunks, stepped_chunks
@@ -250,13 +251,34 @@ def test_the_thread_count_changes_no_number(monkeypatch):
     for threads in (1, 2, 4):
         monkeypatch.setattr(ThreadChoice, "threads", lambda self, others, n=threads: n)
         model = Model(build_graph(loaded), seed=0, batch=32)
-        counts = model.thread_choice.seconds_per_sample
-        assert list(counts) == sorted({1, cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
+        assert model.thread_choice is not None
         prepared = model.prepare({k: v[:256] for k, v in train.arrays.items()})
         model.train_epoch(prepared, np.arange(256), seed=0)
         assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)  # the count it ran on
         weights.append(model.P.copy())
     assert np.array_equal(weights[0], weights[1])
+
+
+def test_only_long_conv_passes_may_run_on_more_threads_than_cores(monkeypatch):
+    """Beside busy processes a plan chooses among one thread, one per core and, when some conv pass is
+    long (seed-cnn's conv2: 655 M multiply-adds a batch), two per core; LeNet-5's short passes and
+    recurrent layers (one chunk per core) stop at one per core."""
+    from netc.compiler.steps import LONG_PASS, busy_threads
+    from netc.runtime.model import Model
+
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    monkeypatch.setenv("NETC_THREADS", "2")
+    seed_cnn = build_graph(load_spec(SPECS / "seed-cnn.yaml"))
+    assert 32 * max(node.macs for node in seed_cnn.nodes) >= LONG_PASS
+    assert busy_threads(seed_cnn, 32) == 4 and busy_threads(seed_cnn, 3) == 2  # three samples: no pass is long
+    lenet = build_graph(load_spec(SPECS.parent / "benchmarks" / "specs" / "lenet5.yaml"))
+    assert busy_threads(lenet, 64) == 2
+    lstm = build_graph(load_spec(SPECS.parent / "benchmarks" / "specs" / "lstm.yaml"))
+    assert busy_threads(lstm, 32) == 2
+    assert busy_threads(build_graph(load_spec(SPECS / "xor.yaml")), 32) == 1
+    monkeypatch.delenv("NETC_THREADS")
+    choice = Model(seed_cnn, batch=32).thread_choice
+    assert choice.counts == sorted({1, cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
 
 
 def test_netc_threads_fixes_the_count_and_plans_without_parallel_regions_have_no_choice(monkeypatch):
