@@ -90,9 +90,9 @@ def load_watcher() -> LoadWatcher:
 class ThreadChoice:
     """The thread count of one model's parallel regions: one per core while the other processes leave
     a core or more idle; beside busy ones, whichever of the counts it may use (one thread, one per core
-    and, for a plan with a long conv pass, two per core: netc.pool, steps.busy_threads) ran its recent calls fastest per sample (the
-    median of each one's last TRIES calls: one epoch beside busy processes varies by +-25%). The counts
-    are tried TRIES times each, in turn, from the fewest threads up: a larger count only once the
+    and, for a plan with a long conv pass, two per core: netc.pool, steps.busy_threads) ran its recent
+    calls fastest per sample (the median of each one's last TRIES calls: one epoch beside busy
+    processes varies by +-25%). The counts are tried TRIES times each, in turn, from the fewest threads up: a larger count only once the
     largest tried so far was the fastest (regions too short for two threads stall more on four); then
     the others again every RETRY calls, one at a time, as the load changes."""
 

@@ -5,10 +5,10 @@ Layouts: x (n, C, H, W); w (F, K) with K = C*KH*KW; y, dy (n, F, P) with P = OH*
 
 Each conv pass is one parallel region: chunk t of the batch (samples t*chunk .. (t+1)*chunk; two
 chunks per core, netc.pool) runs on one thread with its own scratch, `buf` (T, F, G*P): it unrolls
-G samples at a time into columns and makes one GEMM of them (BLAS single-threaded inside). The columns `cols` are
-either kept from forward to backward, (T, K, chunk*P) per conv (`kept`: the backward's weight
-gradient reads them instead of unrolling the input again), or scratch (T, K, G*P) shared by
-every conv. Weight gradients go to per-chunk buffers `dwt` (T, F, K), `dbt` (T, F), summed in
+G samples at a time into columns and makes one GEMM of them (BLAS single-threaded inside). The
+columns `cols` are either kept from forward to backward, (T, K, chunk*P) per conv (`kept`: the
+backward's weight gradient reads them instead of unrolling the input again), or scratch (T, K, G*P)
+shared by every conv. Weight gradients go to per-chunk buffers `dwt` (T, F, K), `dbt` (T, F), summed in
 a fixed order once per step, so results do not depend on which thread ran what.
 
 conv_forward_tiles and conv_backward_tiles run a conv with many filters and a long k on netc's own
