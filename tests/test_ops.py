@@ -145,7 +145,7 @@ SPECS = {
         loss: {op: mse, input: out, target: t}
     """,
     # conv + relu + 2x2 max pool fused into one step; conv + sigmoid + 2x2 max pool fused on an odd
-    # 3x3 output (its last row and column belong to no window); the pool of a bias-free conv
+    # 3x3 output (its last row and column belong to no window)
     "convpool": """
         inputs:
           x: {shape: [2, 8, 8]}
@@ -154,7 +154,7 @@ SPECS = {
           - {name: conv1, op: conv2d, filters: 3, kernel: 3, padding: 1, BIAS}
           - {name: relu1, op: relu}
           - {name: pool1, op: maxpool2d, kernel: 2}
-          - {name: conv2, op: conv2d, filters: 2, kernel: 2, bias: false}
+          - {name: conv2, op: conv2d, filters: 2, kernel: 2, BIAS}
           - {name: sig2, op: sigmoid}
           - {name: pool2, op: maxpool2d, kernel: 2, stride: 2}
           - {name: flat, op: flatten}
@@ -529,6 +529,50 @@ def test_convs_on_the_micro_kernel(monkeypatch, name, chunks, columns, dtype):
             np.testing.assert_allclose(grad, expected[key], **tolerance, err_msg=f"{key}, {count} samples")
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_direct_convs_read_their_columns_in_place(monkeypatch, chunks, dtype):
+    """Both convs of the spec direct (the rule's filter count lowered to 1): padding 1 (each output row
+    computed 10 wide for 8 outputs) with relu and a fused pool, then a 2x2 kernel without padding whose
+    input needs its gradient (both gathers, the bias summed once), with sigmoid and a fused pool; one chunk or three (one empty for fewer
+    than 3 samples); loss and gradients, the input's too, against the reference."""
+    from netc.compiler import buffers
+    from netc.ops import conv
+
+    monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: chunks)
+    monkeypatch.setattr(conv, "DIRECT_MIN_FILTERS", 1)
+    model = Model(graph_of("convpool"), dtype=dtype, batch=N, seed=0)
+    source = model.plan.source
+    assert "conv_forward_direct(" in source and "conv_backward_direct(" in source  # and no other conv kernel:
+    assert not any(f"{kernel}(" in source for kernel in ("conv_forward", "conv_forward_tiles", "conv_backward",
+                                                         "conv_backward_tiles"))
+    tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    for count in (N, N - 1, 1):
+        arrays = {key: value[:count] for key, value in arrays_of("convpool").items()}
+        weights = {key: value.astype(np.float64) for key, value in model.get_weights().items()}
+        expected_loss, _, expected = ref.network_loss_and_gradients(parsed("convpool"), weights, arrays)
+        loss, grads = model.loss_and_gradients(arrays)
+        assert loss == pytest.approx(expected_loss, rel=tolerance["rtol"])
+        for key, grad in grads.items():
+            np.testing.assert_allclose(grad, expected[key], **tolerance, err_msg=f"{key}, {count} samples")
+
+
+def test_a_strided_narrow_or_thin_conv_is_not_direct(monkeypatch):
+    """The rule: stride 1, 64+ filters, k under the tiled passes' 256, output rows at least 3/4 of the padded
+    image's; in a plan, conv1 of the "conv" spec (stride 2) stays on im2col, its conv2 (stride 1) does not."""
+    from netc.ops import conv
+
+    narrow = dict(C=1, H=8, W=8, KH=3, KW=3, SH=1, SW=1, PH=0, PW=0, OH=6, OW=6, F=64)
+    assert conv.direct_conv(narrow)  # 6 outputs for rows of 8: 3/4
+    assert not conv.direct_conv({**narrow, "KW": 4, "OW": 5})  # 5 for 8: less
+    assert not conv.direct_conv({**narrow, "F": 63})
+    assert not conv.direct_conv({**narrow, "C": 29})  # k = 261: the tiled passes' (long k)
+    assert not conv.direct_conv({**narrow, "SW": 2, "OW": 3})
+    monkeypatch.setattr(conv, "DIRECT_MIN_FILTERS", 1)
+    source = compile_graph(graph_of("conv"), N).source
+    assert source.count("conv_forward_direct(") == source.count("conv_forward(") > 0  # a call of each per forward
+
+
 def test_the_micro_kernel_forward_gives_each_sample_the_same_bits_in_any_chunk_or_group(monkeypatch):
     """Each output is one chain of multiply-adds of its own column: which samples share a chunk, a group
     or a column panel changes no bit of the forward (float32)."""
@@ -549,9 +593,9 @@ def test_the_micro_kernel_forward_gives_each_sample_the_same_bits_in_any_chunk_o
         np.testing.assert_array_equal(other, outputs[0])
 
 
-def test_seed_cnns_conv2_alone_runs_on_the_micro_kernel_and_inspect_says_so():
-    """The rule (64+ filters, k >= 256, columns not kept) picks seed-cnn's conv2 (128 filters, k = 1600), not
-    its conv1 (k = 75); `netc inspect --plan` names the kernels on the conv2 row only."""
+def test_seed_cnns_convs_run_on_the_micro_kernel_and_inspect_says_how():
+    """The rules pick the tiled passes for seed-cnn's conv2 (128 filters, k = 1600) and the direct ones for
+    its conv1 (64 filters, k = 75, stride 1: no columns kept); `netc inspect --plan` says which on each row."""
     import io
     from pathlib import Path
 
@@ -563,12 +607,15 @@ def test_seed_cnns_conv2_alone_runs_on_the_micro_kernel_and_inspect_says_so():
     graph = build_graph(load_spec(str(Path(__file__).resolve().parent.parent / "specs" / "seed-cnn.yaml")))
     plan = compile_graph(graph)
     source = plan.source
-    assert source.count("conv_forward_tiles(") == source.count("conv_forward(") > 0  # a call of each per forward
-    assert source.count("conv_backward_tiles(") == source.count("conv_backward(") > 0
+    assert source.count("conv_forward_tiles(") == source.count("conv_forward_direct(") > 0  # one of each per forward
+    assert source.count("conv_backward_tiles(") == source.count("conv_backward_direct(") > 0
+    assert "conv_forward(" not in source and "conv1_cols" not in source
     console = Console(width=400, record=True, file=io.StringIO())
     console.print(plan_renderable(plan, show_source=False))
     rows = [line for line in console.export_text().splitlines() if "micro-kernel" in line]
-    assert len(rows) == 1 and "conv2 + relu2 + pool2" in rows[0], rows
+    assert len(rows) == 2, rows
+    assert "conv1 + relu1 + pool1" in rows[0] and "conv_forward_direct" in rows[0]
+    assert "conv2 + relu2 + pool2" in rows[1] and "conv_forward_tiles" in rows[1]
 
 
 # ---------------------------------------------------------------------------------- float32 vs float64

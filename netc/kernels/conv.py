@@ -14,6 +14,9 @@ a fixed order once per step, so results do not depend on which thread ran what.
 conv_forward_tiles and conv_backward_tiles run a conv with many filters and a long k on netc's own
 micro-kernel (netc.kernels.tiles) instead: no im2col matrix and no OpenBLAS, the operands packed once
 into the panels the micro-kernel reads (netc.ops.conv.tiled_conv says which convs).
+conv_forward_direct and conv_backward_direct run a stride-1 conv with many filters and a short k (a
+network's first conv) on it with no unrolling at all: the micro-kernel reads the padded image in place
+(netc.ops.conv.direct_conv).
 """
 
 import numpy as np
@@ -22,8 +25,9 @@ from numba import prange, uint64
 from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import RELU, act_chain, act_value
 from netc.kernels.blas import gemm
-from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
-from netc.kernels.tiles import micro_tile, pack_columns, pack_rows, unroll_panel, unroll_transposed, window_table
+from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS, TILE_ROWS
+from netc.kernels.tiles import (micro_tile, micro_tile_rows, micro_tile_shifted, pack_columns, pack_rows, unroll_panel,
+                                unroll_transposed, window_table)
 
 @helper
 def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
@@ -95,36 +99,42 @@ def conv_forward(x, w, b, has_bias, y, arg, pooled, cols, kept, buf, act, alpha,
                 im2col(x, s0 + j, cols[t], c0 + j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
             gemm(False, False, filters, g * positions, k, w, 0, k, cols[t], c0, cols.shape[2], 0.0, buf[t], 0, width)
             for j in range(g):  # epilogue: (max pool,) bias + activation into each sample's rows of y
-                conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW)
+                conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW, OW)
 
 
 @helper
-def conv_epilogue(buf, t, column, y, arg, s, filters, b, has_bias, pooled, act, alpha, OH, OW):
-    # sample s of y from the columns column .. column + OH*OW of buf[t] (a row per filter): bias + activation,
-    # or with `pooled` the 2x2 max pool first (max and act commute: only non-decreasing activations fuse with a pool)
+def conv_epilogue(buf, t, column, y, arg, s, filters, b, has_bias, pooled, act, alpha, OH, OW, stride):
+    # sample s of y from buf[t] (a row per filter), its output row oi at column + oi*stride (stride OW: the
+    # rows adjacent; a direct conv's rows are the image's width apart): bias + activation, or with `pooled`
+    # the 2x2 max pool first (max and act commute: only non-decreasing activations fuse with a pool); arg
+    # holds each maximum's position in the conv's output, oi*OW + oj, whatever the stride
     positions = OH * OW
     pooled_w = OW // 2
     for f in range(filters):
         bias = b[f] if has_bias else 0.0
         if not pooled:
-            if act == RELU:  # a loop of its own: vectorised (see dense.bias_act)
-                for p in range(positions):
-                    v = buf[t, f, uint64(column + p)] + bias
-                    y[s, f, p] = v if v > 0 else v * 0
-            else:
-                for p in range(positions):
-                    y[s, f, p] = act_value(buf[t, f, uint64(column + p)] + bias, act, alpha)
+            for oi in range(OH if stride != OW else 1):
+                row = column + oi * stride
+                out = oi * OW
+                if act == RELU:  # a loop of its own: vectorised (see dense.bias_act)
+                    for p in range(OW if stride != OW else positions):
+                        v = buf[t, f, uint64(row + p)] + bias
+                        y[s, f, out + p] = v if v > 0 else v * 0
+                else:
+                    for p in range(OW if stride != OW else positions):
+                        y[s, f, out + p] = act_value(buf[t, f, uint64(row + p)] + bias, act, alpha)
             continue
         for qi in range(OH // 2):
             for qj in range(pooled_w):
                 p = 2 * qi * OW + 2 * qj  # the window's top-left position
-                best, where = buf[t, f, uint64(column + p)], p
-                if buf[t, f, uint64(column + p + 1)] > best:
-                    best, where = buf[t, f, uint64(column + p + 1)], p + 1
-                if buf[t, f, uint64(column + p + OW)] > best:
-                    best, where = buf[t, f, uint64(column + p + OW)], p + OW
-                if buf[t, f, uint64(column + p + OW + 1)] > best:
-                    best, where = buf[t, f, uint64(column + p + OW + 1)], p + OW + 1
+                r = column + 2 * qi * stride + 2 * qj  # and where buf holds it
+                best, where = buf[t, f, uint64(r)], p
+                if buf[t, f, uint64(r + 1)] > best:
+                    best, where = buf[t, f, uint64(r + 1)], p + 1
+                if buf[t, f, uint64(r + stride)] > best:
+                    best, where = buf[t, f, uint64(r + stride)], p + OW
+                if buf[t, f, uint64(r + stride + 1)] > best:
+                    best, where = buf[t, f, uint64(r + stride + 1)], p + OW + 1
                 v = best + bias
                 y[s, f, qi * pooled_w + qj] = (v if v > 0 else v * 0) if act == RELU else act_value(v, act, alpha)
                 arg[s, f, qi * pooled_w + qj] = where
@@ -161,7 +171,7 @@ def conv_forward_tiles(x, w, b, has_bias, y, arg, pooled, wpanels, panel, buf, a
                     micro_tile(wpanels, ip * k * TILE_ROWS, panel, t * k * TILE_COLUMNS, buf,
                                (t * rows + ip * TILE_ROWS) * width + jp * TILE_COLUMNS, width, k, False)
             for j in range(g):
-                conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW)
+                conv_epilogue(buf, t, j * positions, y, arg, s0 + j, filters, b, has_bias, pooled, act, alpha, OH, OW, OW)
 
 
 @parallel_kernel
@@ -313,6 +323,144 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
                     dwt[t, f, kk] = 0.0
     if need_dw:
         sum_chunks(dwt[:, :filters, :k], dw, acc_dw, False)
+        if has_bias:
+            sum_bias_chunks(dbt, db, acc_dw)
+
+
+@helper
+def direct_offsets(offsets, C, KH, KW, Hp, Wp):
+    """offsets[k] for k = (c, ki, kj): where the window's cell k lies from its corner in a padded sample
+    (C, Hp, Wp); entries past C*KH*KW repeat the last (the padding rows of a tile read real cells)."""
+    last = C * KH * KW - 1
+    for kk in range(offsets.size):
+        q = min(kk, last)
+        c, rest = q // (KH * KW), q % (KH * KW)
+        offsets[kk] = (c * Hp + rest // KW) * Wp + rest % KW
+
+
+@helper
+def copy_padded(x, s, xpad, t, C, H, W, PH, PW):
+    """Sample s of x into xpad[t] as (C, H + 2PH, W + 2PW), its borders left as they are (zeros)."""
+    Hp, Wp = H + 2 * PH, W + 2 * PW
+    for c in range(C):
+        for i in range(H):
+            row = (c * Hp + i + PH) * Wp + PW
+            for j in range(W):
+                xpad[t, uint64(row + j)] = x[s, c, i, j]
+
+
+@parallel_kernel
+def conv_forward_direct(x, w, b, has_bias, y, arg, pooled, wpanels, xpad, buf, act, alpha, C, H, W, KH, KW, PH, PW,
+                        OH, OW):
+    # A stride-1 conv with a short k (few input channels: a network's first conv) on netc's micro-kernel,
+    # with no im2col: each sample is copied with its padding into xpad[t] (C, Hp, Wp), and each output row
+    # computed Wp wide (its last KW - 1 outputs are windows running off the row, never read), so that row
+    # k = (c, ki, kj) of a column panel is the padded image itself from offset (c*Hp + ki)*Wp + kj on, read
+    # in place by micro_tile_shifted. buf[t] (F padded to ROWS, OH*Wp padded to COLUMNS) then goes through
+    # conv_forward's epilogue, rows Wp apart. seed-cnn's conv1 (64 filters, k = 75): the im2col of 58,800
+    # cells a sample was as slow as its GEMM. Each output is one chain of multiply-adds in k order.
+    n = x.shape[0]
+    chunks = xpad.shape[0]
+    filters, k = w.shape[0], w.shape[1]
+    Hp, Wp = H + 2 * PH, W + 2 * PW
+    rows, width = buf.shape[1], buf.shape[2]
+    chunk = (n + chunks - 1) // chunks
+    pack_rows(w, filters, k, wpanels)
+    offsets = np.empty(k, np.int64)
+    direct_offsets(offsets, C, KH, KW, Hp, Wp)
+    for t in prange(chunks):
+        for i in range(xpad.shape[1]):
+            xpad[t, i] = 0.0
+        for s in range(t * chunk, min(n, (t + 1) * chunk)):
+            copy_padded(x, s, xpad, t, C, H, W, PH, PW)
+            for jp in range(width // TILE_COLUMNS):
+                for ip in range(wpanels.shape[0]):
+                    micro_tile_shifted(wpanels, ip * k * TILE_ROWS, xpad, t * xpad.shape[1] + jp * TILE_COLUMNS,
+                                       offsets, buf, (t * rows + ip * TILE_ROWS) * width + jp * TILE_COLUMNS, width, k)
+            conv_epilogue(buf, t, 0, y, arg, s, filters, b, has_bias, pooled, act, alpha, OH, OW, Wp)
+
+
+@helper
+def gather_gradient_transposed(gpanels, t, dy, y, arg, s, filters, pooled, act, alpha, positions, pooled_positions,
+                               dbt, sums):
+    # gather_gradient's values into gpanels[t] (ceil(F / width), P, width), G.T in panels of `width` filters,
+    # where micro_tile_rows reads them (no transpose of G); with `sums`, each filter's sum added to dbt[t]
+    # as gather_gradient adds it
+    width = gpanels.shape[3]
+    for panel in range(gpanels.shape[1]):  # a pool's gradient fills a quarter; the filters past F are padding
+        if pooled or (panel + 1) * width > filters:
+            for p in range(positions):
+                for j in range(width):
+                    gpanels[t, panel, p, j] = 0.0
+    for f in range(filters):
+        panel, j = f // width, f % width
+        total = 0.0
+        for q in range(pooled_positions if pooled else positions):
+            grad = dy[s, f, q]
+            if act == RELU:
+                grad = grad if y[s, f, q] > 0 else grad * 0
+            elif act != 0:
+                grad = act_chain(grad, y[s, f, q], act, alpha)
+            gpanels[t, panel, uint64(arg[s, f, q] if pooled else q), j] = grad
+            total += grad
+        if sums:
+            dbt[t, f] += total
+
+
+@parallel_kernel
+def conv_backward_direct(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
+                         xpad, gbuf, gpanels, dwt, dcols, dbt, C, H, W, KH, KW, PH, PW, OH, OW):
+    # conv_backward of conv_forward_direct, a sample at a time. The weight gradient, transposed: dW.T (K, F)
+    # += im2col(x) @ G.T, as tiles of k by filters (micro_tile_rows: 64 filters a tile on AVX-512), the rows
+    # of k read in place from the padded sample in xpad[t] an output row at a time, against G.T gathered
+    # straight into panels, gpanels[t] (P, width); into dwt[t] (K and F padded): one chain of multiply-adds
+    # per weight over the chunk's samples and positions in order, summed over the chunks in chunk order.
+    # The input's gradient, where needed, as conv_backward's: G gathered into gbuf[t] (F, P), W.T @ G into
+    # dcols[t] (K, P) by a GEMM, folded back into dx by col2im_add.
+    n = x.shape[0]
+    chunks = xpad.shape[0]
+    filters, k = w.shape[0], w.shape[1]
+    positions = OH * OW
+    pooled_positions = (OH // 2) * (OW // 2)
+    Hp, Wp = H + 2 * PH, W + 2 * PW
+    k_rows, f_columns = dwt.shape[1], dwt.shape[2]
+    f_panels = gpanels.shape[1]
+    chunk = (n + chunks - 1) // chunks
+    offsets = np.empty(k_rows, np.int64)
+    direct_offsets(offsets, C, KH, KW, Hp, Wp)
+    for t in prange(chunks):
+        for f in range(filters):
+            dbt[t, f] = 0.0
+        for i in range(k_rows):
+            for j in range(f_columns):
+                dwt[t, i, j] = 0.0
+        for i in range(xpad.shape[1]):
+            xpad[t, i] = 0.0
+        for s in range(t * chunk, min(n, (t + 1) * chunk)):
+            if need_dx:
+                gather_gradient(gbuf, t, 0, dy, y, arg, s, filters, pooled, act, alpha, positions, pooled_positions,
+                                dbt)
+            if need_dw:
+                gather_gradient_transposed(gpanels, t, dy, y, arg, s, filters, pooled, act, alpha, positions,
+                                           pooled_positions, dbt, not need_dx)
+                copy_padded(x, s, xpad, t, C, H, W, PH, PW)
+                for ip in range(k_rows // ROW_TILE_ROWS):
+                    for jp in range(f_panels):
+                        for oi in range(OH):
+                            micro_tile_rows(xpad, t * xpad.shape[1] + oi * Wp, offsets, ip * ROW_TILE_ROWS, gpanels,
+                                            ((t * f_panels + jp) * positions + oi * OW) * ROW_TILE_COLUMNS, dwt,
+                                            (t * k_rows + ip * ROW_TILE_ROWS) * f_columns + jp * ROW_TILE_COLUMNS,
+                                            f_columns, OW)
+            if need_dx:
+                gemm(True, False, k, positions, filters, w, 0, k, gbuf[t], 0, positions, 0.0, dcols[t], 0, positions)
+                if not acc_dx:
+                    for c in range(C):
+                        for i in range(H):
+                            for jj in range(W):
+                                dx[s, c, i, jj] = 0.0
+                col2im_add(dcols[t], 0, k, 0, dx, s, C, H, W, KH, KW, 1, 1, PH, PW, OH, OW)
+    if need_dw:
+        sum_chunks(dwt[:, :k, :filters], dw, acc_dw, True)
         if has_bias:
             sum_bias_chunks(dbt, db, acc_dw)
 

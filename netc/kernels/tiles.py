@@ -21,7 +21,89 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from netc.jit import helper
-from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_LANES, TILE_ROWS as ROWS
+from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS as COLUMNS, TILE_LANES, TILE_ROWS as ROWS
+
+
+def _float_arrays(*arrays) -> bool:
+    """C-contiguous arrays of one float dtype (float32 or float64), which the tiles read and write."""
+    return (all(isinstance(t, types.Array) and t.layout == "C" for t in arrays)
+            and all(t.dtype == arrays[0].dtype for t in arrays) and arrays[0].dtype in (types.float32, types.float64))
+
+
+def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained, adding, shape=(ROWS, COLUMNS)):
+    """The IR of a tile of `shape` (ROWS x COLUMNS unless told): for k < depth, acc[i][j] = fma(a(k, i),
+    b(k, j), acc[i][j]) in vector registers, then stored through c_at(i, j) (a pointer into row i). The accumulators
+    start from zero, or with `chained` from what c holds (the chain of multiply-adds goes on); the
+    stored value is the total, or with `adding` (an i1) c's value plus the total. a_scalar(k, i) and
+    b_vector(k, j) give pointers to a's scalar for row i and to b's vector from column j at step k."""
+    rows, columns = shape
+    lanes = TILE_LANES if dtype == types.float32 else TILE_LANES // 2  # the same register width
+    vectors = columns // lanes
+    element = context.get_value_type(dtype)
+    vec = ir.VectorType(element, lanes)
+    i64 = ir.IntType(64)
+    suffix = "f32" if dtype == types.float32 else "f64"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{lanes}{suffix}")
+    zero = ir.Constant(vec, None)
+    broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+    def c_vector(i, j):
+        return builder.bitcast(c_at(i, j * lanes), vec.as_pointer())
+
+    start = [[builder.load(c_vector(i, j), align=1) if chained else zero for j in range(vectors)] for i in range(rows)]
+    entry = builder.block
+    loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
+    builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(i64, 0)), loop, done)
+
+    builder.position_at_end(loop)  # one k: a row of b, then a row of a at a time times them
+    k = builder.phi(i64)
+    acc = [[builder.phi(vec) for _ in range(vectors)] for _ in range(rows)]
+    bs = [builder.load(builder.bitcast(b_vector(k, j * lanes), vec.as_pointer()), align=1)
+          for j in range(vectors)]
+    summed = []
+    for i in range(rows):
+        scalar = builder.load(a_scalar(k, i))
+        splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), scalar,
+                                                              ir.Constant(ir.IntType(32), 0)),
+                                       ir.Constant(vec, ir.Undefined), broadcast)
+        summed.append([builder.call(fma, [splat, bs[j], acc[i][j]]) for j in range(vectors)])
+    k_next = builder.add(k, ir.Constant(i64, 1))
+    last = builder.block
+    builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
+    k.add_incoming(ir.Constant(i64, 0), entry)
+    k.add_incoming(k_next, last)
+    for i in range(rows):
+        for j in range(vectors):
+            acc[i][j].add_incoming(start[i][j], entry)
+            acc[i][j].add_incoming(summed[i][j], last)
+
+    builder.position_at_end(done)  # the tile stored row by row (its start when depth is 0)
+    totals = [[builder.phi(vec) for _ in range(vectors)] for _ in range(rows)]
+    for i in range(rows):
+        for j in range(vectors):
+            total = totals[i][j]
+            total.add_incoming(start[i][j], entry)
+            total.add_incoming(summed[i][j], last)
+    for i in range(rows):
+        for j in range(vectors):
+            total, where = totals[i][j], c_vector(i, j)
+            if adding is None:
+                builder.store(total, where, align=1)
+            else:
+                added = builder.fadd(builder.load(where, align=1), total)
+                builder.store(builder.select(adding, added, total), where, align=1)
+
+
+def _flat(context, builder, ty, array, offset=None, offset_ty=None):
+    """A pointer to element `offset` (flat) of a C-contiguous array, or to its first."""
+    data = context.make_array(ty)(context, builder, array).data
+    if offset is None:
+        return data
+    return builder.gep(data, [context.cast(builder, offset, offset_ty, types.intp)])
+
+
+def _i64(context, builder, value, ty):
+    return context.cast(builder, value, ty, types.intp)
 
 
 @intrinsic
@@ -29,78 +111,77 @@ def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth, accumulate):
     """c[c_off + i*ldc + j] = sum over k < depth of a[a_off + k*ROWS + i] * b[b_off + k*COLUMNS + j],
     i < ROWS, j < COLUMNS (flat indices into C-contiguous arrays of one float dtype); with `accumulate`,
     that sum is added to what c holds there."""
-    if not all(isinstance(t, types.Array) and t.layout == "C" for t in (a, b, c)) or not (a.dtype == b.dtype == c.dtype):
+    if not _float_arrays(a, b, c):
         return None
-    if a.dtype not in (types.float32, types.float64):
-        return None
-    lanes = TILE_LANES if a.dtype == types.float32 else TILE_LANES // 2  # the same register width
-    vectors = COLUMNS // lanes
     sig = types.void(a, a_off, b, b_off, c, c_off, ldc, depth, accumulate)
 
     def codegen(context, builder, signature, args):
-        element = context.get_value_type(signature.args[0].dtype)
-        vec = ir.VectorType(element, lanes)
-        i64 = ir.IntType(64)
-        suffix = "f32" if signature.args[0].dtype == types.float32 else "f64"
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{lanes}{suffix}")
         tys = signature.args
+        a_ptr, b_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1]), _flat(context, builder, tys[2], args[2], args[3], tys[3])
+        c_ptr = _flat(context, builder, tys[4], args[4], args[5], tys[5])
+        ldc_ = _i64(context, builder, args[6], tys[6])
+        i64 = ir.IntType(64)
+        _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[7], tys[7]),
+                   lambda k, i: builder.gep(a_ptr, [builder.add(builder.mul(k, ir.Constant(i64, ROWS)), ir.Constant(i64, i))]),
+                   lambda k, j: builder.gep(b_ptr, [builder.add(builder.mul(k, ir.Constant(i64, COLUMNS)), ir.Constant(i64, j))]),
+                   lambda i, j: builder.gep(c_ptr, [builder.add(builder.mul(ldc_, ir.Constant(i64, i)), ir.Constant(i64, j))]),
+                   False, context.cast(builder, args[8], tys[8], types.boolean))
+        return context.get_dummy_value()
 
-        def flat(index, offset):
-            data = context.make_array(tys[index])(context, builder, args[index]).data
-            return builder.gep(data, [context.cast(builder, args[offset], tys[offset], types.intp)])
+    return sig, codegen
 
-        def const(value):
-            return ir.Constant(i64, value)
 
-        a_ptr, b_ptr, c_ptr = flat(0, 1), flat(2, 3), flat(4, 5)
-        ldc_ = context.cast(builder, args[6], tys[6], types.intp)
-        depth_ = context.cast(builder, args[7], tys[7], types.intp)
-        adding = context.cast(builder, args[8], tys[8], types.boolean)
-        zero = ir.Constant(vec, None)
-        broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-        entry = builder.block
-        loop, done = builder.append_basic_block("tile.loop"), builder.append_basic_block("tile.done")
-        builder.cbranch(builder.icmp_signed(">", depth_, const(0)), loop, done)
+@intrinsic
+def micro_tile_shifted(typingctx, a, a_off, b, b_off, rows, c, c_off, ldc, depth):
+    """As micro_tile (stored, not added), but b's row k is b[b_off + rows[k] : ... + COLUMNS]: rows of an
+    image read in place, each shifted by its own offset (a direct convolution's columns, no im2col)."""
+    if not _float_arrays(a, b, c) or not (isinstance(rows, types.Array) and rows.dtype == types.int64):
+        return None
+    sig = types.void(a, a_off, b, b_off, rows, c, c_off, ldc, depth)
 
-        builder.position_at_end(loop)  # one k: COLUMNS of b, then a row of a at a time times them
-        k = builder.phi(i64)
-        acc = [[builder.phi(vec) for _ in range(vectors)] for _ in range(ROWS)]
-        b_row = builder.mul(k, const(COLUMNS))
-        bs = [builder.load(builder.bitcast(builder.gep(b_ptr, [builder.add(b_row, const(j * lanes))]), vec.as_pointer()),
-                           align=1) for j in range(vectors)]
-        a_row = builder.mul(k, const(ROWS))
-        summed = []
-        for i in range(ROWS):
-            scalar = builder.load(builder.gep(a_ptr, [builder.add(a_row, const(i))]))
-            splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), scalar,
-                                                                  ir.Constant(ir.IntType(32), 0)),
-                                           ir.Constant(vec, ir.Undefined), broadcast)
-            summed.append([builder.call(fma, [splat, bs[j], acc[i][j]]) for j in range(vectors)])
-        k_next = builder.add(k, const(1))
-        last = builder.block
-        builder.cbranch(builder.icmp_signed("<", k_next, depth_), loop, done)
-        k.add_incoming(const(0), entry)
-        k.add_incoming(k_next, last)
-        for i in range(ROWS):
-            for j in range(vectors):
-                acc[i][j].add_incoming(zero, entry)
-                acc[i][j].add_incoming(summed[i][j], last)
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        a_ptr, b_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1]), _flat(context, builder, tys[2], args[2], args[3], tys[3])
+        rows_ptr = _flat(context, builder, tys[4], args[4])
+        c_ptr = _flat(context, builder, tys[5], args[5], args[6], tys[6])
+        ldc_ = _i64(context, builder, args[7], tys[7])
+        i64 = ir.IntType(64)
+        _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[8], tys[8]),
+                   lambda k, i: builder.gep(a_ptr, [builder.add(builder.mul(k, ir.Constant(i64, ROWS)), ir.Constant(i64, i))]),
+                   lambda k, j: builder.gep(b_ptr, [builder.add(builder.load(builder.gep(rows_ptr, [k])), ir.Constant(i64, j))]),
+                   lambda i, j: builder.gep(c_ptr, [builder.add(builder.mul(ldc_, ir.Constant(i64, i)), ir.Constant(i64, j))]),
+                   False, None)
+        return context.get_dummy_value()
 
-        builder.position_at_end(done)  # the tile stored row by row (zeros when depth is 0)
-        totals = []
-        for i in range(ROWS):
-            for j in range(vectors):
-                total = builder.phi(vec)
-                total.add_incoming(zero, entry)
-                total.add_incoming(summed[i][j], last)
-                totals.append(total)
-        for i in range(ROWS):
-            row = builder.mul(ldc_, const(i))
-            for j in range(vectors):
-                where = builder.bitcast(builder.gep(c_ptr, [builder.add(row, const(j * lanes))]), vec.as_pointer())
-                total = totals[i * vectors + j]
-                added = builder.fadd(builder.load(where, align=1), total)
-                builder.store(builder.select(adding, added, total), where, align=1)
+    return sig, codegen
+
+
+@intrinsic
+def micro_tile_rows(typingctx, a, a_off, rows, r0, b, b_off, c, c_off, ldc, depth):
+    """c[c_off + i*ldc + j] += sum over k < depth of a[a_off + rows[r0 + i] + k] * b[b_off + k*ROW_TILE_COLUMNS + j],
+    i < ROW_TILE_ROWS, j < ROW_TILE_COLUMNS, continuing the chain of multiply-adds that c holds (c's value is
+    where the accumulators start): rows of an image read in place (a direct convolution's weight gradient,
+    an output row's positions at a time)."""
+    if not _float_arrays(a, b, c) or not (isinstance(rows, types.Array) and rows.dtype == types.int64):
+        return None
+    sig = types.void(a, a_off, rows, r0, b, b_off, c, c_off, ldc, depth)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        i64 = ir.IntType(64)
+        a_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1])
+        rows_ptr = _flat(context, builder, tys[2], args[2])
+        r0_ = _i64(context, builder, args[3], tys[3])
+        b_ptr = _flat(context, builder, tys[4], args[4], args[5], tys[5])
+        c_ptr = _flat(context, builder, tys[6], args[6], args[7], tys[7])
+        ldc_ = _i64(context, builder, args[8], tys[8])
+        starts = [builder.gep(a_ptr, [builder.load(builder.gep(rows_ptr, [builder.add(r0_, ir.Constant(i64, i))]))])
+                  for i in range(ROW_TILE_ROWS)]
+        _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[9], tys[9]),
+                   lambda k, i: builder.gep(starts[i], [k]),
+                   lambda k, j: builder.gep(b_ptr, [builder.add(builder.mul(k, ir.Constant(i64, ROW_TILE_COLUMNS)), ir.Constant(i64, j))]),
+                   lambda i, j: builder.gep(c_ptr, [builder.add(builder.mul(ldc_, ir.Constant(i64, i)), ir.Constant(i64, j))]),
+                   True, None, shape=(ROW_TILE_ROWS, ROW_TILE_COLUMNS))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -152,12 +233,14 @@ def adjacent_runs(offsets, starts):
 
 @helper
 def pack_rows(m, rows, depth, packed):
-    """m[:rows, :depth] -> packed (ceil(rows / ROWS), depth, ROWS): panels of ROWS rows of m, each
-    k(depth)-major, zeros past row `rows` (a conv's weights, or the filters of a gradient)."""
+    """m[:rows, :depth] -> packed (ceil(rows / width), depth, width), width = packed.shape[2] (ROWS, or
+    COLUMNS for a product's b): panels of `width` rows of m, each k(depth)-major, zeros past row `rows`
+    (a conv's weights, or the filters of a gradient)."""
+    width = packed.shape[2]
     for panel in range(packed.shape[0]):
         for kk in range(depth):
-            for i in range(ROWS):
-                r = panel * ROWS + i
+            for i in range(width):
+                r = panel * width + i
                 packed[panel, kk, i] = m[r, kk] if r < rows else 0.0
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import Field
 
-from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
+from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS, TILE_ROWS
 from netc.ops.base import (EPILOGUE, FILTERS, PARALLEL, POOL_EPILOGUE, WINDOW, OpDef, OpShapeError, Reference, Saved,
                            conv_out, need_rank, numel, pair, register)
 from netc.spec.base import Layer, NonNegInt, Pair, ParamLayer, PosInt
@@ -77,6 +77,7 @@ def layer_dims(layer, in_shape) -> dict:
 
 
 _DIMS = ("C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW")
+_DIRECT_SIZES = ("C", "H", "W", "KH", "KW", "PH", "PW", "OH", "OW")  # stride 1
 
 
 def _sizes(e, d: dict, keys=_DIMS) -> dict:
@@ -162,7 +163,7 @@ def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
 
 
 def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
-                 tiled: bool = False) -> tuple[dict[str, tuple[int, tuple]], int]:
+                 tiled: bool = False, direct: bool = False) -> tuple[dict[str, tuple[int, tuple]], int]:
     """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
     im2col columns (or their gradients) and the GEMM output / gathered gradient for G samples at
     a time, and the chunk's weight and bias gradients ([F, K], or [K, F] when `dw_transposed`).
@@ -171,10 +172,26 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     GEMM output ("tiles"); for the backward, per chunk a group's gradient ("gbuf"), its rows and its
     columns in panels ("gpanels", "gcolumns"), a panel of the transposed im2col matrix ("xpanel"), the
     padded weight gradients ("dwtiles"), a block of column gradients ("dblock"), and W.T in row panels
-    ("wtpanels", shared)."""
+    ("wtpanels", shared). `direct` (see direct_conv): the weights in row panels, per chunk a padded sample
+    ("xpad"), the GEMM output of a sample, rows the padded image's width apart ("tiles"), its gradient
+    ("gbuf"), G.T in panels ("gpanels"), the padded transposed weight gradients ("dwtiles") and the column
+    gradients ("dcols")."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
     width = conv_group(k, positions, batch, chunks) * positions
-    if not tiled:
+    if direct:
+        row_panels = -(-filters // TILE_ROWS)
+        padded_w = d["W"] + 2 * d["PW"]
+        column_panels = -(-d["OH"] * padded_w // TILE_COLUMNS)
+        reach = ((d["C"] - 1) * (d["H"] + 2 * d["PH"]) + d["KH"] - 1) * padded_w + d["KW"] - 1  # the last k's offset
+        regions = [("dbt", (chunks, filters)), ("wpanels", (row_panels, k, TILE_ROWS)),
+                   ("xpad", (chunks, reach + column_panels * TILE_COLUMNS)),
+                   ("tiles", (chunks, row_panels * TILE_ROWS, column_panels * TILE_COLUMNS)),
+                   ("gbuf", (chunks, filters, positions)),
+                   ("gpanels", (chunks, -(-filters // ROW_TILE_COLUMNS), positions, ROW_TILE_COLUMNS)),
+                   ("dwtiles", (chunks, -(-k // ROW_TILE_ROWS) * ROW_TILE_ROWS,
+                                -(-filters // ROW_TILE_COLUMNS) * ROW_TILE_COLUMNS)),
+                   ("dcols", (chunks, k, positions))]
+    elif not tiled:
         regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
                    ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)), ("dbt", (chunks, filters))]
     else:
@@ -209,7 +226,22 @@ TILED_COLUMNS = 1024  # a chunk's samples unrolled per group: about this many co
 def tiled_conv(d: dict, kept: bool) -> bool:
     """Whether a conv's passes run on netc's micro-kernel: many filters, a long k, and columns not
     kept for the backward (the micro-kernel's panels are no im2col matrix the backward could read)."""
-    return d["F"] >= TILED_MIN_FILTERS and d["C"] * d["KH"] * d["KW"] >= TILED_MIN_DEPTH and not kept
+    return (d["F"] >= TILED_MIN_FILTERS and d["C"] * d["KH"] * d["KW"] >= TILED_MIN_DEPTH and not kept
+            and not direct_conv(d))
+
+
+# A conv with many filters but a short k (a network's first conv: 3 channels, 5 x 5) spends as long on
+# im2col as on its GEMM; the micro-kernel reads its columns in place instead, from the padded image
+# (conv_forward_direct), at the cost of computing each output row as wide as the padded image: at most a
+# quarter more (seed-cnn's conv1: 32 columns for 28 outputs).
+DIRECT_MIN_FILTERS = 64
+
+
+def direct_conv(d: dict) -> bool:
+    """Whether a conv runs direct (conv_forward_direct, conv_backward_direct): stride 1, many filters, a
+    k too short for the tiled passes, and output rows that fill at least 3/4 of the padded image's."""
+    return (d["SH"] == d["SW"] == 1 and d["F"] >= DIRECT_MIN_FILTERS
+            and d["C"] * d["KH"] * d["KW"] < TILED_MIN_DEPTH and 4 * d["OW"] >= 3 * (d["W"] + 2 * d["PW"]))
 
 
 def tiled_group(positions: int, batch: int, chunks: int) -> int:
@@ -220,11 +252,12 @@ def tiled_group(positions: int, batch: int, chunks: int) -> int:
 def _conv_scratch(layer, shapes, facts):
     d = layer_dims(layer, shapes[0])
     tiled = tiled_conv(d, _keeps_columns(d, facts))
-    return conv_scratch(d, facts.batch, facts.chunks, tiled=tiled)[1]
+    return conv_scratch(d, facts.batch, facts.chunks, tiled=tiled, direct=direct_conv(d))[1]
 
 
 def _keeps_columns(d: dict, facts) -> bool:
-    return facts.trains and keep_columns(d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], facts.batch, facts.chunks)
+    return (facts.trains and not direct_conv(d)
+            and keep_columns(d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], facts.batch, facts.chunks))
 
 
 def _conv_saved(layer, shapes, facts):
@@ -267,9 +300,9 @@ def _conv_views(e, step, d, backward=False) -> list[str]:
     return views
 
 
-def _tiled_views(e, node, d):
-    """region, about -> a view of that region of a tiled conv's scratch (conv_scratch with `tiled`)."""
-    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=True)
+def _tiled_views(e, node, d, direct=False):
+    """region, about -> a view of that region of a tiled (or direct) conv's scratch (conv_scratch)."""
+    layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=not direct, direct=direct)
 
     def view(region: str, about: str) -> str:
         return e.scratch(*layout[region], f"{node.name}_{region}", f"{about} of {node.name} (scratch)")
@@ -288,7 +321,10 @@ def _conv_output(e, step, d) -> tuple[tuple, str]:
 def _conv_notes(e, step):
     notes = [f"{e.plan.chunks} parallel chunks of the batch"]
     d = conv_dims(step.node, e.graph.shape_of(step.inputs[0]))
-    if tiled_conv(d, e.has_saved(step.node, "cols")):
+    if direct_conv(d):
+        notes.append("on netc's micro-kernel, its columns read in place (conv_forward_direct, conv_backward_direct),"
+                     " not im2col + GEMM")
+    elif tiled_conv(d, e.has_saved(step.node, "cols")):
         notes.append("on netc's micro-kernel (conv_forward_tiles, conv_backward_tiles), not im2col + GEMM")
     return notes
 
@@ -301,6 +337,15 @@ def _conv_forward(e, step):
     d = conv_dims(node, e.graph.shape_of(step.inputs[0]))
     rows = d["C"] * d["KH"] * d["KW"]
     dims, arg = _conv_output(e, step, d)
+    if direct_conv(d):
+        scratch = _tiled_views(e, node, d, direct=True)
+        e.call("conv_forward_direct", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
+               w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
+               has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
+               pooled=e.flag(step.pool is not None), wpanels=scratch("wpanels", "weights in row panels"),
+               xpad=scratch("xpad", "a padded sample per chunk"), buf=scratch("tiles", "micro-tile outputs per chunk"),
+               act=e.act_code(step), alpha=e.act_alpha(step), **_sizes(e, d, _DIRECT_SIZES))
+        return
     if tiled_conv(d, e.has_saved(node, "cols")):
         scratch = _tiled_views(e, node, d)
         e.call("conv_forward_tiles", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
@@ -333,6 +378,13 @@ def _conv_backward(e, step):
                   dw=e.pgrad(node, "weight", (d["F"], rows)) if need_dw else w_view, db=e.pgrad(node, "bias"),
                   need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
                   has_bias=e.flag("bias" in node.param_shapes))
+    if direct_conv(d):
+        scratch = _tiled_views(e, node, d, direct=True)
+        e.call("conv_backward_direct", **common, xpad=scratch("xpad", "a padded sample per chunk"),
+               gbuf=scratch("gbuf", "a sample's gradient per chunk"), gpanels=scratch("gpanels", "G.T in panels"),
+               dwt=scratch("dwtiles", "weight gradients per chunk"), dcols=scratch("dcols", "column gradients per chunk"),
+               dbt=scratch("dbt", "bias gradients per chunk"), **_sizes(e, d, _DIRECT_SIZES))
+        return
     if tiled_conv(d, e.has_saved(node, "cols")):
         scratch = _tiled_views(e, node, d)
         e.call("conv_backward_tiles", **common, gbuf=scratch("gbuf", "a group's gradient per chunk"),
@@ -512,7 +564,8 @@ def _avgpool_ref_backward(layer, xs, y, dy, params):
 
 # ----------------------------------------------------------------------------- the ops
 
-_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_forward_tiles", "conv_backward", "conv_backward_tiles")}
+_CONV_KERNELS = {"netc.kernels.conv": ("conv_forward", "conv_forward_tiles", "conv_forward_direct", "conv_backward",
+                                       "conv_backward_tiles", "conv_backward_direct")}
 _AVG_KERNELS = {"netc.kernels.conv": ("avgpool_forward", "avgpool_backward")}
 
 CONV2D = register(OpDef(

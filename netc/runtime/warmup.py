@@ -47,6 +47,21 @@ loss: {op: cross_entropy, input: fc, target: y}
 optimizer: {type: sgd, lr: 0.1}
 train: {batch: 8}
 """,
+    # a first conv with many filters and a short k, stride 1: its columns read in place from the image
+    # (netc.ops.conv.direct_conv)
+    "direct": """
+  img: {shape: [3, 16, 16]}
+  y: {shape: [], dtype: int64, classes: 3}
+layers:
+  - {name: c, op: conv2d, filters: 64, kernel: 5}
+  - {name: r, op: relu}
+  - {name: p, op: maxpool2d, kernel: 2}
+  - {name: flat, op: flatten}
+  - {name: fc, op: linear, out: 3}
+loss: {op: cross_entropy, input: fc, target: y}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch: 8}
+""",
     # the activations as their own steps, batch norm and layer norm of features, nll, SGD
     "mlp": """
   x: {shape: [6]}
