@@ -105,6 +105,7 @@ class Model:
         self.V = self.plan.make_views({"P": self.P, "G": self.G, "S": self.S, "A": self.A, "D": self.D,
                                        "I": self.I, "W": self.W, "L": self.L, "T": self.T, "H": self.H})
         self.step = 0  # optimizer steps taken (Adam's bias correction)
+        self._sizes: tuple[tuple[int, int], np.ndarray] = ((-1, -1), np.zeros(0, np.int64))  # see _batch_sizes
         values = initial_values(graph, graph.spec.train.seed if seed is None else seed)
         values.update({f"{node.name}.{name}": np.full(tensor.shape, tensor.initial)
                        for node in graph.nodes for name, tensor in node.state.items()})
@@ -393,7 +394,13 @@ class Model:
         return done, losses[:batches], corrects[:batches], parts[:batches]
 
     def _batch_sizes(self, count: int, batches: int) -> np.ndarray:
-        return np.minimum(self.batch, count - np.arange(batches) * self.batch)
+        """The samples in each of the first `batches` batches of `count`; kept (read-only) for the next
+        epoch, which has the same count as a rule (8 us of seed-mlp's 1.1 ms epoch of 10,000 batches)."""
+        if self._sizes[0] != (count, batches):
+            sizes = np.minimum(self.batch, count - np.arange(batches) * self.batch)
+            sizes.flags.writeable = False
+            self._sizes = ((count, batches), sizes)
+        return self._sizes[1]
 
     @staticmethod
     def _rates(lr, batches: int) -> np.ndarray:
@@ -431,7 +438,7 @@ class Model:
         sizes = self._batch_sizes(count, done)
         mean = float(np.sum(losses * sizes) / max(count, 1))
         accuracy = float(corrects.sum() / self.scored(count)) if self.has_accuracy() and count else None
-        return EpochResult(mean, accuracy, done, False, self._means(parts, sizes, count))
+        return EpochResult(mean, accuracy, done, False, self._means(parts, sizes, count, mean))
 
     def evaluate(self, prepared: dict) -> EvalResult:
         """Loss, accuracy, confusion matrix and scores over every sample (dropout off, no updates)."""
@@ -447,11 +454,14 @@ class Model:
         accuracy = float(corrects.sum() / self.scored(count)) if self.has_accuracy() and count else None
         labels = prepared["__labels__"] if self.has_accuracy() else None
         return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores, labels,
-                          self._means(parts, sizes, count))
+                          self._means(parts, sizes, count, loss))
 
     @staticmethod
-    def _means(parts: np.ndarray, sizes: np.ndarray, count: int) -> list[float]:
-        """Each loss's mean over the samples, from its per-batch means."""
+    def _means(parts: np.ndarray, sizes: np.ndarray, count: int, mean: float) -> list[float]:
+        """Each loss's mean over the samples, from its per-batch means; `mean` is the total loss's, which is
+        the one loss's of a plan with one (its per-batch means are the same numbers, summed the same way)."""
+        if parts.shape[1] == 1:
+            return [mean]
         return [float(v) for v in (parts * sizes[:, None]).sum(axis=0) / max(count, 1)]
 
     def scored(self, count: int) -> int:
