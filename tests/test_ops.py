@@ -531,26 +531,29 @@ def test_convs_on_the_micro_kernel(monkeypatch, name, chunks, columns, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("chunks", [1, 3])
-def test_direct_convs_read_their_columns_in_place(monkeypatch, chunks, dtype):
-    """Both convs of the spec direct (the rule's filter count lowered to 1): padding 1 (each output row
-    computed 10 wide for 8 outputs) with relu and a fused pool, then a 2x2 kernel without padding whose
-    input needs its gradient (both gathers, the bias summed once), with sigmoid and a fused pool; one chunk or three (one empty for fewer
-    than 3 samples); loss and gradients, the input's too, against the reference."""
+@pytest.mark.parametrize("name", ["convpool", "conv"])
+def test_direct_convs_read_their_columns_in_place(monkeypatch, name, chunks, dtype):
+    """Every stride-1 conv of the spec direct (the rule's filter count lowered to 1). convpool: padding 1
+    (each output row computed 10 wide for 8 outputs) with relu and a fused pool, then a 2x2 kernel without
+    padding whose input needs its gradient (both gathers, the bias summed once), with sigmoid and a fused
+    pool; conv: a 2x1 kernel without bias or activation after a strided conv (im2col). One chunk or three
+    (one empty for fewer than 3 samples); loss and gradients, the input's too, against the reference."""
     from netc.compiler import buffers
     from netc.ops import conv
 
     monkeypatch.setattr(buffers, "parallel_chunks", lambda batch: chunks)
     monkeypatch.setattr(conv, "DIRECT_MIN_FILTERS", 1)
-    model = Model(graph_of("convpool"), dtype=dtype, batch=N, seed=0)
+    model = Model(graph_of(name), dtype=dtype, batch=N, seed=0)
     source = model.plan.source
-    assert "conv_forward_direct(" in source and "conv_backward_direct(" in source  # and no other conv kernel:
-    assert not any(f"{kernel}(" in source for kernel in ("conv_forward", "conv_forward_tiles", "conv_backward",
-                                                         "conv_backward_tiles"))
+    assert "conv_forward_direct(" in source and "conv_backward_direct(" in source
+    if name == "convpool":  # and no other conv kernel
+        assert not any(f"{kernel}(" in source for kernel in ("conv_forward", "conv_forward_tiles", "conv_backward",
+                                                             "conv_backward_tiles"))
     tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
     for count in (N, N - 1, 1):
-        arrays = {key: value[:count] for key, value in arrays_of("convpool").items()}
+        arrays = {key: value[:count] for key, value in arrays_of(name).items()}
         weights = {key: value.astype(np.float64) for key, value in model.get_weights().items()}
-        expected_loss, _, expected = ref.network_loss_and_gradients(parsed("convpool"), weights, arrays)
+        expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), weights, arrays)
         loss, grads = model.loss_and_gradients(arrays)
         assert loss == pytest.approx(expected_loss, rel=tolerance["rtol"])
         for key, grad in grads.items():

@@ -23,7 +23,7 @@ import numpy as np
 from numba import prange, uint64
 
 from netc.jit import helper, kernel, parallel_kernel
-from netc.kernels.activation import RELU, act_chain, act_value
+from netc.kernels.activation import NONE, RELU, act_chain, act_value
 from netc.kernels.blas import gemm
 from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS, TILE_ROWS
 from netc.kernels.tiles import (micro_tile, micro_tile_rows, micro_tile_shifted, pack_columns, pack_rows, unroll_panel,
@@ -116,10 +116,13 @@ def conv_epilogue(buf, t, column, y, arg, s, filters, b, has_bias, pooled, act, 
             for oi in range(OH if stride != OW else 1):
                 row = column + oi * stride
                 out = oi * OW
-                if act == RELU:  # a loop of its own: vectorised (see dense.bias_act)
+                if act == RELU:  # loops of their own: vectorised (see dense.bias_act)
                     for p in range(OW if stride != OW else positions):
                         v = buf[t, f, uint64(row + p)] + bias
                         y[s, f, out + p] = v if v > 0 else v * 0
+                elif act == NONE:  # (a conv before a batch norm: 2x faster than through act_value)
+                    for p in range(OW if stride != OW else positions):
+                        y[s, f, out + p] = buf[t, f, uint64(row + p)] + bias
                 else:
                     for p in range(OW if stride != OW else positions):
                         y[s, f, out + p] = act_value(buf[t, f, uint64(row + p)] + bias, act, alpha)
