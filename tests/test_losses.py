@@ -181,6 +181,30 @@ def test_training_writes_each_loss_to_the_metrics(tmp_path):
 # --------------------------------------------------------------------------- errors
 
 
+@pytest.mark.parametrize("weight", ["", ", weight: 0.3"])
+def test_an_epochs_means_follow_its_own_batch_sizes_and_one_loss_reports_its_own_mean(weight):
+    """The batch sizes kept from one epoch are not those of the next with another count (12 samples in
+    batches of 5, 5, 2, then 7 in 5, 2): each epoch's mean is the numpy reference's. A single loss's own
+    mean (EpochResult.losses) is unweighted; the epoch's loss is its weighted total."""
+    text = SPEC.split("loss:\n")[0] + f"loss: {{op: cross_entropy, input: out, target: y{weight}}}\n" + \
+        SPEC.split("weight: 0.5}\n")[1]
+    text = text.replace("  - {name: aux, op: linear, in: hidden, out: 3}\n  - {name: aux_logp, op: log_softmax}\n"
+                        "  - {name: recon, op: linear, in: act, out: 3}\n", "")
+    scale = 0.3 if weight else 1.0
+    model = Model(_graph(text), dtype="float64")
+    for count in (12, 7, 12):
+        data = _batch(count=count, seed=count)
+        result = model.evaluate(model.prepare(data))
+        w = model.get_weights()
+        out = np.tanh(data["x"] @ w["hidden.weight"].T + w["hidden.bias"]) @ w["out.weight"].T + w["out.bias"]
+        expected = -_log_softmax(out)[np.arange(count), data["y"]].mean()
+        assert result.losses == pytest.approx([expected], rel=1e-12)
+        assert result.loss == pytest.approx(scale * expected, rel=1e-12)
+        trained = model.train_epoch(model.prepare(data), np.arange(count))
+        assert trained.batches == -(-count // 5)
+        assert trained.loss == (trained.losses[0] if not weight else pytest.approx(0.3 * trained.losses[0], rel=1e-12))
+
+
 def test_two_losses_reading_one_layer():
     text = SPEC.replace("{op: nll, input: aux_logp, target: y, weight: 0.3}", "{op: cross_entropy, input: out, target: y}")
     text = text.replace("  - {name: aux, op: linear, in: hidden, out: 3}\n  - {name: aux_logp, op: log_softmax}\n", "")

@@ -456,11 +456,11 @@ class Model:
         return EvalResult(loss, accuracy, count, confusion if self.has_accuracy() else None, scores, labels,
                           self._means(parts, sizes, count, loss))
 
-    @staticmethod
-    def _means(parts: np.ndarray, sizes: np.ndarray, count: int, mean: float) -> list[float]:
-        """Each loss's mean over the samples, from its per-batch means; `mean` is the total loss's, which is
-        the one loss's of a plan with one (its per-batch means are the same numbers, summed the same way)."""
-        if parts.shape[1] == 1:
+    def _means(self, parts: np.ndarray, sizes: np.ndarray, count: int, mean: float) -> list[float]:
+        """Each loss's mean over the samples, from its per-batch means. With one loss and no weight the
+        per-batch means are the epoch's own (emit_loss: the plan returns the loss's value), so `mean`,
+        the epoch's, is that loss's: the same sum of the same numbers, taken once."""
+        if len(self.plan.losses) == 1 and self.plan.losses[0].weight is None:
             return [mean]
         return [float(v) for v in (parts * sizes[:, None]).sum(axis=0) / max(count, 1)]
 
