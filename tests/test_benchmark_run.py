@@ -1,6 +1,6 @@
 """benchmarks/run.py's account of the machine: what it says when the environment pins OpenBLAS's
 kernels below what the CPU runs (the figures then measure the pin, not the hardware); its
-contended rounds; the peer frameworks it times in processes of their own."""
+contended rounds; the peer frameworks it times in processes of their own; the SGEMM rate it divides by."""
 
 from __future__ import annotations
 
@@ -143,3 +143,21 @@ def test_a_peer_whose_process_ended_is_reported_not_waited_for():
     child.close()
     with pytest.raises(RuntimeError, match=r"its process ended \(exit code 3\)"):
         peer.timed()
+
+
+def test_each_workloads_share_of_sgemm_is_against_the_rate_read_beside_it(monkeypatch):
+    """A workload's % of SGEMM divides by the mean of the readings before and after it (the VM's speed
+    drifts within a run), not by the one at the start; the footer gives both."""
+    from types import SimpleNamespace
+
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "machine_text", lambda frameworks: "- machine: (not asked)")
+    results = [{"workload": "w", "unit": "samples/s", "rates": {"netc": 1000.0}, "flops_per_unit": 1e8,
+                "sgemm_gflops": [400.0, 500.0]},
+               {"workload": "old", "unit": "samples/s", "rates": {"netc": 1000.0}, "flops_per_unit": 1e8}]
+    text = run.render(results, {1: 250.0, 2: 1000.0}, SimpleNamespace(contended=False, no_startup=True, rounds=5))
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["w"].endswith("| 22.2% |")  # 1e11 FLOP/s of 450 GFLOP/s
+    assert rows["old"].endswith("| 10.0% |")  # no readings of its own: the start's 1,000
+    assert "1 core 250, 2 cores 1000 at the start; on all cores before and after each workload 400-500" in text
