@@ -497,6 +497,20 @@ def test_conv_chunks_groups_and_kept_columns(monkeypatch, name, keep, chunks, gr
             np.testing.assert_allclose(grad, expected[key], rtol=RTOL, atol=ATOL, err_msg=f"{key}, {count} samples")
 
 
+def _check_against_the_reference(model, name: str, dtype: str) -> None:
+    """Loss and gradients (the input's too) of N, N - 1 and 1 samples against the float64 reference, to
+    float32's tolerance when the model computes in float32."""
+    tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    for count in (N, N - 1, 1):
+        arrays = {key: value[:count] for key, value in arrays_of(name).items()}
+        weights = {key: value.astype(np.float64) for key, value in model.get_weights().items()}
+        expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), weights, arrays)
+        loss, grads = model.loss_and_gradients(arrays)
+        assert loss == pytest.approx(expected_loss, rel=tolerance["rtol"])
+        for key, grad in grads.items():
+            np.testing.assert_allclose(grad, expected[key], **tolerance, err_msg=f"{key}, {count} samples")
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("chunks, columns", [(1, 1), (3, 30)])
 @pytest.mark.parametrize("name", ["conv", "convpool"])
@@ -518,15 +532,7 @@ def test_convs_on_the_micro_kernel(monkeypatch, name, chunks, columns, dtype):
     source = model.plan.source
     assert "conv_forward_tiles(" in source and "conv_backward_tiles(" in source
     assert "conv_forward(" not in source and "conv_backward(" not in source
-    tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
-    for count in (N, N - 1, 1):
-        arrays = {key: value[:count] for key, value in arrays_of(name).items()}
-        weights = {key: value.astype(np.float64) for key, value in model.get_weights().items()}
-        expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), weights, arrays)
-        loss, grads = model.loss_and_gradients(arrays)
-        assert loss == pytest.approx(expected_loss, rel=tolerance["rtol"])
-        for key, grad in grads.items():
-            np.testing.assert_allclose(grad, expected[key], **tolerance, err_msg=f"{key}, {count} samples")
+    _check_against_the_reference(model, name, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -549,15 +555,7 @@ def test_direct_convs_read_their_columns_in_place(monkeypatch, name, chunks, dty
     if name == "convpool":  # and no other conv kernel
         assert not any(f"{kernel}(" in source for kernel in ("conv_forward", "conv_forward_tiles", "conv_backward",
                                                              "conv_backward_tiles"))
-    tolerance = dict(rtol=RTOL, atol=ATOL) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
-    for count in (N, N - 1, 1):
-        arrays = {key: value[:count] for key, value in arrays_of(name).items()}
-        weights = {key: value.astype(np.float64) for key, value in model.get_weights().items()}
-        expected_loss, _, expected = ref.network_loss_and_gradients(parsed(name), weights, arrays)
-        loss, grads = model.loss_and_gradients(arrays)
-        assert loss == pytest.approx(expected_loss, rel=tolerance["rtol"])
-        for key, grad in grads.items():
-            np.testing.assert_allclose(grad, expected[key], **tolerance, err_msg=f"{key}, {count} samples")
+    _check_against_the_reference(model, name, dtype)
 
 
 def test_a_strided_narrow_or_thin_conv_is_not_direct(monkeypatch):

@@ -21,7 +21,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from netc.jit import helper
-from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS as COLUMNS, TILE_LANES, TILE_ROWS as ROWS
+from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_LANES
+from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_ROWS as ROWS
 
 
 def _float_arrays(*arrays) -> bool:
@@ -106,6 +107,22 @@ def _i64(context, builder, value, ty):
     return context.cast(builder, value, ty, types.intp)
 
 
+def _strided(builder, pointer, stride):
+    """(index, j) -> pointer + index*stride + j: row `index` of a matrix whose rows are `stride` apart,
+    its element j (a constant); index and stride an i64 value or a constant."""
+    i64 = ir.IntType(64)
+
+    def value(v):
+        return v if isinstance(v, ir.Value) else ir.Constant(i64, v)
+
+    return lambda index, j: builder.gep(pointer, [builder.add(builder.mul(value(index), value(stride)),
+                                                              ir.Constant(i64, j))])
+
+
+def _int64_array(rows) -> bool:
+    return isinstance(rows, types.Array) and rows.dtype == types.int64
+
+
 @intrinsic
 def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth, accumulate):
     """c[c_off + i*ldc + j] = sum over k < depth of a[a_off + k*ROWS + i] * b[b_off + k*COLUMNS + j],
@@ -117,14 +134,12 @@ def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth, accumulate):
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        a_ptr, b_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1]), _flat(context, builder, tys[2], args[2], args[3], tys[3])
+        a_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1])
+        b_ptr = _flat(context, builder, tys[2], args[2], args[3], tys[3])
         c_ptr = _flat(context, builder, tys[4], args[4], args[5], tys[5])
-        ldc_ = _i64(context, builder, args[6], tys[6])
-        i64 = ir.IntType(64)
+        c_at = _strided(builder, c_ptr, _i64(context, builder, args[6], tys[6]))
         _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[7], tys[7]),
-                   lambda k, i: builder.gep(a_ptr, [builder.add(builder.mul(k, ir.Constant(i64, ROWS)), ir.Constant(i64, i))]),
-                   lambda k, j: builder.gep(b_ptr, [builder.add(builder.mul(k, ir.Constant(i64, COLUMNS)), ir.Constant(i64, j))]),
-                   lambda i, j: builder.gep(c_ptr, [builder.add(builder.mul(ldc_, ir.Constant(i64, i)), ir.Constant(i64, j))]),
+                   _strided(builder, a_ptr, ROWS), _strided(builder, b_ptr, COLUMNS), c_at,
                    False, context.cast(builder, args[8], tys[8], types.boolean))
         return context.get_dummy_value()
 
@@ -135,22 +150,24 @@ def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth, accumulate):
 def micro_tile_shifted(typingctx, a, a_off, b, b_off, rows, c, c_off, ldc, depth):
     """As micro_tile (stored, not added), but b's row k is b[b_off + rows[k] : ... + COLUMNS]: rows of an
     image read in place, each shifted by its own offset (a direct convolution's columns, no im2col)."""
-    if not _float_arrays(a, b, c) or not (isinstance(rows, types.Array) and rows.dtype == types.int64):
+    if not _float_arrays(a, b, c) or not _int64_array(rows):
         return None
     sig = types.void(a, a_off, b, b_off, rows, c, c_off, ldc, depth)
 
     def codegen(context, builder, signature, args):
         tys = signature.args
-        a_ptr, b_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1]), _flat(context, builder, tys[2], args[2], args[3], tys[3])
+        i64 = ir.IntType(64)
+        a_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1])
+        b_ptr = _flat(context, builder, tys[2], args[2], args[3], tys[3])
         rows_ptr = _flat(context, builder, tys[4], args[4])
         c_ptr = _flat(context, builder, tys[5], args[5], args[6], tys[6])
-        ldc_ = _i64(context, builder, args[7], tys[7])
-        i64 = ir.IntType(64)
+        c_at = _strided(builder, c_ptr, _i64(context, builder, args[7], tys[7]))
+
+        def b_at(k, j):  # row k of b starts rows[k] on
+            return builder.gep(b_ptr, [builder.add(builder.load(builder.gep(rows_ptr, [k])), ir.Constant(i64, j))])
+
         _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[8], tys[8]),
-                   lambda k, i: builder.gep(a_ptr, [builder.add(builder.mul(k, ir.Constant(i64, ROWS)), ir.Constant(i64, i))]),
-                   lambda k, j: builder.gep(b_ptr, [builder.add(builder.load(builder.gep(rows_ptr, [k])), ir.Constant(i64, j))]),
-                   lambda i, j: builder.gep(c_ptr, [builder.add(builder.mul(ldc_, ir.Constant(i64, i)), ir.Constant(i64, j))]),
-                   False, None)
+                   _strided(builder, a_ptr, ROWS), b_at, c_at, False, None)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -158,11 +175,11 @@ def micro_tile_shifted(typingctx, a, a_off, b, b_off, rows, c, c_off, ldc, depth
 
 @intrinsic
 def micro_tile_rows(typingctx, a, a_off, rows, r0, b, b_off, c, c_off, ldc, depth):
-    """c[c_off + i*ldc + j] += sum over k < depth of a[a_off + rows[r0 + i] + k] * b[b_off + k*ROW_TILE_COLUMNS + j],
-    i < ROW_TILE_ROWS, j < ROW_TILE_COLUMNS, continuing the chain of multiply-adds that c holds (c's value is
-    where the accumulators start): rows of an image read in place (a direct convolution's weight gradient,
-    an output row's positions at a time)."""
-    if not _float_arrays(a, b, c) or not (isinstance(rows, types.Array) and rows.dtype == types.int64):
+    """c[c_off + i*ldc + j] += sum over k < depth of a[a_off + rows[r0 + i] + k] * b[b_off + k*RC + j],
+    i < ROW_TILE_ROWS, j < RC = ROW_TILE_COLUMNS, continuing the chain of multiply-adds that c holds (c's
+    value is where the accumulators start): rows of an image read in place (a direct convolution's weight
+    gradient, an output row's positions at a time)."""
+    if not _float_arrays(a, b, c) or not _int64_array(rows):
         return None
     sig = types.void(a, a_off, rows, r0, b, b_off, c, c_off, ldc, depth)
 
@@ -174,13 +191,11 @@ def micro_tile_rows(typingctx, a, a_off, rows, r0, b, b_off, c, c_off, ldc, dept
         r0_ = _i64(context, builder, args[3], tys[3])
         b_ptr = _flat(context, builder, tys[4], args[4], args[5], tys[5])
         c_ptr = _flat(context, builder, tys[6], args[6], args[7], tys[7])
-        ldc_ = _i64(context, builder, args[8], tys[8])
+        c_at = _strided(builder, c_ptr, _i64(context, builder, args[8], tys[8]))
         starts = [builder.gep(a_ptr, [builder.load(builder.gep(rows_ptr, [builder.add(r0_, ir.Constant(i64, i))]))])
-                  for i in range(ROW_TILE_ROWS)]
+                  for i in range(ROW_TILE_ROWS)]  # row i of a, its cells adjacent
         _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[9], tys[9]),
-                   lambda k, i: builder.gep(starts[i], [k]),
-                   lambda k, j: builder.gep(b_ptr, [builder.add(builder.mul(k, ir.Constant(i64, ROW_TILE_COLUMNS)), ir.Constant(i64, j))]),
-                   lambda i, j: builder.gep(c_ptr, [builder.add(builder.mul(ldc_, ir.Constant(i64, i)), ir.Constant(i64, j))]),
+                   lambda k, i: builder.gep(starts[i], [k]), _strided(builder, b_ptr, ROW_TILE_COLUMNS), c_at,
                    True, None, shape=(ROW_TILE_ROWS, ROW_TILE_COLUMNS))
         return context.get_dummy_value()
 

@@ -11,6 +11,24 @@ from netc.compiler import kernel_library
 
 _HEAD = "netc: 1\nname: warmup_{name}\ninputs:\n"
 
+
+def _one_conv(image: str, conv: str) -> str:
+    """A spec's body: a conv with a fused relu and 2x2 max pool on images of shape `image`, then a linear layer."""
+    return f"""
+  img: {{shape: {image}}}
+  y: {{shape: [], dtype: int64, classes: 3}}
+layers:
+  - {{name: c, op: conv2d, {conv}}}
+  - {{name: r, op: relu}}
+  - {{name: p, op: maxpool2d, kernel: 2}}
+  - {{name: flat, op: flatten}}
+  - {{name: fc, op: linear, out: 3}}
+loss: {{op: cross_entropy, input: fc, target: y}}
+optimizer: {{type: sgd, lr: 0.1}}
+train: {{batch: 8}}
+"""
+
+
 SPECS = {
     # conv with a fused 2x2 max pool, batch norm, average pools, dropout, cross entropy, Adam
     "conv": """
@@ -34,34 +52,10 @@ train: {batch: 4}
 """,
     # a conv with many filters and a long k whose columns are too many to keep: netc's micro-kernel
     # (netc.ops.conv.tiled_conv); recorded, never run, so its size costs nothing
-    "tiled": """
-  img: {shape: [32, 32, 32]}
-  y: {shape: [], dtype: int64, classes: 3}
-layers:
-  - {name: c, op: conv2d, filters: 64, kernel: 3, padding: 1}
-  - {name: r, op: relu}
-  - {name: p, op: maxpool2d, kernel: 2}
-  - {name: flat, op: flatten}
-  - {name: fc, op: linear, out: 3}
-loss: {op: cross_entropy, input: fc, target: y}
-optimizer: {type: sgd, lr: 0.1}
-train: {batch: 8}
-""",
+    "tiled": _one_conv("[32, 32, 32]", "filters: 64, kernel: 3, padding: 1"),
     # a first conv with many filters and a short k, stride 1: its columns read in place from the image
     # (netc.ops.conv.direct_conv)
-    "direct": """
-  img: {shape: [3, 16, 16]}
-  y: {shape: [], dtype: int64, classes: 3}
-layers:
-  - {name: c, op: conv2d, filters: 64, kernel: 5}
-  - {name: r, op: relu}
-  - {name: p, op: maxpool2d, kernel: 2}
-  - {name: flat, op: flatten}
-  - {name: fc, op: linear, out: 3}
-loss: {op: cross_entropy, input: fc, target: y}
-optimizer: {type: sgd, lr: 0.1}
-train: {batch: 8}
-""",
+    "direct": _one_conv("[3, 16, 16]", "filters: 64, kernel: 5"),
     # the activations as their own steps, batch norm and layer norm of features, nll, SGD
     "mlp": """
   x: {shape: [6]}
