@@ -12,6 +12,10 @@ a conv's weights once per pass, its input straight from the image into panels (n
 Every output is one chain of fused multiply-adds in k order, started from zero: the same bits for
 any tile shape, vector width or CPU (an AVX2 and an AVX-512 build give the same numbers), unlike
 OpenBLAS, whose kernels differ by CPU. The tile shape (netc.kernels.gemm_sizes) sets the speed.
+
+A direct convolution (netc.kernels.conv) packs no image at all: `micro_tile_shifted` reads b's rows
+in place, each from an offset of its own, and `micro_tile_rows` reads a's rows so, its chain going on
+from what c holds (the tiles of one output row of the image after another).
 """
 
 import numpy as np
@@ -32,11 +36,12 @@ def _float_arrays(*arrays) -> bool:
 
 
 def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained, adding, shape=(ROWS, COLUMNS)):
-    """The IR of a tile of `shape` (ROWS x COLUMNS unless told): for k < depth, acc[i][j] = fma(a(k, i),
-    b(k, j), acc[i][j]) in vector registers, then stored through c_at(i, j) (a pointer into row i). The accumulators
-    start from zero, or with `chained` from what c holds (the chain of multiply-adds goes on); the
-    stored value is the total, or with `adding` (an i1) c's value plus the total. a_scalar(k, i) and
-    b_vector(k, j) give pointers to a's scalar for row i and to b's vector from column j at step k."""
+    """The IR of a tile of `shape` (ROWS x COLUMNS unless told): for k < depth, acc[i][j] =
+    fma(a(k, i), b(k, j), acc[i][j]) in vector registers, then stored through c_at(i, j) (a pointer into
+    row i). The accumulators start from zero, or with `chained` from what c holds (the chain of
+    multiply-adds goes on); the stored value is the total, or with `adding` (an i1) c's value plus the
+    total. a_scalar(k, i) and b_vector(k, j) give pointers to a's scalar for row i and to b's vector from
+    column j at step k."""
     rows, columns = shape
     lanes = TILE_LANES if dtype == types.float32 else TILE_LANES // 2  # the same register width
     vectors = columns // lanes
