@@ -177,7 +177,6 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
     ("gbuf"), G.T in panels ("gpanels"), the padded transposed weight gradients ("dwtiles") and the column
     gradients ("dcols")."""
     k, positions, filters = d["C"] * d["KH"] * d["KW"], d["OH"] * d["OW"], d["F"]
-    width = conv_group(k, positions, batch, chunks) * positions
     if direct:
         row_panels = -(-filters // TILE_ROWS)
         padded_w = d["W"] + 2 * d["PW"]
@@ -192,6 +191,7 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
                                 -(-filters // ROW_TILE_COLUMNS) * ROW_TILE_COLUMNS)),
                    ("dcols", (chunks, k, positions))]
     elif not tiled:
+        width = conv_group(k, positions, batch, chunks) * positions
         regions = [("work", (chunks, k, width)), ("buf", (chunks, filters, width)),
                    ("dwt", (chunks, k, filters) if dw_transposed else (chunks, filters, k)), ("dbt", (chunks, filters))]
     else:
@@ -300,8 +300,9 @@ def _conv_views(e, step, d, backward=False) -> list[str]:
     return views
 
 
-def _tiled_views(e, node, d, direct=False):
-    """region, about -> a view of that region of a tiled (or direct) conv's scratch (conv_scratch)."""
+def _micro_kernel_views(e, node, d, direct=False):
+    """region, about -> a view of that region of the scratch of a conv on the micro-kernel, tiled or direct
+    (conv_scratch)."""
     layout, _ = conv_scratch(d, e.plan.batch, e.plan.chunks, tiled=not direct, direct=direct)
 
     def view(region: str, about: str) -> str:
@@ -338,7 +339,7 @@ def _conv_forward(e, step):
     rows = d["C"] * d["KH"] * d["KW"]
     dims, arg = _conv_output(e, step, d)
     if direct_conv(d):
-        scratch = _tiled_views(e, node, d, direct=True)
+        scratch = _micro_kernel_views(e, node, d, direct=True)
         e.call("conv_forward_direct", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
                has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
@@ -347,7 +348,7 @@ def _conv_forward(e, step):
                act=e.act_code(step), alpha=e.act_alpha(step), **_sizes(e, d, _DIRECT_SIZES))
         return
     if tiled_conv(d, e.has_saved(node, "cols")):
-        scratch = _tiled_views(e, node, d)
+        scratch = _micro_kernel_views(e, node, d)
         e.call("conv_forward_tiles", x=e.val(step.inputs[0], (d["C"], d["H"], d["W"])),
                w=e.param(node, "weight", (d["F"], rows)), b=e.param(node, "bias"),
                has_bias=e.flag("bias" in node.param_shapes), y=e.val(step.output, dims), arg=arg,
@@ -379,14 +380,14 @@ def _conv_backward(e, step):
                   need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
                   has_bias=e.flag("bias" in node.param_shapes))
     if direct_conv(d):
-        scratch = _tiled_views(e, node, d, direct=True)
+        scratch = _micro_kernel_views(e, node, d, direct=True)
         e.call("conv_backward_direct", **common, xpad=scratch("xpad", "a padded sample per chunk"),
                gbuf=scratch("gbuf", "a sample's gradient per chunk"), gpanels=scratch("gpanels", "G.T in panels"),
                dwt=scratch("dwtiles", "weight gradients per chunk"), dcols=scratch("dcols", "column gradients per chunk"),
                dbt=scratch("dbt", "bias gradients per chunk"), **_sizes(e, d, _DIRECT_SIZES))
         return
     if tiled_conv(d, e.has_saved(node, "cols")):
-        scratch = _tiled_views(e, node, d)
+        scratch = _micro_kernel_views(e, node, d)
         e.call("conv_backward_tiles", **common, gbuf=scratch("gbuf", "a group's gradient per chunk"),
                gpanels=scratch("gpanels", "the gradient's rows in panels"),
                xpanel=scratch("xpanel", "a panel of the transposed im2col matrix per chunk"),
