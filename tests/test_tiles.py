@@ -156,24 +156,29 @@ def test_an_image_unrolled_into_column_panels(geometry):
         np.testing.assert_array_equal(packed, wanted[:, index])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("block", [None, 5])
 @pytest.mark.parametrize("geometry", GEOMETRIES.values(), ids=GEOMETRIES.keys())
-def test_column_gradients_folded_back_into_the_image(geometry):
+def test_column_gradients_folded_back_into_the_image(geometry, block, dtype):
     """col2im_add is the transpose of im2col: each column's cell added where it came from (padding
-    dropped), rows k0 .. k0 + count of the columns at a time, onto what dx holds; whole numbers, so
-    every sum is exact."""
+    dropped), rows k0 .. k0 + count of the columns at a time (half of k, or 5 rows: calls that start and
+    end inside a channel's window), onto what dx holds; each cell of dx gets its terms one by one in k
+    order, so the sums are those of numpy adding the rows in turn, to the bit (stride 1 sums whole rows
+    of dx in vector registers, fold_rows; a stride of 2 cell by cell)."""
     (C, H, W, KH, KW), (SH, SW, PH, PW) = geometry
     OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
     rng = np.random.default_rng(2)
     k = C * KH * KW
-    cols = rng.integers(-8, 8, (k, OH * OW)).astype(np.float32)
-    dx = rng.integers(-8, 8, (2, C, H, W)).astype(np.float32)
-    wanted = dx.copy()
-    padded = np.zeros((C, H + 2 * PH, W + 2 * PW))
+    cols = rng.normal(size=(k, OH * OW)).astype(dtype)
+    dx = rng.normal(size=(2, C, H, W)).astype(dtype)
+    padded = np.zeros((C, H + 2 * PH, W + 2 * PW), dtype)
+    padded[:, PH:PH + H, PW:PW + W] = dx[1]
     for kk in range(k):
         c, ki, kj = kk // (KH * KW), kk % (KH * KW) // KW, kk % KW
         padded[c, ki:ki + SH * OH:SH, kj:kj + SW * OW:SW] += cols[kk].reshape(OH, OW)
-    wanted[1] += padded[:, PH:PH + H, PW:PW + W]
-    half = k // 2
-    _col2im_add(cols, 0, half, dx, 1, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-    _col2im_add(cols[half:].copy(), half, k - half, dx, 1, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
+    wanted = dx.copy()
+    wanted[1] = padded[:, PH:PH + H, PW:PW + W]
+    starts = [0, k // 2] if block is None else list(range(0, k, block))
+    for k0, k1 in zip(starts, starts[1:] + [k]):
+        _col2im_add(cols[k0:k1].copy(), k0, k1 - k0, dx, 1, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
     np.testing.assert_array_equal(dx, wanted)

@@ -207,6 +207,92 @@ def micro_tile_rows(typingctx, a, a_off, rows, r0, b, b_off, c, c_off, ldc, dept
     return sig, codegen
 
 
+def _splat(builder, value, lanes):
+    """A vector of `lanes` copies of value."""
+    vec = ir.VectorType(value.type, lanes)
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                                                [0] * lanes))
+
+
+@intrinsic
+def fold_rows(typingctx, dx, dx_off, cols, cols_off, ldc, count, ki0, kj0, KW, H, W, OH, OW, PH, PW):
+    """col2im's fold for one channel of one sample, stride 1: for each row ii < H of the plane
+    dx[dx_off : dx_off + H*W] and each r < count in turn, (ki, kj) = (ki0, kj0) moved r cells on through
+    a window KW wide (row by row), where oi = ii + PH - ki is an output row (0 <= oi < OH):
+    dx[ii, jj] += cols[cols_off + r*ldc + oi*OW + jj + PW - kj] for every jj < W whose oj = jj + PW - kj is
+    an output column (0 <= oj < OW). Each row of dx is held in vector registers while its terms are added,
+    in r order, then stored once: adding vectors straight into memory, a window column shifted one cell
+    from the last, stalled on every load (0.76 ms per seed-cnn conv2 group against 0.42 for scalar adds)."""
+    if not _float_arrays(dx, cols):
+        return None
+    sig = types.void(dx, dx_off, cols, cols_off, ldc, count, ki0, kj0, KW, H, W, OH, OW, PH, PW)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        dtype = tys[0].dtype
+        lanes = TILE_LANES if dtype == types.float32 else TILE_LANES // 2
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vec = ir.VectorType(context.get_value_type(dtype), lanes)
+        mask_ty = ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}{'f32' if dtype == types.float32 else 'f64'}.p0"
+        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mask_ty, vec]),
+                                              f"llvm.masked.load.{suffix}")
+        store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32,
+                                                                                               mask_ty]),
+                                               f"llvm.masked.store.{suffix}")
+        align, zero = ir.Constant(i32, 1), ir.Constant(vec, None)
+        (dx_off, cols_off, ldc, count, ki0, kj0, KW, H, W, OH, OW, PH, PW) = (
+            _i64(context, builder, args[i], tys[i]) for i in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14))
+        dx_data, cols_data = _flat(context, builder, tys[0], args[0]), _flat(context, builder, tys[2], args[2])
+        lane = ir.Constant(ir.VectorType(i32, lanes), list(range(lanes)))  # lane - j0 = the column in a row
+        width_vectors = builder.udiv(builder.add(W, ir.Constant(i64, lanes - 1)), ir.Constant(i64, lanes))
+        acc_slot = cgutils.alloca_once(builder, vec)
+        ki_slot, kj_slot = cgutils.alloca_once(builder, i64), cgutils.alloca_once(builder, i64)
+        with cgutils.for_range(builder, H) as row:
+            ii = row.index
+            with cgutils.for_range(builder, width_vectors) as part:
+                j0 = builder.mul(part.index, ir.Constant(i64, lanes))
+                in_row = builder.icmp_signed("<", lane, _splat(builder, builder.trunc(builder.sub(W, j0), i32), lanes))
+                target = builder.bitcast(builder.gep(dx_data, [builder.add(dx_off, builder.add(builder.mul(ii, W), j0))]),
+                                         vec.as_pointer())
+                builder.store(builder.call(load, [target, align, in_row, zero]), acc_slot)
+                # the terms of row ii: ki from ii + PH - OH + 1 to ii + PH, a run of r (ki grows with r)
+                first_r = builder.sub(builder.mul(builder.sub(builder.add(builder.sub(ii, OH), ir.Constant(i64, 1)),
+                                                              builder.sub(ki0, PH)), KW), kj0)
+                end_r = builder.sub(builder.mul(builder.add(builder.sub(builder.add(ii, PH), ki0), ir.Constant(i64, 1)),
+                                                KW), kj0)
+                later = builder.icmp_signed(">", first_r, ir.Constant(i64, 0))
+                r0 = builder.select(later, first_r, ir.Constant(i64, 0))
+                r1 = builder.select(builder.icmp_signed("<", end_r, count), end_r, count)
+                builder.store(builder.select(later, builder.add(builder.sub(ii, OH), builder.add(PH, ir.Constant(i64, 1))),
+                                             ki0), ki_slot)
+                builder.store(builder.select(later, ir.Constant(i64, 0), kj0), kj_slot)
+                with cgutils.for_range_slice(builder, r0, r1, ir.Constant(i64, 1), inc=True) as (r, _):
+                    ki, kj = builder.load(ki_slot), builder.load(kj_slot)
+                    oi = builder.sub(builder.add(ii, PH), ki)
+                    shift = builder.sub(kj, PW)  # lane jj reads output column jj - shift: lanes from shift - j0 on,
+                    end = builder.add(shift, OW)  # up to shift + OW - j0 and the row's end
+                    end = builder.select(builder.icmp_signed("<", end, W), end, W)
+                    reads = builder.and_(
+                        builder.icmp_signed(">=", lane, _splat(builder, builder.trunc(builder.sub(shift, j0), i32), lanes)),
+                        builder.icmp_signed("<", lane, _splat(builder, builder.trunc(builder.sub(end, j0), i32), lanes)))
+                    start = builder.add(cols_off, builder.add(builder.mul(r, ldc),
+                                                              builder.sub(builder.add(builder.mul(oi, OW), j0), shift)))
+                    source = builder.bitcast(builder.gep(cols_data, [start]), vec.as_pointer())
+                    acc = builder.load(acc_slot)
+                    added = builder.fadd(acc, builder.call(load, [source, align, reads, zero]))
+                    builder.store(builder.select(reads, added, acc), acc_slot)  # other lanes exactly as they were
+                    kj_next = builder.add(kj, ir.Constant(i64, 1))
+                    wraps = builder.icmp_signed("==", kj_next, KW)
+                    builder.store(builder.select(wraps, ir.Constant(i64, 0), kj_next), kj_slot)
+                    builder.store(builder.select(wraps, builder.add(ki, ir.Constant(i64, 1)), ki), ki_slot)
+                builder.call(store, [builder.load(acc_slot), target, align, in_row])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # cells copy_run moves at once: a window row of up to RUN cells, or a stretch of an output row
 RUN = 8
 
