@@ -137,6 +137,25 @@ def test_tiny_plan_inlines_its_kernels_and_names_its_views():
     assert "    hidden_weight = fixed_view(V[" in source and "linear_forward(x=x_in[:n], w=hidden_weight," in source
 
 
+def _epoch_calls(source: str) -> list[str]:
+    """The kernels the epoch loop's training branch calls, in order."""
+    tree, _ = functions(source)["epoch"]
+    return [node.func.id for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith(("_backward",
+                                                                                                        "_update"))]
+
+
+def test_a_tiny_plan_updates_its_parameters_after_every_gradient():
+    """A tiny plan's updates follow the last backward kernel (an update read its gradient straight after
+    the stores that wrote it: module.Bodies.backward_body); a larger plan's each follow their layer's
+    gradient. The numbers are the same either way (xor's recorded loss below, a tiny plan)."""
+    tiny = _epoch_calls(plan_of("xor").source)
+    assert tiny[:2] == ["linear_backward", "linear_backward"] and set(tiny[2:]) == {"adam_update"}
+    larger = _epoch_calls(plan_of("digits-cnn").source)
+    first_update = next(i for i, name in enumerate(larger) if name.endswith("_update"))
+    assert first_update < max(i for i, name in enumerate(larger) if name.endswith("_backward"))
+
+
 # -------------------------------------------------------------------------- compiled
 
 # The first epoch's mean loss (float.hex) of each spec, recorded from the plan written with

@@ -89,21 +89,26 @@ class Bodies:
         return [*loop.before, f"    for t in range({loop.steps - 1}, -1, -1):  # scan {steps[i].output}, backwards",
                 *_indent(inner, 1)]
 
-    def backward_body(self, steps: list[Step], with_updates: bool) -> list[str]:
+    def backward_body(self, steps: list[Step], with_updates: bool, updates_last: bool = False) -> list[str]:
         """In reverse step order; `with_updates`: each parameter's update right after its last
-        gradient (the epoch loop), else gradients only (gradcheck, the Python API)."""
+        gradient (the epoch loop), else gradients only (gradcheck, the Python API). `updates_last`: the
+        updates after every gradient, in the same order (as with clipping). In a tiny plan an update
+        read its gradient straight after the scalar stores that wrote it, with vector loads, which waited
+        for the stores to reach the cache (a failed store-to-load forward): seed-mlp's step ran 1-5%
+        faster with the updates last. No number changes: no step reads a parameter after its update."""
         lines, i = [], len(steps) - 1
+        last = self.clip or updates_last
         while i >= 0:
             if i in self.scans:
                 lines += self.scan_backward(steps, i)
                 i = self.scans[i].first  # its updates follow the loop
             elif self.backward[i]:
                 lines += [self.comment(steps, i), *self.backward[i]]
-            if with_updates and not self.clip:
+            if with_updates and not last:
                 lines += self.updates.get(i, [])
             i -= 1
-        if with_updates and self.clip:  # clipping needs every gradient first
-            lines += self.clip
+        if with_updates and last:
+            lines += self.clip  # clipping needs every gradient first
             for i in reversed(range(len(steps))):
                 lines += self.updates.get(i, [])
         return lines
@@ -267,6 +272,7 @@ def _loops(graph: Graph, plan: BufferPlan, losses: list[LossStep], views: ViewTa
     loss = losses[0]
     e = Emitter(graph, plan, {}, views)  # the loop's own views: staging, scores, labels
     stage = _stage(graph, e)
+    tiny = should_inline_kernels(graph, plan.batch)
     scores = e.val(loss.input, (numel(graph.shape_of(loss.input)),))
     has_labels = graph.label_input is not None
     if loss.target == graph.label_input and graph.label_steps > 1:  # every step counts: one row per step
@@ -297,7 +303,7 @@ def _loops(graph: Graph, plan: BufferPlan, losses: list[LossStep], views: ViewTa
         "                return b",
         "            step = step0 + b + 1",
         "            lr = lrs[b]",
-        *_indent(bodies.backward_body(steps, with_updates=True), 2),
+        *_indent(bodies.backward_body(steps, with_updates=True, updates_last=tiny), 2),
         "        else:",
         f"            scores = {scores}",
         "            copy_rows(scores, scores_out, start)",
