@@ -16,6 +16,9 @@ OpenBLAS, whose kernels differ by CPU. The tile shape (netc.kernels.gemm_sizes) 
 A direct convolution (netc.kernels.conv) packs no image at all: `micro_tile_shifted` reads b's rows
 in place, each from an offset of its own, and `micro_tile_rows` reads a's rows so, its chain going on
 from what c holds (the tiles of one output row of the image after another).
+
+The backward's column gradients go back into the image by `fold_rows` (col2im, stride 1): each row of
+the image's gradient held in vector registers while its terms are added in k order, then stored once.
 """
 
 import numpy as np
@@ -51,7 +54,6 @@ def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained
     suffix = "f32" if dtype == types.float32 else "f64"
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{lanes}{suffix}")
     zero = ir.Constant(vec, None)
-    broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
     def c_vector(i, j):
         return builder.bitcast(c_at(i, j * lanes), vec.as_pointer())
@@ -68,10 +70,7 @@ def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained
           for j in range(vectors)]
     summed = []
     for i in range(rows):
-        scalar = builder.load(a_scalar(k, i))
-        splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), scalar,
-                                                              ir.Constant(ir.IntType(32), 0)),
-                                       ir.Constant(vec, ir.Undefined), broadcast)
+        splat = _splat(builder, builder.load(a_scalar(k, i)), lanes)
         summed.append([builder.call(fma, [splat, bs[j], acc[i][j]]) for j in range(vectors)])
     k_next = builder.add(k, ir.Constant(i64, 1))
     last = builder.block
@@ -110,6 +109,14 @@ def _flat(context, builder, ty, array, offset=None, offset_ty=None):
 
 def _i64(context, builder, value, ty):
     return context.cast(builder, value, ty, types.intp)
+
+
+def _splat(builder, value, lanes):
+    """A vector of `lanes` copies of value."""
+    vec = ir.VectorType(value.type, lanes)
+    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes),
+                                                                                [0] * lanes))
 
 
 def _strided(builder, pointer, stride):
@@ -205,14 +212,6 @@ def micro_tile_rows(typingctx, a, a_off, rows, r0, b, b_off, c, c_off, ldc, dept
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _splat(builder, value, lanes):
-    """A vector of `lanes` copies of value."""
-    vec = ir.VectorType(value.type, lanes)
-    one = builder.insert_element(ir.Constant(vec, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                                                [0] * lanes))
 
 
 @intrinsic
