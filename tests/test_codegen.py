@@ -8,14 +8,17 @@ positional `V[k]` code."""
 from __future__ import annotations
 
 import ast
+import io
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from netc.compiler import compile_graph
 from netc.compiler.codegen import MAX_KEYWORDS, ViewTable, kernel_parameters
+from netc.compiler.describe import plan_renderable
 from netc.compiler.module import generate_timing_source
 from netc.graph import build_graph
 from netc.spec import load_spec
@@ -154,6 +157,14 @@ def test_a_tiny_plan_updates_its_parameters_after_every_gradient():
     larger = _epoch_calls(plan_of("digits-cnn").source)
     first_update = next(i for i, name in enumerate(larger) if name.endswith("_update"))
     assert first_update < max(i for i, name in enumerate(larger) if name.endswith("_backward"))
+    assert "adam update fused after every gradient" in _plan_text(plan_of("xor"))  # `netc inspect --plan` says so
+    assert "update fused after each tensor's gradient" in _plan_text(plan_of("digits-cnn"))
+
+
+def _plan_text(plan) -> str:
+    console = Console(width=400, record=True, file=io.StringIO())
+    console.print(plan_renderable(plan, show_source=False))
+    return console.export_text()
 
 
 # -------------------------------------------------------------------------- compiled

@@ -39,12 +39,15 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
         if step.node.scan is not None and step.kind not in ("scan_input", "scan_state"):
             notes.append(f"at every step of scan {step.node.scan}")
         kernels.add_row(str(i), forward, backward, " + ".join(step.covers), step.output, ", ".join(notes))
+    b = plan.buffers
+    inlined = should_inline_kernels(graph, b.batch)
+    # a tiny plan and a clipped one update every tensor after the whole backward (module.Bodies.backward_body)
+    last = inlined or graph.spec.optimizer.clip is not None
+    when = "after every gradient" if last else "after each tensor's gradient"
     for loss, written in zip(plan.losses, graph.spec.losses):
         weight = f"x {written.weight:g}, " if loss.weight else ""
         kernels.add_row("loss", loss.kernel, "fused gradient", " + ".join(loss.covers) or "-",
-                        f"d/d {loss.grad_target}",
-                        f"{weight}{graph.spec.optimizer.type} update fused after each tensor's gradient")
-    b = plan.buffers
+                        f"d/d {loss.grad_target}", f"{weight}{graph.spec.optimizer.type} update fused {when}")
     arenas = Table(title="arenas (allocated once)")
     for column in ("arena", "elements", "holds"):
         arenas.add_column(column)
@@ -57,7 +60,6 @@ def plan_renderable(plan: CompiledPlan, show_source: bool = True):
     arenas.add_row("W", f"{b.w_size:,}", "scratch shared by every step (im2col columns, GEMM outputs, per-chunk weight "
                    "gradients), then what ops keep from forward to backward (kept columns, batch statistics)")
     arenas.add_row("V", f"{len(plan.views.entries)} views", "made once per plan and passed to every function")
-    inlined = should_inline_kernels(graph, b.batch)
     parts = [kernels, arenas,
              "kernels: inlined into the plan (a tiny plan: calls would cost more than the work)" if inlined
              else "kernels: compiled once, cached on disk, shared by every plan",

@@ -330,10 +330,11 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
                 for first_panel in range(0, wtpanels.shape[0], block_panels):
                     last_panel = min(first_panel + block_panels, wtpanels.shape[0])
                     for ip in range(first_panel, last_panel):
+                        block_row = (t * block_rows + (ip - first_panel) * TILE_ROWS) * width
                         for jp in range((columns + TILE_COLUMNS - 1) // TILE_COLUMNS):
-                            micro_tile(wtpanels, ip * filters * TILE_ROWS, gcolumns, (t * column_panels + jp) * filters *
-                                       TILE_COLUMNS, dblock, (t * block_rows + (ip - first_panel) * TILE_ROWS) * width +
-                                       jp * TILE_COLUMNS, width, filters, False)
+                            micro_tile(wtpanels, ip * filters * TILE_ROWS, gcolumns,
+                                       (t * column_panels + jp) * filters * TILE_COLUMNS, dblock,
+                                       block_row + jp * TILE_COLUMNS, width, filters, False)
                     k0 = first_panel * TILE_ROWS
                     for j in range(g):
                         col2im_add(dblock[t], k0, min(last_panel * TILE_ROWS, k) - k0, j * positions, dx, s0 + j, C, H,

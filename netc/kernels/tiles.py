@@ -235,12 +235,16 @@ def fold_rows(typingctx, dx, dx_off, cols, cols_off, ldc, count, ki0, kj0, KW, H
         vec = ir.VectorType(context.get_value_type(dtype), lanes)
         mask_ty = ir.VectorType(ir.IntType(1), lanes)
         suffix = f"v{lanes}{'f32' if dtype == types.float32 else 'f64'}.p0"
-        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mask_ty, vec]),
+        pointer = vec.as_pointer()
+        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [pointer, i32, mask_ty, vec]),
                                               f"llvm.masked.load.{suffix}")
-        store = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32,
-                                                                                               mask_ty]),
+        store = cgutils.get_or_insert_function(builder.module,
+                                               ir.FunctionType(ir.VoidType(), [vec, pointer, i32, mask_ty]),
                                                f"llvm.masked.store.{suffix}")
-        align, zero = ir.Constant(i32, 1), ir.Constant(vec, None)
+        align, zero, one = ir.Constant(i32, 1), ir.Constant(vec, None), ir.Constant(i64, 1)
+
+        def lanes_below(value):  # the lanes whose index is below value (an i64)
+            return builder.icmp_signed("<", lane, _splat(builder, builder.trunc(value, i32), lanes))
         (dx_off, cols_off, ldc, count, ki0, kj0, KW, H, W, OH, OW, PH, PW) = (
             _i64(context, builder, args[i], tys[i]) for i in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14))
         dx_data, cols_data = _flat(context, builder, tys[0], args[0]), _flat(context, builder, tys[2], args[2])
@@ -252,20 +256,18 @@ def fold_rows(typingctx, dx, dx_off, cols, cols_off, ldc, count, ki0, kj0, KW, H
             ii = row.index
             with cgutils.for_range(builder, width_vectors) as part:
                 j0 = builder.mul(part.index, ir.Constant(i64, lanes))
-                in_row = builder.icmp_signed("<", lane, _splat(builder, builder.trunc(builder.sub(W, j0), i32), lanes))
-                target = builder.bitcast(builder.gep(dx_data, [builder.add(dx_off, builder.add(builder.mul(ii, W), j0))]),
-                                         vec.as_pointer())
+                in_row = lanes_below(builder.sub(W, j0))
+                row_start = builder.add(dx_off, builder.add(builder.mul(ii, W), j0))
+                target = builder.bitcast(builder.gep(dx_data, [row_start]), pointer)
                 builder.store(builder.call(load, [target, align, in_row, zero]), acc_slot)
                 # the terms of row ii: ki from ii + PH - OH + 1 to ii + PH, a run of r (ki grows with r)
-                first_r = builder.sub(builder.mul(builder.sub(builder.add(builder.sub(ii, OH), ir.Constant(i64, 1)),
-                                                              builder.sub(ki0, PH)), KW), kj0)
-                end_r = builder.sub(builder.mul(builder.add(builder.sub(builder.add(ii, PH), ki0), ir.Constant(i64, 1)),
-                                                KW), kj0)
+                ki_first = builder.add(builder.sub(builder.add(ii, PH), OH), one)
+                first_r = builder.sub(builder.mul(builder.sub(ki_first, ki0), KW), kj0)
+                end_r = builder.sub(builder.mul(builder.add(builder.sub(builder.add(ii, PH), ki0), one), KW), kj0)
                 later = builder.icmp_signed(">", first_r, ir.Constant(i64, 0))
                 r0 = builder.select(later, first_r, ir.Constant(i64, 0))
                 r1 = builder.select(builder.icmp_signed("<", end_r, count), end_r, count)
-                builder.store(builder.select(later, builder.add(builder.sub(ii, OH), builder.add(PH, ir.Constant(i64, 1))),
-                                             ki0), ki_slot)
+                builder.store(builder.select(later, ki_first, ki0), ki_slot)
                 builder.store(builder.select(later, ir.Constant(i64, 0), kj0), kj_slot)
                 with cgutils.for_range_slice(builder, r0, r1, ir.Constant(i64, 1), inc=True) as (r, _):
                     ki, kj = builder.load(ki_slot), builder.load(kj_slot)
@@ -273,19 +275,18 @@ def fold_rows(typingctx, dx, dx_off, cols, cols_off, ldc, count, ki0, kj0, KW, H
                     shift = builder.sub(kj, PW)  # lane jj reads output column jj - shift: lanes from shift - j0 on,
                     end = builder.add(shift, OW)  # up to shift + OW - j0 and the row's end
                     end = builder.select(builder.icmp_signed("<", end, W), end, W)
-                    reads = builder.and_(
-                        builder.icmp_signed(">=", lane, _splat(builder, builder.trunc(builder.sub(shift, j0), i32), lanes)),
-                        builder.icmp_signed("<", lane, _splat(builder, builder.trunc(builder.sub(end, j0), i32), lanes)))
+                    reads = builder.and_(builder.not_(lanes_below(builder.sub(shift, j0))),
+                                         lanes_below(builder.sub(end, j0)))
                     start = builder.add(cols_off, builder.add(builder.mul(r, ldc),
                                                               builder.sub(builder.add(builder.mul(oi, OW), j0), shift)))
-                    source = builder.bitcast(builder.gep(cols_data, [start]), vec.as_pointer())
+                    source = builder.bitcast(builder.gep(cols_data, [start]), pointer)
                     acc = builder.load(acc_slot)
                     added = builder.fadd(acc, builder.call(load, [source, align, reads, zero]))
                     builder.store(builder.select(reads, added, acc), acc_slot)  # other lanes exactly as they were
-                    kj_next = builder.add(kj, ir.Constant(i64, 1))
+                    kj_next = builder.add(kj, one)
                     wraps = builder.icmp_signed("==", kj_next, KW)
                     builder.store(builder.select(wraps, ir.Constant(i64, 0), kj_next), kj_slot)
-                    builder.store(builder.select(wraps, builder.add(ki, ir.Constant(i64, 1)), ki), ki_slot)
+                    builder.store(builder.select(wraps, builder.add(ki, one), ki), ki_slot)
                 builder.call(store, [builder.load(acc_slot), target, align, in_row])
         return context.get_dummy_value()
 
