@@ -242,13 +242,14 @@ def fold_rows(typingctx, dx, dx_off, cols, cols_off, ldc, count, ki0, kj0, KW, H
                                                ir.FunctionType(ir.VoidType(), [vec, pointer, i32, mask_ty]),
                                                f"llvm.masked.store.{suffix}")
         align, zero, one = ir.Constant(i32, 1), ir.Constant(vec, None), ir.Constant(i64, 1)
+        lane = ir.Constant(ir.VectorType(i32, lanes), list(range(lanes)))  # lane + j0 = the column in a row
 
         def lanes_below(value):  # the lanes whose index is below value (an i64)
             return builder.icmp_signed("<", lane, _splat(builder, builder.trunc(value, i32), lanes))
+
         (dx_off, cols_off, ldc, count, ki0, kj0, KW, H, W, OH, OW, PH, PW) = (
             _i64(context, builder, args[i], tys[i]) for i in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14))
         dx_data, cols_data = _flat(context, builder, tys[0], args[0]), _flat(context, builder, tys[2], args[2])
-        lane = ir.Constant(ir.VectorType(i32, lanes), list(range(lanes)))  # lane - j0 = the column in a row
         width_vectors = builder.udiv(builder.add(W, ir.Constant(i64, lanes - 1)), ir.Constant(i64, lanes))
         acc_slot = cgutils.alloca_once(builder, vec)
         ki_slot, kj_slot = cgutils.alloca_once(builder, i64), cgutils.alloca_once(builder, i64)
