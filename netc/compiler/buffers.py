@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netc.compiler.steps import LossStep, Step, parallel_chunks, stepped_chunks
+from netc.compiler.steps import LossStep, Step, blas_parts, parallel_chunks, stepped_chunks
 from netc.graph.ir import Graph
 from netc.jit import blas_small_kernels
 from netc.ops.base import REGISTRY, PlanFacts, numel
@@ -40,6 +40,7 @@ class BufferPlan:
     batch: int
     chunks: int = 1  # parallel chunks of the batch in a conv pass (CHUNKS_PER_CORE per core)
     stepped_chunks: int = 1  # chunks of the batch a recurrent layer runs in (one per core)
+    blas_parts: int = 1  # column blocks of a large GEMM in a plan whose BLAS runs on one thread (one per core)
     blas_small_kernels: bool = False  # OpenBLAS runs its SkylakeX family of kernels (netc.jit.blas_small_kernels)
     params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
     param_size: int = 0
@@ -75,7 +76,8 @@ def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], plan: B
 
 
 def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_grad: dict[str, bool], batch: int) -> BufferPlan:
-    plan = BufferPlan(batch, parallel_chunks(batch), stepped_chunks(batch), blas_small_kernels())
+    plan = BufferPlan(batch, parallel_chunks(batch), stepped_chunks(batch), blas_parts(graph),
+                      blas_small_kernels())
     # parameters, in graph order of their owners
     offset = 0
     for node in graph.owners:

@@ -188,6 +188,12 @@ def busy_threads(graph: Graph, batch: int) -> int:
     return stepped_chunks(batch) if has_parallel_regions(graph) else 1
 
 
+def blas_parts(graph: Graph) -> int:
+    """Column blocks a large GEMM outside the parallel ops runs in (netc.kernels.dense `*_parts`): one per
+    core in a plan whose BLAS runs on one thread (blas_threads: its parallel regions'), else 1."""
+    return cores() if has_parallel_regions(graph) else 1
+
+
 def has_parallel_regions(graph: Graph) -> bool:
     """Whether the plan runs Numba parallel regions: convolutions, pools and recurrent layers."""
     return any(REGISTRY[node.op].is_(PARALLEL) or REGISTRY[node.op].is_(STEPPED) for node in graph.nodes)

@@ -80,9 +80,31 @@ def _blas(e, step, fan_in, out):
     return e.flag(e.use_blas(fan_in * _steps(e, step), out))
 
 
+# multiply-adds of a product from which it runs in column blocks on the cores (BufferPlan.blas_parts):
+# seed-cnn's fc1 (13 M) in 2 blocks 0.29 -> 0.14 ms (forward), 0.45 -> 0.23 ms (backward); LeNet-5's fc1
+# (3 M, 30-50 us) gains less than a parallel region costs beside busy processes (netc.cpuload)
+PARTS_WORK = 8_000_000
+
+
+def _parts(e, step) -> int:
+    """The column blocks the layer's GEMMs run in (netc.kernels.dense `*_parts`), or 1."""
+    node = step.node
+    out, fan_in = node.param_shapes["weight"]
+    rows = e.plan.batch * _steps(e, step)
+    large = rows * fan_in * out >= PARTS_WORK and e.use_blas(fan_in * _steps(e, step), out)
+    return e.plan.blas_parts if large and not e.stored_transposed(node, "weight") else 1
+
+
 def _forward(e, step):
     node = step.node
     out, fan_in = node.param_shapes["weight"]
+    parts = _parts(e, step)
+    if parts > 1:
+        e.call("linear_forward_parts", x=_rows(e, step, step.inputs[0], fan_in),
+               w=e.param(node, "weight", (out, fan_in)), b=e.param(node, "bias"),
+               has_bias=e.flag("bias" in node.param_shapes), y=_rows(e, step, step.output, out), act=e.act_code(step),
+               alpha=e.act_alpha(step), parts=e.size(parts))
+        return
     e.call("linear_forward", x=_rows(e, step, step.inputs[0], fan_in), w=e.param(node, "weight", (out, fan_in)),
            b=e.param(node, "bias"), has_bias=e.flag("bias" in node.param_shapes), y=_rows(e, step, step.output, out),
            act=e.act_code(step), alpha=e.act_alpha(step), blas=_blas(e, step, fan_in, out),
@@ -94,19 +116,26 @@ def _backward(e, step):
     out, fan_in = node.param_shapes["weight"]
     need_dx, need_dw = e.needs_grad[x], node.trainable
     x_view, w_view = _rows(e, step, x, fan_in), e.param(node, "weight", (out, fan_in))
-    e.call("linear_backward", x=x_view, w=w_view, y=_rows(e, step, step.output, out),
-           dy=_rows(e, step, step.output, out, gradient=True), act=e.act_code(step), alpha=e.act_alpha(step),
-           dx=_rows(e, step, x, fan_in, gradient=True) if need_dx else x_view, need_dx=e.flag(need_dx),
-           acc_dx=e.acc(x) if need_dx else e.flag(False),
-           dw=e.pgrad(node, "weight", (out, fan_in)) if need_dw else w_view, db=e.pgrad(node, "bias"),
-           need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
-           has_bias=e.flag("bias" in node.param_shapes), blas=_blas(e, step, fan_in, out),
-           transposed=e.flag(e.stored_transposed(node, "weight")))
+    args = dict(x=x_view, w=w_view, y=_rows(e, step, step.output, out),
+                dy=_rows(e, step, step.output, out, gradient=True), act=e.act_code(step), alpha=e.act_alpha(step),
+                dx=_rows(e, step, x, fan_in, gradient=True) if need_dx else x_view, need_dx=e.flag(need_dx),
+                acc_dx=e.acc(x) if need_dx else e.flag(False),
+                dw=e.pgrad(node, "weight", (out, fan_in)) if need_dw else w_view, db=e.pgrad(node, "bias"),
+                need_dw=e.flag(need_dw), acc_dw=e.pacc(node) if need_dw else e.flag(False),
+                has_bias=e.flag("bias" in node.param_shapes))
+    parts = _parts(e, step)
+    if parts > 1:
+        e.call("linear_backward_parts", **args, parts=e.size(parts))
+    else:
+        e.call("linear_backward", **args, blas=_blas(e, step, fan_in, out),
+               transposed=e.flag(e.stored_transposed(node, "weight")))
 
 
 def _notes(e, step):
     out, fan_in = step.node.param_shapes["weight"]
-    notes = ["BLAS" if e.use_blas(fan_in * _steps(e, step), out) else "loops"]
+    parts = _parts(e, step)
+    notes = [f"BLAS in {parts} column blocks, one per core" if parts > 1
+             else "BLAS" if e.use_blas(fan_in * _steps(e, step), out) else "loops"]
     return notes + (["weight stored transposed"] if e.stored_transposed(step.node, "weight") else [])
 
 
@@ -149,5 +178,6 @@ def _ref_backward(layer, xs, y, dy, params):
 LINEAR = register(OpDef(
     "linear", Linear, _infer, Reference(_ref_forward, _ref_backward), _onnx,
     ("linear_forward", "linear_backward"), params=_params, macs=_macs, categories=frozenset({EPILOGUE, BLAS}),
-    kernels={"netc.kernels.dense": ("linear_forward", "linear_backward")}, forward=_forward, backward=_backward,
+    kernels={"netc.kernels.dense": ("linear_forward", "linear_backward", "linear_forward_parts",
+                                    "linear_backward_parts")}, forward=_forward, backward=_backward,
     notes=_notes, transposed=_transposed))
