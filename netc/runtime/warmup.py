@@ -12,8 +12,10 @@ from netc.compiler import kernel_library
 _HEAD = "netc: 1\nname: warmup_{name}\ninputs:\n"
 
 
-def _one_conv(image: str, conv: str) -> str:
-    """A spec's body: a conv with a fused relu and 2x2 max pool on images of shape `image`, then a linear layer."""
+def _one_conv(image: str, conv: str, hidden: int = 0) -> str:
+    """A spec's body: a conv with a fused relu and 2x2 max pool on images of shape `image`, then a linear
+    layer (two with `hidden`: the first that many outputs)."""
+    layer = f"\n  - {{name: h, op: linear, out: {hidden}}}" if hidden else ""
     return f"""
   img: {{shape: {image}}}
   y: {{shape: [], dtype: int64, classes: 3}}
@@ -21,7 +23,7 @@ layers:
   - {{name: c, op: conv2d, {conv}}}
   - {{name: r, op: relu}}
   - {{name: p, op: maxpool2d, kernel: 2}}
-  - {{name: flat, op: flatten}}
+  - {{name: flat, op: flatten}}{layer}
   - {{name: fc, op: linear, out: 3}}
 loss: {{op: cross_entropy, input: fc, target: y}}
 optimizer: {{type: sgd, lr: 0.1}}
@@ -51,8 +53,9 @@ optimizer: {type: adam, lr: 0.001}
 train: {batch: 4}
 """,
     # a conv with many filters and a long k whose columns are too many to keep: netc's micro-kernel
-    # (netc.ops.conv.tiled_conv); recorded, never run, so its size costs nothing
-    "tiled": _one_conv("[32, 32, 32]", "filters: 64, kernel: 3, padding: 1"),
+    # (netc.ops.conv.tiled_conv), and a linear layer large enough for a block of columns per core
+    # (netc.ops.dense.PARTS_WORK); recorded, never run, so its size costs nothing
+    "tiled": _one_conv("[32, 32, 32]", "filters: 64, kernel: 3, padding: 1", hidden=64),
     # a first conv with many filters and a short k, stride 1: its columns read in place from the image
     # (netc.ops.conv.direct_conv)
     "direct": _one_conv("[3, 16, 16]", "filters: 64, kernel: 5"),
