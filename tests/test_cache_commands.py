@@ -88,14 +88,15 @@ def test_the_warmup_specs_call_every_kernel_in_both_dtypes():
     """`netc warmup` compiles the whole library: its specs' plans call every kernel a plan may import."""
     from netc.compiler.codegen import KERNEL_MODULES
     from netc.compiler.steps import cores
+    from netc.jit import blas_small_kernels
     from netc.runtime.warmup import entries
 
     found = entries()
     every = {(module, name) for module, names in KERNEL_MODULES.items() for name in names}
-    # one core: recurrent layers always run as one chunk (the serial twins), linear layers whole
-    if cores() == 1:
-        every -= {("netc.kernels.recurrent", "recurrent_forward"), ("netc.kernels.recurrent", "recurrent_backward"),
-                  ("netc.kernels.dense", "linear_forward_parts"), ("netc.kernels.dense", "linear_backward_parts")}
+    if cores() == 1:  # one core: recurrent layers always run as one chunk (the serial twins)
+        every -= {("netc.kernels.recurrent", "recurrent_forward"), ("netc.kernels.recurrent", "recurrent_backward")}
+    if cores() == 1 or not blas_small_kernels():  # linear layers whole (netc.ops.dense._parts)
+        every -= {("netc.kernels.dense", "linear_forward_parts"), ("netc.kernels.dense", "linear_backward_parts")}
 
     def floats(types) -> set[str]:
         return {str(t.dtype) for t in types if str(getattr(t, "dtype", "")).startswith("float")}

@@ -1,13 +1,14 @@
 """A large linear layer in a plan with parallel regions runs its GEMMs in blocks of columns, one per
-core (netc.kernels.dense `*_parts`): the layer's reference values, its gradients by finite
-differences, the unsplit kernels' bits (under OpenBLAS's SkylakeX kernels), on any thread count."""
+core (netc.kernels.dense `*_parts`), where OpenBLAS's SkylakeX kernels give the unsplit GEMM's bits:
+the layer's reference values, its gradients by finite differences, the unsplit kernels' bits, on any
+thread count. Plan tests set the BLAS kernels' family (buffers.blas_small_kernels) they need."""
 
 import numpy as np
 import pytest
 
 import reference as ref
 from helpers import SPECS, build
-from netc.compiler import compile_graph
+from netc.compiler import buffers, compile_graph
 from netc.graph import build_graph
 from netc.jit import blas_small_kernels
 from netc.kernels.activation import NONE, RELU, SIGMOID
@@ -93,8 +94,10 @@ def _uses_parts(graph, batch) -> tuple[bool, bool]:
 
 def test_a_large_layer_runs_in_blocks_only_beside_parallel_regions(monkeypatch):
     """seed-cnn's fc1 (13 M multiply-adds a batch of 32) in one block per core, its fc2 (41 k) whole;
-    on one core, or in a plan without parallel regions (its BLAS may use every core itself), whole."""
+    on one core, in a plan without parallel regions (its BLAS may use every core itself), or under
+    OpenBLAS's Haswell kernels (a block's edges summed otherwise), whole."""
     monkeypatch.setenv("NETC_THREADS", "2")
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
     cnn = build_graph(load_spec(SPECS / "seed-cnn.yaml"))
     assert _uses_parts(cnn, 32) == (True, True)
     source = compile_graph(cnn, 32).source
@@ -113,8 +116,35 @@ def test_a_large_layer_runs_in_blocks_only_beside_parallel_regions(monkeypatch):
         train: {batch: 32}
         """)
     assert _uses_parts(mlp, 32) == (False, False)
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: False)
+    assert _uses_parts(cnn, 32) == (False, False)
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
     monkeypatch.setenv("NETC_THREADS", "1")
     assert _uses_parts(cnn, 32) == (False, False)
+
+
+def test_a_block_too_small_for_packed_kernels_keeps_the_layer_whole(monkeypatch):
+    """Every block must be a packed product (above SMALL_GEMM), where it gives the whole GEMM's bits:
+    8.4 M multiply-adds over 2 blocks of [32, 4096] by [4096, 32] are, split 32 ways not."""
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
+    spec = """
+        netc: 1
+        name: net
+        inputs: {{image: {{shape: [4, 32, 32]}}, label: {{shape: [], dtype: int64, classes: 10}}}}
+        layers:
+          - {{name: conv, op: conv2d, filters: 4, kernel: 1}}
+          - {{name: flat, op: flatten}}
+          - {{name: fc1, op: linear, out: {out}}}
+          - {{name: fc2, op: linear, out: 10}}
+        loss: {{op: cross_entropy, input: fc2, target: label}}
+        optimizer: {{type: sgd, lr: 0.1}}
+        train: {{batch: 32}}
+        """
+    monkeypatch.setenv("NETC_THREADS", "2")
+    assert _uses_parts(build(spec.format(out=64)), 32) == (True, True)
+    monkeypatch.setenv("NETC_THREADS", "32")
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "32")  # read by netc's cores(), not by Numba here
+    assert _uses_parts(build(spec.format(out=64)), 32) == (False, False)
 
 
 def test_gradients_of_a_layer_in_blocks_match_finite_differences(monkeypatch):
@@ -123,7 +153,9 @@ def test_gradients_of_a_layer_in_blocks_match_finite_differences(monkeypatch):
     import netc.ops.dense
 
     monkeypatch.setenv("NETC_THREADS", "2")
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
     monkeypatch.setattr(netc.ops.dense, "PARTS_WORK", 1)
+    monkeypatch.setattr(netc.ops.dense, "SMALL_GEMM", 1)
     graph = build("""
         netc: 1
         name: net

@@ -4,10 +4,10 @@
 In a plan with parallel regions BLAS runs on one thread (netc.compiler.steps.blas_threads), and a
 large layer's GEMMs left the other cores idle: seed-cnn's fc1 ([32, 3200] by [3200, 128]) took 0.74
 ms a step on one core. The `*_parts` kernels run each product as `parts` GEMMs over blocks of its
-output's columns, one per core, in one parallel region. Each output element is still one BLAS dot
-product over the same k, so the split changes no number under OpenBLAS's AVX-512 (SkylakeX) kernels;
-under its AVX2 (Haswell) kernels a block's edges may be summed otherwise. The parts are fixed per
-plan, so the numbers never depend on the threads that run them."""
+output's columns, one per core, in one parallel region. Under OpenBLAS's AVX-512 (SkylakeX) kernels
+each output of a packed product is the same dot product over k in a block as in the whole, the same
+bits; its AVX2 (Haswell) and small-matrix kernels sum a block's edges otherwise, so plans split only
+where the numbers stay (netc.ops.dense._parts)."""
 
 import numpy as np
 from numba import prange

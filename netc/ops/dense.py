@@ -81,18 +81,31 @@ def _blas(e, step, fan_in, out):
 
 
 # multiply-adds of a product from which it runs in column blocks on the cores (BufferPlan.blas_parts):
-# seed-cnn's fc1 (13 M) in 2 blocks 0.29 -> 0.14 ms (forward), 0.45 -> 0.23 ms (backward); LeNet-5's fc1
-# (3 M, 30-50 us) gains less than a parallel region costs beside busy processes (netc.cpuload)
+# seed-cnn's fc1 (13 M) in 2 blocks 0.29 -> 0.14 ms (forward), 0.45 -> 0.23 ms (backward). LeNet-5's fc1
+# (3 M: 48 -> 31 us forward) stays whole: each block adds a parallel region, and the waits at its regions'
+# ends are what slows LeNet-5 beside busy processes (benchmarks/RESULTS.md)
 PARTS_WORK = 8_000_000
 
 
 def _parts(e, step) -> int:
-    """The column blocks the layer's GEMMs run in (netc.kernels.dense `*_parts`), or 1."""
+    """The column blocks the layer's GEMMs run in (netc.kernels.dense `*_parts`), or 1. Only under
+    OpenBLAS's SkylakeX kernels, and only where every block is a packed product (above SMALL_GEMM):
+    there each output is the same dot product as in the whole GEMM, the same bits (under the Haswell
+    kernels, and the small-matrix ones, blocks' edges are summed otherwise)."""
     node = step.node
     out, fan_in = node.param_shapes["weight"]
     rows = e.plan.batch * _steps(e, step)
-    large = rows * fan_in * out >= PARTS_WORK and e.use_blas(fan_in * _steps(e, step), out)
-    return e.plan.blas_parts if large and not e.stored_transposed(node, "weight") else 1
+    parts = e.plan.blas_parts
+    if (parts == 1 or not e.plan.blas_small_kernels or rows * fan_in * out < PARTS_WORK
+            or e.stored_transposed(node, "weight")):
+        return 1
+
+    def last_block(columns: int) -> int:  # the narrowest
+        return columns - (parts - 1) * -(-columns // parts)
+
+    # the forward splits the outputs, the backward the inputs
+    smallest = min(rows * last_block(out) * fan_in, rows * last_block(fan_in) * out)
+    return parts if smallest > SMALL_GEMM else 1
 
 
 def _forward(e, step):

@@ -53,8 +53,8 @@ optimizer: {type: adam, lr: 0.001}
 train: {batch: 4}
 """,
     # a conv with many filters and a long k whose columns are too many to keep: netc's micro-kernel
-    # (netc.ops.conv.tiled_conv), and a linear layer large enough for a block of columns per core
-    # (netc.ops.dense.PARTS_WORK); recorded, never run, so its size costs nothing
+    # (netc.ops.conv.tiled_conv), and a linear layer large enough for a block of columns per core under
+    # OpenBLAS's SkylakeX kernels (netc.ops.dense._parts); recorded, never run, so its size costs nothing
     "tiled": _one_conv("[32, 32, 32]", "filters: 64, kernel: 3, padding: 1", hidden=64),
     # a first conv with many filters and a short k, stride 1: its columns read in place from the image
     # (netc.ops.conv.direct_conv)
