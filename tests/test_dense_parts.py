@@ -141,10 +141,9 @@ def test_a_block_too_small_for_packed_kernels_keeps_the_layer_whole(monkeypatch)
         optimizer: {{type: sgd, lr: 0.1}}
         train: {{batch: 32}}
         """
-    monkeypatch.setenv("NETC_THREADS", "2")
+    monkeypatch.setattr(buffers, "blas_parts", lambda graph: 2)
     assert _uses_parts(build(spec.format(out=64)), 32) == (True, True)
-    monkeypatch.setenv("NETC_THREADS", "32")
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "32")  # read by netc's cores(), not by Numba here
+    monkeypatch.setattr(buffers, "blas_parts", lambda graph: 32)  # 32 cores
     assert _uses_parts(build(spec.format(out=64)), 32) == (False, False)
 
 
