@@ -15,7 +15,9 @@ forward multiply-add: forward, backward-data, backward-weights), netc's cold com
 (empty caches) and warm start-up time (process start to the first training step done, data
 loading excluded), peak memory of each framework (each alone in its own process), and the
 versions. `--contended` times every framework beside one busy process per core too, a loaded epoch
-after each quiet one, and reports each one's slowdown (median loaded epoch ÷ median quiet epoch).
+after each quiet one, and reports each one's slowdown (median loaded epoch ÷ median quiet epoch), and
+below the table what the scheduler allows there: the slowdown of an ideal parallel program with regions
+of 0.1-30 ms on 1, cores and 2x cores threads (benchmarks/contention_bound.py).
 """
 
 from __future__ import annotations
@@ -530,9 +532,18 @@ def main() -> None:
                 result["peak_mib"]["torch"] = peak_memory_mib(index, "torch")
         results.append(result)
         print(json.dumps(result), file=sys.stderr)
+    bound = None
+    if args.contended:  # what the scheduler allows, read in the same run (the VM's state moves it)
+        from benchmarks.contention_bound import measure, render as render_bound
+
+        bound = measure()
+        print(json.dumps({"ideal_program": bound}), file=sys.stderr)
     print(render(results, sgemm, args))
+    if bound:
+        print(render_bound(bound))
     if args.json:
-        args.json.write_text(json.dumps({"sgemm_gflops": sgemm, "workloads": results}, indent=2))
+        args.json.write_text(json.dumps({"sgemm_gflops": sgemm, "workloads": results, "ideal_program": bound},
+                                        indent=2))
 
 
 def _installed(module: str) -> bool:
