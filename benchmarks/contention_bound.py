@@ -33,11 +33,11 @@ REGION_MS = (0.1, 0.3, 1.0, 3.0, 30.0)  # LeNet-5's regions last 0.1-0.3 ms, the
 SECONDS = 0.3  # timed per measurement (many regions, so that whole time slices are counted)
 
 
-def fair_share_slowdown(cores: int, threads: int, busy: int) -> float:
-    """The slowdown of a program that keeps `cores` threads busy alone and `threads` beside `busy`
-    CPU-bound processes, given each runnable thread an equal share of the cores and no waits."""
-    share = min(threads, cores * threads / (threads + busy))
-    return cores / share
+def fair_share_slowdown(core_count: int, threads: int, busy: int) -> float:
+    """The slowdown of a program that keeps all `core_count` cores busy alone and runs `threads` threads
+    beside `busy` CPU-bound processes, given each runnable thread an equal share of the cores and no waits."""
+    share = min(threads, core_count * threads / (threads + busy))
+    return core_count / share
 
 
 def _kernel():
@@ -57,7 +57,7 @@ def _kernel():
 
 
 class IdealProgram:
-    """Regions of `region_ms` milliseconds of one core-per-thread's work, split into chunks."""
+    """The program: parallel regions of arithmetic, their work measured in milliseconds of one core."""
 
     def __init__(self):
         from netc.jit import start_threads
