@@ -1,15 +1,16 @@
 """What running beside busy processes allows: the slowdown of an ideal parallel program.
 
 netc's `--contended` slowdowns (benchmarks/run.py) say how much slower a training epoch runs beside one
-CPU-bound process per core than alone. What a program can reach there is set by the scheduler, not by
-the program: Linux shares each core among the threads that want it, so k threads beside m busy
-processes on c cores get c·k/(k+m) cores at most (FAIR_SHARE), and a thread the scheduler sets aside
-for another's time slice (milliseconds) holds up every partner at the end of the parallel region it is
-in. This script times a program with no work to lose to either cause but the second: parallel regions
-of pure arithmetic (no memory traffic, no serial part, chunks of equal work), the same Numba OpenMP
-pool netc runs (twice the cores' threads, netc's spin before sleeping), alone on one thread per core
-and beside the busy processes on 1, c and 2c threads, for regions of several lengths. A workload whose
-parallel regions last r milliseconds cannot expect a smaller slowdown than this program's at r.
+CPU-bound process per core than alone. Much of that is the scheduler's doing, not the program's: Linux
+shares each core among the threads that want it, so k threads beside m busy processes on c cores get
+c·k/(k+m) cores at most (fair_share_slowdown), and a thread the scheduler sets aside for another's time
+slice (milliseconds) holds up every partner at the end of the parallel region it is in. This script
+times a program that loses nothing else: parallel regions of pure arithmetic (no memory traffic, no
+serial part, chunks of equal work) on the Numba OpenMP pool netc runs (twice the cores' threads, netc's
+spin before a waiting thread sleeps), alone on one thread per core and beside the busy processes on 1, c
+and 2c threads, for regions of several lengths. A workload that keeps every core busy alone, with
+parallel regions of r milliseconds, should not expect a smaller slowdown than this program's at r read
+in the same minutes (a shared VM's share of its host moves both).
 
     .venv/bin/python benchmarks/contention_bound.py
     .venv/bin/python benchmarks/contention_bound.py --regions 0.3 3 --rounds 6
