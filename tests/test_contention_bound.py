@@ -64,6 +64,7 @@ def test_a_measurement_reports_every_region_and_thread_count(monkeypatch):
             assert 0 < low <= slowdown <= high
     text = bound.render(rows)
     lines = text.splitlines()
-    assert lines[0] == "| parallel region | alone (cores of work) | 1 thread beside | 2 threads beside | 4 threads beside |"
+    assert lines[0] == ("| parallel region | alone (cores of work) | 1 thread beside | 2 threads beside "
+                        "| 4 threads beside |")
     assert lines[2].startswith("| 0.5 ms | ") and lines[3].startswith("| 2 ms | ")
     assert "equal shares with no waits would give 1 thread 3.00×, 2 threads 2.00×, 4 threads 1.50×" in text
