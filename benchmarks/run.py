@@ -284,25 +284,36 @@ def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
 
 
 LOADED_WARMUP = 6  # epochs of each framework beside the busy processes before the timed rounds
+LOAD_SETTLE_SECONDS = 3.0  # after the busy processes resume, before the loaded timings
 
 
 def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
-    """Epoch times per framework alone and beside one busy process per core, the two in turn in
-    every round (the busy processes stopped with SIGSTOP while the quiet epochs run): a drift in
+    """Epoch times per framework alone and beside one busy process per core, every framework's of each
+    kind in every round (the busy processes stopped with SIGSTOP while the quiet epochs run): a drift in
     the machine's speed over the run, which moved a slowdown measured from two separate blocks of
     rounds by +-30% (LeNet-5 1.64-2.49x), hits both sides of each ratio alike. A training run makes
-    many calls; the first LOADED_WARMUP epochs beside the busy processes are not timed."""
+    many calls; the first LOADED_WARMUP epochs beside the busy processes are not timed. Beside busy
+    processes that have just started or resumed, and in a framework's first epoch after it sat idle
+    while the others ran, epochs ran 2-3x slower than a few seconds later, for netc's threads and
+    OpenMP's alike (benchmarks/RESULTS.md, twentieth session): the loaded timings start
+    LOAD_SETTLE_SECONDS after the resume, each after one untimed epoch, so that they measure a machine
+    that stays busy, as a laptop's or a CI runner's does."""
     quiet: dict[str, list[float]] = {name: [] for name in runners}
     loaded: dict[str, list[float]] = {name: [] for name in runners}
     with busy_processes(cores()) as busy:
+        time.sleep(LOAD_SETTLE_SECONDS)
         for runner in runners.values():  # untimed: the steady state is timed (netc's thread choice is
             for _ in range(LOADED_WARMUP):  # made in its first calls beside busy processes, netc.cpuload)
                 runner.epoch()
         for _ in range(rounds):
+            busy.pause()
             for name, runner in runners.items():
-                busy.pause()
+                time.sleep(SETTLE_SECONDS)  # the last framework's threads stopped spinning
                 quiet[name].append(_timed(runner))
-                busy.resume()
+            busy.resume()
+            time.sleep(LOAD_SETTLE_SECONDS)
+            for name, runner in runners.items():
+                runner.epoch()
                 loaded[name].append(_timed(runner))
     return quiet, loaded
 

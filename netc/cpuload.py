@@ -2,15 +2,13 @@
 runs its parallel regions on.
 
 netc's parallel regions split a pass into a fixed number of chunks (a conv pass two per core, a
-recurrent layer one) and wait for the last. When other processes hold the cores, a thread whose core
-the scheduler gives to one of them for a time slice (milliseconds) stalls the region while its
-partners sleep; and the scheduler shares each core among the threads that want it, so more threads
-get a larger share. Beside two CPU-bound processes on two cores, LeNet-5 ran 2.5x slower on two
-threads than alone, and faster on one thread (30 k against 24 k samples/s); seed-cnn, whose regions
-are long GEMMs, faster on four (netc.pool). So while other processes are busy, a model times its
-compiled calls on each count and keeps the fastest (ThreadChoice). The chunks, and so the numbers,
-stay the same: the thread count only says which threads run them (benchmarks/RESULTS.md, eleventh
-and fifteenth sessions)."""
+recurrent layer one) that the threads of netc's pool claim (netc.region_pool). The scheduler shares
+each core among the threads that want it, so beside busy processes more threads get a larger share:
+LeNet-5 beside two CPU-bound processes on two cores ran 1.3x slower than alone on four threads, 1.6x
+on two and ~2.5x on one. How much more depends on the plan and the load, so while other processes are
+busy, a model times its compiled calls on each count and keeps the fastest (ThreadChoice). The
+chunks, and so the numbers, stay the same: the thread count only says which threads run them
+(benchmarks/RESULTS.md, eleventh, fifteenth and twentieth sessions)."""
 
 from __future__ import annotations
 
@@ -90,11 +88,11 @@ def load_watcher() -> LoadWatcher:
 class ThreadChoice:
     """The thread count of one model's parallel regions: one per core while the other processes leave
     a core or more idle; beside busy ones, whichever of the counts it may use (one thread, one per core
-    and, for a plan with a long conv pass, two per core: netc.pool, steps.busy_threads) ran its recent
+    and, for a plan with conv passes, as many as their chunks: steps.busy_threads) ran its recent
     calls fastest per sample (the median of each one's last TRIES calls: one epoch beside busy
-    processes varies by +-25%). The counts are tried TRIES times each, in turn, from the fewest threads up: a larger count only once the
-    largest tried so far was the fastest (regions too short for two threads stall more on four); then
-    the others again every RETRY calls, one at a time, as the load changes."""
+    processes varies by +-25%). The counts are tried TRIES times each, in turn, from the fewest threads
+    up, a larger count only once the largest tried so far was the fastest; then the others again every
+    RETRY calls, one at a time, as the load changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
     TRIES = 3

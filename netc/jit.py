@@ -22,6 +22,7 @@ import os
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.ufunc import parallel as numba_parallel
 
 import netc.interrupts  # noqa: F401  (Ctrl-C held while Numba compiles)
 import netc.libm  # noqa: F401  (glibc's exp, log and pow without their errno wrappers)
@@ -236,7 +237,10 @@ SPIN_COUNT = 5000  # libgomp's busy-wait before a thread sleeps: ~0.3 ms here, l
 
 
 def start_threads() -> None:
-    """Start Numba's thread pool once, its OpenMP threads spinning SPIN_COUNT times (~0.3 ms) at the
+    """Start the threads of parallel regions once: netc's pool (netc.region_pool, which Numba's
+    regions then run on) where it runs, else Numba's threading layer.
+
+    Numba's layer is started in any case, its OpenMP threads spinning SPIN_COUNT times (~0.3 ms) at the
     end of a parallel region before they sleep, unless the user chose OMP_WAIT_POLICY or
     GOMP_SPINCOUNT. Asleep, a thread takes a futex wake (tens of µs in a VM) to start the next
     region: LeNet-5 ran 51-65 k samples/s so and 87-93 k with this spin, the LSTM 13.5-14.6 k and
@@ -251,24 +255,41 @@ def start_threads() -> None:
     global _threads_started
     if _threads_started:
         return
-    from numba.np.ufunc import parallel
+    _threads_started = True  # first: the pool's own compile starts Numba's layer again (_launch_with_numba)
+    import numba
+
+    from netc import region_pool
 
     chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
     if not chosen:
         os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     try:
-        parallel._launch_threads()
+        _numba_launch_threads()
     finally:
         if not chosen:
             del os.environ["GOMP_SPINCOUNT"]
-    _threads_started = True
+    if region_pool.wanted():
+        region_pool.install(numba.config.NUMBA_NUM_THREADS)
 
 
-def prepare_threads(threads: int = 1, parallel: int | None = None) -> int:
-    """Ready the threads for the plan about to run: Numba's pool started (start_threads), its
-    parallel regions on `parallel` threads (a model's choice beside busy processes, see
-    netc.cpuload), else one per core (`cores`: NETC_THREADS when set); and the BLAS thread count set
-    (NETC_BLAS_THREADS overrides it). Called before every compiled call.
+def _launch_with_numba() -> None:
+    """Numba starts its threading layer before it compiles or loads code with a parallel region, and the
+    code is linked to the `numba_parallel_for` of that moment: netc's threads start with it, so that
+    every region runs on netc's pool, whatever compiled first."""
+    _numba_launch_threads()
+    start_threads()
+
+
+_numba_launch_threads = numba_parallel._launch_threads
+numba_parallel._launch_threads = _launch_with_numba
+
+
+def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = False) -> int:
+    """Ready the threads for the plan about to run: the pool started (start_threads), its parallel
+    regions on `parallel` threads (a model's choice beside busy processes, see netc.cpuload), else one
+    per core (`cores`: NETC_THREADS when set), sleeping at once when they wait while `busy` (other
+    processes keep the cores busy); and the BLAS thread count set (NETC_BLAS_THREADS overrides it).
+    Called before every compiled call.
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
     cores are busy, its spinning made a digits-mlp epoch 3-8x slower (0.07 s vs 0.24-0.6 s);
@@ -283,8 +304,12 @@ def prepare_threads(threads: int = 1, parallel: int | None = None) -> int:
     start_threads()
     import numba
 
+    from netc import region_pool
+
     pool = numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(min(parallel or cores(), pool))  # per calling thread
+    if region_pool.pool():  # beside busy processes its waiting threads sleep at once (netc.region_pool)
+        region_pool.pool().set_spin(region_pool.BUSY_SPIN if busy else region_pool.QUIET_SPIN)
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
         from threadpoolctl import threadpool_limits

@@ -41,10 +41,10 @@ def test_a_probe_that_fails_says_it_could_not_tell(monkeypatch):
     assert "(OPENBLAS_CORETYPE=Haswell)" in text and "unpinned, it runs (could not tell) kernels" in text
 
 
-def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatch):
-    """--contended: an untimed epoch of each framework beside the busy processes, then per round and
-    framework a quiet epoch with them stopped (SIGSTOP, state 'T') and a loaded one with them running;
-    every busy process is gone afterwards."""
+def test_contended_rounds_time_each_framework_quiet_and_loaded(monkeypatch):
+    """--contended: an untimed epoch of each framework beside the busy processes, then per round each
+    framework's quiet epoch with them stopped (SIGSTOP, state 'T'), then each one's untimed and timed
+    loaded epochs with them running; every busy process is gone afterwards."""
     import benchmarks.run as run
 
     monkeypatch.setattr(run, "cores", lambda: 2)
@@ -81,10 +81,11 @@ def test_contended_rounds_time_each_quiet_epoch_beside_its_loaded_one(monkeypatc
     procs = started
     quiet, loaded = run.alternate_quiet_and_loaded({"a": Runner("a"), "b": Runner("b")}, rounds=2)
     assert quiet == {"a": [1.0, 1.0], "b": [1.0, 1.0]} and loaded == quiet
-    assert [name for name, _ in seen] == ["a", "b"] + ["a", "a", "b", "b"] * 2
-    warmup, timed = seen[:2], seen[2:]
-    assert all("T" not in s for _, s in warmup + timed[1::2]), seen  # loaded: running (R) or scheduled out (S)
-    assert all(s == ["T", "T"] for _, s in timed[0::2]), seen  # quiet: stopped
+    assert [name for name, _ in seen] == ["a", "b"] + ["a", "b", "a", "a", "b", "b"] * 2
+    warmup, rounds = seen[:2], [seen[2:8], seen[8:]]
+    loaded_epochs = warmup + [epoch for one in rounds for epoch in one[2:]]
+    assert all("T" not in s for _, s in loaded_epochs), seen  # loaded: running (R) or scheduled out (S)
+    assert all(s == ["T", "T"] for one in rounds for _, s in one[:2]), seen  # quiet: stopped
     assert len(started) == 2 and all(p.poll() is not None for p in started)
 
 

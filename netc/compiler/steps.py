@@ -174,16 +174,13 @@ def stepped_chunks(batch: int) -> int:
     return max(1, min(cores(), batch))
 
 
-# multiply-adds of a conv pass (the whole batch) from which its chunks may run on more threads than
-# cores beside busy processes: seed-cnn's conv2 (655 M, ~2.6 ms a core) ran faster so, LeNet-5's convs
-# (5-10 M, regions of 0.1-0.3 ms) slower, and timing four threads cost a loaded run three slow epochs
-LONG_PASS = 100_000_000
-
-
 def busy_threads(graph: Graph, batch: int) -> int:
-    """The most threads worth running a plan's parallel regions on beside busy processes: a conv pass's
-    chunks when some pass is long (LONG_PASS), else one per core; 1 without parallel regions."""
-    if any(REGISTRY[node.op].is_(PARALLEL) and batch * node.macs >= LONG_PASS for node in graph.nodes):
+    """The most threads worth running a plan's parallel regions on beside busy processes: as many as a
+    region has chunks (a conv pass's, else a recurrent layer's one per core); 1 without parallel regions.
+    More threads than cores get a larger share of busy cores, and netc's pool loses nothing to a thread
+    the scheduler holds back (netc.region_pool): LeNet-5 ran 1.3x slower than alone on four threads,
+    1.6x on two. (On OpenMP's threads its short passes ran slower on four.)"""
+    if any(REGISTRY[node.op].is_(PARALLEL) for node in graph.nodes):
         return parallel_chunks(batch)
     return stepped_chunks(batch) if has_parallel_regions(graph) else 1
 

@@ -13,6 +13,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from netc import region_pool
 from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
 from netc.compiler import background as fused_compile
 from netc.compiler.steps import blas_threads, busy_threads, cores, has_parallel_regions
@@ -90,6 +91,7 @@ class Model:
         counts = (1, min(pool, busy_threads(graph, self.batch)))  # and one per core, chosen when quiet
         self.thread_choice = (ThreadChoice(min(cores(), pool), counts)
                               if has_parallel_regions(graph) and thread_count() is None else None)
+        region_pool.wanted()  # NETC_REGION_POOL checked here, not first inside a compile (netc.jit.start_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
@@ -377,7 +379,7 @@ class Model:
         choice = self.thread_choice
         others = load_watcher().cores_busy() if choice else 0.0
         threads = choice.threads(others) if choice else None
-        prepare_threads(self.blas_threads, threads)
+        prepare_threads(self.blas_threads, threads, others >= ThreadChoice.BUSY)
         self._upgrade()
         started = time.perf_counter()
         done = self.module.epoch(*args)
