@@ -284,7 +284,8 @@ def alternate(runners: dict, rounds: int) -> dict[str, list[float]]:
 
 
 LOADED_WARMUP = 6  # epochs of each framework beside the busy processes before the timed rounds
-LOAD_SETTLE_SECONDS = 3.0  # after the busy processes resume, before the loaded timings
+LOAD_SETTLE_SECONDS = 1.0  # after the busy processes resume, before the loaded epochs
+LOAD_WARM_SECONDS = 2.0  # of untimed loaded epochs of a framework before its loaded timing
 
 
 def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
@@ -292,12 +293,11 @@ def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
     kind in every round (the busy processes stopped with SIGSTOP while the quiet epochs run): a drift in
     the machine's speed over the run, which moved a slowdown measured from two separate blocks of
     rounds by +-30% (LeNet-5 1.64-2.49x), hits both sides of each ratio alike. A training run makes
-    many calls; the first LOADED_WARMUP epochs beside the busy processes are not timed. Beside busy
-    processes that have just started or resumed, and in a framework's first epoch after it sat idle
-    while the others ran, epochs ran 2-3x slower than a few seconds later, for netc's threads and
-    OpenMP's alike (benchmarks/RESULTS.md, twentieth session): the loaded timings start
-    LOAD_SETTLE_SECONDS after the resume, each after one untimed epoch, so that they measure a machine
-    that stays busy, as a laptop's or a CI runner's does."""
+    many calls; the first LOADED_WARMUP epochs beside the busy processes are not timed. A framework's
+    first second or two of epochs beside busy processes, after it sat idle, ran 2-4x slower than the
+    epochs after them, on netc's threads and OpenMP's alike (benchmarks/RESULTS.md, twentieth session):
+    each loaded timing follows LOAD_WARM_SECONDS of untimed loaded epochs, so that it measures training
+    on a machine that stays busy, as a laptop's or a CI runner's does."""
     quiet: dict[str, list[float]] = {name: [] for name in runners}
     loaded: dict[str, list[float]] = {name: [] for name in runners}
     with busy_processes(cores()) as busy:
@@ -313,7 +313,10 @@ def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
             busy.resume()
             time.sleep(LOAD_SETTLE_SECONDS)
             for name, runner in runners.items():
+                warm = time.perf_counter() + LOAD_WARM_SECONDS
                 runner.epoch()
+                while time.perf_counter() < warm:
+                    runner.epoch()
                 loaded[name].append(_timed(runner))
     return quiet, loaded
 

@@ -5,8 +5,9 @@ netc's parallel regions split a pass into a fixed number of chunks (a conv pass 
 recurrent layer one) that the threads of netc's pool claim (netc.region_pool). The scheduler shares
 each core among the threads that want it, so beside busy processes more threads get a larger share:
 LeNet-5 beside two CPU-bound processes on two cores ran 1.3x slower than alone on four threads, 1.6x
-on two and ~2.5x on one. How much more depends on the plan and the load, so while other processes are
-busy, a model times its compiled calls on each count and keeps the fastest (ThreadChoice). The
+on two and ~2.5x on one (on OpenMP's threads, where every thread had to check in at each region's end,
+one thread was at times the fastest). How much more depends on the plan and the load, so while other
+processes are busy, a model times its compiled calls on each count and keeps the fastest (ThreadChoice). The
 chunks, and so the numbers, stay the same: the thread count only says which threads run them
 (benchmarks/RESULTS.md, eleventh, fifteenth and twentieth sessions)."""
 
@@ -87,10 +88,10 @@ def load_watcher() -> LoadWatcher:
 
 class ThreadChoice:
     """The thread count of one model's parallel regions: one per core while the other processes leave
-    a core or more idle; beside busy ones, whichever of the counts it may use (one thread, one per core
-    and, for a plan with conv passes, as many as their chunks: steps.busy_threads) ran its recent
-    calls fastest per sample (the median of each one's last TRIES calls: one epoch beside busy
-    processes varies by +-25%). The counts are tried TRIES times each, in turn, from the fewest threads
+    a core or more idle; beside busy ones, whichever of the counts it may use (one per core and, for a
+    plan with conv passes, as many as their chunks: steps.busy_threads; on OpenMP's threads one thread
+    too) ran its recent calls fastest per sample (the median of each one's last TRIES calls: one epoch
+    beside busy processes varies by +-25%). The counts are tried TRIES times each, in turn, from the fewest threads
     up, a larger count only once the largest tried so far was the fastest; then the others again every
     RETRY calls, one at a time, as the load changes."""
 

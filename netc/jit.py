@@ -21,6 +21,7 @@ import os
 
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic, overload
 from numba.np.ufunc import parallel as numba_parallel
 
@@ -253,30 +254,32 @@ def start_threads() -> None:
     netc's pool started first, PyTorch runs on this runtime and its settings (benchmarks/run.py
     therefore times PyTorch in a process of its own)."""
     global _threads_started
-    if _threads_started:
-        return
-    _threads_started = True  # first: the pool's own compile starts Numba's layer again (_launch_with_numba)
-    import numba
+    # Numba's compiler lock (re-entrant): a compile that starts the threads holds it already, and the
+    # pool's own compile takes it, so no two threads can wait on each other here
+    with global_compiler_lock:
+        if _threads_started:
+            return
+        _threads_started = True  # first: the pool's own compile starts Numba's layer again (_launch_with_numba)
+        import numba
 
-    from netc import region_pool
+        from netc import region_pool
 
-    chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
-    if not chosen:
-        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
-    try:
-        _numba_launch_threads()
-    finally:
+        chosen = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
         if not chosen:
-            del os.environ["GOMP_SPINCOUNT"]
-    if region_pool.wanted():
-        region_pool.install(numba.config.NUMBA_NUM_THREADS)
+            os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+        try:
+            _numba_launch_threads()
+        finally:
+            if not chosen:
+                del os.environ["GOMP_SPINCOUNT"]
+        if region_pool.wanted():
+            region_pool.install(numba.config.NUMBA_NUM_THREADS)
 
 
 def _launch_with_numba() -> None:
     """Numba starts its threading layer before it compiles or loads code with a parallel region, and the
     code is linked to the `numba_parallel_for` of that moment: netc's threads start with it, so that
     every region runs on netc's pool, whatever compiled first."""
-    _numba_launch_threads()
     start_threads()
 
 

@@ -43,12 +43,13 @@ def test_a_probe_that_fails_says_it_could_not_tell(monkeypatch):
 
 def test_contended_rounds_time_each_framework_quiet_and_loaded(monkeypatch):
     """--contended: an untimed epoch of each framework beside the busy processes, then per round each
-    framework's quiet epoch with them stopped (SIGSTOP, state 'T'), then each one's untimed and timed
-    loaded epochs with them running; every busy process is gone afterwards."""
+    framework's quiet epoch with them stopped (SIGSTOP, state 'T'), then each one's untimed (at least
+    one) and timed loaded epochs with them running; every busy process is gone afterwards."""
     import benchmarks.run as run
 
     monkeypatch.setattr(run, "cores", lambda: 2)
     monkeypatch.setattr(run, "LOADED_WARMUP", 1)
+    monkeypatch.setattr(run, "LOAD_WARM_SECONDS", 0.0)  # one untimed loaded epoch each
     real_sleep = run.time.sleep
     monkeypatch.setattr(run.time, "sleep", lambda seconds: real_sleep(min(seconds, 0.05)))  # signals land in ms
     seen = []

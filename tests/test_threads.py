@@ -276,6 +276,9 @@ def test_plans_with_conv_passes_may_run_on_as_many_threads_as_chunks(monkeypatch
     assert busy_threads(build_graph(load_spec(SPECS / "xor.yaml")), 32) == 1
     monkeypatch.delenv("NETC_THREADS")
     choice = Model(seed_cnn, batch=32).thread_choice
+    assert choice.counts == sorted({cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
+    monkeypatch.setenv("NETC_REGION_POOL", "0")  # on OpenMP's threads: one thread too (it stalls no region)
+    choice = Model(seed_cnn, batch=32).thread_choice
     assert choice.counts == sorted({1, cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
 
 

@@ -86,12 +86,13 @@ class Model:
         # (same numbers, half the compile) until the background process has compiled them
         self._waiting: list = []
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
-        # the threads of its parallel regions beside busy processes, chosen by timing (NETC_THREADS fixes them)
+        # the threads of its parallel regions beside busy processes, chosen by timing (NETC_THREADS fixes them):
+        # one per core (its count alone), or as many as a region's chunks; on OpenMP's threads one thread too,
+        # which stalls no region (netc.cpuload). NETC_REGION_POOL is checked here, not first inside a compile.
         pool = numba.config.NUMBA_NUM_THREADS
-        counts = (1, min(pool, busy_threads(graph, self.batch)))  # and one per core, chosen when quiet
+        counts = (min(pool, busy_threads(graph, self.batch)),) + (() if region_pool.wanted() else (1,))
         self.thread_choice = (ThreadChoice(min(cores(), pool), counts)
                               if has_parallel_regions(graph) and thread_count() is None else None)
-        region_pool.wanted()  # NETC_REGION_POOL checked here, not first inside a compile (netc.jit.start_threads)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
