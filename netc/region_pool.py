@@ -49,6 +49,7 @@ SPIN = 48  # pause instructions before a waiting thread sleeps
 STOP = 56
 JOB = 64  # the region: its gufunc, args, dims, steps, data, inner_ndim, array_count, rows
 SIZE = 72  # threads in the pool, the caller included
+CALLER_ASLEEP = 80  # 1 while the region's caller sleeps on DONE until the last row is done
 SCRATCH = 128  # then per thread SCRATCH_WORDS: a row's argument pointers, then (at DIMENSIONS) its dimensions
 SCRATCH_WORDS = 256
 DIMENSIONS = 192
@@ -140,15 +141,6 @@ def futex(typingctx, address, operation, value):
 
 
 @intrinsic
-def yield_core(typingctx):
-    """sched_yield(): let another thread run on this core."""
-    def codegen(context, builder, signature, args):
-        builder.call(_libc(builder, "sched_yield", ir.FunctionType(ir.IntType(32), [])), [])
-        return context.get_dummy_value()
-    return types.void(), codegen
-
-
-@intrinsic
 def control_block(typingctx):
     """The address of the control block: the symbol SYMBOL, which `install` binds as the code loads."""
     def codegen(context, builder, signature, args):
@@ -204,7 +196,8 @@ def _claim_rows(control, thread, generation):
             steps = load(job, 3)
             _row_arguments(load(job, 1), load(job, 2), steps, load(job, 6), load(job, 5), row, scratch)
             call_row(load(job, 0), scratch, scratch + 8 * DIMENSIONS, steps, load(job, 4))
-            fetch_add(control, DONE, 1)
+            if fetch_add(control, DONE, 1) + 1 == rows and load(control, CALLER_ASLEEP) != 0:
+                futex(control + 8 * DONE, FUTEX_WAKE_PRIVATE, 1)  # the last row: wake the caller
 
 
 @kernel
@@ -277,8 +270,12 @@ def _run_region(control, fn, args, dims, steps, data, inner_ndim, array_count, t
         spins += 1
         if spins < load(control, SPIN):
             pause()
-        else:
-            yield_core()
+            continue
+        store(control, CALLER_ASLEEP, 1)  # then DONE read again: the last row's thread reads CALLER_ASLEEP
+        done = load(control, DONE)  # after adding to DONE, so one of the two sees the other
+        if done < rows:
+            futex(control + 8 * DONE, FUTEX_WAIT_PRIVATE, done)
+        store(control, CALLER_ASLEEP, 0)
     store(control, OWNER, 0)
 
 
