@@ -4,16 +4,19 @@ netc's `--contended` slowdowns (benchmarks/run.py) say how much slower a trainin
 CPU-bound process per core than alone. Much of that is the scheduler's doing, not the program's: Linux
 shares each core among the threads that want it, so k threads beside m busy processes on c cores get
 c·k/(k+m) cores at most (fair_share_slowdown), and a thread the scheduler sets aside for another's time
-slice (milliseconds) holds up every partner at the end of the parallel region it is in. This script
-times a program that loses nothing else: parallel regions of pure arithmetic (no memory traffic, no
-serial part, chunks of equal work) on the Numba OpenMP pool netc runs (twice the cores' threads, netc's
-spin before a waiting thread sleeps), alone on one thread per core and beside the busy processes on 1, c
-and 2c threads, for regions of several lengths. A workload that keeps every core busy alone, with
-parallel regions of r milliseconds, should not expect a smaller slowdown than this program's at r read
-in the same minutes (a shared VM's share of its host moves both).
+slice (milliseconds) holds up the end of a parallel region it has work of. This script times a program
+that loses nothing else: parallel regions of pure arithmetic (no memory traffic, no serial part, chunks of
+equal work) on the threads netc runs its regions on (netc.region_pool; NETC_REGION_POOL=0: Numba's OpenMP
+layer, where every thread checks in at each region's end), alone on one thread per core and beside the
+busy processes on 1, c and 2c threads, for regions of several lengths. A workload that keeps every core
+busy alone with parallel regions of r milliseconds can read its slowdown against this program's at r,
+read in the same minutes (a shared VM's share of its host moves both); one with serial parts between its
+regions may do better (they slow by the one-thread share alone: LeNet-5 ran 1.3x slower on netc's pool
+where this program read 1.6-1.7x).
 
     .venv/bin/python benchmarks/contention_bound.py
     .venv/bin/python benchmarks/contention_bound.py --regions 0.3 3 --rounds 6
+    NETC_REGION_POOL=0 .venv/bin/python benchmarks/contention_bound.py
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class IdealProgram:
     def __init__(self):
         from netc.jit import start_threads
 
-        start_threads()  # netc's spin before a waiting thread sleeps
+        start_threads()  # netc's threads, as netc runs them
         self.kernel = _kernel()
         self.out = np.ones(64)
         self.iterations_per_ms = self._calibrate()
@@ -82,12 +85,16 @@ class IdealProgram:
         self.kernel(count, chunks, iterations, self.out)
         return time.perf_counter() - start
 
-    def rate(self, threads: int, chunks: int, region_ms: float) -> float:
+    def rate(self, threads: int, chunks: int, region_ms: float, busy: bool = False) -> float:
         """Work done per wall second, in cores (2.0: two cores flat out), running regions of
         region_ms (on `cores()` threads alone) as `chunks` equal chunks on `threads` threads."""
         import numba
 
+        from netc import region_pool
+
         numba.set_num_threads(threads)
+        if region_pool.pool():  # netc's spin, as netc.jit.prepare_threads sets it
+            region_pool.pool().set_spin(region_pool.BUSY_SPIN if busy else region_pool.QUIET_SPIN)
         work_ms = region_ms * cores()
         iterations = max(1, round(self.iterations_per_ms * work_ms / chunks))
         count = max(1, round(SECONDS * 1e3 / region_ms))
@@ -110,7 +117,7 @@ def measure(region_ms=REGION_MS, rounds: int = 4) -> list[dict]:
                 alone.append(program.rate(c, c, region))
                 busy.resume()
                 for k in counts:
-                    beside[k].append(program.rate(k, max(k, c), region))
+                    beside[k].append(program.rate(k, max(k, c), region, busy=True))
             quiet = float(np.median(alone))
             rows.append({"region_ms": region, "alone_cores": quiet,
                          "slowdowns": {k: quiet / float(np.median(v)) for k, v in beside.items()},

@@ -46,15 +46,16 @@ def test_a_measurement_reports_every_region_and_thread_count(monkeypatch):
     calls = []
     rate = bound.IdealProgram.rate
 
-    def recorded(self, threads, chunks, region_ms):
-        calls.append((threads, chunks, region_ms))
-        return rate(self, threads, chunks, region_ms)
+    def recorded(self, threads, chunks, region_ms, busy=False):
+        calls.append((threads, chunks, region_ms, busy))
+        return rate(self, threads, chunks, region_ms, busy)
 
     monkeypatch.setattr(bound.IdealProgram, "rate", recorded)
     rows = bound.measure(region_ms=(0.5, 2.0), rounds=2)
     assert [row["region_ms"] for row in rows] == [0.5, 2.0]
-    # per round: alone on one thread per core, then beside on 1, 2 and 4 threads (chunks at least one per core)
-    assert calls[:4] == [(2, 2, 0.5), (1, 2, 0.5), (2, 2, 0.5), (4, 4, 0.5)]
+    # per round: alone on one thread per core, then beside (waiting threads sleeping at once, as netc's do
+    # beside busy processes) on 1, 2 and 4 threads (chunks at least one per core)
+    assert calls[:4] == [(2, 2, 0.5, False), (1, 2, 0.5, True), (2, 2, 0.5, True), (4, 4, 0.5, True)]
     assert len(calls) == 2 * 2 * 4
     for row in rows:
         assert row["alone_cores"] > 0
