@@ -7,8 +7,8 @@ slices (milliseconds), and every region that thread was part of waits for it: an
 program with 0.1-1 ms regions ran 2.4-3.5x slower on four threads beside one busy process per core
 than alone, where equal shares of the cores allow 1.5x (benchmarks/contention_bound.py).
 
-Here the threads claim rows one at a time (a compare-and-swap on the region's generation and next
-row), the calling thread among them, so a thread that is not running when a region starts takes no
+Here the threads claim rows one at a time (a compare-and-swap on the region's generation and the
+rows left), the calling thread among them, so a thread that is not running when a region starts takes no
 part in it, and the region ends when its last row is done. A waiting thread spins a while (the
 spin), then sleeps on a futex; beside busy processes it sleeps almost at once, which leaves its
 time slices to the threads with work and keeps the scheduler's credit for when work comes. The same
@@ -40,7 +40,7 @@ from netc.jit import helper, kernel
 
 # The control block: int64 words, those that threads write often each on a cache line of its own.
 GENERATION = 0  # the region being run (its low 32 bits: the futex the workers sleep on)
-NEXT = 8  # generation << 32 | the next row to claim
+NEXT = 8  # generation << 32 | the rows left to claim (claimed from the last down)
 DONE = 16  # rows of the region finished
 SLEEPERS = 24  # workers asleep on GENERATION
 ACTIVE = 32  # threads taking part in regions, the caller included (a futex: the others sleep on it)
@@ -68,9 +68,9 @@ def wanted() -> bool:
     unless NETC_REGION_POOL=0 asks for Numba's threading layer."""
     text = os.environ.get("NETC_REGION_POOL", "").strip()
     if text not in ("", "0", "1"):
-        raise NetcError(Diagnostic("E-ENV", f"NETC_REGION_POOL={text!r} is neither 0 nor 1", Location("NETC_REGION_POOL"),
-                                   hint="NETC_REGION_POOL=0 runs parallel regions on Numba's threading layer; unset it "
-                                   "for netc's pool"))
+        raise NetcError(Diagnostic("E-ENV", f"NETC_REGION_POOL={text!r} is neither 0 nor 1",
+                                   Location("NETC_REGION_POOL"), hint="NETC_REGION_POOL=0 runs parallel regions on "
+                                   "Numba's threading layer; unset it for netc's pool"))
     return text != "0" and sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64")
 
 
@@ -170,33 +170,33 @@ def call_row(typingctx, fn, args, dims, steps, data):
 
 
 @helper
-def _row_arguments(args, dims, steps, array_count, inner_ndim, row, scratch):
+def _row_arguments(args, dims, steps, array_count, inner_ndim, row, pointers, dimensions):
     # as Numba's layers call a gufunc for row `row`: each argument's pointer moved on by its step (a
     # null one stays null), the dimensions with the outer one 1
     for j in range(array_count):
         base = load(args, j)
-        store(scratch, j, base + row * load(steps, j) if base != 0 else 0)
+        store(pointers, j, base + row * load(steps, j) if base != 0 else 0)
     for j in range(inner_ndim + 1):
-        store(scratch, DIMENSIONS + j, load(dims, j))
-    store(scratch, DIMENSIONS, 1)
+        store(dimensions, j, load(dims, j))
+    store(dimensions, 0, 1)
 
 
 @helper
 def _claim_rows(control, thread, generation):
-    # run rows of region `generation` until none is left to claim
+    # run rows of region `generation` until none is left to claim; the word NEXT counts the rows left, so
+    # a claim needs nothing else of the region (its job may already be the next region's until it holds)
     job = control + 8 * JOB
     scratch = control + 8 * (SCRATCH + thread * SCRATCH_WORDS)
-    rows = load(job, 7)
     while True:
         word = load(control, NEXT)
-        row = word & 0xFFFFFFFF
-        if (word >> 32) != generation or row >= rows:
+        left = word & 0xFFFFFFFF
+        if (word >> 32) & 0xFFFFFFFF != generation & 0xFFFFFFFF or left == 0:  # (generations wrap at 2^32)
             return
-        if compare_swap(control, NEXT, word, word + 1):
-            steps = load(job, 3)
-            _row_arguments(load(job, 1), load(job, 2), steps, load(job, 6), load(job, 5), row, scratch)
-            call_row(load(job, 0), scratch, scratch + 8 * DIMENSIONS, steps, load(job, 4))
-            if fetch_add(control, DONE, 1) + 1 == rows and load(control, CALLER_ASLEEP) != 0:
+        if compare_swap(control, NEXT, word, word - 1):  # row left - 1 is ours: the job stays until it is done
+            steps, dimensions = load(job, 3), scratch + 8 * DIMENSIONS
+            _row_arguments(load(job, 1), load(job, 2), steps, load(job, 6), load(job, 5), left - 1, scratch, dimensions)
+            call_row(load(job, 0), scratch, dimensions, steps, load(job, 4))
+            if fetch_add(control, DONE, 1) + 1 == load(job, 7) and load(control, CALLER_ASLEEP) != 0:
                 futex(control + 8 * DONE, FUTEX_WAKE_PRIVATE, 1)  # the last row: wake the caller
 
 
@@ -229,12 +229,13 @@ def _worker(control, thread):
 
 @helper
 def _run_here(fn, args, dims, steps, data, inner_ndim, array_count):
-    # every row on the calling thread, in order, with a scratch of its own
-    scratch = np.empty(DIMENSIONS + inner_ndim + 1, np.int64)
-    where = scratch.ctypes.data
+    # every row on the calling thread, in order, with a scratch of its own (any size)
+    scratch = np.empty(array_count + inner_ndim + 1, np.int64)
+    pointers = scratch.ctypes.data
+    dimensions = pointers + 8 * array_count
     for row in range(load(dims, 0)):
-        _row_arguments(args, dims, steps, array_count, inner_ndim, row, where)
-        call_row(fn, where, where + 8 * DIMENSIONS, steps, data)
+        _row_arguments(args, dims, steps, array_count, inner_ndim, row, pointers, dimensions)
+        call_row(fn, pointers, dimensions, steps, data)
 
 
 @helper
@@ -242,8 +243,8 @@ def _run_region(control, fn, args, dims, steps, data, inner_ndim, array_count, t
     # Numba's parallel_for: every row of the region run, on up to `threads` threads
     rows = load(dims, 0)
     threads = min(threads, load(control, SIZE))
-    if rows <= 1 or threads <= 1 or array_count > DIMENSIONS or inner_ndim >= SCRATCH_WORDS - DIMENSIONS \
-            or not compare_swap(control, OWNER, 0, 1):
+    too_many = array_count > DIMENSIONS or inner_ndim >= SCRATCH_WORDS - DIMENSIONS  # for a thread's scratch
+    if rows <= 1 or threads <= 1 or too_many or not compare_swap(control, OWNER, 0, 1):
         _run_here(fn, args, dims, steps, data, inner_ndim, array_count)
         return
     if threads != load(control, ACTIVE):
@@ -260,7 +261,7 @@ def _run_region(control, fn, args, dims, steps, data, inner_ndim, array_count, t
     store(job, 7, rows)
     generation = load(control, GENERATION) + 1
     store(control, DONE, 0)
-    store(control, NEXT, generation << 32)
+    store(control, NEXT, ((generation & 0xFFFFFFFF) << 32) | rows)
     store(control, GENERATION, generation)
     if load(control, SLEEPERS) > 0:
         futex(control + 8 * GENERATION, FUTEX_WAKE_PRIVATE, MAX_THREADS)
