@@ -133,16 +133,6 @@ def test_a_netc_region_pool_that_is_neither_0_nor_1_is_an_error(monkeypatch):
     assert diagnostic.code == "E-ENV" and "'off'" in diagnostic.message and "NETC_REGION_POOL=0" in diagnostic.hint
 
 
-def test_a_run_with_a_bad_netc_region_pool_stops_with_the_error(tmp_path):
-    run_dir = tmp_path / "run"
-    result = subprocess.run([sys.executable, "-m", "netc.cli", "train", str(SPECS / "digits-cnn.yaml"), "--epochs", "1",
-                             "--run-dir", str(run_dir), "-q"], capture_output=True, text=True,
-                            env=dict(os.environ, NETC_REGION_POOL="yes"), timeout=300)
-    assert result.returncode != 0
-    assert "NETC_REGION_POOL: error[E-ENV]: NETC_REGION_POOL='yes' is neither 0 nor 1" in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
-
-
 _WEIGHTS = """
 import hashlib, sys
 import numpy as np

@@ -93,13 +93,17 @@ def test_blas_splits_a_large_gemm_but_never_a_recurrent_layers(monkeypatch):
     assert blas_threads(lstm, 32) == 1
 
 
-def test_a_run_with_a_bad_netc_threads_stops_before_it_writes_anything(tmp_path):
+@pytest.mark.parametrize("variable, text, message", [
+    ("NETC_THREADS", "many", "NETC_THREADS='many' is not a thread count"),
+    ("NETC_REGION_POOL", "yes", "NETC_REGION_POOL='yes' is neither 0 nor 1"),
+])
+def test_a_run_with_a_bad_thread_setting_stops_before_it_writes_anything(tmp_path, variable, text, message):
     run_dir = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "netc.cli", "train", str(SPECS / "xor.yaml"), "--epochs", "1",
                              "--run-dir", str(run_dir), "-q"], capture_output=True, text=True,
-                            env=dict(os.environ, NETC_THREADS="many"), timeout=120)
+                            env=dict(os.environ, **{variable: text}), timeout=120)
     assert result.returncode != 0
-    assert "NETC_THREADS: error[E-ENV]: NETC_THREADS='many' is not a thread count" in result.stderr + result.stdout
+    assert f"{variable}: error[E-ENV]: {message}" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert not run_dir.exists()
 
@@ -260,8 +264,9 @@ def test_the_thread_count_changes_no_number(monkeypatch):
 
 
 def test_plans_with_conv_passes_may_run_on_as_many_threads_as_chunks(monkeypatch):
-    """Beside busy processes a plan chooses among one thread, one per core and, with conv passes, as
-    many as their chunks (two per core); recurrent layers (one chunk per core) stop at one per core."""
+    """Beside busy processes a plan chooses between one thread per core and, with conv passes, as many as
+    their chunks (two per core); recurrent layers (one chunk per core) stop at one per core. On Numba's
+    OpenMP layer one thread is among the counts too."""
     from netc.compiler.steps import busy_threads
     from netc.runtime.model import Model
 
