@@ -178,8 +178,8 @@ def busy_threads(graph: Graph, batch: int) -> int:
     """The most threads worth running a plan's parallel regions on beside busy processes: as many as a
     region has chunks (a conv pass's, else a recurrent layer's one per core); 1 without parallel regions.
     More threads than cores get a larger share of busy cores, and netc's pool loses nothing to a thread
-    the scheduler holds back (netc.region_pool): LeNet-5 ran 1.3x slower than alone on four threads,
-    1.6x on two. (On OpenMP's threads its short passes ran slower on four.)"""
+    the scheduler holds back before it takes a chunk (netc.region_pool); which count runs faster moves
+    with the machine (netc.cpuload.ThreadChoice times both)."""
     if any(REGISTRY[node.op].is_(PARALLEL) for node in graph.nodes):
         return parallel_chunks(batch)
     return stepped_chunks(batch) if has_parallel_regions(graph) else 1
