@@ -94,7 +94,7 @@ class IdealProgram:
 
         numba.set_num_threads(threads)
         if region_pool.pool():  # netc's spin, as netc.jit.prepare_threads sets it
-            region_pool.pool().set_spin(region_pool.BUSY_SPIN if busy else region_pool.QUIET_SPIN)
+            region_pool.pool().spin_for(busy)
         work_ms = region_ms * cores()
         iterations = max(1, round(self.iterations_per_ms * work_ms / chunks))
         count = max(1, round(SECONDS * 1e3 / region_ms))

@@ -312,7 +312,7 @@ def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = 
     pool = numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(min(parallel or cores(), pool))  # per calling thread
     if region_pool.pool():  # beside busy processes its waiting threads sleep at once (netc.region_pool)
-        region_pool.pool().set_spin(region_pool.BUSY_SPIN if busy else region_pool.QUIET_SPIN)
+        region_pool.pool().spin_for(busy)
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
         from threadpoolctl import threadpool_limits

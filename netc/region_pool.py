@@ -9,11 +9,13 @@ than alone, where equal shares of the cores allow 1.5x (benchmarks/contention_bo
 
 Here the threads claim rows one at a time (a compare-and-swap on the region's generation and the
 rows left), the calling thread among them, so a thread that is not running when a region starts takes no
-part in it, and the region ends when its last row is done. A waiting thread spins a while (the
+part in it, and the region ends when its last row is done. A waiting worker spins a while (the
 spin), then sleeps on a futex; beside busy processes it sleeps almost at once, which leaves its
-time slices to the threads with work and keeps the scheduler's credit for when work comes. The same
-program then ran 1.6-1.9x slower on four threads, LeNet-5's epochs 1.3-1.4x (benchmarks/RESULTS.md,
-twentieth session). Rows own disjoint outputs and netc's kernels add across chunks in a fixed order
+time slices to the threads with work and keeps the scheduler's credit for when work comes. The
+caller, its own rows done, spins for the rows others still run, beside busy processes ~3 ms: asleep,
+it would leave its core to a busy process and wait its turn to come back. The same program then ran
+1.6-2.4x slower on four threads (the VM's share of its host moves it), LeNet-5's epochs 1.9-2.0x
+(benchmarks/RESULTS.md, twentieth and twenty-first sessions). Rows own disjoint outputs and netc's kernels add across chunks in a fixed order
 after their loops (no parfor reduction: tests/test_region_pool.py), so the thread that runs a row
 changes no number.
 
@@ -50,6 +52,7 @@ STOP = 56
 JOB = 64  # the region: its gufunc, args, dims, steps, data, inner_ndim, array_count, rows
 SIZE = 72  # threads in the pool, the caller included
 CALLER_ASLEEP = 80  # 1 while the region's caller sleeps on DONE until the last row is done
+CALLER_SPIN = 88  # pause instructions before the caller, its rows done, sleeps until the others' are
 SCRATCH = 128  # then per thread SCRATCH_WORDS: a row's argument pointers, then (at DIMENSIONS) its dimensions
 SCRATCH_WORDS = 256
 DIMENSIONS = 192
@@ -61,6 +64,9 @@ FUTEX_WAIT_PRIVATE = 128
 FUTEX_WAKE_PRIVATE = 129
 QUIET_SPIN = 5_000  # ~0.3 ms: alone, longer than a step's gaps between regions (as netc's OpenMP spin was)
 BUSY_SPIN = 50  # beside busy processes: sleep almost at once (0.1 ms regions on 4 threads: 1.9x; 2.5-2.8x at 5,000)
+# Beside busy processes the caller, its rows done, spins ~3 ms for the rows others still run: asleep, it
+# left its core to a busy process and waited its turn to come back (LeNet-5 on 4 threads 2.0x, 3.0x at 50).
+BUSY_CALLER_SPIN = 50_000
 
 
 def wanted() -> bool:
@@ -269,7 +275,7 @@ def _run_region(control, fn, args, dims, steps, data, inner_ndim, array_count, t
     spins = 0
     while load(control, DONE) < rows:  # rows that other threads claimed and still run
         spins += 1
-        if spins < load(control, SPIN):
+        if spins < load(control, CALLER_SPIN):
             pause()
             continue
         store(control, CALLER_ASLEEP, 1)  # then DONE read again: the last row's thread reads CALLER_ASLEEP
@@ -296,14 +302,19 @@ class RegionPool:
         self.address = self.block.ctypes.data
         self.block[SIZE] = self.size
         self.block[ACTIVE] = self.size
-        self.block[SPIN] = QUIET_SPIN
+        self.block[SPIN] = self.block[CALLER_SPIN] = QUIET_SPIN
         self.workers = [threading.Thread(target=_worker, args=(self.address, thread), daemon=True,
                                          name=f"netc-regions-{thread}") for thread in range(1, self.size)]
         for worker in self.workers:
             worker.start()
 
-    def set_spin(self, spin: int) -> None:
+    def set_spin(self, spin: int, caller_spin: int | None = None) -> None:
         self.block[SPIN] = spin
+        self.block[CALLER_SPIN] = spin if caller_spin is None else caller_spin
+
+    def spin_for(self, busy: bool) -> None:
+        """The spins for a machine whose other processes are busy, or not."""
+        self.set_spin(BUSY_SPIN, BUSY_CALLER_SPIN) if busy else self.set_spin(QUIET_SPIN)
 
     def regions(self) -> int:
         """Regions run on the pool's threads so far (one that ran on its caller alone does not count)."""

@@ -72,16 +72,34 @@ def test_regions_run_on_the_pool_and_one_thread_runs_them_alone(pool):
     assert np.array_equal(runs, np.full(8, 2))
 
 
-@pytest.mark.parametrize("spin", [region_pool.BUSY_SPIN, region_pool.QUIET_SPIN, 0])
-def test_waiting_threads_that_sleep_at_once_or_spin_miss_no_region(pool, spin):
-    """Workers asleep on the futex are woken for each region (or find it done when they wake)."""
+@pytest.mark.parametrize("spin, caller_spin", [(region_pool.BUSY_SPIN, region_pool.BUSY_CALLER_SPIN),
+                                               (region_pool.BUSY_SPIN, 0), (region_pool.QUIET_SPIN, 0),
+                                               (0, region_pool.QUIET_SPIN), (0, 0)])
+def test_waiting_threads_that_sleep_at_once_or_spin_miss_no_region(pool, spin, caller_spin):
+    """Workers asleep on the futex are woken for each region (or find it done when they wake), and a
+    caller asleep until the others' rows are done is woken by the last."""
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    pool.set_spin(spin)
+    pool.set_spin(spin, caller_spin)
     try:
         runs = np.zeros(16, np.int64)
         for _ in range(300):
             _count_rows(runs, 2_000)
         assert np.array_equal(runs, np.full(16, 300))
+    finally:
+        pool.set_spin(region_pool.QUIET_SPIN)
+
+
+def test_spins_follow_the_load(pool):
+    """Beside busy processes (netc.jit.prepare_threads, from the load watcher) the workers sleep almost
+    at once and the caller spins long; alone both spin the quiet count."""
+    from netc.jit import prepare_threads
+
+    try:
+        prepare_threads(1, None, busy=True)
+        assert (pool.block[region_pool.SPIN], pool.block[region_pool.CALLER_SPIN]) == (
+            region_pool.BUSY_SPIN, region_pool.BUSY_CALLER_SPIN)
+        prepare_threads(1, None, busy=False)
+        assert pool.block[region_pool.SPIN] == pool.block[region_pool.CALLER_SPIN] == region_pool.QUIET_SPIN
     finally:
         pool.set_spin(region_pool.QUIET_SPIN)
 
