@@ -12,7 +12,8 @@ busy processes on 1, c and 2c threads, for regions of several lengths. A workloa
 busy alone with parallel regions of r milliseconds can read its slowdown against this program's at r,
 read in the same minutes (a shared VM's share of its host moves both); one with serial parts between its
 regions may do better or worse (they slow by the one-thread share alone, but each region waits for
-threads to wake: LeNet-5 read 1.5-3.3x on netc's pool where this program read 2.0-2.4x).
+threads to wake: LeNet-5 read 1.5-3.8x on netc's pool where this program read 2.0-2.4x, before the
+caller spun for the others' chunks beside busy processes).
 
     .venv/bin/python benchmarks/contention_bound.py
     .venv/bin/python benchmarks/contention_bound.py --regions 0.3 3 --rounds 6

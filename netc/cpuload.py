@@ -4,13 +4,14 @@ runs its parallel regions on.
 netc's parallel regions split a pass into a fixed number of chunks (a conv pass two per core, a
 recurrent layer one) that the threads of netc's pool claim (netc.region_pool). The scheduler shares
 each core among the threads that want it, so beside busy processes more threads get a larger share,
-but also wait more for the cores: LeNet-5 beside two CPU-bound processes on two cores ran 1.5-2.4x
-slower than alone on two threads and 2.7-3.3x on four in one hour, four the faster the session before
-(on OpenMP's threads, where every thread had to check in at each region's end, one thread was at times
-the fastest). Which is faster depends on the plan and the machine's moment, so while other
+but also wait more for the cores: LeNet-5 beside two CPU-bound processes on two cores ran 1.85-2.1x
+slower than alone on two threads and 1.9-2.0x on four in one hour, in another 1.5-2.9x and 2.7-3.8x
+(before the caller spun for the others' chunks; on OpenMP's threads, where every thread had to check in
+at each region's end, one thread was at times the fastest). Which is faster depends on the plan and the
+machine's moment, so while other
 processes are busy, a model times its compiled calls on each count and keeps the fastest (ThreadChoice). The
 chunks, and so the numbers, stay the same: the thread count only says which threads run them
-(benchmarks/RESULTS.md, eleventh, fifteenth and twentieth sessions)."""
+(benchmarks/RESULTS.md, eleventh, fifteenth, twentieth and twenty-first sessions)."""
 
 from __future__ import annotations
 

@@ -14,10 +14,10 @@ spin), then sleeps on a futex; beside busy processes it sleeps almost at once, w
 time slices to the threads with work and keeps the scheduler's credit for when work comes. The
 caller, its own rows done, spins for the rows others still run, beside busy processes ~3 ms: asleep,
 it would leave its core to a busy process and wait its turn to come back. The same program then ran
-1.6-2.4x slower on four threads (the VM's share of its host moves it), LeNet-5's epochs 1.9-2.0x
-(benchmarks/RESULTS.md, twentieth and twenty-first sessions). Rows own disjoint outputs and netc's kernels add across chunks in a fixed order
-after their loops (no parfor reduction: tests/test_region_pool.py), so the thread that runs a row
-changes no number.
+1.9-2.0x slower on four threads (1.6-2.4x before the caller spun; the VM's share of its host moves it),
+LeNet-5's epochs 1.9-2.0x (benchmarks/RESULTS.md, twentieth and twenty-first sessions). Rows own
+disjoint outputs and netc's kernels add across chunks in a fixed order after their loops (no parfor
+reduction: tests/test_region_pool.py), so the thread that runs a row changes no number.
 
 `install` points the `numba_parallel_for` symbol, which every parallel region calls, at this pool
 (netc.jit.start_threads, on Linux x86-64 unless NETC_REGION_POOL=0; elsewhere, or so, Numba's own
@@ -314,7 +314,10 @@ class RegionPool:
 
     def spin_for(self, busy: bool) -> None:
         """The spins for a machine whose other processes are busy, or not."""
-        self.set_spin(BUSY_SPIN, BUSY_CALLER_SPIN) if busy else self.set_spin(QUIET_SPIN)
+        if busy:
+            self.set_spin(BUSY_SPIN, BUSY_CALLER_SPIN)
+        else:
+            self.set_spin(QUIET_SPIN)
 
     def regions(self) -> int:
         """Regions run on the pool's threads so far (one that ran on its caller alone does not count)."""
