@@ -8,10 +8,10 @@ but also wait more for the cores: LeNet-5 beside two CPU-bound processes on two 
 slower than alone on two threads and 1.9-2.0x on four in one hour, in another 1.5-2.9x and 2.7-3.8x
 (before the caller spun for the others' chunks; on OpenMP's threads, where every thread had to check in
 at each region's end, one thread was at times the fastest). Which is faster depends on the plan and the
-machine's moment, so while other
-processes are busy, a model times its compiled calls on each count and keeps the fastest (ThreadChoice). The
-chunks, and so the numbers, stay the same: the thread count only says which threads run them
-(benchmarks/RESULTS.md, eleventh, fifteenth, twentieth and twenty-first sessions)."""
+machine's moment, so while other processes are busy, a model times its compiled calls on each count and
+keeps the fastest (ThreadChoice). The chunks, and so the numbers, stay the same: the thread count only
+says which threads run them (benchmarks/RESULTS.md, eleventh, fifteenth, twentieth and twenty-first
+sessions)."""
 
 from __future__ import annotations
 
@@ -93,9 +93,9 @@ class ThreadChoice:
     a core or more idle; beside busy ones, whichever of the counts it may use (one per core and, for a
     plan with conv passes, as many as their chunks: steps.busy_threads; on OpenMP's threads one thread
     too) ran its recent calls fastest per sample (the median of each one's last TRIES calls: one epoch
-    beside busy processes varies by +-25%). The counts are tried TRIES times each, in turn, from the fewest threads
-    up, a larger count only once the largest tried so far was the fastest; then the others again every
-    RETRY calls, one at a time, as the load changes."""
+    beside busy processes varies by +-25%). The counts are tried TRIES times each, in turn, from the
+    fewest threads up, a larger count only once the largest tried so far was the fastest; then the
+    others again every RETRY calls, one at a time, as the load changes."""
 
     BUSY = 0.5  # cores that other processes keep busy before they count
     TRIES = 3

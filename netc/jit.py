@@ -290,8 +290,9 @@ numba_parallel._launch_threads = _launch_with_numba
 def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = False) -> int:
     """Ready the threads for the plan about to run: the pool started (start_threads), its parallel
     regions on `parallel` threads (a model's choice beside busy processes, see netc.cpuload), else one
-    per core (`cores`: NETC_THREADS when set), sleeping at once when they wait while `busy` (other
-    processes keep the cores busy); and the BLAS thread count set (NETC_BLAS_THREADS overrides it).
+    per core (`cores`: NETC_THREADS when set), their waits set for whether other processes keep the
+    cores `busy` (netc.region_pool.RegionPool.spin_for); and the BLAS thread count set
+    (NETC_BLAS_THREADS overrides it).
     Called before every compiled call.
 
     The GEMMs of small networks gain nothing from a second OpenBLAS thread and, when the
@@ -311,7 +312,7 @@ def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = 
 
     pool = numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(min(parallel or cores(), pool))  # per calling thread
-    if region_pool.pool():  # beside busy processes its waiting threads sleep at once (netc.region_pool)
+    if region_pool.pool():  # beside busy processes its workers sleep at once, its caller spins long
         region_pool.pool().spin_for(busy)
     threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
     if threads != _blas_threads:
