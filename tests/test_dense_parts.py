@@ -1,4 +1,4 @@
-"""A large linear layer in a plan with parallel regions runs its GEMMs in blocks of columns, one per
+"""A large linear layer in a plan whose BLAS runs on one thread runs its GEMMs in blocks of columns, one per
 core (netc.kernels.dense `*_parts`), where OpenBLAS's SkylakeX kernels give the unsplit GEMM's bits:
 the layer's reference values, its gradients by finite differences, the unsplit kernels' bits, on any
 thread count. Plan tests set the BLAS kernels' family (buffers.blas_small_kernels) they need."""
@@ -93,10 +93,24 @@ def _uses_parts(graph, batch) -> tuple[bool, bool]:
     return "linear_forward_parts(" in source, "linear_backward_parts(" in source
 
 
-def test_a_large_layer_runs_in_blocks_only_beside_parallel_regions(monkeypatch):
-    """seed-cnn's fc1 (13 M multiply-adds a batch of 32) in one block per core, its fc2 (41 k) whole;
-    on one core, in a plan without parallel regions (its BLAS may use every core itself), or under
-    OpenBLAS's Haswell kernels (a block's edges summed otherwise), whole."""
+MLP = """
+    netc: 1
+    name: net
+    inputs: {{x: {{shape: [{fan_in}]}}, label: {{shape: [], dtype: int64, classes: 10}}}}
+    layers:
+      - {{name: fc1, op: linear, out: 128}}
+      - {{name: fc2, op: linear, out: 10}}
+    loss: {{op: cross_entropy, input: fc2, target: label}}
+    optimizer: {{type: sgd, lr: 0.1}}
+    train: {{batch: 32}}
+    """
+
+
+def test_a_large_layer_runs_in_blocks_where_blas_runs_on_one_thread(monkeypatch):
+    """seed-cnn's fc1 (13 M multiply-adds a batch of 32) in one block per core, its fc2 (41 k) whole,
+    and at a batch of 8 (3.3 M, below PARTS_WORK) whole; an MLP's alike (13 M), but not where the plan's
+    BLAS runs on every core itself (a GEMM of 50 M+). Whole on one core, and under OpenBLAS's Haswell
+    kernels (a block's edges summed otherwise)."""
     monkeypatch.setenv("NETC_THREADS", "2")
     monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
     cnn = build_graph(load_spec(SPECS / "seed-cnn.yaml"))
@@ -105,23 +119,60 @@ def test_a_large_layer_runs_in_blocks_only_beside_parallel_regions(monkeypatch):
     assert source.count("linear_forward_parts(") == 2 and "parts=I64(2)" in source  # forward, and the epoch's
     assert "linear_forward(x=relu3_out" in source  # fc2
     assert _uses_parts(cnn, 8) == (False, False)  # 3.3 M: below PARTS_WORK
-    mlp = build("""
-        netc: 1
-        name: net
-        inputs: {x: {shape: [3200]}, label: {shape: [], dtype: int64, classes: 10}}
-        layers:
-          - {name: fc1, op: linear, out: 128}
-          - {name: fc2, op: linear, out: 10}
-        loss: {op: cross_entropy, input: fc2, target: label}
-        optimizer: {type: sgd, lr: 0.1}
-        train: {batch: 32}
-        """)
-    assert _uses_parts(mlp, 32) == (False, False)
+    mlp = build(MLP.format(fan_in=3200))
+    assert _uses_parts(mlp, 32) == (True, True)  # 13 M
+    assert compile_graph(mlp, 32).buffers.blocks == {"fc1": 2}
+    assert _uses_parts(mlp, 8) == (False, False)  # 3.3 M
+    assert _uses_parts(mlp, 128) == (False, False)  # 52 M: BLAS on both cores (steps.blas_threads)
     monkeypatch.setattr(buffers, "blas_small_kernels", lambda: False)
     assert _uses_parts(cnn, 32) == (False, False)
+    assert _uses_parts(mlp, 32) == (False, False)
     monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
     monkeypatch.setenv("NETC_THREADS", "1")
     assert _uses_parts(cnn, 32) == (False, False)
+    assert _uses_parts(mlp, 32) == (False, False)
+
+
+def test_a_plan_in_blocks_chooses_its_threads_beside_busy_processes(monkeypatch):
+    """An MLP whose only parallel regions are a linear layer's blocks times one thread against one per
+    core beside busy processes (netc.cpuload.ThreadChoice), as a conv plan times its counts; a plan with
+    no regions at all has nothing to choose."""
+    from netc.runtime.model import Model
+
+    monkeypatch.delenv("NETC_THREADS", raising=False)
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)
+    mlp = build(MLP.format(fan_in=3200))
+    model = Model(mlp, batch=32, tier="python")
+    if model.plan.buffers.blas_parts == 1:
+        pytest.skip("one core: no blocks")
+    assert model.plan.buffers.blocks == {"fc1": model.plan.buffers.blas_parts}
+    assert model.thread_choice is not None and model.thread_choice.counts == [1, model.plan.buffers.blas_parts]
+    assert Model(mlp, batch=8, tier="python").thread_choice is None
+
+
+def test_an_mlp_in_blocks_trains_to_the_whole_plans_bits(monkeypatch):
+    """Two epochs of an MLP whose fc1 runs in blocks and of the same plan on one core (whole): the same
+    weights to the bit under OpenBLAS's SkylakeX kernels, close under its Haswell ones."""
+    from netc.runtime.model import Model
+
+    same = np.array_equal if blas_small_kernels() else (lambda a, c: np.allclose(a, c, rtol=1e-5, atol=1e-6))
+    monkeypatch.setattr(buffers, "blas_small_kernels", lambda: True)  # the plan splits on either family
+    graph = build(MLP.format(fan_in=3200))
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((256, 3200)).astype(np.float32), "label": rng.integers(0, 10, 256)}
+
+    def train(threads: str) -> dict:
+        monkeypatch.setenv("NETC_THREADS", threads)
+        model = Model(graph, batch=32, tier="python")
+        assert bool(model.plan.buffers.blocks) == (threads != "1")
+        prepared = model.prepare(data)
+        order = np.arange(256, dtype=np.int64)
+        for _ in range(2):
+            model.train_epoch(prepared, order)
+        return model.get_weights()
+
+    whole, blocks = train("1"), train("2")
+    assert all(same(whole[name], blocks[name]) for name in whole)
 
 
 def test_a_block_too_small_for_packed_kernels_keeps_the_layer_whole(monkeypatch):
@@ -141,9 +192,9 @@ def test_a_block_too_small_for_packed_kernels_keeps_the_layer_whole(monkeypatch)
         optimizer: {{type: sgd, lr: 0.1}}
         train: {{batch: 32}}
         """
-    monkeypatch.setattr(buffers, "blas_parts", lambda graph: 2)
+    monkeypatch.setattr(buffers, "blas_parts", lambda graph, batch: 2)
     assert _uses_parts(build(spec.format(out=64)), 32) == (True, True)
-    monkeypatch.setattr(buffers, "blas_parts", lambda graph: 32)  # 32 cores
+    monkeypatch.setattr(buffers, "blas_parts", lambda graph, batch: 32)  # 32 cores
     assert _uses_parts(build(spec.format(out=64)), 32) == (False, False)
 
 

@@ -42,6 +42,7 @@ class BufferPlan:
     stepped_chunks: int = 1  # chunks of the batch a recurrent layer runs in (one per core)
     blas_parts: int = 1  # column blocks of a large GEMM in a plan whose BLAS runs on one thread (one per core)
     blas_small_kernels: bool = False  # OpenBLAS runs its SkylakeX family of kernels (netc.jit.blas_small_kernels)
+    blocks: dict[str, int] = field(default_factory=dict)  # a step's node -> column blocks of its GEMMs (OpDef.blocks)
     params: dict[str, dict[str, Region]] = field(default_factory=dict)  # owner -> {"weight": Region}
     param_size: int = 0
     values: dict[str, Region] = field(default_factory=dict)  # tensor -> region in A (after alias resolution)
@@ -75,9 +76,25 @@ def _stored_transposed(graph: Graph, owner, needs_grad: dict[str, bool], plan: B
     return names
 
 
+def _blocks(graph: Graph, steps: list[Step], plan: BufferPlan) -> dict[str, int]:
+    """The steps whose GEMMs run in column blocks on the cores, and in how many (OpDef.blocks). None inside a
+    scan: its steps' GEMMs are small, and threads that meet at every step stall beside busy processes."""
+    facts = PlanFacts(plan.batch, plan.chunks, blas_small_kernels=plan.blas_small_kernels,
+                      stepped_chunks=plan.stepped_chunks, blas_parts=plan.blas_parts)
+    blocks = {}
+    for step in steps:
+        opdef = REGISTRY[step.node.op]
+        if step.kind == step.node.op and opdef.blocks is not None and step.node.scan is None:
+            count = opdef.blocks(step.node.layer, [graph.shape_of(t) for t in step.inputs], facts)
+            if count > 1:
+                blocks[step.node.name] = count
+    return blocks
+
+
 def plan_buffers(graph: Graph, steps: list[Step], losses: list[LossStep], needs_grad: dict[str, bool], batch: int) -> BufferPlan:
-    plan = BufferPlan(batch, parallel_chunks(batch), stepped_chunks(batch), blas_parts(graph),
+    plan = BufferPlan(batch, parallel_chunks(batch), stepped_chunks(batch), blas_parts(graph, batch),
                       blas_small_kernels())
+    plan.blocks = _blocks(graph, steps, plan)
     # parameters, in graph order of their owners
     offset = 0
     for node in graph.owners:

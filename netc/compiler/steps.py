@@ -176,7 +176,8 @@ def stepped_chunks(batch: int) -> int:
 
 def busy_threads(graph: Graph, batch: int) -> int:
     """The most threads worth running a plan's parallel regions on beside busy processes: as many as a
-    region has chunks (a conv pass's, else a recurrent layer's one per core); 1 without parallel regions.
+    region has chunks (a conv pass's, else a recurrent layer's one per core); 1 without them (a plan whose
+    only regions are a large linear layer's column blocks then chooses between one thread and one per core).
     More threads than cores get a larger share of busy cores, and netc's pool loses nothing to a thread
     the scheduler holds back before it takes a chunk (netc.region_pool); which count runs faster moves
     with the machine (netc.cpuload.ThreadChoice times both)."""
@@ -185,10 +186,10 @@ def busy_threads(graph: Graph, batch: int) -> int:
     return stepped_chunks(batch) if has_parallel_regions(graph) else 1
 
 
-def blas_parts(graph: Graph) -> int:
-    """Column blocks a large GEMM outside the parallel ops runs in (netc.kernels.dense `*_parts`): one per
-    core in a plan whose BLAS runs on one thread (blas_threads: its parallel regions'), else 1."""
-    return cores() if has_parallel_regions(graph) else 1
+def blas_parts(graph: Graph, batch: int) -> int:
+    """Column blocks a large GEMM may run in (netc.kernels.dense `*_parts`, where its op's `blocks` says so):
+    one per core in a plan whose BLAS runs on one thread (blas_threads), else 1."""
+    return cores() if blas_threads(graph, batch) == 1 else 1
 
 
 def has_parallel_regions(graph: Graph) -> bool:

@@ -1,13 +1,13 @@
 """linear: y = act(x W^T + b). `blas` picks BLAS GEMMs (large) or plain loops (tiny layers, where a BLAS call costs more than the work).
 `transposed`: the plan stores W transposed, w (I, O), where that makes the products faster (netc.ops.dense).
 
-In a plan with parallel regions BLAS runs on one thread (netc.compiler.steps.blas_threads), and a
-large layer's GEMMs left the other cores idle: seed-cnn's fc1 ([32, 3200] by [3200, 128]) took 0.74
-ms a step on one core. The `*_parts` kernels run each product as `parts` GEMMs over blocks of its
-output's columns, one per core, in one parallel region. Under OpenBLAS's AVX-512 (SkylakeX) kernels
-each output of a packed product is the same dot product over k in a block as in the whole, the same
-bits; its AVX2 (Haswell) and small-matrix kernels sum a block's edges otherwise, so plans split only
-where the numbers stay (netc.ops.dense._parts)."""
+In a plan with parallel regions BLAS runs on one thread (netc.compiler.steps.blas_threads), and in
+one without them too below 50 M multiply-adds a GEMM, and a large layer's GEMMs left the other cores
+idle: seed-cnn's fc1 ([32, 3200] by [3200, 128]) took 0.74 ms a step on one core. The `*_parts`
+kernels run each product as `parts` GEMMs over blocks of its output's columns, one per core, in one
+parallel region. Under OpenBLAS's AVX-512 (SkylakeX) kernels each output of a packed product is the
+same dot product over k in a block as in the whole, the same bits; its AVX2 (Haswell) and small-matrix
+kernels sum a block's edges otherwise, so plans split only where the numbers stay (netc.ops.dense._blocks)."""
 
 import numpy as np
 from numba import prange

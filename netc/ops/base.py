@@ -91,6 +91,7 @@ class PlanFacts:
     input_grads: bool = True  # something upstream needs the gradient of the op's (first) input
     blas_small_kernels: bool = False  # BLAS runs small products unpacked, at a rate that depends on the layout
     stepped_chunks: int = 1  # chunks of the batch a STEPPED (recurrent) op runs in (one per core)
+    blas_parts: int = 1  # column blocks a large GEMM may run in: one per core where BLAS runs on one thread
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,9 @@ class OpDef:
     # (layer, shapes, PlanFacts) -> names of 2-D parameters the plan stores transposed (its emitters and
     # kernels read them so; every API sees the declared shape: Model.param_views). Unshared owners only.
     transposed: Callable | None = None
+    # (layer, shapes, PlanFacts) -> the column blocks its GEMMs run in, one per core, in one parallel region
+    # each (1: whole); the buffer planner asks once per step (BufferPlan.blocks)
+    blocks: Callable | None = None
 
     def is_(self, category: str) -> bool:
         return category in self.categories

@@ -80,24 +80,25 @@ def _blas(e, step, fan_in, out):
     return e.flag(e.use_blas(fan_in * _steps(e, step), out))
 
 
-# multiply-adds of a product from which it runs in column blocks on the cores (BufferPlan.blas_parts):
-# seed-cnn's fc1 (13 M) in 2 blocks 0.29 -> 0.14 ms (forward), 0.45 -> 0.23 ms (backward). LeNet-5's fc1
-# (3 M: 48 -> 31 us forward) stays whole: each block adds a parallel region, and the waits at its regions'
-# ends are what slows LeNet-5 beside busy processes (benchmarks/RESULTS.md)
+# multiply-adds of a product from which it runs in column blocks on the cores: seed-cnn's fc1 (13 M) in 2
+# blocks 0.29 -> 0.14 ms (forward), 0.45 -> 0.23 ms (backward); an MLP 784-256-128-10's fc1 at a batch of 128
+# (26 M) 1.37x faster a step. Smaller products stay whole: each block adds a parallel region, whose start
+# waits for a thread to wake, and beside busy processes for a core (LeNet-5's fc1, 3 M: 48 -> 31 us forward
+# alone; an MLP 64-128-10's fc1 at 256, 2.1 M: 1.09x faster alone, 2x slower on two threads beside busy
+# processes; benchmarks/RESULTS.md, eighteenth and twenty-second sessions)
 PARTS_WORK = 8_000_000
+assert PARTS_WORK > SMALL_GEMM  # so no weight in blocks is stored transposed (_transposed: products <= SMALL_GEMM)
 
 
-def _parts(e, step) -> int:
-    """The column blocks the layer's GEMMs run in (netc.kernels.dense `*_parts`), or 1. Only under
-    OpenBLAS's SkylakeX kernels, and only where every block is a packed product (above SMALL_GEMM):
-    there each output is the same dot product as in the whole GEMM, the same bits (under the Haswell
-    kernels, and the small-matrix ones, blocks' edges are summed otherwise)."""
-    node = step.node
-    out, fan_in = node.param_shapes["weight"]
-    rows = e.plan.batch * _steps(e, step)
-    parts = e.plan.blas_parts
-    if (parts == 1 or not e.plan.blas_small_kernels or rows * fan_in * out < PARTS_WORK
-            or e.stored_transposed(node, "weight")):
+def _blocks(layer, shapes, facts):
+    """The column blocks the layer's GEMMs run in (netc.kernels.dense `*_parts`), one per core where the
+    plan's BLAS runs on one thread, or 1. Only under OpenBLAS's SkylakeX kernels, and only where every
+    block is a packed product (above SMALL_GEMM): there each output is the same dot product as in the
+    whole GEMM, the same bits (under the Haswell kernels, and the small-matrix ones, blocks' edges are
+    summed otherwise)."""
+    parts, out, fan_in = facts.blas_parts, layer.out, shapes[0][-1]
+    rows = facts.batch * (shapes[0][0] if len(shapes[0]) == 2 else 1)
+    if parts == 1 or not facts.blas_small_kernels or rows * fan_in * out < PARTS_WORK:
         return 1
 
     def last_block(columns: int) -> int:  # the narrowest
@@ -106,6 +107,11 @@ def _parts(e, step) -> int:
     # the forward splits the outputs, the backward the inputs
     smallest = min(rows * last_block(out) * fan_in, rows * last_block(fan_in) * out)
     return parts if smallest > SMALL_GEMM else 1
+
+
+def _parts(e, step) -> int:
+    """The planner's choice for this step (BufferPlan.blocks)."""
+    return e.plan.blocks.get(step.node.name, 1)
 
 
 def _forward(e, step):
@@ -193,4 +199,4 @@ LINEAR = register(OpDef(
     ("linear_forward", "linear_backward"), params=_params, macs=_macs, categories=frozenset({EPILOGUE, BLAS}),
     kernels={"netc.kernels.dense": ("linear_forward", "linear_backward", "linear_forward_parts",
                                     "linear_backward_parts")}, forward=_forward, backward=_backward,
-    notes=_notes, transposed=_transposed))
+    notes=_notes, transposed=_transposed, blocks=_blocks))

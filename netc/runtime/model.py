@@ -91,8 +91,8 @@ class Model:
         # which stalls no region (netc.cpuload). NETC_REGION_POOL is checked here, not first inside a compile.
         pool = numba.config.NUMBA_NUM_THREADS
         counts = (min(pool, busy_threads(graph, self.batch)),) + (() if region_pool.wanted() else (1,))
-        self.thread_choice = (ThreadChoice(min(cores(), pool), counts)
-                              if has_parallel_regions(graph) and thread_count() is None else None)
+        regions = has_parallel_regions(graph) or bool(self.plan.buffers.blocks)  # a large linear's blocks
+        self.thread_choice = ThreadChoice(min(cores(), pool), counts) if regions and thread_count() is None else None
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = np.zeros(b.param_size, self.dtype)
