@@ -81,7 +81,8 @@ def test_blocks_of_a_large_product_give_the_unsplit_kernels_numbers():
         if parts:
             linear_backward_parts(x, w, whole, dy.copy(), RELU, 0.0, dx, True, False, dw, db, True, False, True, parts)
         else:
-            linear_backward(x, w, whole, dy.copy(), RELU, 0.0, dx, True, False, dw, db, True, False, True, True, False)
+            linear_backward(x, w, whole, dy.copy(), RELU, 0.0, dx, True, False, dw, db, True, False, True, True, False,
+                            blas_small_kernels())
         return dx, dw, db
 
     for a, c in zip(gradients(0), gradients(2)):

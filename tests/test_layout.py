@@ -187,7 +187,7 @@ def test_kernels_with_a_transposed_weight(blas, acc):
     np.testing.assert_allclose(y, ref.linear_forward(x, w, b), rtol=1e-12)
     dx, dw, db = (rng.normal(size=(n, fan_in)), rng.normal(size=(fan_in, out)), rng.normal(size=out))
     before = (dx.copy(), dw.copy(), db.copy())
-    linear_backward(x, w_stored, y, dy.copy(), 0, 0.0, dx, True, acc, dw, db, True, acc, True, blas, True)
+    linear_backward(x, w_stored, y, dy.copy(), 0, 0.0, dx, True, acc, dw, db, True, acc, True, blas, True, False)
     want_dx, want_dw, want_db = ref.linear_backward(dy, x, w)
     np.testing.assert_allclose(dx, want_dx + (before[0] if acc else 0), rtol=1e-12)
     np.testing.assert_allclose(dw, want_dw.T + (before[1] if acc else 0), rtol=1e-12)

@@ -14,7 +14,7 @@ from numba.extending import intrinsic, register_jitable
 from numba.np.linalg import check_blas_return, ensure_blas
 
 from netc.jit import load_cython_blas
-from netc.kernels.gemm_sizes import SMALL_GEMM
+from netc.kernels.gemm_sizes import SMALL_GEMM, SMALL_PERMIT, TN_BLOCKS_DEPTH, TN_BLOCKS_WORK
 
 load_cython_blas()  # Numba's helper binds sgemm/dgemm from it
 
@@ -86,3 +86,27 @@ def gemm_columns(m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
         return
     for j in range(0, n, block):
         gemm(False, False, m, min(block, n - j), k, a, a_off, lda, b, b_off + j, ldb, beta, c, c_off + j, ldc)
+
+
+@register_jitable
+def gemm_tn(small_kernels, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc):
+    """Row-major C[m, n] = A.T @ B + beta * C (a weight gradient: k the batch's rows). Where
+    `small_kernels` (OpenBLAS runs its SkylakeX kernels: BufferPlan.blas_small_kernels) and the
+    product is a little too large for their unpacked path, it runs as blocks of C that path takes:
+    faster, and the same bits (gemm_sizes.TN_BLOCKS_WORK). Each block halves the longer side of the
+    one before, until it holds at most SMALL_GEMM multiply-adds. float32 only (what was measured)."""
+    work = m * n * k
+    if (not small_kernels or c.itemsize != 4 or work <= SMALL_PERMIT or work > TN_BLOCKS_WORK
+            or k > TN_BLOCKS_DEPTH):
+        gemm(True, False, m, n, k, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc)
+        return
+    rows, columns = m, n
+    while rows * columns * k > SMALL_GEMM:
+        if rows >= columns:
+            rows = (rows + 1) // 2
+        else:
+            columns = (columns + 1) // 2
+    for i in range(0, m, rows):  # C's rows are A's columns
+        for j in range(0, n, columns):
+            gemm(True, False, min(rows, m - i), min(columns, n - j), k, a, a_off + i, lda, b, b_off + j, ldb, beta,
+                 c, c_off + i * ldc + j, ldc)

@@ -24,7 +24,7 @@ from numba import prange, uint64
 
 from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import NONE, RELU, act_chain, act_value
-from netc.kernels.blas import gemm
+from netc.kernels.blas import gemm, gemm_tn
 from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS, TILE_ROWS
 from netc.kernels.tiles import (fold_rows, micro_tile, micro_tile_rows, micro_tile_shifted, pack_columns, pack_rows,
                                 unroll_panel, unroll_transposed, window_table)
@@ -191,14 +191,15 @@ def conv_forward_tiles(x, w, b, has_bias, y, arg, pooled, wpanels, panel, buf, a
 
 @parallel_kernel
 def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
-                  cols, kept, dcols, buf, dwt, dw_transposed, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
+                  cols, kept, dcols, buf, dwt, small_kernels, dbt, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
     # x (n, C, H, W)  w, dw (F, K)  y, dy (n, F, P)  dx (n, C, H, W): weight gradients per chunk into dwt,
     # dbt, then summed in chunk order; input gradients straight into dx (the chunks own disjoint samples).
     # pooled: y, dy, arg are the fused max pool's (see conv_forward); each gradient goes to its maximum.
     # dcols (T, K, G*P): the column gradients (scratch; may be cols itself when cols are not kept)
-    # dw_transposed: dwt holds each chunk's weight gradient transposed, (T, K, F): the product
-    # cols @ G.T, which OpenBLAS's SkylakeX kernels ran faster than G @ cols.T, to the same bits
-    # (chosen per plan: netc.compiler.buffers.BufferPlan.blas_small_kernels)
+    # small_kernels: OpenBLAS runs its SkylakeX kernels (BufferPlan.blas_small_kernels). Then dwt holds each
+    # chunk's weight gradient transposed, (T, K, F): the product cols @ G.T, which they ran faster than
+    # G @ cols.T, to the same bits; and the column gradients run in blocks of their small-matrix kernels
+    # (blas.gemm_tn: LeNet-5's conv2, [150, 16] by [16, 1024] a chunk, 45 -> 22 us), to the same bits.
     n = x.shape[0]
     chunks = cols.shape[0]
     filters, k = w.shape[0], w.shape[1]
@@ -224,14 +225,14 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
                 if not kept:
                     for j in range(g):
                         im2col(x, s0 + j, cols[t], j * positions, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
-                if dw_transposed:  # dW.T (K, F) += cols (K, gP) @ G.T
+                if small_kernels:  # dW.T (K, F) += cols (K, gP) @ G.T
                     gemm(False, True, k, filters, g * positions, cols[t], c0, cols.shape[2], buf[t], 0, width, 1.0,
                          dwt[t], 0, filters)
                 else:
                     gemm(False, True, filters, k, g * positions, buf[t], 0, width, cols[t], c0, cols.shape[2], 1.0,
                          dwt[t], 0, k)
             if need_dx:  # column gradients W.T (K, F) @ G (F, gP), folded back into the image
-                gemm(True, False, k, g * positions, filters, w, 0, k, buf[t], 0, width, 0.0, dcols[t], 0, width)
+                gemm_tn(small_kernels, k, g * positions, filters, w, 0, k, buf[t], 0, width, 0.0, dcols[t], 0, width)
                 for j in range(g):
                     if not acc_dx:
                         for c in range(C):
@@ -240,7 +241,7 @@ def conv_backward(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw,
                                     dx[s0 + j, c, i, jj] = 0.0
                     col2im_add(dcols[t], 0, k, j * positions, dx, s0 + j, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
     if need_dw:
-        sum_chunks(dwt, dw, acc_dw, dw_transposed)
+        sum_chunks(dwt, dw, acc_dw, small_kernels)
         if has_bias:
             sum_bias_chunks(dbt, db, acc_dw)
 

@@ -14,7 +14,7 @@ from numba import prange
 
 from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import NONE, RELU, act_chain, act_value
-from netc.kernels.blas import gemm
+from netc.kernels.blas import gemm, gemm_tn
 
 
 @kernel
@@ -66,9 +66,9 @@ def bias_act(y, b, add_bias, act, alpha):
 
 @kernel
 def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias, blas,
-                    transposed):
+                    transposed, small_kernels):
     # x (n, I)  w, dw (O, I), or (I, O) when transposed  y, dy (n, O)  dx (n, I)  db (O,); acc_*: add to the
-    # gradient, not assign
+    # gradient, not assign; small_kernels: OpenBLAS's SkylakeX kernels, the weight gradient in their blocks (gemm_tn)
     n, fan_in = x.shape
     out = dy.shape[1]
     through_act(dy, y, act, alpha)
@@ -76,9 +76,9 @@ def linear_backward(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, need_d
         if has_bias:
             bias_gradient(dy, db, acc_dw, blas)
         if blas and transposed:  # dw^T (+)= x.T @ dy
-            gemm(True, False, fan_in, out, n, x, 0, fan_in, dy, 0, out, 1.0 if acc_dw else 0.0, dw, 0, out)
+            gemm_tn(small_kernels, fan_in, out, n, x, 0, fan_in, dy, 0, out, 1.0 if acc_dw else 0.0, dw, 0, out)
         elif blas:  # dw (+)= dy.T @ x
-            gemm(True, False, out, fan_in, n, dy, 0, out, x, 0, fan_in, 1.0 if acc_dw else 0.0, dw, 0, fan_in)
+            gemm_tn(small_kernels, out, fan_in, n, dy, 0, out, x, 0, fan_in, 1.0 if acc_dw else 0.0, dw, 0, fan_in)
         else:
             for o in range(out):
                 for i in range(fan_in):
@@ -160,8 +160,8 @@ def linear_backward_parts(x, w, y, dy, act, alpha, dx, need_dx, acc_dx, dw, db, 
         first = min(fan_in, part * width)
         last = min(fan_in, first + width)
         if last > first and need_dw:  # dw[:, first:last] (+)= dy^T @ x[:, first:last]
-            gemm(True, False, out, last - first, n, dy, 0, out, x, first, fan_in, 1.0 if acc_dw else 0.0, dw, first,
-                 fan_in)
+            gemm_tn(True, out, last - first, n, dy, 0, out, x, first, fan_in, 1.0 if acc_dw else 0.0, dw, first,
+                    fan_in)  # the plan splits only under the SkylakeX kernels (netc.ops.dense._blocks)
         if last > first and need_dx:  # dx[:, first:last] (+)= dy @ w[:, first:last]
             gemm(False, False, n, last - first, out, dy, 0, out, w, first, fan_in, 1.0 if acc_dx else 0.0, dx, first,
                  fan_in)

@@ -13,6 +13,19 @@ BLAS_MIN_PRODUCT = 8192
 # [64, 128], 9.1 against 4.3 us (netc.ops.dense stores such a weight transposed).
 SMALL_GEMM = 1 << 19
 
+# OpenBLAS's SkylakeX kernels take a product of up to SMALL_PERMIT multiply-adds unpacked (its
+# sgemm_small_kernel_permit: 100^3, and for C = A^T B in BLAS's column-major terms no more than 1,200
+# outputs) and pack the operands of a larger one. A weight gradient, dy^T x (A^T B, k the batch's
+# rows), of 1-8 M multiply-adds ran 1.03-2.6x faster (one thread) as blocks of C of at most SMALL_GEMM
+# each, which those kernels take unpacked (netc.kernels.blas.gemm_tn); above 8 M, mixed (0.96-1.44x).
+# The same bits up to TN_BLOCKS_DEPTH rows: each output is one chain of multiply-adds over k in both
+# kernels, but the packed one splits a k of more than ~450 in two and adds the halves (GEMM_Q).
+# (C = A B in blocks was bit-exact only for some shapes: [33, 100] by [100, 1000] differs whatever
+# the blocks.) benchmarks/RESULTS.md, twenty-third session.
+SMALL_PERMIT = 1_000_000
+TN_BLOCKS_WORK = 1 << 23
+TN_BLOCKS_DEPTH = 384
+
 
 def _vector_lanes() -> int:
     """float32 lanes of the host's vector registers, from /proc/cpuinfo: 16 with AVX-512, else 8."""

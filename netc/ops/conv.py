@@ -402,7 +402,7 @@ def _conv_backward(e, step):
         return
     cols, kept, dcols, buf, dwt, dbt = _conv_views(e, step, d, backward=True)
     e.call("conv_backward", **common, cols=cols, kept=kept, dcols=dcols, buf=buf, dwt=dwt,
-           dw_transposed=e.flag(e.plan.blas_small_kernels), dbt=dbt, **_sizes(e, d))
+           small_kernels=e.flag(e.plan.blas_small_kernels), dbt=dbt, **_sizes(e, d))
 
 
 def _maxpool_forward(e, step):

@@ -147,7 +147,7 @@ def _backward(e, step):
         e.call("linear_backward_parts", **args, parts=e.size(parts))
     else:
         e.call("linear_backward", **args, blas=_blas(e, step, fan_in, out),
-               transposed=e.flag(e.stored_transposed(node, "weight")))
+               transposed=e.flag(e.stored_transposed(node, "weight")), small_kernels=e.flag(e.plan.blas_small_kernels))
 
 
 def _notes(e, step):
