@@ -6,6 +6,7 @@ when need_grad, writes the gradient of the mean loss into its input's gradient b
 import numpy as np
 
 from netc.jit import helper, kernel
+from netc.kernels.fastexp import libm_exp
 
 
 @helper
@@ -47,7 +48,7 @@ def cross_entropy(z, labels, dz, need_grad, weight, acc):
                 best = j
         norm = 0.0
         for j in range(k):
-            e = np.exp(z[s, j] - m)
+            e = libm_exp(z[s, j] - m)
             if keep:
                 dz[s, j] = e
             norm += e
@@ -60,7 +61,7 @@ def cross_entropy(z, labels, dz, need_grad, weight, acc):
                 dz[s, j] = (dz[s, j] / norm - (1.0 if j == label else 0.0)) / n * weight
         elif need_grad:
             for j in range(k):
-                p = np.exp(z[s, j] - m) / norm
+                p = libm_exp(z[s, j] - m) / norm
                 _put(dz, s, j, (p - (1.0 if j == label else 0.0)) / n, weight, acc)
     return total / n, correct
 
