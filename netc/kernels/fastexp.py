@@ -1,4 +1,5 @@
-"""The recurrent gates' sigmoid and tanh, which vectorise in float32.
+"""Exponentials compiled code inlines: the recurrent gates' sigmoid and tanh, which vectorise in float32,
+and glibc's expf written out (`expf`, `libm_exp`) for a softmax's rows.
 
 A loop that calls libm's `expf` or `tanhf` cannot be vectorised by LLVM (Numba links no vector
 math library), and in an LSTM step those calls were most of the time: 5 of them per unit and
@@ -113,8 +114,9 @@ def _float64_of_bits(typingctx, bits):
 # with FMA run): e^x = 2^(k/32) 2^(r/32), k = round(32 x / ln 2), 2^(k/32) from a table of 32 float64s
 # with k's upper bits added to the exponent, 2^(r/32) by a cubic, all in float64, rounded to float32
 # once. Written out with the same constants and the same fused multiply-adds it gives glibc's results
-# bit for bit (every float32 with |x| < 88 compared: tests/test_fastexp.py), without a call: a loop of
-# them in a softmax's row runs as straight-line code. The table: 2^(i/32)'s bits less i << 47.
+# bit for bit (all 2^32 float32s compared once; tests/test_fastexp.py compares a million of them), without
+# a call: cross_entropy's row of them runs as straight-line code (MLP 64-128-10's loss at a batch of 256,
+# 10 -> 7.8 us). The table: 2^(i/32)'s bits less i << 47 (glibc's __exp2f_data.tab).
 _EXPF_TABLE = np.array([
     0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
     0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
