@@ -14,8 +14,8 @@ the start through the OpenBLAS netc calls) that each framework's training reache
 forward multiply-add: forward, backward-data, backward-weights), netc's cold compile time
 (empty caches) and warm start-up time (process start to the first training step done, data
 loading excluded), peak memory of each framework (each alone in its own process), and the
-versions. `--contended` times every framework beside one busy process per core too, a loaded epoch
-after each quiet one, and reports each one's slowdown (median loaded epoch ÷ median quiet epoch), and
+versions. `--contended` times every framework beside one busy process per core too, loaded epochs
+(over 1 s) after each quiet timing, and reports each one's slowdown (median loaded epoch ÷ median quiet epoch), and
 below the table what the scheduler allows there: the slowdown of an ideal parallel program with regions
 of 0.1-30 ms on 1, cores and 2x cores threads (benchmarks/contention_bound.py).
 """
@@ -128,10 +128,14 @@ def _time_once(fn) -> float:
 
 
 MIN_SAMPLE_SECONDS = 0.2  # each timing covers at least this long (seed-mlp's epoch is ~3 ms)
+# ... and each timing beside busy processes this long: over 0.2 s a single thread's rate there moved 2.2x
+# within a run (seed-mlp 3.3-7.2 M steps/s, and its slowdown per round 0.80-2.24x), as the scheduler
+# placed it for a few of its ~3 ms slices; over 1 s, 1.10-1.43x (benchmarks/RESULTS.md, twenty-third session)
+LOADED_SAMPLE_SECONDS = 1.0
 
 
-def _time(fn) -> float:
-    """Seconds per call of `fn`, called as often as fits in MIN_SAMPLE_SECONDS (once when a call takes
+def _time(fn, seconds: float = MIN_SAMPLE_SECONDS) -> float:
+    """Seconds per call of `fn`, called as often as fits in `seconds` (once when a call takes
     longer): a single 3 ms epoch right after another framework's moved 0.8-4.5 M steps/s within one
     run, as whatever the scheduler did in those milliseconds counted whole."""
     calls, start = 0, time.perf_counter()
@@ -139,7 +143,7 @@ def _time(fn) -> float:
         fn()
         calls += 1
         elapsed = time.perf_counter() - start
-        if elapsed >= MIN_SAMPLE_SECONDS:
+        if elapsed >= seconds:
             return elapsed / calls
 
 
@@ -227,15 +231,15 @@ class PeerProcess:
         return self._reply()
 
     def epoch(self) -> None:
-        self._ask("epoch")
+        self._ask(("epoch", None))
 
-    def timed(self) -> float:
-        """Seconds per epoch, timed in the peer's process (as _time does)."""
-        return self._ask("time")
+    def timed(self, seconds: float = MIN_SAMPLE_SECONDS) -> float:
+        """Seconds per epoch, timed in the peer's process over `seconds` (as _time does)."""
+        return self._ask(("time", seconds))
 
     def close(self) -> None:
         if self.process.is_alive():
-            self.connection.send("stop")
+            self.connection.send(("stop", None))
         self.process.join(30)
         if self.process.is_alive():
             self.process.kill()
@@ -253,16 +257,16 @@ def _serve_peer(connection, name: str, workload: int, weights: dict) -> None:
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     connection.send(("ready", None))
-    while (command := connection.recv()) != "stop":
+    while (command := connection.recv())[0] != "stop":
         try:
-            connection.send(("ok", _time(runner.epoch) if command == "time" else runner.epoch()))
+            connection.send(("ok", _time(runner.epoch, command[1]) if command[0] == "time" else runner.epoch()))
         except Exception as exc:
             connection.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def _timed(runner) -> float:
+def _timed(runner, seconds: float = MIN_SAMPLE_SECONDS) -> float:
     """Seconds per epoch: a peer's process times its own (no pipe in the timing)."""
-    return runner.timed() if isinstance(runner, PeerProcess) else _time(runner.epoch)
+    return runner.timed(seconds) if isinstance(runner, PeerProcess) else _time(runner.epoch, seconds)
 
 
 SETTLE_SECONDS = 0.5  # between one timing and the next (PyTorch's threads spin ~0.2 s after its epochs)
@@ -297,7 +301,8 @@ def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
     first second or two of epochs beside busy processes, after it sat idle, ran 2-4x slower than the
     epochs after them, on netc's threads and OpenMP's alike (benchmarks/RESULTS.md, twentieth session):
     each loaded timing follows LOAD_WARM_SECONDS of untimed loaded epochs, so that it measures training
-    on a machine that stays busy, as a laptop's or a CI runner's does."""
+    on a machine that stays busy, as a laptop's or a CI runner's does. A loaded timing covers
+    LOADED_SAMPLE_SECONDS, a quiet one MIN_SAMPLE_SECONDS."""
     quiet: dict[str, list[float]] = {name: [] for name in runners}
     loaded: dict[str, list[float]] = {name: [] for name in runners}
     with busy_processes(cores()) as busy:
@@ -317,7 +322,7 @@ def alternate_quiet_and_loaded(runners: dict, rounds: int) -> tuple[dict, dict]:
                 runner.epoch()
                 while time.perf_counter() < warm:
                     runner.epoch()
-                loaded[name].append(_timed(runner))
+                loaded[name].append(_timed(runner, LOADED_SAMPLE_SECONDS))
     return quiet, loaded
 
 

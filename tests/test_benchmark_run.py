@@ -75,13 +75,16 @@ def test_contended_rounds_time_each_framework_quiet_and_loaded(monkeypatch):
         def epoch(self):
             seen.append((self.name, states()))
 
-    monkeypatch.setattr(run, "_time", lambda fn: fn() or 1.0)
+    asked = []  # the seconds each timing covers
+    monkeypatch.setattr(run, "_time", lambda fn, seconds=run.MIN_SAMPLE_SECONDS: asked.append(seconds) or fn() or 1.0)
     started = []
     real = run.subprocess.Popen
     monkeypatch.setattr(run.subprocess, "Popen", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
     procs = started
     quiet, loaded = run.alternate_quiet_and_loaded({"a": Runner("a"), "b": Runner("b")}, rounds=2)
     assert quiet == {"a": [1.0, 1.0], "b": [1.0, 1.0]} and loaded == quiet
+    quick, long = run.MIN_SAMPLE_SECONDS, run.LOADED_SAMPLE_SECONDS
+    assert asked == [quick, quick, long, long] * 2 and long > quick  # loaded: over more of the scheduler's slices
     assert [name for name, _ in seen] == ["a", "b"] + ["a", "b", "a", "a", "b", "b"] * 2
     warmup, rounds = seen[:2], [seen[2:8], seen[8:]]
     loaded_epochs = warmup + [epoch for one in rounds for epoch in one[2:]]
