@@ -16,8 +16,8 @@ forward multiply-add: forward, backward-data, backward-weights), netc's cold com
 loading excluded), peak memory of each framework (each alone in its own process), and the
 versions. `--contended` times every framework beside one busy process per core too, loaded epochs
 (over 1 s) after each quiet timing, and reports each one's slowdown (median loaded epoch ÷ median
-quiet epoch), and below the table what the scheduler allows there: the slowdown of an ideal parallel program with regions
-of 0.1-30 ms on 1, cores and 2x cores threads (benchmarks/contention_bound.py).
+quiet epoch), and below the table what the scheduler allows there: the slowdown of an ideal parallel
+program with regions of 0.1-30 ms on 1, cores and 2x cores threads (benchmarks/contention_bound.py).
 """
 
 from __future__ import annotations
