@@ -8,12 +8,18 @@ from numba import njit
 
 from netc.kernels.conv import col2im_add
 from netc.kernels.gemm_sizes import TILE_COLUMNS as COLUMNS, TILE_ROWS as ROWS
-from netc.kernels.tiles import micro_tile, pack_columns, pack_rows, unroll_panel, unroll_transposed, window_table
+from netc.kernels.tiles import (micro_tile, micro_tile_gathered, pack_columns, pack_rows, unroll_panel,
+                                unroll_transposed, window_table)
 
 
 @njit
 def _tile(a, b, c, c_off, ldc, depth, accumulate=False):
     micro_tile(a, 0, b, 0, c, c_off, ldc, depth, accumulate)
+
+
+@njit
+def _gathered(a, b, rows, c, depth, accumulate):
+    micro_tile_gathered(a, 0, b, 0, rows, 0, c, 0, COLUMNS, depth, accumulate)
 
 
 @njit
@@ -84,6 +90,24 @@ def test_a_tile_sums_by_fused_multiply_adds_in_k_order(dtype):
     c = np.zeros((ROWS, COLUMNS), dtype)
     _tile(a, b, c, 0, COLUMNS, 2)
     assert (c == dtype(u * u)).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_a_gathered_tile_reads_a_row_of_b_of_its_own_for_each_row(dtype, accumulate):
+    """Row i at step k multiplies a[k, i] by b's row rows[k, i] (a flat offset, int32): against numpy with
+    small whole numbers (exact), stored or added to what c holds; depth 0 leaves c's values (added: + 0)."""
+    rng = np.random.default_rng(11)
+    for depth in (0, 1, 23):
+        a = rng.integers(-8, 9, (depth, ROWS)).astype(dtype)
+        b = rng.integers(-8, 9, (40, COLUMNS)).astype(dtype)
+        picked = rng.integers(0, 40, (depth, ROWS))
+        c = rng.integers(-8, 9, (ROWS, COLUMNS)).astype(dtype)
+        expected = np.einsum("ki,kij->ij", a.astype(np.float64), b[picked].astype(np.float64))
+        if accumulate:
+            expected += c
+        _gathered(a, b, (picked * COLUMNS).astype(np.int32), c, depth, accumulate)
+        np.testing.assert_array_equal(c, expected if depth or accumulate else np.zeros_like(c))
 
 
 def test_weights_packed_in_row_panels():

@@ -26,8 +26,8 @@ from netc.jit import helper, kernel, parallel_kernel
 from netc.kernels.activation import NONE, RELU, act_chain, act_value
 from netc.kernels.blas import gemm, gemm_tn
 from netc.kernels.gemm_sizes import ROW_TILE_COLUMNS, ROW_TILE_ROWS, TILE_COLUMNS, TILE_ROWS
-from netc.kernels.tiles import (fold_rows, micro_tile, micro_tile_rows, micro_tile_shifted, pack_columns, pack_rows,
-                                unroll_panel, unroll_transposed, window_table)
+from netc.kernels.tiles import (fold_rows, micro_tile, micro_tile_gathered, micro_tile_rows, micro_tile_shifted,
+                                pack_columns, pack_rows, unroll_panel, unroll_transposed, window_table)
 
 @helper
 def im2col(x, s, cols, p0, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW):
@@ -272,6 +272,40 @@ def gather_gradient(buf, t, column, dy, y, arg, s, filters, pooled, act, alpha, 
         dbt[t, f] += total
 
 
+@helper
+def pack_pooled_gradient(gbuf, t, arg, s0, g, filters, positions, OH, OW, panels, rows):
+    """A group's gradient through a fused 2x2 max pool, its nonzero terms only: each window's, at its
+    maximum. For filter f (panel f // ROWS, lane f % ROWS) its g * (OH // 2) * (OW // 2) terms in the
+    order the dense chain over the group's columns (j*P + p) meets them: by sample, then by output row
+    (a window's maximum lies in its top or bottom row), then by column. Their values (from gbuf[t]) go
+    to panels[t] as pack_rows lays out a's rows, and where each one's row of the transposed im2col
+    panel starts (its column times COLUMNS) to rows, laid out the same; the filters past F are zero."""
+    pooled_w = OW // 2
+    depth = g * (OH // 2) * pooled_w
+    for panel in range(panels.shape[1]):
+        for lane in range(TILE_ROWS):
+            f = panel * TILE_ROWS + lane
+            if f >= filters:
+                for i in range(depth):
+                    panels[t, panel, i, lane] = 0.0
+                    rows[panel, i, lane] = 0
+                continue
+            i = 0
+            for j in range(g):
+                s = s0 + j
+                for qi in range(OH // 2):
+                    bottom = (2 * qi + 1) * OW  # where the window's bottom row starts
+                    for lower in range(2):  # the windows whose maximum is in the top row, then the bottom one
+                        for qj in range(pooled_w):
+                            # every window written, the slot kept only for those of this row: no branch
+                            # to mispredict (a slot past the last takes the last write: capacity > depth)
+                            p = arg[s, f, qi * pooled_w + qj]
+                            column = j * positions + p
+                            panels[t, panel, i, lane] = gbuf[t, f, column]
+                            rows[panel, i, lane] = column * TILE_COLUMNS
+                            i += (p >= bottom) == (lower == 1)
+
+
 @parallel_kernel
 def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_dx, dw, db, need_dw, acc_dw, has_bias,
                         gbuf, gpanels, xpanel, dwt, wtpanels, gcolumns, dblock, dbt, C, H, W, KH, KW, SH, SW, PH, PW,
@@ -302,6 +336,8 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
     for t in prange(chunks):
         for f in range(filters):
             dbt[t, f] = 0.0
+        # pack_pooled_gradient's offsets (a slot past the last: it writes one there)
+        terms = np.empty((filter_panels, group * pooled_positions + 1 if pooled else 0, TILE_ROWS), np.int32)
         first = True
         end = min(n, (t + 1) * chunk)
         for s0 in range(t * chunk, end, group):
@@ -310,7 +346,18 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
             for j in range(g):
                 gather_gradient(gbuf, t, j * positions, dy, y, arg, s0 + j, filters, pooled, act, alpha, positions,
                                 pooled_positions, dbt)
-            if need_dw:
+            if need_dw and pooled:  # a quarter of the terms: each window's maximum's
+                pack_pooled_gradient(gbuf, t, arg, s0, g, filters, positions, OH, OW, gpanels, terms)
+                depth = g * pooled_positions
+                for jp in range(k_columns // TILE_COLUMNS):
+                    unroll_transposed(x, s0, g, jp, xpanel[t], table, C, H, W, SH, SW, PH, PW, OH, OW)
+                    for ip in range(filter_panels):
+                        micro_tile_gathered(gpanels, (t * filter_panels + ip) * capacity * TILE_ROWS, xpanel,
+                                            t * capacity * TILE_COLUMNS, terms, ip * terms.shape[1] * TILE_ROWS, dwt,
+                                            (t * filter_rows + ip * TILE_ROWS) * k_columns + jp * TILE_COLUMNS,
+                                            k_columns, depth, not first)
+                first = False
+            elif need_dw:
                 pack_rows(gbuf[t], filters, columns, gpanels[t])
                 for jp in range(k_columns // TILE_COLUMNS):
                     unroll_transposed(x, s0, g, jp, xpanel[t], table, C, H, W, SH, SW, PH, PW, OH, OW)

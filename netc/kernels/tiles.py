@@ -38,13 +38,14 @@ def _float_arrays(*arrays) -> bool:
             and all(t.dtype == arrays[0].dtype for t in arrays) and arrays[0].dtype in (types.float32, types.float64))
 
 
-def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained, adding, shape=(ROWS, COLUMNS)):
+def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained, adding, shape=(ROWS, COLUMNS),
+               b_per_row=False):
     """The IR of a tile of `shape` (ROWS x COLUMNS unless told): for k < depth, acc[i][j] =
     fma(a(k, i), b(k, j), acc[i][j]) in vector registers, then stored through c_at(i, j) (a pointer into
     row i). The accumulators start from zero, or with `chained` from what c holds (the chain of
     multiply-adds goes on); the stored value is the total, or with `adding` (an i1) c's value plus the
     total. a_scalar(k, i) and b_vector(k, j) give pointers to a's scalar for row i and to b's vector from
-    column j at step k."""
+    column j at step k; with `b_per_row`, b_vector(k, i, j): each row of the tile reads a b of its own."""
     rows, columns = shape
     lanes = TILE_LANES if dtype == types.float32 else TILE_LANES // 2  # the same register width
     vectors = columns // lanes
@@ -66,12 +67,16 @@ def _emit_tile(context, builder, dtype, depth, a_scalar, b_vector, c_at, chained
     builder.position_at_end(loop)  # one k: a row of b, then a row of a at a time times them
     k = builder.phi(i64)
     acc = [[builder.phi(vec) for _ in range(vectors)] for _ in range(rows)]
-    bs = [builder.load(builder.bitcast(b_vector(k, j * lanes), vec.as_pointer()), align=1)
-          for j in range(vectors)]
+    def b_row(*at):
+        return [builder.load(builder.bitcast(b_vector(*at, j * lanes), vec.as_pointer()), align=1)
+                for j in range(vectors)]
+
+    bs = None if b_per_row else b_row(k)
     summed = []
     for i in range(rows):
         splat = _splat(builder, builder.load(a_scalar(k, i)), lanes)
-        summed.append([builder.call(fma, [splat, bs[j], acc[i][j]]) for j in range(vectors)])
+        row_bs = b_row(k, i) if b_per_row else bs
+        summed.append([builder.call(fma, [splat, row_bs[j], acc[i][j]]) for j in range(vectors)])
     k_next = builder.add(k, ir.Constant(i64, 1))
     last = builder.block
     builder.cbranch(builder.icmp_signed("<", k_next, depth), loop, done)
@@ -153,6 +158,38 @@ def micro_tile(typingctx, a, a_off, b, b_off, c, c_off, ldc, depth, accumulate):
         _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[7], tys[7]),
                    _strided(builder, a_ptr, ROWS), _strided(builder, b_ptr, COLUMNS), c_at,
                    False, context.cast(builder, args[8], tys[8], types.boolean))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def micro_tile_gathered(typingctx, a, a_off, b, b_off, rows, rows_off, c, c_off, ldc, depth, accumulate):
+    """As micro_tile, but each row i of the tile reads b's row of its own at step k: b[b_off +
+    rows[rows_off + k*ROWS + i] + j] (rows: int32 flat offsets, packed as a's values are). A sparse a: a
+    gradient through a max pool is nonzero at one position of each window, so a weight gradient's tile
+    walks each filter's nonzero terms only, in the order the dense chain meets them (the same bits)."""
+    if not _float_arrays(a, b, c) or not (isinstance(rows, types.Array) and rows.dtype == types.int32):
+        return None
+    sig = types.void(a, a_off, b, b_off, rows, rows_off, c, c_off, ldc, depth, accumulate)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        i64 = ir.IntType(64)
+        a_ptr = _flat(context, builder, tys[0], args[0], args[1], tys[1])
+        b_ptr = _flat(context, builder, tys[2], args[2], args[3], tys[3])
+        rows_ptr = _flat(context, builder, tys[4], args[4], args[5], tys[5])
+        c_ptr = _flat(context, builder, tys[6], args[6], args[7], tys[7])
+        c_at = _strided(builder, c_ptr, _i64(context, builder, args[8], tys[8]))
+        row_at = _strided(builder, rows_ptr, ROWS)
+
+        def b_at(k, i, j):  # row i's b at step k starts rows[k*ROWS + i] on
+            start = builder.sext(builder.load(row_at(k, i)), i64)
+            return builder.gep(b_ptr, [builder.add(start, ir.Constant(i64, j))])
+
+        _emit_tile(context, builder, tys[0].dtype, _i64(context, builder, args[9], tys[9]),
+                   _strided(builder, a_ptr, ROWS), b_at, c_at, False,
+                   context.cast(builder, args[10], tys[10], types.boolean), b_per_row=True)
         return context.get_dummy_value()
 
     return sig, codegen
