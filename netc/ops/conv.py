@@ -162,6 +162,9 @@ def kept_cols_shape(d: dict, batch: int, chunks: int) -> tuple:
     return chunks, d["C"] * d["KH"] * d["KW"], -(-batch // chunks) * d["OH"] * d["OW"]
 
 
+REGION_ALIGN = 16  # elements: 64 bytes of float32 (a cache line), 128 of float64
+
+
 def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
                  tiled: bool = False, direct: bool = False) -> tuple[dict[str, tuple[int, tuple]], int]:
     """The shared scratch of a parallel conv: name -> (offset, shape), and its size. Per chunk:
@@ -208,9 +211,9 @@ def conv_scratch(d: dict, batch: int, chunks: int, dw_transposed: bool = False,
                    ("gcolumns", (chunks, column_panels, filters, TILE_COLUMNS)),
                    ("dblock", (chunks, FOLD_PANELS * TILE_ROWS, column_panels * TILE_COLUMNS))]
     layout, offset = {}, 0
-    for name, shape in regions:
+    for name, shape in regions:  # each on a cache line where the arena starts on one (Model's zeros_aligned)
         layout[name] = (offset, shape)
-        offset += numel(shape)
+        offset += -(-numel(shape) // REGION_ALIGN) * REGION_ALIGN
     return layout, offset
 
 
