@@ -78,3 +78,20 @@ MLP = text_of("""
       - {name: fc2, op: linear, out: 3}                     # 9
     loss: {op: cross_entropy, input: fc2, target: label}    # 10
 """)
+
+
+def reference_cpu() -> dict[str, str]:
+    """The environment that makes the libraries of every AVX2 machine compute alike (tests/test_docs.py
+    says why): OpenBLAS's Haswell kernels, numpy without its AVX-512 loops. numpy warns about, and
+    ignores, a feature it does not dispatch; its names change between versions, so the AVX-512 ones are
+    read from numpy itself."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__
+    except ImportError:  # numpy 1
+        from numpy.core._multiarray_umath import __cpu_dispatch__
+
+    wider = [name for name in __cpu_dispatch__ if "AVX512" in name or name == "X86_V4"]
+    return dict(OPENBLAS_CORETYPE="Haswell", NPY_DISABLE_CPU_FEATURES=" ".join(wider))
+
+
+REFERENCE_CPU = reference_cpu()

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import REFERENCE_CPU
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -208,20 +209,6 @@ def netc_command() -> str:
     return f'netc() {{ "{sys.executable}" -m netc "$@"; }}'
 
 
-def reference_cpu() -> dict[str, str]:
-    """What makes the libraries of every AVX2 machine compute alike (see the module's docstring).
-    numpy warns about, and ignores, a feature it does not dispatch; its names change between
-    versions, so the AVX-512 ones are read from numpy itself."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_dispatch__
-    except ImportError:  # numpy 1
-        from numpy.core._multiarray_umath import __cpu_dispatch__
-
-    wider = [name for name in __cpu_dispatch__ if "AVX512" in name or name == "X86_V4"]
-    return dict(OPENBLAS_CORETYPE="Haswell", NPY_DISABLE_CPU_FEATURES=" ".join(wider))
-
-
-REFERENCE_CPU = reference_cpu()
 
 
 SERVER: dict[str, str] = {}  # while the pages run: the netc server settings of their commands (`pages`)
