@@ -10,6 +10,7 @@ from numba import njit
 from netc.kernels.activation import RELU, SIGMOID
 from netc.kernels.conv import conv_backward_tiles, conv_forward_tiles, pack_pooled_gradient
 from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
+from netc.ops.conv import FOLD_PANELS
 
 
 def _scratch(chunks, filters, k, group_columns, dtype):
@@ -18,7 +19,7 @@ def _scratch(chunks, filters, k, group_columns, dtype):
     shapes = [(chunks, filters, group_columns), (chunks, panels, group_columns, TILE_ROWS),
               (chunks, group_columns, TILE_COLUMNS), (chunks, panels * TILE_ROWS, k_columns),
               (-(-k // TILE_ROWS), filters, TILE_ROWS), (chunks, column_panels, filters, TILE_COLUMNS),
-              (chunks, 6 * TILE_ROWS, column_panels * TILE_COLUMNS), (chunks, filters)]
+              (chunks, FOLD_PANELS * TILE_ROWS, column_panels * TILE_COLUMNS), (chunks, filters)]
     return [np.zeros(shape, dtype) for shape in shapes]
 
 
@@ -33,8 +34,10 @@ def _backward(x, w, y, dy, arg, pooled, act, acc_dw, chunks, group, C, H, KH, OH
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("act", [RELU, SIGMOID])
-@pytest.mark.parametrize("n, C, H, F, KH, chunks, group", [(8, 64, 14, 128, 5, 1, 3),  # seed-cnn's conv2, groups of 3
-                                                          (7, 5, 13, 20, 3, 2, 3)])  # odd rows: one never pooled
+@pytest.mark.parametrize("n, C, H, F, KH, chunks, group", [
+    (8, 64, 14, 128, 5, 1, 3),  # seed-cnn's conv2, in groups of 3
+    (7, 5, 13, 20, 3, 2, 3),  # odd output rows: the last one never pooled
+])
 def test_the_pooled_weight_gradient_is_the_dense_chain_to_the_bit(n, C, H, F, KH, chunks, group, act, dtype):
     rng = np.random.default_rng(3)
     OH = H - KH + 1
