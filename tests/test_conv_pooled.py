@@ -5,12 +5,14 @@ chain: the backward of the unpooled gradient (zero but at each maximum), which w
 
 import numpy as np
 import pytest
+from helpers import MLP, build
 from numba import njit
 
 from netc.kernels.activation import RELU, SIGMOID
 from netc.kernels.conv import conv_backward_tiles, conv_forward_tiles, pack_pooled_gradient
 from netc.kernels.gemm_sizes import TILE_COLUMNS, TILE_ROWS
 from netc.ops.conv import FOLD_PANELS
+from netc.runtime.model import Model
 
 
 def _scratch(chunks, filters, k, group_columns, dtype):
@@ -97,6 +99,9 @@ def test_arenas_and_conv_scratch_regions_start_on_cache_lines(dtype):
     for size in (1, 17, 100_003):
         arena = zeros_aligned(size, dtype)
         assert arena.ctypes.data % CACHE_LINE == 0 and arena.shape == (size,) and not arena.any()
+    model = Model(build(MLP), dtype=np.dtype(dtype).name, batch=4, seed=0)
+    for arena in (model.P, model.G, model.S, model.A, model.D, model.W):
+        assert arena.ctypes.data % CACHE_LINE == 0
     d = dict(C=3, H=9, W=9, KH=3, KW=3, SH=1, SW=1, PH=0, PW=0, OH=7, OW=7, F=5)
     for kind in ({}, {"tiled": True}, {"direct": True}):
         layout, size = conv_scratch(d, 5, 3, **kind)

@@ -337,7 +337,8 @@ def conv_backward_tiles(x, w, y, dy, arg, pooled, act, alpha, dx, need_dx, acc_d
         for f in range(filters):
             dbt[t, f] = 0.0
         # pack_pooled_gradient's offsets (a slot past the last: it writes one there)
-        terms = np.empty((filter_panels, group * pooled_positions + 1 if pooled else 0, TILE_ROWS), np.int32)
+        depth_cap = group * pooled_positions + 1 if pooled and need_dw else 0
+        terms = np.empty((filter_panels, depth_cap, TILE_ROWS), np.int32)
         first = True
         end = min(n, (t + 1) * chunk)
         for s0 in range(t * chunk, end, group):
