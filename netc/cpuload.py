@@ -16,13 +16,17 @@ sessions)."""
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 import time
 
 import numpy as np
 
+from netc.errors import Diagnostic, Location, NetcError
+
 INTERVAL = 0.1  # seconds between looks at /proc/stat (which counts 10 ms ticks per core)
+RUNNABLE_SAMPLES = 5  # looks whose median counts other processes' runnable threads (0.5 s)
 IDLE_EXIT = 30.0  # the watcher stops when nobody asked for this long (a new question restarts it)
 
 
@@ -38,6 +42,27 @@ def _sample(stat_path: str) -> tuple[float, float, float] | None:
     own = os.times()  # every thread of this process
     busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
     return time.monotonic(), busy, own.user + own.system
+
+
+def _runnable_others(stat_path: str) -> int | None:
+    """Threads of other processes that run or wait for a core now: /proc/stat's procs_running less this
+    process's own (state R in /proc/self/task), or None where they cannot be read. Unlike the busy cores,
+    the count does not move when the scheduler shares the cores differently: two busy processes keep two
+    cores busy, or one when netc's threads hold the other (Placement)."""
+    try:
+        with open(stat_path, "rb") as stat:
+            line = next(line for line in stat if line.startswith(b"procs_running"))
+        running = int(line.split()[1])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat", "rb") as stat:
+                    own += stat.read().rsplit(b") ", 1)[1][:1] == b"R"
+            except OSError:  # a thread that ended meanwhile
+                pass
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return max(0, running - own)
 
 
 def others_between(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
@@ -56,6 +81,7 @@ class LoadWatcher:
     def __init__(self, stat_path: str = "/proc/stat"):
         self.stat_path = stat_path
         self.others = 0.0
+        self.runnable: list[int] = []  # other processes' runnable threads, the last RUNNABLE_SAMPLES looks
         self.asked = time.monotonic()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -70,6 +96,11 @@ class LoadWatcher:
                 self.thread.start()
         return self.others
 
+    def runnable_others(self) -> float:
+        """Other processes' threads that wanted a core, the median of the last looks (0.0 until measured)."""
+        recent = list(self.runnable)
+        return float(np.median(recent)) if recent else 0.0
+
     def _watch(self) -> None:
         last = _sample(self.stat_path)
         while last is not None and time.monotonic() - self.asked < IDLE_EXIT:
@@ -78,8 +109,11 @@ class LoadWatcher:
             if now is None:
                 break
             self.others = others_between(last, now)
+            runnable = _runnable_others(self.stat_path)
+            self.runnable = (self.runnable + [runnable])[-RUNNABLE_SAMPLES:] if runnable is not None else []
             last = now
         self.others = 0.0
+        self.runnable = []
 
 
 @functools.cache
@@ -133,3 +167,89 @@ class ThreadChoice:
             recent = self.seconds_per_sample[threads]
             recent.append(seconds / samples)
             del recent[:-self.TRIES]
+
+
+def packed_cores(cores: int, threads: int, others: float) -> int:
+    """Cores a plan's `threads` region threads are given to themselves beside `others` runnable threads of
+    other processes: their share of the machine (each runnable thread an equal share: cores * threads /
+    (threads + others)), rounded up; every core while nothing else runs, or where the share is all."""
+    busy = round(others)
+    if busy < 1:
+        return cores
+    return max(1, min(cores, math.ceil(cores * threads / (threads + busy) - 1e-9)))
+
+
+class Placement:
+    """The CPUs a model's parallel regions run on beside busy processes. Two threads on two cores, each
+    beside a busy process, wait for each other at every region's end, the worker woken while a busy process
+    holds its core: the LSTM ran 2.5-2.6x slower than alone. On one core of their own they take turns
+    and wait for nobody, and the scheduler moves the busy processes to the other core: 1.85x (LeNet-5 1.65x
+    against 2.13x). A plan's threads are packed onto as many CPUs as their share of the machine
+    (packed_cores), where that is fewer than the process may use: beside one busy process two threads'
+    share is 1.33 cores, and one core of their own was slower (the LSTM 1.82x against 1.55x). Around each
+    compiled call: the pool's workers stay packed while the load lasts (they run regions only), the
+    calling thread only for the call, so that no thread the program starts afterwards inherits the mask
+    (benchmarks/RESULTS.md, twenty-fifth session)."""
+
+    def __init__(self):
+        self.allowed: list[int] | None = None  # the process's CPUs, as first seen
+        self.packed: list[int] | None = None  # the CPUs the workers are held to, while packed
+
+    def enter(self, threads: int, others: float, workers: list[int]):
+        """Pack the calling thread and `workers` (native thread ids) for a call of `threads` region threads
+        beside `others` runnable threads of other processes; returns the caller's mask to restore after the call (None: unchanged)."""
+        if self.allowed is None:
+            self.allowed = sorted(os.sched_getaffinity(0))
+        count = packed_cores(len(self.allowed), threads, others)
+        if count >= len(self.allowed):
+            if self.packed is not None:
+                self._set(workers, self.allowed)
+                self.packed = None
+            return None
+        if self.packed is None or len(self.packed) != count:
+            # starting from the core the caller runs on: two processes packing at once rarely pick the same
+            here = self.allowed.index(_current_cpu()) if _current_cpu() in self.allowed else 0
+            self.packed = [self.allowed[(here + i) % len(self.allowed)] for i in range(count)]
+            self._set(workers, self.packed)
+        before = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.packed)
+        return before
+
+    @staticmethod
+    def leave(before) -> None:
+        if before is not None:
+            os.sched_setaffinity(0, before)
+
+    @staticmethod
+    def _set(workers: list[int], cpus: list[int]) -> None:
+        for worker in workers:
+            try:
+                os.sched_setaffinity(worker, cpus)
+            except OSError:  # a worker gone (a pool closed by a test): nothing to place
+                pass
+
+
+def _current_cpu() -> int:
+    """The CPU the calling thread last ran on (field 39 of /proc/thread-self/stat), -1 where unknown."""
+    try:
+        with open("/proc/thread-self/stat", "rb") as stat:
+            return int(stat.read().rsplit(b") ", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def packing() -> bool:
+    """Whether region threads are packed beside busy processes: where threads can be held to CPUs (Linux),
+    unless NETC_PACK=0 (any other value than 0 or 1 is an error)."""
+    text = os.environ.get("NETC_PACK", "").strip()
+    if text not in ("", "0", "1"):
+        raise NetcError(Diagnostic("E-ENV", f"NETC_PACK={text!r} is neither 0 nor 1", Location("NETC_PACK"),
+                                   hint="NETC_PACK=0 leaves netc's threads on every core beside busy processes; "
+                                   "unset it to pack them onto their share of the cores"))
+    return text != "0" and hasattr(os, "sched_setaffinity") and hasattr(os, "sched_getaffinity")
+
+
+@functools.cache
+def placement() -> Placement:
+    """The process's one placement (its workers are the process's pool's)."""
+    return Placement()

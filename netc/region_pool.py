@@ -319,6 +319,10 @@ class RegionPool:
         else:
             self.set_spin(QUIET_SPIN)
 
+    def worker_ids(self) -> list[int]:
+        """The workers' native thread ids (netc.cpuload.Placement holds them to CPUs)."""
+        return [worker.native_id for worker in self.workers]
+
     def regions(self) -> int:
         """Regions run on the pool's threads so far (one that ran on its caller alone does not count)."""
         return int(self.block[GENERATION])

@@ -96,6 +96,7 @@ def test_blas_splits_a_large_gemm_but_never_a_recurrent_layers(monkeypatch):
 @pytest.mark.parametrize("variable, text, message", [
     ("NETC_THREADS", "many", "NETC_THREADS='many' is not a thread count"),
     ("NETC_REGION_POOL", "yes", "NETC_REGION_POOL='yes' is neither 0 nor 1"),
+    ("NETC_PACK", "on", "NETC_PACK='on' is neither 0 nor 1"),
 ])
 def test_a_run_with_a_bad_thread_setting_stops_before_it_writes_anything(tmp_path, variable, text, message):
     run_dir = tmp_path / "run"
@@ -294,3 +295,99 @@ def test_netc_threads_fixes_the_count_and_plans_without_parallel_regions_have_no
     assert Model(build_graph(load_spec(SPECS / "digits-cnn.yaml")), batch=8).thread_choice is None
     monkeypatch.delenv("NETC_THREADS")
     assert Model(build_graph(load_spec(SPECS / "xor.yaml"))).thread_choice is None
+
+
+@pytest.mark.parametrize("cores, threads, others, expected", [
+    (2, 2, 2.0, 1),  # two threads beside two busy processes: one core's share, one core of their own
+    (2, 2, 1.9, 1),  # the watcher's reading, rounded
+    (2, 2, 1.0, 2),  # beside one: 1.33 cores' share, so both cores
+    (2, 4, 2.0, 2),  # four threads: 1.33 cores
+    (2, 2, 0.3, 2),  # nothing busy
+    (8, 8, 2.0, 7),  # 6.4 cores' share
+    (4, 1, 3.0, 1),
+])
+def test_region_threads_are_packed_onto_their_share_of_the_cores(cores, threads, others, expected):
+    from netc.cpuload import packed_cores
+
+    assert packed_cores(cores, threads, others) == expected
+
+
+def _sleeper():
+    """A thread that waits (a stand-in for a pool worker), and the event that ends it."""
+    import threading
+
+    done = threading.Event()
+    thread = threading.Thread(target=done.wait, daemon=True)
+    thread.start()
+    return thread, done
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+def test_a_placement_holds_the_workers_while_busy_and_the_caller_for_one_call():
+    from netc.cpuload import Placement, packed_cores
+
+    allowed = os.sched_getaffinity(0)
+    worker, done = _sleeper()
+    try:
+        placement = Placement()
+        before = placement.enter(2, 2.0, [worker.native_id])
+        packed = set(placement.packed)
+        assert len(packed) == packed_cores(len(allowed), 2, 2.0) < len(allowed) and packed <= allowed
+        assert os.sched_getaffinity(0) == packed and os.sched_getaffinity(worker.native_id) == packed
+        placement.leave(before)
+        assert os.sched_getaffinity(0) == allowed  # the caller only for the call
+        assert os.sched_getaffinity(worker.native_id) == packed  # the workers while the load lasts
+        assert placement.enter(2, 0.2, [worker.native_id]) is None  # quiet: everything back
+        assert os.sched_getaffinity(worker.native_id) == allowed and os.sched_getaffinity(0) == allowed
+        placement.enter(2, 1.0, [worker.native_id])  # beside one busy process: every core is their share
+        assert os.sched_getaffinity(worker.native_id) == allowed
+    finally:
+        done.set()
+        os.sched_setaffinity(0, allowed)
+
+
+def test_packing_can_be_turned_off(monkeypatch):
+    from netc.cpuload import packing
+
+    monkeypatch.setenv("NETC_PACK", "0")
+    assert packing() is False
+    monkeypatch.setenv("NETC_PACK", "1")
+    assert packing() is hasattr(os, "sched_setaffinity")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+def test_a_model_beside_busy_processes_packs_its_threads_and_changes_no_number(monkeypatch):
+    """Beside busy processes a conv plan on two threads runs them on its share of the cores: the same
+    bits as unpacked (the chunks are the plan's); the caller's CPUs are its own again after the call."""
+    import numpy as np
+
+    from netc import cpuload, region_pool
+    from netc.cpuload import ThreadChoice
+    from netc.runtime.data import load_train_eval
+    from netc.runtime.model import Model
+
+    monkeypatch.delenv("NETC_THREADS", raising=False)
+    monkeypatch.setattr(ThreadChoice, "threads", lambda self, others: 2)
+    monkeypatch.setattr(cpuload.LoadWatcher, "cores_busy", lambda self: 2.0)
+    monkeypatch.setattr(cpuload.LoadWatcher, "runnable_others", lambda self: 2.0)
+    allowed = os.sched_getaffinity(0)
+    loaded = load_spec(SPECS / "digits-cnn.yaml")
+    train, _ = load_train_eval(loaded)
+    weights = []
+    for pack in ("0", "1"):
+        monkeypatch.setenv("NETC_PACK", pack)
+        model = Model(build_graph(loaded), seed=0, batch=32)
+        prepared = model.prepare({k: v[:256] for k, v in train.arrays.items()})
+        model.train_epoch(prepared, np.arange(256), seed=0)
+        weights.append(model.P.copy())
+        assert os.sched_getaffinity(0) == allowed
+    pool = region_pool.pool()
+    if pool is not None:  # on netc's pool: its workers held to the packed cores until the load goes
+        assert {frozenset(os.sched_getaffinity(worker)) for worker in pool.worker_ids()} == \
+            {frozenset(cpuload.placement().packed)}
+        monkeypatch.setattr(cpuload.LoadWatcher, "cores_busy", lambda self: 0.0)
+        model.train_epoch(prepared, np.arange(256), seed=0)
+        assert all(os.sched_getaffinity(worker) == allowed for worker in pool.worker_ids())
+    assert np.array_equal(weights[0], weights[1])

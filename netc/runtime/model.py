@@ -17,7 +17,7 @@ from netc import region_pool
 from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
 from netc.compiler import background as fused_compile
 from netc.compiler.steps import blas_threads, busy_threads, cores, has_parallel_regions
-from netc.cpuload import ThreadChoice, load_watcher
+from netc.cpuload import ThreadChoice, load_watcher, packing, placement
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
@@ -104,6 +104,7 @@ class Model:
         counts = (min(pool, busy_threads(graph, self.batch)),) + (() if region_pool.wanted() else (1,))
         regions = has_parallel_regions(graph) or bool(self.plan.buffers.blocks)  # a large linear's blocks
         self.thread_choice = ThreadChoice(min(cores(), pool), counts) if regions and thread_count() is None else None
+        self._packing = packing()  # NETC_PACK read (and checked) once per model
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = zeros_aligned(b.param_size, self.dtype)
@@ -393,8 +394,17 @@ class Model:
         threads = choice.threads(others) if choice else None
         prepare_threads(self.blas_threads, threads, others >= ThreadChoice.BUSY)
         self._upgrade()
+        pool = region_pool.pool()
+        if choice and pool and self._packing:
+            beside = load_watcher().runnable_others() if others >= ThreadChoice.BUSY else 0.0
+            packed = placement().enter(threads, beside, pool.worker_ids())
+        else:
+            packed = None
         started = time.perf_counter()
-        done = self.module.epoch(*args)
+        try:
+            done = self.module.epoch(*args)
+        finally:
+            placement().leave(packed)
         if choice:
             choice.record(threads, others, time.perf_counter() - started, count)
         if self._background and count and self.plan.tier == PYTHON:
