@@ -197,7 +197,8 @@ class Placement:
 
     def enter(self, threads: int, others: float, workers: list[int]):
         """Pack the calling thread and `workers` (native thread ids) for a call of `threads` region threads
-        beside `others` runnable threads of other processes; returns the caller's mask to restore after the call (None: unchanged)."""
+        beside `others` runnable threads of other processes; returns the caller's mask to restore after
+        the call (None: unchanged, also where the caller may not run on the packed CPUs)."""
         if self.allowed is None:
             self.allowed = sorted(os.sched_getaffinity(0))
         count = packed_cores(len(self.allowed), threads, others)
@@ -208,11 +209,15 @@ class Placement:
             return None
         if self.packed is None or len(self.packed) != count:
             # starting from the core the caller runs on: two processes packing at once rarely pick the same
-            here = self.allowed.index(_current_cpu()) if _current_cpu() in self.allowed else 0
+            cpu = _current_cpu()
+            here = self.allowed.index(cpu) if cpu in self.allowed else 0
             self.packed = [self.allowed[(here + i) % len(self.allowed)] for i in range(count)]
             self._set(workers, self.packed)
-        before = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, self.packed)
+        try:
+            before = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, self.packed)
+        except OSError:  # a caller held to other CPUs (a cpuset): it runs where it may
+            return None
         return before
 
     @staticmethod

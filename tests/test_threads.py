@@ -391,3 +391,33 @@ def test_a_model_beside_busy_processes_packs_its_threads_and_changes_no_number(m
         model.train_epoch(prepared, np.arange(256), seed=0)
         assert all(os.sched_getaffinity(worker) == allowed for worker in pool.worker_ids())
     assert np.array_equal(weights[0], weights[1])
+
+
+def test_other_processes_runnable_threads_are_counted_from_proc_stat(tmp_path):
+    """procs_running less this process's running threads (the calling one among them); None where the
+    file cannot be read or has no such line (then nothing is packed: the watcher counts no one)."""
+    from netc.cpuload import _runnable_others
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4 5 6 7 0 0 0\nprocs_running 7\nprocs_blocked 0\n")
+    assert 0 <= _runnable_others(str(stat)) <= 6  # this thread is running as it reads
+    stat.write_text("cpu  1 2 3 4 5 6 7 0 0 0\n")
+    assert _runnable_others(str(stat)) is None
+    assert _runnable_others(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two CPUs")
+def test_a_caller_that_may_not_run_on_the_packed_cores_runs_where_it_may(monkeypatch):
+    from netc.cpuload import Placement
+
+    allowed = os.sched_getaffinity(0)
+
+    def refuse(pid, cpus):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    placement = Placement()
+    assert placement.enter(2, 2.0, []) is None  # nothing to restore after the call
+    placement.leave(None)
+    assert os.sched_getaffinity(0) == allowed
