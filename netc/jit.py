@@ -287,6 +287,18 @@ _numba_launch_threads = numba_parallel._launch_threads
 numba_parallel._launch_threads = _launch_with_numba
 
 
+def blas_thread_count(planned: int) -> int:
+    """OpenBLAS's threads for a plan that asks for `planned`: NETC_BLAS_THREADS when set."""
+    text = os.environ.get("NETC_BLAS_THREADS", "").strip()
+    if not text:
+        return planned
+    if not text.isdigit() or int(text) < 1:
+        raise NetcError(Diagnostic("E-ENV", f"NETC_BLAS_THREADS={text!r} is not a thread count",
+                                   Location("NETC_BLAS_THREADS"), hint="a whole number from 1, e.g. "
+                                   "NETC_BLAS_THREADS=1; unset it for the plan's own choice"))
+    return int(text)
+
+
 def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = False) -> int:
     """Ready the threads for the plan about to run: the pool started (start_threads), its parallel
     regions on `parallel` threads (a model's choice beside busy processes, see netc.cpuload), else one
@@ -314,7 +326,7 @@ def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = 
     numba.set_num_threads(min(parallel or cores(), pool))  # per calling thread
     if region_pool.pool():  # beside busy processes its workers sleep at once, its caller spins long
         region_pool.pool().spin_for(busy)
-    threads = int(os.environ.get("NETC_BLAS_THREADS", threads))
+    threads = blas_thread_count(threads)
     if threads != _blas_threads:
         from threadpoolctl import threadpool_limits
 

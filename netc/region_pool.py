@@ -21,7 +21,8 @@ reduction: tests/test_region_pool.py), so the thread that runs a row changes no 
 
 `install` points the `numba_parallel_for` symbol, which every parallel region calls, at this pool
 (netc.jit.start_threads, on Linux x86-64 unless NETC_REGION_POOL=0; elsewhere, or so, Numba's own
-threading layer runs them). A region started while the pool runs another (a second Python thread, a
+threading layer runs them). Each row runs under its region caller's floating-point modes (netc.fpmode:
+subnormals flushed or kept). A region started while the pool runs another (a second Python thread, a
 region inside a row) runs its rows on the calling thread, in order."""
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from netc.errors import Diagnostic, Location, NetcError
+from netc.fpmode import read_mxcsr, write_mxcsr
 from netc.jit import helper, kernel
 
 # The control block: int64 words, those that threads write often each on a cache line of its own.
@@ -53,6 +55,8 @@ JOB = 64  # the region: its gufunc, args, dims, steps, data, inner_ndim, array_c
 SIZE = 72  # threads in the pool, the caller included
 CALLER_ASLEEP = 80  # 1 while the region's caller sleeps on DONE until the last row is done
 CALLER_SPIN = 88  # pause instructions before the caller, its rows done, sleeps until the others' are
+FP_MODE = 96  # the region caller's MXCSR, under which every row runs (netc.fpmode)
+EXCEPTION_FLAGS = 0x3F  # MXCSR's sticky flags, each thread's own; the rest are its modes
 SCRATCH = 128  # then per thread SCRATCH_WORDS: a row's argument pointers, then (at DIMENSIONS) its dimensions
 SCRATCH_WORDS = 256
 DIMENSIONS = 192
@@ -199,6 +203,9 @@ def _claim_rows(control, thread, generation):
         if (word >> 32) & 0xFFFFFFFF != generation & 0xFFFFFFFF or left == 0:  # (generations wrap at 2^32)
             return
         if compare_swap(control, NEXT, word, word - 1):  # row left - 1 is ours: the job stays until it is done
+            mode = load(control, FP_MODE)
+            if (read_mxcsr() ^ mode) & ~EXCEPTION_FLAGS:  # its caller's modes (flushing subnormals or not), so
+                write_mxcsr(mode)  # a row's numbers do not depend on the thread that runs it
             steps, dimensions = load(job, 3), scratch + 8 * DIMENSIONS
             _row_arguments(load(job, 1), load(job, 2), steps, load(job, 6), load(job, 5), left - 1, scratch, dimensions)
             call_row(load(job, 0), scratch, dimensions, steps, load(job, 4))
@@ -265,6 +272,7 @@ def _run_region(control, fn, args, dims, steps, data, inner_ndim, array_count, t
     store(job, 5, inner_ndim)
     store(job, 6, array_count)
     store(job, 7, rows)
+    store(control, FP_MODE, read_mxcsr())
     generation = load(control, GENERATION) + 1
     store(control, DONE, 0)
     store(control, NEXT, ((generation & 0xFFFFFFFF) << 32) | rows)

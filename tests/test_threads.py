@@ -97,6 +97,7 @@ def test_blas_splits_a_large_gemm_but_never_a_recurrent_layers(monkeypatch):
     ("NETC_THREADS", "many", "NETC_THREADS='many' is not a thread count"),
     ("NETC_REGION_POOL", "yes", "NETC_REGION_POOL='yes' is neither 0 nor 1"),
     ("NETC_PACK", "on", "NETC_PACK='on' is neither 0 nor 1"),
+    ("NETC_BLAS_THREADS", "all", "NETC_BLAS_THREADS='all' is not a thread count"),
 ])
 def test_a_run_with_a_bad_thread_setting_stops_before_it_writes_anything(tmp_path, variable, text, message):
     run_dir = tmp_path / "run"

@@ -13,7 +13,7 @@ from typing import Callable
 import numba
 import numpy as np
 
-from netc import region_pool
+from netc import fpmode, region_pool
 from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
 from netc.compiler import background as fused_compile
 from netc.compiler.steps import blas_threads, busy_threads, cores, has_parallel_regions
@@ -21,7 +21,7 @@ from netc.cpuload import ThreadChoice, load_watcher, packing, placement
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
-from netc.jit import prepare_threads, thread_count
+from netc.jit import blas_thread_count, prepare_threads, thread_count
 from netc.ops.base import numel
 from netc.runtime.init import initial_values
 
@@ -105,6 +105,10 @@ class Model:
         regions = has_parallel_regions(graph) or bool(self.plan.buffers.blocks)  # a large linear's blocks
         self.thread_choice = ThreadChoice(min(cores(), pool), counts) if regions and thread_count() is None else None
         self._packing = packing()  # NETC_PACK read (and checked) once per model
+        # subnormals flushed while its compiled code runs (netc.fpmode) where every thread that computes takes
+        # the caller's bits: netc's region pool, not Numba's own layer, and no OpenBLAS helper threads
+        self.flush_denormals = (graph.spec.train.denormals == "flush" and fpmode.supported()
+                                and (region_pool.wanted() or not regions) and blas_thread_count(self.blas_threads) == 1)
         b = self.plan.buffers
         self.slots = optimizer_slots(graph.spec.optimizer)
         self.P = zeros_aligned(b.param_size, self.dtype)
@@ -402,7 +406,8 @@ class Model:
             packed = None
         started = time.perf_counter()
         try:
-            done = self.module.epoch(*args)
+            with fpmode.flushed(self.flush_denormals):
+                done = self.module.epoch(*args)
         finally:
             placement().leave(packed)
         if choice:
@@ -517,9 +522,10 @@ class Model:
         prepare_threads(self.blas_threads)
         m = self.module
         m.seed_rng(seed)
-        m.forward(self.V, n, training)
-        value, _ = m.loss(self.V, n, True)
-        m.backward(self.V, n, training)
+        with fpmode.flushed(self.flush_denormals):
+            m.forward(self.V, n, training)
+            value, _ = m.loss(self.V, n, True)
+            m.backward(self.V, n, training)
         return float(value), self.gradients()
 
     def stage(self, prepared: dict, n: int) -> None:

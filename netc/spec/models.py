@@ -430,6 +430,10 @@ class TrainSpec(Model):
     seed: NonNegInt = Field(0, description="Seed of initialization, shuffling and dropout.")
     shuffle: Bool = Field(True, description="Shuffle the training data each epoch.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Floating-point type of the plan.")
+    denormals: Literal["flush", "keep"] = Field(
+        "flush", description="Subnormal numbers (below 1.2e-38 in float32) met in training and evaluation: flush "
+        "them to zero (as TensorFlow's CPU kernels do; x86 takes ~100 cycles over each one it meets), or keep them "
+        "(IEEE gradual underflow, PyTorch's default).")
     early_stop: EarlyStop | None = Field(None, description="Stop when a metric stops improving.")
     checkpoints: Checkpoints | None = Field(None, description="best.safetensors and epoch-N.safetensors.")
     top_k: Annotated[int, Strict(), Field(ge=2)] | None = Field(
