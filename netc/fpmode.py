@@ -2,8 +2,8 @@
 
 On x86 an instruction that reads or makes a subnormal (|x| < 1.2e-38 in float32) takes a microcode
 assist of ~100 cycles. A recurrent net's gradients shrink through time into that range as it
-trains: the benchmark RNN (benchmarks/specs/rnn.yaml) ran 218 k steps/s from its first weights and
-175 k from those of a few hundred epochs later, 211 k on those with the bits set
+trains: the benchmark RNN (benchmarks/specs/rnn.yaml) ran 217-220 k steps/s from its first weights,
+172-175 k from those of a few hundred epochs later, and 206-213 k from those with the bits set
 (benchmarks/RESULTS.md, twenty-sixth session). TensorFlow's CPU runtime runs its kernels with them set
 (ScopedFlushDenormal); PyTorch keeps subnormals unless told otherwise (torch.set_flush_denormal). A
 spec chooses with `train.denormals`: flush (the default) or keep (IEEE gradual underflow).

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netc import fpmode
 from netc.compiler import FUSED
 from netc.compiler.cache import load_module
 from netc.compiler.module import TIMED_BACKWARD, TIMED_FORWARD, TIMED_LOSS, TIMED_NOTHING, generate_timing_source
@@ -65,25 +66,26 @@ def time_plan(graph: Graph, batch: int | None = None, iterations: int = 20, warm
     forward_t = [[] for _ in steps]
     backward_t = [[] for _ in steps]
     loss_t, overhead = [], []
-    for rep in range(warmup + iterations):
-        keep = rep >= warmup
-        t = time.perf_counter()
-        run(V, n, False, TIMED_NOTHING, 0)
-        overhead.append(time.perf_counter() - t)
-        for i in range(len(steps)):
+    with fpmode.flushed(model.flush_denormals):  # the modes a training call runs under
+        for rep in range(warmup + iterations):
+            keep = rep >= warmup
             t = time.perf_counter()
-            run(V, n, False, TIMED_FORWARD, i)
-            if keep:
-                forward_t[i].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        run(V, n, True, TIMED_LOSS, 0)
-        if keep:
-            loss_t.append(time.perf_counter() - t)
-        for i in reversed(range(len(steps))):
+            run(V, n, False, TIMED_NOTHING, 0)
+            overhead.append(time.perf_counter() - t)
+            for i in range(len(steps)):
+                t = time.perf_counter()
+                run(V, n, False, TIMED_FORWARD, i)
+                if keep:
+                    forward_t[i].append(time.perf_counter() - t)
             t = time.perf_counter()
-            run(V, n, False, TIMED_BACKWARD, i)
+            run(V, n, True, TIMED_LOSS, 0)
             if keep:
-                backward_t[i].append(time.perf_counter() - t)
+                loss_t.append(time.perf_counter() - t)
+            for i in reversed(range(len(steps))):
+                t = time.perf_counter()
+                run(V, n, False, TIMED_BACKWARD, i)
+                if keep:
+                    backward_t[i].append(time.perf_counter() - t)
     call = float(np.median(overhead))
 
     def net(values: list[float]) -> list[float]:
