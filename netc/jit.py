@@ -217,13 +217,17 @@ _threads_started = False
 def thread_count() -> int | None:
     """NETC_THREADS: the threads (and the chunks of a conv pass) netc uses; None when unset,
     then every core this process may run on (see steps.cores)."""
-    text = os.environ.get("NETC_THREADS", "").strip()
+    return _env_thread_count("NETC_THREADS", 2, "to use every core")
+
+
+def _env_thread_count(variable: str, example: int, unset: str) -> int | None:
+    """A thread count from the environment variable `variable`; None when unset or empty."""
+    text = os.environ.get(variable, "").strip()
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise NetcError(Diagnostic("E-ENV", f"NETC_THREADS={text!r} is not a thread count",
-                                   Location("NETC_THREADS"), hint="a whole number from 1, e.g. NETC_THREADS=2; "
-                                   "unset it to use every core"))
+        raise NetcError(Diagnostic("E-ENV", f"{variable}={text!r} is not a thread count", Location(variable),
+                                   hint=f"a whole number from 1, e.g. {variable}={example}; unset it {unset}"))
     return int(text)
 
 
@@ -289,14 +293,7 @@ numba_parallel._launch_threads = _launch_with_numba
 
 def blas_thread_count(planned: int) -> int:
     """OpenBLAS's threads for a plan that asks for `planned`: NETC_BLAS_THREADS when set."""
-    text = os.environ.get("NETC_BLAS_THREADS", "").strip()
-    if not text:
-        return planned
-    if not text.isdigit() or int(text) < 1:
-        raise NetcError(Diagnostic("E-ENV", f"NETC_BLAS_THREADS={text!r} is not a thread count",
-                                   Location("NETC_BLAS_THREADS"), hint="a whole number from 1, e.g. "
-                                   "NETC_BLAS_THREADS=1; unset it for the plan's own choice"))
-    return int(text)
+    return _env_thread_count("NETC_BLAS_THREADS", 1, "for the plan's own choice") or planned
 
 
 def prepare_threads(threads: int = 1, parallel: int | None = None, busy: bool = False) -> int:
