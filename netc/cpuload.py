@@ -4,14 +4,12 @@ runs its parallel regions on.
 netc's parallel regions split a pass into a fixed number of chunks (a conv pass two per core, a
 recurrent layer one) that the threads of netc's pool claim (netc.region_pool). The scheduler shares
 each core among the threads that want it, so beside busy processes more threads get a larger share,
-but also wait more for the cores: LeNet-5 beside two CPU-bound processes on two cores ran 1.85-2.1x
-slower than alone on two threads and 1.9-2.0x on four in one hour, in another 1.5-2.9x and 2.7-3.8x
-(before the caller spun for the others' chunks; on OpenMP's threads, where every thread had to check in
-at each region's end, one thread was at times the fastest). Which is faster depends on the plan and the
-machine's moment, so while other processes are busy, a model times its compiled calls on each count and
-keeps the fastest (ThreadChoice). The chunks, and so the numbers, stay the same: the thread count only
-says which threads run them (benchmarks/RESULTS.md, eleventh, fifteenth, twentieth and twenty-first
-sessions)."""
+and on netc's pool a thread held back stalls no chunk it has not taken: a plan with conv passes runs
+one thread per chunk there (busy_counts). Where fewer threads might be faster (a large linear layer's
+blocks; Numba's OpenMP layer, where every thread checks in at each region's end), a model times its
+compiled calls on each count and keeps the fastest (ThreadChoice). The chunks, and so the numbers, stay
+the same: the thread count only says which threads run them (benchmarks/RESULTS.md, eleventh,
+fifteenth, twentieth, twenty-first and twenty-seventh sessions)."""
 
 from __future__ import annotations
 
@@ -123,10 +121,9 @@ def load_watcher() -> LoadWatcher:
 
 
 class ThreadChoice:
-    """The thread count of one model's parallel regions: one per core while the other processes leave
-    a core or more idle; beside busy ones, whichever of the counts it may use (one per core and, for a
-    plan with conv passes, as many as their chunks: steps.busy_threads; on OpenMP's threads one thread
-    too) ran its recent calls fastest per sample (the median of each one's last TRIES calls: one epoch
+    """The thread count of one model's parallel regions: `quiet` (one per core) while the other processes
+    leave a core or more idle; beside busy ones, the one count of `counts` (busy_counts), or whichever of
+    them ran its recent calls fastest per sample (the median of each one's last TRIES calls: one epoch
     beside busy processes varies by +-25%). The counts are tried TRIES times each, in turn, from the
     fewest threads up, a larger count only once the largest tried so far was the fastest; then the
     others again every RETRY calls, one at a time, as the load changes."""
@@ -137,7 +134,7 @@ class ThreadChoice:
 
     def __init__(self, quiet: int, counts: tuple[int, ...]):
         self.quiet = quiet
-        self.counts = sorted({quiet, *counts})
+        self.counts = sorted(set(counts))
         self.seconds_per_sample: dict[int, list[float]] = {count: [] for count in self.counts}
         self.climbed = min(2, len(self.counts))  # the counts tried so far: self.counts[:climbed]
         self.busy_calls = 0
@@ -145,8 +142,10 @@ class ThreadChoice:
 
     def threads(self, others: float) -> int:
         tried = self.seconds_per_sample
-        if len(self.counts) == 1 or others < self.BUSY:
+        if others < self.BUSY:
             return self.quiet
+        if len(self.counts) == 1:
+            return self.counts[0]
         self.busy_calls += 1
         candidates = self.counts[:self.climbed]
         fewest = min(candidates, key=lambda threads: len(tried[threads]))  # the first of the least tried
@@ -167,6 +166,23 @@ class ThreadChoice:
             recent = self.seconds_per_sample[threads]
             recent.append(seconds / samples)
             del recent[:-self.TRIES]
+
+
+def busy_counts(quiet: int, chunks: int, on_pool: bool) -> tuple[int, ...]:
+    """The thread counts a plan may run its regions on beside busy processes, given one per core (`quiet`)
+    and a region's most chunks (netc.compiler.steps.busy_threads). On netc's pool, a plan with more chunks
+    than cores (conv passes: two per core) runs one thread per chunk: more threads than cores get a larger
+    share of the busy cores, and a thread the scheduler holds back holds up no chunk it has not taken.
+    Timed against one per core, which beside two busy processes on two cores packs onto one (Placement),
+    the choice followed where the scheduler had put the busy processes: alone on its core two threads were
+    as fast as four, beside one of them 1.4-1.8x slower, and the next rounds of four threads slowed too
+    (LeNet-5 1.47-2.49x slower than alone, median 1.84x; four threads throughout 1.30-2.34x, medians
+    1.44-1.66x; seed-cnn 1.74-2.45x against 1.71-1.83x: benchmarks/RESULTS.md, twenty-seventh session).
+    Otherwise (fewer chunks than cores: a large linear layer's blocks) one per core and the chunks' count
+    are timed, and on Numba's OpenMP layer, whose every thread checks in at a region's end, one thread too."""
+    if on_pool and chunks > quiet:
+        return (chunks,)
+    return tuple(sorted({quiet, chunks} | (set() if on_pool else {1})))
 
 
 def packed_cores(cores: int, threads: int, others: float) -> int:

@@ -212,7 +212,7 @@ def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
     from netc.cpuload import ThreadChoice
 
     tries, retry = ThreadChoice.TRIES, ThreadChoice.RETRY
-    choice = ThreadChoice(2, (1, 4))
+    choice = ThreadChoice(2, (1, 2, 4))
     assert choice.threads(0.2) == 2  # quiet: one thread per core, nothing recorded
     choice.record(2, 0.2, 9.0, 100)
     assert choice.seconds_per_sample == {1: [], 2: [], 4: []}
@@ -224,7 +224,7 @@ def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
     assert picks[2 * tries:].count(1) == len(picks) - 2 * tries - 2
 
     # two threads fastest: four are tried next, and kept when faster still
-    choice = ThreadChoice(2, (1, 4))
+    choice = ThreadChoice(2, (1, 2, 4))
     seconds = {1: [2.0], 2: [1.0], 4: [0.9, 0.8, 3.0, 0.8]}
     picks = _choose(choice, seconds, 3 * retry)
     assert picks[:3 * tries] == [1, 2] * tries + [4] * tries
@@ -236,6 +236,7 @@ def test_beside_busy_processes_a_model_keeps_the_faster_thread_count():
     assert picks.count(1) == retry - 1
 
     assert ThreadChoice(1, (1,)).threads(2.0) == 1  # one core: nothing to choose
+    assert ThreadChoice(2, (4,)).threads(2.0) == 4 and ThreadChoice(2, (4,)).threads(0.2) == 2  # one count beside them
     choice.record(3, 1.5, 1.0, 100)  # a count it does not choose from is not kept
     assert 3 not in choice.seconds_per_sample
 
@@ -266,9 +267,9 @@ def test_the_thread_count_changes_no_number(monkeypatch):
 
 
 def test_plans_with_conv_passes_may_run_on_as_many_threads_as_chunks(monkeypatch):
-    """Beside busy processes a plan chooses between one thread per core and, with conv passes, as many as
-    their chunks (two per core); recurrent layers (one chunk per core) stop at one per core. On Numba's
-    OpenMP layer one thread is among the counts too."""
+    """Beside busy processes a plan with conv passes runs on netc's pool as many threads as their chunks (two
+    per core); recurrent layers (one chunk per core) stop at one per core. On Numba's OpenMP layer it chooses
+    between one thread, one per core and the chunks' count."""
     from netc.compiler.steps import busy_threads
     from netc.runtime.model import Model
 
@@ -283,10 +284,26 @@ def test_plans_with_conv_passes_may_run_on_as_many_threads_as_chunks(monkeypatch
     assert busy_threads(build_graph(load_spec(SPECS / "xor.yaml")), 32) == 1
     monkeypatch.delenv("NETC_THREADS")
     choice = Model(seed_cnn, batch=32).thread_choice
-    assert choice.counts == sorted({cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
+    chunks = min(numba.config.NUMBA_NUM_THREADS, 2 * cores())
+    assert choice.counts == ([chunks] if chunks > cores() else [cores()])
+    assert choice.threads(2.0) == choice.counts[0]
+    assert choice.threads(0.0) == min(cores(), numba.config.NUMBA_NUM_THREADS)
     monkeypatch.setenv("NETC_REGION_POOL", "0")  # on OpenMP's threads: one thread too (it stalls no region)
     choice = Model(seed_cnn, batch=32).thread_choice
     assert choice.counts == sorted({1, cores(), min(numba.config.NUMBA_NUM_THREADS, 2 * cores())})
+
+
+def test_beside_busy_processes_more_chunks_than_cores_run_a_thread_each_on_the_pool():
+    """netc's pool: one thread per chunk where a region has more chunks than cores (no timing), one per core
+    and the chunks' count timed where it has fewer; Numba's OpenMP layer times one thread as well."""
+    from netc.cpuload import busy_counts
+
+    assert busy_counts(2, 4, on_pool=True) == (4,)
+    assert busy_counts(2, 2, on_pool=True) == (2,)
+    assert busy_counts(2, 1, on_pool=True) == (1, 2)
+    assert busy_counts(2, 4, on_pool=False) == (1, 2, 4)
+    assert busy_counts(1, 2, on_pool=True) == (2,)
+    assert busy_counts(1, 1, on_pool=False) == (1,)
 
 
 def test_netc_threads_fixes_the_count_and_plans_without_parallel_regions_have_no_choice(monkeypatch):

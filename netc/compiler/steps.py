@@ -179,8 +179,7 @@ def busy_threads(graph: Graph, batch: int) -> int:
     region has chunks (a conv pass's, else a recurrent layer's one per core); 1 without them (a plan whose
     only regions are a large linear layer's column blocks then chooses between one thread and one per core).
     More threads than cores get a larger share of busy cores, and netc's pool loses nothing to a thread
-    the scheduler holds back before it takes a chunk (netc.region_pool); which count runs faster moves
-    with the machine (netc.cpuload.ThreadChoice times both)."""
+    the scheduler holds back before it takes a chunk (netc.region_pool; netc.cpuload.busy_counts)."""
     if any(REGISTRY[node.op].is_(PARALLEL) for node in graph.nodes):
         return parallel_chunks(batch)
     return stepped_chunks(batch) if has_parallel_regions(graph) else 1

@@ -17,7 +17,7 @@ from netc import fpmode, region_pool
 from netc.compiler import FUSED, PYTHON, CompiledPlan, compile_graph
 from netc.compiler import background as fused_compile
 from netc.compiler.steps import blas_threads, busy_threads, cores, has_parallel_regions
-from netc.cpuload import ThreadChoice, load_watcher, packing, placement
+from netc.cpuload import ThreadChoice, busy_counts, load_watcher, packing, placement
 from netc.errors import DataError, Diagnostic, Location
 from netc.graph.ir import Graph
 from netc.graph.memory import optimizer_slots
@@ -97,13 +97,13 @@ class Model:
         # (same numbers, half the compile) until the background process has compiled them
         self._waiting: list = []
         self.blas_threads = blas_threads(graph, self.batch)  # set before every compiled call (see prepare_threads)
-        # the threads of its parallel regions beside busy processes, chosen by timing (NETC_THREADS fixes them):
-        # one per core (its count alone), or as many as a region's chunks; on OpenMP's threads one thread too,
-        # which stalls no region (netc.cpuload). NETC_REGION_POOL is checked here, not first inside a compile.
+        # the threads of its parallel regions beside busy processes (NETC_THREADS fixes them): as many as a conv
+        # pass's chunks, or timed (netc.cpuload.busy_counts). NETC_REGION_POOL is checked here, not inside a compile.
         pool = numba.config.NUMBA_NUM_THREADS
-        counts = (min(pool, busy_threads(graph, self.batch)),) + (() if region_pool.wanted() else (1,))
+        quiet = min(cores(), pool)
+        counts = busy_counts(quiet, min(pool, busy_threads(graph, self.batch)), region_pool.wanted())
         regions = has_parallel_regions(graph) or bool(self.plan.buffers.blocks)  # a large linear's blocks
-        self.thread_choice = ThreadChoice(min(cores(), pool), counts) if regions and thread_count() is None else None
+        self.thread_choice = ThreadChoice(quiet, counts) if regions and thread_count() is None else None
         self._packing = packing()  # NETC_PACK read (and checked) once per model
         # subnormals flushed while its compiled code runs (netc.fpmode) where every thread that computes takes
         # the caller's bits: netc's region pool, not Numba's own layer, and no OpenBLAS helper threads
