@@ -175,7 +175,7 @@ def busy_counts(quiet: int, chunks: int, on_pool: bool) -> tuple[int, ...]:
     share of the busy cores, and a thread the scheduler holds back holds up no chunk it has not taken.
     Timed against one per core, which beside two busy processes on two cores packs onto one (Placement),
     the choice followed where the scheduler had put the busy processes: alone on its core two threads were
-    as fast as four, beside one of them 1.4-1.8x slower, and the next rounds of four threads slowed too
+    as fast as four, beside one of them 1.5-1.7x slower, and the next rounds of four threads slowed too
     (LeNet-5 1.47-2.49x slower than alone, median 1.84x; four threads throughout 1.30-2.34x, medians
     1.44-1.66x; seed-cnn 1.74-2.45x against 1.71-1.83x: benchmarks/RESULTS.md, twenty-seventh session).
     Otherwise (fewer chunks than cores: a large linear layer's blocks) one per core and the chunks' count
